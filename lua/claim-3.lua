@@ -1,0 +1,85 @@
+--[[
+  claim: race for a task, take over an orphaned one, retry a failed one, or learn its state.
+
+  Input:
+    KEYS[1] container: the record key (plain mode) or the hash (hash-field mode)
+    KEYS[2] index zset of the hash (hash-field mode; unused in plain mode)
+    KEYS[3] the claimer's session key
+    ARGV[1] field ('' in plain mode)
+    ARGV[2] claimer session id
+    ARGV[3] session key prefix (session key = prefix .. session id)
+    ARGV[4] session ttl ms (the claimer's session is refreshed: a grant starts a full lease)
+    ARGV[5] task timeout ms (time-to-run: the deadline of a grant)
+    ARGV[6] retention ms
+    ARGV[7] max attempts: a failed record whose attempt >= this is terminal
+    ARGV[8] dry run: '1' reports what a claim would do without granting (paused workers)
+    ARGV[9] event channel ('' for none)
+    ARGV[10] task ref (identifies the task in events)
+
+  Output:
+    { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession }   granted
+        kind: 0 fresh, 1 takeover (owner session expired), 2 takeover (deadline passed),
+              3 retry after failure, 4 handover (released); fromSession: the previous
+              owner ('' when fresh)
+    { 2, ownerSession, token, attempt, ownerPttl, deadlineInMs }     held by a live owner
+    { 3, ownerSession, token, attempt, updatedAt, resultJson }       done
+    { 4, ownerSession, token, attempt, updatedAt, errorJson, terminal, retryInMs }  failed
+    { 5, kind }                                                      claimable (dry run only)
+    { -1, excerpt }  corrupt record            { -2, version } record of a newer format
+    { -3 }           claimer session expired   { -4, type }    key of another type
+
+  Events (ARGV[9]): 'claimed' {e, r, s, k, a, o, kind, from} on every grant.
+]]
+--- @include "includes/record"
+
+local container, index = KEYS[1], KEYS[2]
+local field, claimer, sessionPrefix = ARGV[1], ARGV[2], ARGV[3]
+local sessionTtl, taskTimeout, retention = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local maxAttempts, dryRun, channel, ref = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[9], ARGV[10]
+
+local now = serverNowMs()
+if rcall('PEXPIRE', KEYS[3], sessionTtl) == 0 then return {-3} end
+
+local r, err = load(container, index, field, now)
+if err then return err end
+
+local function grant(token, attempt, kind, from)
+  if dryRun then return {5, kind} end
+  local rec = {
+    state = 'R', token = token, attempt = attempt, session = claimer,
+    deadline = now + taskTimeout, claimedAt = now, updatedAt = now, progress = '', payload = ''
+  }
+  store(container, index, field, rec, now, taskTimeout + retention)
+  publish(channel, 'claimed', ref, rec, {kind = kind, from = from})
+  return {1, token, attempt, kind, taskTimeout, now, from}
+end
+
+if not r then return grant(1, 1, 0, '') end
+
+if r.state == 'D' then
+  return {3, r.session, r.token, r.attempt, r.updatedAt, r.payload}
+end
+
+if r.state == 'R' then
+  local pttl = sessionPttl(sessionPrefix, r.session)
+  if pttl > 0 and now < r.deadline then
+    return {2, r.session, r.token, r.attempt, pttl, r.deadline - now}
+  end
+  -- orphaned: the owner's session expired (crash, pause, partition) or its handler hung
+  local kind = 2
+  if pttl == 0 then kind = 1 end
+  return grant(r.token + 1, r.attempt + 1, kind, r.session)
+end
+
+if r.state == 'F' then
+  if r.attempt >= maxAttempts then
+    return {4, r.session, r.token, r.attempt, r.updatedAt, r.payload, 1, 0}
+  end
+  if now < r.deadline then
+    return {4, r.session, r.token, r.attempt, r.updatedAt, r.payload, 0, r.deadline - now}
+  end
+  return grant(r.token + 1, r.attempt + 1, 3, r.session)
+end
+
+-- 'X': released by a closing owner; anyone may take it at once
+return grant(r.token + 1, r.attempt + 1, 4, r.session)

@@ -1,0 +1,134 @@
+--[[
+  Shared pieces of every pairlock transition: the server clock, the record format,
+  and the two storage modes (plain key or hash field) behind one load/store pair.
+
+  Record format, version 1 (one string, '|' separated, payload last so it may hold '|'):
+    1|<state>|<token>|<attempt>|<session>|<deadline>|<claimedAt>|<updatedAt>|<progress>|<payload>
+  state     R running, D done, F failed, X released (handed over)
+  token     fencing token: +1 on every grant of the task
+  attempt   number of grants so far (first run, takeovers, retries, handovers)
+  session   the owner's session id (the key <sessionPrefix><session> is its liveness lease)
+  deadline  R: server ms after which the task is orphaned; F: server ms when a retry
+            may be granted; D/X: 0
+  claimedAt, updatedAt   server ms of the grant and of the last transition
+  progress  last reported progress number ('' when none)
+  payload   D: result JSON, F: error JSON, R: progress note JSON, X: ''
+
+  Hash-field mode keeps an index zset (KEYS[2]) of field -> server ms at which the field
+  may be dropped, because a hash field has no TTL of its own before Redis 7.4. Every
+  script that touches the hash sweeps at most SWEEP_LIMIT expired fields, so no call ever
+  scans the whole hash.
+]]
+local rcall = redis.call
+local SWEEP_LIMIT = 20
+
+-- Redis time, in ms. Every expiry decision in pairlock uses this, never a worker's clock.
+local function serverNowMs()
+  local t = rcall('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Reply codes shared by every script (mirrored by ReplyCode in src/codes.ts).
+local E_CORRUPT = -1
+local E_VERSION = -2
+local E_WRONGTYPE = -4
+
+local function decodeRecord(raw)
+  local ver = string.match(raw, '^(%d+)|')
+  if ver and ver ~= '1' then return nil, {E_VERSION, ver} end
+  local s, k, a, o, d, c, u, p, payload =
+    string.match(raw, '^1|([RDFX])|(%d+)|(%d+)|([^|]+)|(%d+)|(%d+)|(%d+)|([^|]*)|(.*)$')
+  if not s then return nil, {E_CORRUPT, string.sub(raw, 1, 64)} end
+  return {
+    state = s, token = tonumber(k), attempt = tonumber(a), session = o,
+    deadline = tonumber(d), claimedAt = tonumber(c), updatedAt = tonumber(u),
+    progress = p, payload = payload
+  }, nil
+end
+
+local function encodeRecord(r)
+  return '1|' .. r.state .. '|' .. string.format('%d', r.token) .. '|' ..
+    string.format('%d', r.attempt) .. '|' .. r.session .. '|' ..
+    string.format('%d', r.deadline) .. '|' .. string.format('%d', r.claimedAt) .. '|' ..
+    string.format('%d', r.updatedAt) .. '|' .. r.progress .. '|' .. r.payload
+end
+
+local function sweep(container, index, now)
+  local expired = rcall('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, SWEEP_LIMIT)
+  if #expired > 0 then
+    rcall('HDEL', container, unpack(expired))
+    rcall('ZREM', index, unpack(expired))
+  end
+end
+
+-- Returns raw (or false when absent), errorReply.
+local function loadRaw(container, index, field, now)
+  if field == '' then
+    local raw = redis.pcall('GET', container)
+    if type(raw) == 'table' and raw.err then return false, {E_WRONGTYPE, 'string'} end
+    return raw, nil
+  end
+  local raw = redis.pcall('HGET', container, field)
+  if type(raw) == 'table' and raw.err then return false, {E_WRONGTYPE, 'hash'} end
+  -- index '' (peek): read the field as it stands, without sweeping
+  if index == '' then return raw, nil end
+  local idxType = rcall('TYPE', index)['ok']
+  if idxType ~= 'zset' and idxType ~= 'none' then return false, {E_WRONGTYPE, 'zset'} end
+  sweep(container, index, now)
+  if raw then
+    local dropAt = rcall('ZSCORE', index, field)
+    if dropAt and tonumber(dropAt) <= now then
+      -- logically expired: the same as a plain key whose TTL ran out
+      rcall('HDEL', container, field)
+      rcall('ZREM', index, field)
+      return false, nil
+    end
+  end
+  return raw, nil
+end
+
+local function load(container, index, field, now)
+  local raw, err = loadRaw(container, index, field, now)
+  if err then return nil, err end
+  if not raw then return false, nil end
+  return decodeRecord(raw)
+end
+
+-- keepMs: how long the record must live from now (retention, plus the deadline while running).
+local function store(container, index, field, r, now, keepMs)
+  local raw = encodeRecord(r)
+  if field == '' then
+    rcall('SET', container, raw, 'PX', keepMs)
+    return
+  end
+  rcall('HSET', container, field, raw)
+  rcall('ZADD', index, now + keepMs, field)
+  -- the hash and its index live as long as their longest-lived field
+  for _, key in ipairs({container, index}) do
+    if rcall('PTTL', key) < keepMs then rcall('PEXPIRE', key, keepMs) end
+  end
+end
+
+-- Keep the record and its remaining lifetime; only the value changes.
+local function update(container, index, field, r)
+  local raw = encodeRecord(r)
+  if field == '' then
+    rcall('SET', container, raw, 'KEEPTTL')
+  else
+    rcall('HSET', container, field, raw)
+  end
+end
+
+-- Liveness of a session: its remaining ms, or 0 when it is gone.
+local function sessionPttl(sessionPrefix, session)
+  local pttl = rcall('PTTL', sessionPrefix .. session)
+  if pttl < 0 then return 0 end
+  return pttl
+end
+
+local function publish(channel, event, ref, r, extra)
+  if channel == '' then return end
+  local msg = {e = event, r = ref, s = r.state, k = r.token, a = r.attempt, o = r.session}
+  if extra then for key, value in pairs(extra) do msg[key] = value end end
+  rcall('PUBLISH', channel, cjson.encode(msg))
+end

@@ -1,0 +1,58 @@
+/**
+ * Reply codes of the Lua scripts in lua/. Every script answers with an array whose
+ * first element is one of these. Positive codes are answers, negative codes are
+ * rejections or faults. Kept in one place so that every path reports the same thing.
+ */
+export const ReplyCode = {
+  Ok: 1,
+  Absent: 0,
+  // claim
+  Granted: 1,
+  Held: 2,
+  Done: 3,
+  Failed: 4,
+  Claimable: 5,
+  // faults
+  Corrupt: -1,
+  NewerFormat: -2,
+  ClaimerSessionExpired: -3,
+  WrongType: -4,
+  // ownership proofs (settle, release, progress)
+  UnknownTask: -10,
+  NotOwner: -11,
+  TokenSuperseded: -12,
+  AlreadySettled: -13,
+  SessionExpired: -14,
+  DeadlinePassed: -15,
+  // session
+  SessionExists: -16,
+  UnknownOp: -17,
+} as const;
+
+/** Why an owner's write (settle, release, progress) was turned away. */
+export type RejectReason =
+  | 'unknown-task'
+  | 'not-owner'
+  | 'token-superseded'
+  | 'already-settled'
+  | 'session-expired'
+  | 'deadline-passed';
+
+export const rejectReasons: Record<number, RejectReason> = {
+  [ReplyCode.UnknownTask]: 'unknown-task',
+  [ReplyCode.NotOwner]: 'not-owner',
+  [ReplyCode.TokenSuperseded]: 'token-superseded',
+  [ReplyCode.AlreadySettled]: 'already-settled',
+  [ReplyCode.SessionExpired]: 'session-expired',
+  [ReplyCode.DeadlinePassed]: 'deadline-passed',
+};
+
+/** How a grant came about. */
+export type GrantKind = 'fresh' | 'session-expired' | 'deadline-passed' | 'retry' | 'handover';
+export const grantKinds: readonly GrantKind[] = [
+  'fresh',
+  'session-expired',
+  'deadline-passed',
+  'retry',
+  'handover',
+];

@@ -1,0 +1,105 @@
+import type { GrantKind, RejectReason } from './codes.js';
+import type { Logger } from './options.js';
+
+export interface NamespaceEvent {
+  /** 'claimed' | 'settled' | 'released' */
+  e: string;
+  /** task ref */
+  r: string;
+  /** state after the transition: R, D, F, X */
+  s: string;
+  /** fencing token */
+  k: number;
+  /** attempt */
+  a: number;
+  /** session of the owner */
+  o: string;
+  /** grant kind index (claimed) */
+  kind?: number;
+  /** previous owner's session (claimed by takeover) */
+  from?: string;
+}
+
+/** Every event a PairedWorker emits, with its one payload object. */
+export interface PairedWorkerEvents {
+  /** This worker won a grant and starts the handler. */
+  claimed: { taskId: string; token: number; attempt: number; kind: GrantKind };
+  /** A peer holds the task; this worker covers it. */
+  standby: { taskId: string; holder: string; token: number };
+  /** This worker took over a task from a crashed, hung, failed or leaving peer. */
+  'took-over': { taskId: string; token: number; attempt: number; kind: GrantKind; from: string };
+  /** This worker's grant was settled (role: ran or took-over). */
+  settled: { taskId: string; state: 'done' | 'failed'; token: number; attempt: number };
+  /** This worker can no longer prove it holds a task; the handler's signal fired. */
+  'lease-lost': {
+    taskId: string;
+    token: number;
+    reason: 'session' | 'deadline' | 'handover' | 'closed' | 'rejected';
+    rejected?: RejectReason;
+  };
+  /** A watched peer session expired. */
+  'peer-failed': { session: string; worker: string; tasks: number };
+  /** A session renewal failed (Redis error or the session was gone). */
+  'renew-failed': { sessionId: string; error: Error; sessionLost: boolean };
+  /** An internal fault that did not belong to one run() call. */
+  error: { error: Error };
+  /** Every event published on the namespace channel (for `pairlock watch`). */
+  'namespace-event': NamespaceEvent;
+}
+
+type Listener<T> = (payload: T) => void;
+
+/**
+ * A small typed emitter. A listener that throws is logged and skipped: a bug in a
+ * listener must never take the worker (and its leases) down.
+ */
+export class TypedEmitter<E extends object> {
+  private readonly listeners = new Map<keyof E, Set<Listener<never>>>();
+  constructor(protected readonly logger: Logger) {}
+
+  on<K extends keyof E>(event: K, fn: Listener<E[K]>): this {
+    let set = this.listeners.get(event);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(event, set);
+    }
+    set.add(fn as Listener<never>);
+    return this;
+  }
+
+  off<K extends keyof E>(event: K, fn: Listener<E[K]>): this {
+    this.listeners.get(event)?.delete(fn as Listener<never>);
+    return this;
+  }
+
+  once<K extends keyof E>(event: K, fn: Listener<E[K]>): this {
+    const wrapped: Listener<E[K]> = (p) => {
+      this.off(event, wrapped);
+      fn(p);
+    };
+    return this.on(event, wrapped);
+  }
+
+  listenerCount(event: keyof E): number {
+    return this.listeners.get(event)?.size ?? 0;
+  }
+
+  protected emit<K extends keyof E>(event: K, payload: E[K]): void {
+    const set = this.listeners.get(event);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        (fn as Listener<E[K]>)(payload);
+      } catch (err) {
+        this.logger.error({ err, event: String(event) }, 'pairlock: an event listener threw');
+      }
+    }
+  }
+}
+
+export const silentLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+};

@@ -1,0 +1,56 @@
+/**
+ * Key layout of a namespace. Every key carries the namespace as a Cluster hash tag, so
+ * one Lua script may touch the record, the hash index and the sessions of one namespace
+ * on one shard.
+ *
+ *   <prefix>:{<ns>}:t:<taskId>        task record (plain-key mode)
+ *   <prefix>:{<ns>}:h:<key>           hash of task records (hash-field mode), field = task id
+ *   <prefix>:{<ns>}:hx:<key>          index zset of that hash: field -> drop time (server ms)
+ *   <prefix>:{<ns>}:s:<sessionId>     a worker's session (liveness lease)
+ *   <prefix>:{<ns>}:events            pub/sub channel of the namespace
+ */
+export interface TaskLocation {
+  readonly taskId: string;
+  /** Identifies the task in events and local maps. */
+  readonly ref: string;
+  /** The record key (plain mode) or the hash (hash-field mode). */
+  readonly container: string;
+  /** The hash's index zset; in plain mode the record key again (declared, never touched). */
+  readonly index: string;
+  /** '' in plain mode. */
+  readonly field: string;
+  /** The user's hash name, in hash-field mode. */
+  readonly hashKey?: string;
+}
+
+export class Keys {
+  readonly base: string;
+  readonly channel: string;
+  readonly sessionPrefix: string;
+
+  constructor(keyPrefix: string, namespace: string) {
+    this.base = `${keyPrefix}:{${namespace}}:`;
+    this.channel = `${this.base}events`;
+    this.sessionPrefix = `${this.base}s:`;
+  }
+
+  session(sessionId: string): string {
+    return this.sessionPrefix + sessionId;
+  }
+
+  task(taskId: string, hashKey?: string): TaskLocation {
+    if (hashKey === undefined) {
+      const container = `${this.base}t:${taskId}`;
+      return { taskId, ref: `t:${taskId}`, container, index: container, field: '' };
+    }
+    return {
+      taskId,
+      hashKey,
+      // length-prefixed so that no (key, field) pair can spell another's ref
+      ref: `h:${hashKey.length}:${hashKey}${taskId}`,
+      container: `${this.base}h:${hashKey}`,
+      index: `${this.base}hx:${hashKey}`,
+      field: taskId,
+    };
+  }
+}

@@ -1,0 +1,225 @@
+import { hostname } from 'node:os';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
+import { InvalidOptionError } from './errors.js';
+
+/** A pino-compatible logger: `logger.warn({ fields }, 'message')`. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export type FailurePolicy = 'takeover' | 'give-up';
+
+export interface FailureOptions {
+  /**
+   * What happens when a holder reports failure. `takeover`: the task may be claimed again
+   * (the standby first), until `maxAttempts` grants have been made. `give-up`: a reported
+   * failure is the outcome.
+   * @default 'takeover'
+   */
+  readonly policy?: FailurePolicy;
+  /**
+   * Grants a task may receive (first run, takeovers and retries all count) before a
+   * reported failure is final.
+   * @default 3
+   */
+  readonly maxAttempts?: number;
+  /** Wait after a reported failure before the task may be claimed again. @default 1000 */
+  readonly backoffMs?: number;
+}
+
+/** Where Redis is: a client, a URL, or ioredis options. */
+export type RedisConnection = Redis | Cluster | string | RedisOptions;
+
+export interface PairedWorkerOptions {
+  /** The Redis to coordinate through: an ioredis client (Redis or Cluster), a URL, or options. */
+  readonly redis?: RedisConnection;
+  /**
+   * Quorum mode: N independent Redis masters (3 or 5); every transition runs on all of
+   * them and a majority decides.
+   */
+  readonly nodes?: readonly RedisConnection[];
+  /** A set of tasks and workers. All its keys share one Cluster hash tag. @default 'default' */
+  readonly namespace?: string;
+  /** This worker's name; the worker id is `<name>:<random>`. @default os.hostname() */
+  readonly name?: string;
+  /** Prefix of every key. @default 'pairlock' */
+  readonly keyPrefix?: string;
+  /**
+   * The worker's liveness lease on the Redis server. A crashed worker's tasks are taken
+   * over this long after its last heartbeat.
+   * @default 10000
+   */
+  readonly sessionTtlMs?: number;
+  /** How often the session is renewed. Must be below half of `sessionTtlMs`. @default sessionTtlMs / 3 */
+  readonly heartbeatIntervalMs?: number;
+  /** Time-to-run of one grant: past it the task counts as hung and may be taken over. @default 300000 */
+  readonly taskTimeoutMs?: number;
+  readonly failure?: FailureOptions;
+  /** Safety-net re-check of a watched task after this long (pub/sub is at-most-once). @default 10000 */
+  readonly firstAttemptIntervalMs?: number;
+  /** Later safety-net re-checks. @default 30000 */
+  readonly otherAttemptIntervalMs?: number;
+  /**
+   * How long a settled record is kept, so that a peer whose feed lags still sees the
+   * outcome instead of running the task again.
+   * @default 3600000 (one hour)
+   */
+  readonly retentionMs?: number;
+  /** Largest result (serialised JSON, bytes) a task may report. @default 262144 */
+  readonly maxResultBytes?: number;
+  /** Largest task id, in UTF-8 bytes. @default 1024 */
+  readonly maxTaskIdBytes?: number;
+  /** Handlers running at once on this worker; a worker at its limit does not claim. @default Infinity */
+  readonly concurrency?: number;
+  /** Bound on connecting, and on any single Redis command. @default 5000 */
+  readonly connectTimeoutMs?: number;
+  /** A waiting run() gives up with RedisUnavailableError after Redis failed for this long. @default 30000 */
+  readonly unavailableTimeoutMs?: number;
+  readonly logger?: Logger;
+}
+
+export interface ResolvedOptions {
+  readonly namespace: string;
+  readonly name: string;
+  readonly keyPrefix: string;
+  readonly sessionTtlMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly taskTimeoutMs: number;
+  readonly failure: Required<FailureOptions>;
+  readonly firstAttemptIntervalMs: number;
+  readonly otherAttemptIntervalMs: number;
+  readonly retentionMs: number;
+  readonly maxResultBytes: number;
+  readonly maxTaskIdBytes: number;
+  readonly concurrency: number;
+  readonly connectTimeoutMs: number;
+  readonly unavailableTimeoutMs: number;
+}
+
+export const defaults = {
+  namespace: 'default',
+  keyPrefix: 'pairlock',
+  sessionTtlMs: 10_000,
+  taskTimeoutMs: 300_000,
+  failure: { policy: 'takeover', maxAttempts: 3, backoffMs: 1_000 },
+  firstAttemptIntervalMs: 10_000,
+  otherAttemptIntervalMs: 30_000,
+  retentionMs: 3_600_000,
+  maxResultBytes: 262_144,
+  maxTaskIdBytes: 1_024,
+  concurrency: Number.POSITIVE_INFINITY,
+  connectTimeoutMs: 5_000,
+  unavailableTimeoutMs: 30_000,
+} as const;
+
+const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+function describe(value: unknown): string {
+  return `\`${String(value)}\` (${typeof value})`;
+}
+
+function number(
+  name: string,
+  value: unknown,
+  { min, integer = true, allowInfinity = false }: { min: number; integer?: boolean; allowInfinity?: boolean },
+): number {
+  const ok =
+    typeof value === 'number' &&
+    !Number.isNaN(value) &&
+    (Number.isFinite(value) || (allowInfinity && value === Number.POSITIVE_INFINITY)) &&
+    value >= min &&
+    (!integer || !Number.isFinite(value) || Number.isInteger(value));
+  if (!ok) {
+    const kind = integer ? 'an integer' : 'a number';
+    throw new InvalidOptionError(`Expected \`${name}\` to be ${kind} >= ${min}, got ${describe(value)}`);
+  }
+  return value as number;
+}
+
+/** Defaults first, then validation; every message names the option to change. */
+export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
+  if (typeof opts !== 'object' || opts === null) {
+    throw new InvalidOptionError('Expected options to be an object');
+  }
+  const namespace = opts.namespace ?? defaults.namespace;
+  if (typeof namespace !== 'string' || !NAME_RE.test(namespace)) {
+    throw new InvalidOptionError(
+      `Expected \`namespace\` to match ${NAME_RE} (it becomes a Cluster hash tag), got ${describe(namespace)}`,
+    );
+  }
+  const name = opts.name ?? hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
+  if (typeof name !== 'string' || !NAME_RE.test(name)) {
+    throw new InvalidOptionError(`Expected \`name\` to match ${NAME_RE}, got ${describe(name)}`);
+  }
+  const keyPrefix = opts.keyPrefix ?? defaults.keyPrefix;
+  if (typeof keyPrefix !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(keyPrefix)) {
+    throw new InvalidOptionError(`Expected \`keyPrefix\` to be 1-64 characters of [A-Za-z0-9_.:-], got ${describe(keyPrefix)}`);
+  }
+  const sessionTtlMs = number('sessionTtlMs', opts.sessionTtlMs ?? defaults.sessionTtlMs, { min: 20 });
+  const heartbeatIntervalMs = number(
+    'heartbeatIntervalMs',
+    opts.heartbeatIntervalMs ?? Math.max(1, Math.floor(sessionTtlMs / 3)),
+    { min: 1 },
+  );
+  if (heartbeatIntervalMs * 2 > sessionTtlMs) {
+    throw new InvalidOptionError(
+      `Expected \`heartbeatIntervalMs\` (${heartbeatIntervalMs}) to be at most half of \`sessionTtlMs\` (${sessionTtlMs}), so that one lost heartbeat does not end the session`,
+    );
+  }
+  const taskTimeoutMs = number('taskTimeoutMs', opts.taskTimeoutMs ?? defaults.taskTimeoutMs, { min: 1 });
+  const failureIn = opts.failure ?? {};
+  if (typeof failureIn !== 'object' || failureIn === null) {
+    throw new InvalidOptionError('Expected `failure` to be an object');
+  }
+  const policy = failureIn.policy ?? defaults.failure.policy;
+  if (policy !== 'takeover' && policy !== 'give-up') {
+    throw new InvalidOptionError(`Expected \`failure.policy\` to be 'takeover' or 'give-up', got ${describe(policy)}`);
+  }
+  const failure = {
+    policy,
+    maxAttempts: number('failure.maxAttempts', failureIn.maxAttempts ?? defaults.failure.maxAttempts, { min: 1 }),
+    backoffMs: number('failure.backoffMs', failureIn.backoffMs ?? defaults.failure.backoffMs, { min: 0 }),
+  } as const;
+  const firstAttemptIntervalMs = number(
+    'firstAttemptIntervalMs',
+    opts.firstAttemptIntervalMs ?? Math.min(defaults.firstAttemptIntervalMs, taskTimeoutMs),
+    { min: 1 },
+  );
+  if (firstAttemptIntervalMs > taskTimeoutMs) {
+    throw new InvalidOptionError(
+      `Expected \`firstAttemptIntervalMs\` (${firstAttemptIntervalMs}) to be at most \`taskTimeoutMs\` (${taskTimeoutMs}): a standby must re-check a task before its lease can run out`,
+    );
+  }
+  const otherAttemptIntervalMs = number(
+    'otherAttemptIntervalMs',
+    opts.otherAttemptIntervalMs ?? Math.max(firstAttemptIntervalMs, defaults.otherAttemptIntervalMs),
+    { min: 1 },
+  );
+  return {
+    namespace,
+    name,
+    keyPrefix,
+    sessionTtlMs,
+    heartbeatIntervalMs,
+    taskTimeoutMs,
+    failure,
+    firstAttemptIntervalMs,
+    otherAttemptIntervalMs,
+    retentionMs: number('retentionMs', opts.retentionMs ?? defaults.retentionMs, { min: 1 }),
+    maxResultBytes: number('maxResultBytes', opts.maxResultBytes ?? defaults.maxResultBytes, { min: 0 }),
+    maxTaskIdBytes: number('maxTaskIdBytes', opts.maxTaskIdBytes ?? defaults.maxTaskIdBytes, { min: 1 }),
+    concurrency: number('concurrency', opts.concurrency ?? defaults.concurrency, {
+      min: 1,
+      allowInfinity: true,
+    }),
+    connectTimeoutMs: number('connectTimeoutMs', opts.connectTimeoutMs ?? defaults.connectTimeoutMs, { min: 1 }),
+    unavailableTimeoutMs: number(
+      'unavailableTimeoutMs',
+      opts.unavailableTimeoutMs ?? defaults.unavailableTimeoutMs,
+      { min: 1 },
+    ),
+  };
+}

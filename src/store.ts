@@ -1,0 +1,507 @@
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { type GrantKind, grantKinds, type RejectReason, ReplyCode, rejectReasons } from './codes.js';
+import { CorruptRecordError, RedisUnavailableError } from './errors.js';
+import type { Keys, TaskLocation } from './keys.js';
+import type { RedisConnection } from './options.js';
+import { callScript, defineScripts } from './scripts.js';
+
+// ---------------------------------------------------------------------------------
+// Typed replies of the scripts. Decisions are made in Lua; these only name the answers.
+// ---------------------------------------------------------------------------------
+
+export type ClaimReply =
+  | {
+      type: 'granted';
+      token: number;
+      attempt: number;
+      kind: GrantKind;
+      deadlineInMs: number;
+      serverNow: number;
+      from: string;
+    }
+  | { type: 'held'; owner: string; token: number; attempt: number; ownerPttl: number; deadlineInMs: number }
+  | { type: 'done'; owner: string; token: number; attempt: number; updatedAt: number; payload: string }
+  | {
+      type: 'failed';
+      owner: string;
+      token: number;
+      attempt: number;
+      updatedAt: number;
+      payload: string;
+      terminal: boolean;
+      retryInMs: number;
+    }
+  | { type: 'claimable'; kind: GrantKind }
+  | { type: 'session-expired' };
+
+export type OwnerReply =
+  | { ok: true; token: number; attempt: number; serverNow: number }
+  | { ok: false; reason: RejectReason; token?: number; owner?: string; state?: string };
+
+export type SessionReply =
+  | { ok: true; serverNow: number; pttl: number }
+  | { ok: false; reason: 'session-expired' | 'session-exists' };
+
+export interface TaskRecord {
+  state: 'running' | 'done' | 'failed' | 'released';
+  token: number;
+  attempt: number;
+  /** Owner session id, `<workerId>#<epoch>`. */
+  session: string;
+  /** Worker id of the owner, `<name>:<random>`. */
+  worker: string;
+  /** Running: server ms of the task's deadline. Failed: server ms when a retry may be granted. */
+  deadline: number;
+  claimedAt: number;
+  updatedAt: number;
+  progress: number | undefined;
+  /** Result (done), error (failed) or progress note (running), as stored JSON text. */
+  payload: string;
+  /** Remaining ms of the owner's session, 0 when it is gone. */
+  ownerPttl: number;
+  serverNow: number;
+  /** Remaining ms the record is kept; -1 when it has no expiry. */
+  keepMs: number;
+}
+
+export type InspectReply = { found: false; serverNow: number } | ({ found: true } & TaskRecord);
+
+/** One watched task as the safety net saw it. */
+export type PeekEntry =
+  | { state: 'absent' }
+  | { state: 'R' | 'D' | 'F' | 'X'; token: number; orphaned: boolean }
+  | { state: 'error'; code: number };
+
+export interface ClaimArgs {
+  session: string;
+  sessionTtlMs: number;
+  taskTimeoutMs: number;
+  retentionMs: number;
+  maxAttempts: number;
+  dryRun: boolean;
+}
+
+export interface SettleArgs {
+  session: string;
+  token: number;
+  state: 'D' | 'F';
+  payload: string;
+  retentionMs: number;
+  backoffMs: number;
+}
+
+/** What pairlock needs from Redis. One implementation per topology. */
+export interface Store {
+  /** Connect within the bounded wait, or throw RedisUnavailableError. */
+  connect(): Promise<void>;
+  claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply>;
+  settle(loc: TaskLocation, a: SettleArgs): Promise<OwnerReply>;
+  release(loc: TaskLocation, a: { session: string; token: number; retentionMs: number }): Promise<OwnerReply>;
+  progress(
+    loc: TaskLocation,
+    a: { session: string; token: number; progress: number; note: string },
+  ): Promise<OwnerReply>;
+  inspect(loc: TaskLocation): Promise<InspectReply>;
+  peek(locs: readonly TaskLocation[]): Promise<PeekEntry[]>;
+  session(op: 'open' | 'renew' | 'close' | 'ttl', sessionId: string, ttlMs: number, desc?: string): Promise<SessionReply>;
+  /** Deliver namespace events; `onReconnect` runs after the subscription is restored. */
+  subscribe(onMessage: (msg: string) => void, onReconnect: () => void): Promise<void>;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------
+// Reply decoding
+// ---------------------------------------------------------------------------------
+
+type Raw = (string | number)[];
+const num = (v: unknown): number => Number(v);
+const str = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
+
+export function faultToError(reply: Raw, loc: TaskLocation): CorruptRecordError | undefined {
+  const code = reply[0];
+  const where = loc.field ? `${loc.container} field ${JSON.stringify(loc.field)}` : loc.container;
+  if (code === ReplyCode.Corrupt) {
+    return new CorruptRecordError(
+      'ERR_CORRUPT_RECORD',
+      `the record of task ${JSON.stringify(loc.taskId)} at ${where} is not a pairlock record (starts with ${JSON.stringify(str(reply[1]))}); delete it or use another task id`,
+      loc.container,
+      loc.field || undefined,
+    );
+  }
+  if (code === ReplyCode.NewerFormat) {
+    return new CorruptRecordError(
+      'ERR_NEWER_FORMAT',
+      `the record of task ${JSON.stringify(loc.taskId)} at ${where} has format version ${str(reply[1])}, newer than this pairlock understands; upgrade pairlock on this worker`,
+      loc.container,
+      loc.field || undefined,
+    );
+  }
+  if (code === ReplyCode.WrongType) {
+    return new CorruptRecordError(
+      'ERR_WRONG_TYPE',
+      `the key ${where} of task ${JSON.stringify(loc.taskId)} holds a value of another type (expected ${str(reply[1])}); it is not pairlock's`,
+      loc.container,
+      loc.field || undefined,
+    );
+  }
+  return undefined;
+}
+
+export function decodeClaim(reply: Raw, loc: TaskLocation): ClaimReply {
+  const fault = faultToError(reply, loc);
+  if (fault) throw fault;
+  switch (reply[0]) {
+    case ReplyCode.Granted:
+      return {
+        type: 'granted',
+        token: num(reply[1]),
+        attempt: num(reply[2]),
+        kind: grantKinds[num(reply[3])] ?? 'fresh',
+        deadlineInMs: num(reply[4]),
+        serverNow: num(reply[5]),
+        from: str(reply[6]),
+      };
+    case ReplyCode.Held:
+      return {
+        type: 'held',
+        owner: str(reply[1]),
+        token: num(reply[2]),
+        attempt: num(reply[3]),
+        ownerPttl: num(reply[4]),
+        deadlineInMs: num(reply[5]),
+      };
+    case ReplyCode.Done:
+      return {
+        type: 'done',
+        owner: str(reply[1]),
+        token: num(reply[2]),
+        attempt: num(reply[3]),
+        updatedAt: num(reply[4]),
+        payload: str(reply[5]),
+      };
+    case ReplyCode.Failed:
+      return {
+        type: 'failed',
+        owner: str(reply[1]),
+        token: num(reply[2]),
+        attempt: num(reply[3]),
+        updatedAt: num(reply[4]),
+        payload: str(reply[5]),
+        terminal: num(reply[6]) === 1,
+        retryInMs: num(reply[7]),
+      };
+    case ReplyCode.Claimable:
+      return { type: 'claimable', kind: grantKinds[num(reply[1])] ?? 'fresh' };
+    case ReplyCode.ClaimerSessionExpired:
+      return { type: 'session-expired' };
+    default:
+      throw new Error(`unexpected claim reply ${JSON.stringify(reply)}`);
+  }
+}
+
+export function decodeOwner(reply: Raw, loc: TaskLocation): OwnerReply {
+  const fault = faultToError(reply, loc);
+  if (fault) throw fault;
+  const code = num(reply[0]);
+  if (code === ReplyCode.Ok) {
+    return { ok: true, token: num(reply[1] ?? 0), attempt: num(reply[2] ?? 0), serverNow: num(reply[3] ?? reply[1]) };
+  }
+  const reason = rejectReasons[code];
+  if (!reason) throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
+  const out: OwnerReply = { ok: false, reason };
+  if (code === ReplyCode.NotOwner || code === ReplyCode.TokenSuperseded) {
+    out.token = num(reply[1]);
+    out.owner = str(reply[2]);
+  }
+  if (code === ReplyCode.AlreadySettled) out.state = str(reply[1]);
+  return out;
+}
+
+const stateNames = { R: 'running', D: 'done', F: 'failed', X: 'released' } as const;
+
+export function workerOf(session: string): string {
+  const i = session.lastIndexOf('#');
+  return i < 0 ? session : session.slice(0, i);
+}
+
+export function decodeInspect(reply: Raw, loc: TaskLocation): InspectReply {
+  const fault = faultToError(reply, loc);
+  if (fault) throw fault;
+  if (reply[0] === ReplyCode.Absent) return { found: false, serverNow: num(reply[1]) };
+  const session = str(reply[4]);
+  const progress = str(reply[8]);
+  return {
+    found: true,
+    state: stateNames[str(reply[1]) as keyof typeof stateNames],
+    token: num(reply[2]),
+    attempt: num(reply[3]),
+    session,
+    worker: workerOf(session),
+    deadline: num(reply[5]),
+    claimedAt: num(reply[6]),
+    updatedAt: num(reply[7]),
+    progress: progress === '' ? undefined : Number(progress),
+    payload: str(reply[9]),
+    ownerPttl: num(reply[10]),
+    serverNow: num(reply[11]),
+    keepMs: num(reply[12]),
+  };
+}
+
+export function decodePeek(entry: string): PeekEntry {
+  if (entry === '') return { state: 'absent' };
+  const [s, k, o] = entry.split(':');
+  if (s === 'E') return { state: 'error', code: Number(k) };
+  return { state: s as 'R' | 'D' | 'F' | 'X', token: Number(k), orphaned: o === '1' };
+}
+
+export function decodeSession(reply: Raw): SessionReply {
+  if (reply[0] === ReplyCode.Ok) return { ok: true, serverNow: num(reply[1]), pttl: num(reply[2]) };
+  if (reply[0] === ReplyCode.SessionExists) return { ok: false, reason: 'session-exists' };
+  if (reply[0] === ReplyCode.SessionExpired) return { ok: false, reason: 'session-expired' };
+  throw new Error(`unexpected session reply ${JSON.stringify(reply)}`);
+}
+
+// ---------------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------------
+
+export type Client = Redis | Cluster;
+
+export function isClient(c: unknown): c is Client {
+  return c instanceof Redis || c instanceof Cluster;
+}
+
+/**
+ * A client pairlock creates itself. No offline queue and no per-request retries: a
+ * command sent while Redis is away fails at once instead of running late (a late claim
+ * could grant a lease nobody is waiting for); pairlock retries at its own level.
+ */
+export function createClient(conn: Exclude<RedisConnection, Client>, connectTimeoutMs: number): Redis {
+  const base: RedisOptions = {
+    lazyConnect: true,
+    connectTimeout: connectTimeoutMs,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
+  };
+  if (typeof conn === 'string') return new Redis(conn, base);
+  return new Redis({ ...base, ...conn });
+}
+
+export function describeClient(client: Client): string {
+  if (client instanceof Cluster) return 'the Redis Cluster';
+  const o = client.options;
+  if (o.path) return `Redis at ${o.path}`;
+  if (o.sentinels?.length) return `Redis (sentinel master ${o.name ?? ''})`;
+  return `Redis at ${o.host ?? '127.0.0.1'}:${o.port ?? 6379}`;
+}
+
+export function withTimeout<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new RedisUnavailableError(what())), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/** Wait until the client is ready, at most `ms`. */
+export async function connectClient(client: Client, ms: number): Promise<void> {
+  if (client.status === 'ready') return;
+  const ready = new Promise<void>((resolve, reject) => {
+    const onReady = () => {
+      cleanup();
+      resolve();
+    };
+    const onEnd = () => {
+      cleanup();
+      reject(new RedisUnavailableError(`the connection to ${describeClient(client)} was closed`));
+    };
+    const cleanup = () => {
+      client.off('ready', onReady);
+      client.off('end', onEnd);
+    };
+    client.on('ready', onReady);
+    client.on('end', onEnd);
+  });
+  // the promise of connect() may reject on its own; readiness is what we wait for
+  if (client.status === 'wait') client.connect().catch(() => {});
+  await withTimeout(
+    ready,
+    ms,
+    () =>
+      `could not reach ${describeClient(client)} within ${ms} ms (option \`connectTimeoutMs\`); is it running and reachable?`,
+  );
+}
+
+// ---------------------------------------------------------------------------------
+// One Redis (standalone, Sentinel-managed, or a Cluster: a namespace is one slot)
+// ---------------------------------------------------------------------------------
+
+export class RedisStore implements Store {
+  readonly client: Client;
+  private readonly owned: boolean;
+  private subscriber: Client | undefined;
+  private readonly prefix: string;
+
+  constructor(
+    conn: RedisConnection,
+    private readonly keys: Keys,
+    private readonly timeoutMs: number,
+  ) {
+    if (isClient(conn)) {
+      this.client = conn;
+      this.owned = false;
+    } else {
+      this.client = createClient(conn, timeoutMs);
+      this.owned = true;
+    }
+    // ioredis applies keyPrefix to KEYS but not to keys a script builds itself
+    const opts = this.client instanceof Cluster ? this.client.options.redisOptions : this.client.options;
+    this.prefix = opts?.keyPrefix ?? '';
+    defineScripts(this.client);
+  }
+
+  private call(name: Parameters<typeof callScript>[1], args: (string | number)[]): Promise<Raw> {
+    return withTimeout(
+      callScript(this.client, name, args) as Promise<Raw>,
+      this.timeoutMs,
+      () => `${describeClient(this.client)} did not answer within ${this.timeoutMs} ms (option \`connectTimeoutMs\`)`,
+    ).catch((err: unknown) => {
+      if (err instanceof RedisUnavailableError) throw err;
+      const e = err as Error;
+      // a connection fault, not a script error: report it as unavailability
+      if (/Connection|ECONNREFUSED|ECONNRESET|EPIPE|closed|offline|Stream isn't writeable|max retries/i.test(e.message)) {
+        throw new RedisUnavailableError(`${describeClient(this.client)} is unavailable: ${e.message}`, { cause: e });
+      }
+      throw err;
+    });
+  }
+
+  connect(): Promise<void> {
+    return connectClient(this.client, this.timeoutMs);
+  }
+
+  async claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply> {
+    const raw = await this.call('claim', [
+      loc.container,
+      loc.index,
+      this.keys.session(a.session),
+      loc.field,
+      a.session,
+      this.prefix + this.keys.sessionPrefix,
+      a.sessionTtlMs,
+      a.taskTimeoutMs,
+      a.retentionMs,
+      a.maxAttempts,
+      a.dryRun ? '1' : '0',
+      this.keys.channel,
+      loc.ref,
+    ]);
+    return decodeClaim(raw, loc);
+  }
+
+  async settle(loc: TaskLocation, a: SettleArgs): Promise<OwnerReply> {
+    const raw = await this.call('settle', [
+      loc.container,
+      loc.index,
+      this.keys.session(a.session),
+      loc.field,
+      a.session,
+      a.token,
+      a.state,
+      a.payload,
+      a.retentionMs,
+      a.backoffMs,
+      this.keys.channel,
+      loc.ref,
+    ]);
+    return decodeOwner(raw, loc);
+  }
+
+  async release(loc: TaskLocation, a: { session: string; token: number; retentionMs: number }): Promise<OwnerReply> {
+    const raw = await this.call('release', [
+      loc.container,
+      loc.index,
+      this.keys.session(a.session),
+      loc.field,
+      a.session,
+      a.token,
+      a.retentionMs,
+      this.keys.channel,
+      loc.ref,
+    ]);
+    return decodeOwner(raw, loc);
+  }
+
+  async progress(
+    loc: TaskLocation,
+    a: { session: string; token: number; progress: number; note: string },
+  ): Promise<OwnerReply> {
+    const raw = await this.call('progress', [
+      loc.container,
+      loc.index,
+      this.keys.session(a.session),
+      loc.field,
+      a.session,
+      a.token,
+      String(a.progress),
+      a.note,
+    ]);
+    return decodeOwner(raw, loc);
+  }
+
+  async inspect(loc: TaskLocation): Promise<InspectReply> {
+    const raw = await this.call('inspect', [loc.container, loc.index, loc.field, this.prefix + this.keys.sessionPrefix]);
+    return decodeInspect(raw, loc);
+  }
+
+  async peek(locs: readonly TaskLocation[]): Promise<PeekEntry[]> {
+    if (locs.length === 0) return [];
+    const raw = await this.call('peek', [
+      locs.length,
+      ...locs.map((l) => l.container),
+      this.prefix + this.keys.sessionPrefix,
+      ...locs.map((l) => l.field),
+    ]);
+    return raw.map((e) => decodePeek(String(e)));
+  }
+
+  async session(
+    op: 'open' | 'renew' | 'close' | 'ttl',
+    sessionId: string,
+    ttlMs: number,
+    desc = '',
+  ): Promise<SessionReply> {
+    const raw = await this.call('session', [this.keys.session(sessionId), op, ttlMs, desc]);
+    return decodeSession(raw);
+  }
+
+  async subscribe(onMessage: (msg: string) => void, onReconnect: () => void): Promise<void> {
+    const sub = this.client.duplicate() as Client;
+    this.subscriber = sub;
+    sub.on('error', () => {
+      // reconnection is ioredis's job; onReconnect re-checks every waiting task
+    });
+    sub.on('message', (_channel: string, msg: string) => onMessage(msg));
+    let first = true;
+    sub.on('ready', () => {
+      if (first) {
+        first = false;
+        return;
+      }
+      onReconnect();
+    });
+    await connectClient(sub, this.timeoutMs);
+    await withTimeout(sub.subscribe(this.keys.channel), this.timeoutMs, () => 'SUBSCRIBE timed out');
+  }
+
+  async close(): Promise<void> {
+    const subs = this.subscriber;
+    this.subscriber = undefined;
+    if (subs) subs.disconnect();
+    if (this.owned) {
+      await this.client.quit().catch(() => this.client.disconnect());
+    }
+  }
+}
