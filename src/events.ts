@@ -43,6 +43,16 @@ export interface PairedWorkerEvents {
   'renew-failed': { sessionId: string; error: Error; sessionLost: boolean };
   /** An internal fault that did not belong to one run() call. */
   error: { error: Error };
+  /** A run() call resolved (every participant emits it once per call). */
+  outcome: {
+    taskId: string;
+    state: 'done' | 'failed';
+    role: 'ran' | 'watched' | 'took-over';
+    token: number;
+    attempts: number;
+    /** ms from the run() call to its outcome. */
+    elapsedMs: number;
+  };
   /** Every event published on the namespace channel (for `pairlock watch`). */
   'namespace-event': NamespaceEvent;
 }

@@ -170,6 +170,7 @@ class TaskRun<T> {
   timers: NodeJS.Timeout[] = [];
   unavailableSince: number | undefined;
   announcedStandby = false;
+  readonly startedAt = now();
   /** This worker's last settled grant of the task (it may be the final one). */
   lastOwn: { token: number; kind: GrantKind; result: unknown } | undefined;
 
@@ -408,8 +409,11 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     this.uncover(run);
     this.peekQueue.delete(run);
     if (this.runs.get(run.loc.ref) === run) this.runs.delete(run.loc.ref);
-    if (outcome) run.done.resolve(outcome);
-    else run.done.reject(error);
+    if (outcome) {
+      const { taskId, state, role, token, attempts } = outcome;
+      this.emit('outcome', { taskId, state, role, token, attempts, elapsedMs: now() - run.startedAt });
+      run.done.resolve(outcome);
+    } else run.done.reject(error);
   }
 
   /** Claim again now (or as soon as the current claim returns). */
