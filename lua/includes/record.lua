@@ -68,22 +68,24 @@ local function loadRaw(container, index, field, now)
     if type(raw) == 'table' and raw.err then return false, {E_WRONGTYPE, 'string'} end
     return raw, nil
   end
+  -- index '' (peek): read the field as it stands, without sweeping
+  if index ~= '' then
+    local idxType = rcall('TYPE', index)['ok']
+    if idxType ~= 'zset' and idxType ~= 'none' then return false, {E_WRONGTYPE, 'zset'} end
+  end
   local raw = redis.pcall('HGET', container, field)
   if type(raw) == 'table' and raw.err then return false, {E_WRONGTYPE, 'hash'} end
-  -- index '' (peek): read the field as it stands, without sweeping
   if index == '' then return raw, nil end
-  local idxType = rcall('TYPE', index)['ok']
-  if idxType ~= 'zset' and idxType ~= 'none' then return false, {E_WRONGTYPE, 'zset'} end
-  sweep(container, index, now)
   if raw then
     local dropAt = rcall('ZSCORE', index, field)
     if dropAt and tonumber(dropAt) <= now then
       -- logically expired: the same as a plain key whose TTL ran out
       rcall('HDEL', container, field)
       rcall('ZREM', index, field)
-      return false, nil
+      raw = false
     end
   end
+  sweep(container, index, now)
   return raw, nil
 end
 

@@ -1,0 +1,376 @@
+/**
+ * Contract tests of the Lua layer: every output code that a script's header lists is
+ * produced here, on a real Redis, through the same typed wrappers the worker uses.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ReplyCode } from '../src/codes.js';
+import { CorruptRecordError } from '../src/errors.js';
+import { fencedRead, fencedWrite } from '../src/fencing.js';
+import { Keys, type TaskLocation } from '../src/keys.js';
+import { callScript, loadScripts } from '../src/scripts.js';
+import { type ClaimArgs, RedisStore } from '../src/store.js';
+import { RedisServer } from '../src/testing/index.js';
+
+let server: RedisServer;
+let redis: Redis;
+let store: RedisStore;
+let sub: Redis;
+const events: Record<string, unknown>[] = [];
+const keys = new Keys('pairlock', 'contract');
+
+const claimArgs = (session: string, extra: Partial<ClaimArgs> = {}): ClaimArgs => ({
+  session,
+  sessionTtlMs: 10_000,
+  taskTimeoutMs: 60_000,
+  retentionMs: 60_000,
+  maxAttempts: 3,
+  dryRun: false,
+  ...extra,
+});
+const settle = (loc: TaskLocation, session: string, token: number, state: 'D' | 'F' = 'D', backoffMs = 0) =>
+  store.settle(loc, { session, token, state, payload: state === 'D' ? '"ok"' : '{"message":"x"}', retentionMs: 60_000, backoffMs });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let n = 0;
+/** A fresh task in plain-key mode, or hash-field mode. */
+const task = (hash = false) => keys.task(`task-${++n}`, hash ? 'jobs' : undefined);
+async function session(name: string, ttl = 10_000) {
+  const id = `${name}:${++n}#1`;
+  expect((await store.session('open', id, ttl)).ok).toBe(true);
+  return id;
+}
+
+beforeAll(async () => {
+  server = await RedisServer.start();
+  redis = new Redis(server.url);
+  sub = new Redis(server.url);
+  store = new RedisStore(redis, keys, 5_000);
+  await sub.subscribe(keys.channel);
+  sub.on('message', (_c, m) => events.push(JSON.parse(m)));
+});
+afterAll(async () => {
+  sub.disconnect();
+  redis.disconnect();
+  await server?.stop();
+});
+beforeEach(() => {
+  events.length = 0;
+});
+
+describe('every script has a contract header that matches its reply codes', () => {
+  it('headers list Input and Output, and every code the header names is a known ReplyCode', () => {
+    const dir = new URL('../lua/', import.meta.url);
+    const known = new Set<number>(Object.values(ReplyCode));
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua'))) {
+      const text = readFileSync(new URL(file, dir), 'utf8');
+      const header = text.slice(0, text.indexOf(']]'));
+      expect(header, file).toMatch(/Input/);
+      expect(header, file).toMatch(/Output/);
+      for (const m of header.matchAll(/\{ (-?\d+)[,\s}]/g)) expect(known.has(Number(m[1])), `${file}: ${m[0]}`).toBe(true);
+    }
+  });
+});
+
+describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
+  it('1 granted (fresh), then 2 held for another session; event "claimed"', async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const loc = task(hash);
+    const g = await store.claim(loc, claimArgs(a));
+    expect(g).toMatchObject({ type: 'granted', token: 1, attempt: 1, kind: 'fresh', deadlineInMs: 60_000, from: '' });
+    const h = await store.claim(loc, claimArgs(b));
+    expect(h).toMatchObject({ type: 'held', owner: a, token: 1, attempt: 1 });
+    if (h.type === 'held') {
+      expect(h.ownerPttl).toBeGreaterThan(9_000);
+      expect(h.deadlineInMs).toBeGreaterThan(59_000);
+    }
+    await sleep(30);
+    expect(events).toContainEqual(expect.objectContaining({ e: 'claimed', r: loc.ref, s: 'R', k: 1, o: a, kind: 0 }));
+  });
+
+  it('3 done with the result', async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a));
+    expect((await settle(loc, a, 1)).ok).toBe(true);
+    expect(await store.claim(loc, claimArgs(await session('b')))).toMatchObject({ type: 'done', owner: a, token: 1, payload: '"ok"' });
+  });
+
+  it('4 failed: not terminal with a retry delay, terminal at maxAttempts; then 1 granted as retry (kind 3)', async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a));
+    await settle(loc, a, 1, 'F', 200);
+    const pending = await store.claim(loc, claimArgs(b));
+    expect(pending).toMatchObject({ type: 'failed', terminal: false, token: 1 });
+    if (pending.type === 'failed') expect(pending.retryInMs).toBeGreaterThan(0);
+    expect(await store.claim(loc, claimArgs(b, { maxAttempts: 1 }))).toMatchObject({ type: 'failed', terminal: true, retryInMs: 0 });
+    await sleep(220);
+    expect(await store.claim(loc, claimArgs(b))).toMatchObject({ type: 'granted', token: 2, attempt: 2, kind: 'retry', from: a });
+  });
+
+  it('1 granted as takeover when the owner session expired (kind 1), and when the deadline passed (kind 2)', async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const loc1 = task(hash);
+    await store.claim(loc1, claimArgs(a));
+    await store.session('close', a, 0);
+    expect(await store.claim(loc1, claimArgs(b))).toMatchObject({ type: 'granted', token: 2, kind: 'session-expired', from: a });
+
+    const c = await session('c');
+    const loc2 = task(hash);
+    await store.claim(loc2, claimArgs(c, { taskTimeoutMs: 5 }));
+    await sleep(15);
+    expect(await store.claim(loc2, claimArgs(b))).toMatchObject({ type: 'granted', token: 2, kind: 'deadline-passed', from: c });
+  });
+
+  it('1 granted as handover after release (kind 4); event "released"', async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a));
+    expect(await store.release(loc, { session: a, token: 1, retentionMs: 60_000 })).toMatchObject({ ok: true, token: 1 });
+    expect(await store.claim(loc, claimArgs(await session('b')))).toMatchObject({ type: 'granted', token: 2, kind: 'handover' });
+    await sleep(30);
+    expect(events).toContainEqual(expect.objectContaining({ e: 'released', r: loc.ref, s: 'X', k: 1 }));
+  });
+
+  it('5 claimable on a dry run, which writes nothing', async () => {
+    const loc = task(hash);
+    expect(await store.claim(loc, claimArgs(await session('a'), { dryRun: true }))).toEqual({ type: 'claimable', kind: 'fresh' });
+    expect(await store.inspect(loc)).toMatchObject({ found: false });
+  });
+
+  it('-3 when the claimer session does not exist', async () => {
+    expect(await store.claim(task(hash), claimArgs('ghost:0#1'))).toEqual({ type: 'session-expired' });
+  });
+});
+
+describe('faults: -1 corrupt, -2 newer format, -4 wrong type (claim, settle, release, progress, inspect, peek)', () => {
+  it('plain-key mode', async () => {
+    const a = await session('a');
+    const corrupt = task();
+    const newer = task();
+    const wrong = task();
+    await redis.set(corrupt.container, 'garbage');
+    await redis.set(newer.container, '2|R|whatever');
+    await redis.rpush(wrong.container, 'x');
+    const cases: [TaskLocation, string][] = [
+      [corrupt, 'ERR_CORRUPT_RECORD'],
+      [newer, 'ERR_NEWER_FORMAT'],
+      [wrong, 'ERR_WRONG_TYPE'],
+    ];
+    for (const [loc, code] of cases) {
+      for (const call of [
+        () => store.claim(loc, claimArgs(a)),
+        () => settle(loc, a, 1),
+        () => store.release(loc, { session: a, token: 1, retentionMs: 1_000 }),
+        () => store.progress(loc, { session: a, token: 1, progress: 1, note: '' }),
+        () => store.inspect(loc),
+      ]) {
+        const err = await call().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(CorruptRecordError);
+        expect((err as CorruptRecordError).code).toBe(code);
+      }
+    }
+    expect(await store.peek([corrupt, newer, wrong])).toEqual([
+      { state: 'error', code: -1 },
+      { state: 'error', code: -2 },
+      { state: 'error', code: -4 },
+    ]);
+    // nothing was overwritten
+    expect(await redis.get(corrupt.container)).toBe('garbage');
+    expect(await redis.get(newer.container)).toBe('2|R|whatever');
+    expect(await redis.lrange(wrong.container, 0, -1)).toEqual(['x']);
+  });
+
+  it('hash-field mode: a garbage field, and a hash key of another type', async () => {
+    const a = await session('a');
+    const loc = keys.task('planted', 'other');
+    await redis.hset(loc.container, loc.field, 'not a record');
+    await expect(store.claim(loc, claimArgs(a))).rejects.toMatchObject({ code: 'ERR_CORRUPT_RECORD' });
+    expect(await redis.hget(loc.container, loc.field)).toBe('not a record');
+    const wrongHash = keys.task('x', 'strhash');
+    await redis.set(wrongHash.container, 'a string');
+    await expect(store.claim(wrongHash, claimArgs(a))).rejects.toMatchObject({ code: 'ERR_WRONG_TYPE' });
+  });
+});
+
+describe.each([false, true])('settle, release, progress: ownership proof (hash-field mode: %s)', (hash) => {
+  it('1 ok; event "settled"', async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a));
+    expect(await store.progress(loc, { session: a, token: 1, progress: 50, note: '"half"' })).toMatchObject({ ok: true });
+    expect(await settle(loc, a, 1)).toMatchObject({ ok: true, token: 1, attempt: 1 });
+    await sleep(30);
+    expect(events).toContainEqual(expect.objectContaining({ e: 'settled', r: loc.ref, s: 'D', k: 1, o: a }));
+  });
+
+  it('-10 unknown task', async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    expect(await settle(loc, a, 1)).toEqual({ ok: false, reason: 'unknown-task' });
+    expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toEqual({ ok: false, reason: 'unknown-task' });
+    expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toEqual({ ok: false, reason: 'unknown-task' });
+  });
+
+  it('-11 not owner: another session with the current token (a forged owner)', async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a));
+    expect(await settle(loc, b, 1)).toMatchObject({ ok: false, reason: 'not-owner', token: 1, owner: a });
+    expect(await store.release(loc, { session: b, token: 1, retentionMs: 1_000 })).toMatchObject({ reason: 'not-owner' });
+    expect(await store.progress(loc, { session: b, token: 1, progress: 1, note: '' })).toMatchObject({ reason: 'not-owner' });
+    // a forged higher token is no better
+    expect(await settle(loc, a, 7)).toMatchObject({ ok: false, reason: 'not-owner' });
+    expect(await store.inspect(loc)).toMatchObject({ found: true, state: 'running', token: 1, session: a });
+  });
+
+  it('-12 token superseded: the old owner after a takeover', async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a, { taskTimeoutMs: 5 }));
+    await sleep(15);
+    await store.claim(loc, claimArgs(b));
+    expect(await settle(loc, a, 1)).toMatchObject({ ok: false, reason: 'token-superseded', token: 2, owner: b });
+    expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toMatchObject({ reason: 'token-superseded' });
+    expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toMatchObject({ reason: 'token-superseded' });
+  });
+
+  it('-13 already settled', async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a));
+    await settle(loc, a, 1);
+    expect(await settle(loc, a, 1, 'F')).toEqual({ ok: false, reason: 'already-settled', state: 'D' });
+    expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toMatchObject({ reason: 'already-settled' });
+    expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toMatchObject({ reason: 'already-settled' });
+  });
+
+  it('-14 session expired (nobody took over yet: still rejected)', async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a));
+    await store.session('close', a, 0);
+    expect(await settle(loc, a, 1)).toEqual({ ok: false, reason: 'session-expired' });
+    expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toEqual({ ok: false, reason: 'session-expired' });
+    expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toEqual({ ok: false, reason: 'session-expired' });
+  });
+
+  it('-15 deadline passed (settle, progress; release is still allowed)', async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a, { taskTimeoutMs: 5 }));
+    await sleep(15);
+    expect(await settle(loc, a, 1)).toEqual({ ok: false, reason: 'deadline-passed' });
+    expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toEqual({ ok: false, reason: 'deadline-passed' });
+    expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toMatchObject({ ok: true });
+  });
+});
+
+describe('session', () => {
+  it('1 open/renew/ttl/close, -16 exists, -14 expired, -17 unknown op', async () => {
+    const id = `s:${++n}#1`;
+    expect(await store.session('open', id, 5_000)).toMatchObject({ ok: true, pttl: 5_000 });
+    expect(await store.session('open', id, 5_000)).toEqual({ ok: false, reason: 'session-exists' });
+    expect(await store.session('renew', id, 8_000)).toMatchObject({ ok: true });
+    const ttl = await store.session('ttl', id, 0);
+    expect(ttl.ok && ttl.pttl > 7_000).toBe(true);
+    expect(await store.session('close', id, 0)).toMatchObject({ ok: true });
+    expect(await store.session('renew', id, 5_000)).toEqual({ ok: false, reason: 'session-expired' });
+    expect(await store.session('ttl', id, 0)).toEqual({ ok: false, reason: 'session-expired' });
+    expect(await store.session('close', id, 0)).toEqual({ ok: false, reason: 'session-expired' });
+    // a renewal never re-creates an expired session
+    expect(await redis.exists(keys.session(id))).toBe(0);
+    expect(await callScript(redis, 'session', [keys.session(id), 'bogus', 0, ''])).toEqual([-17, 'bogus']);
+  });
+});
+
+describe('inspect and peek', () => {
+  it('inspect: 0 absent, 1 present with the owner lease and the kept time', async () => {
+    const a = await session('a');
+    const loc = task();
+    expect(await store.inspect(loc)).toMatchObject({ found: false });
+    await store.claim(loc, claimArgs(a));
+    const rec = await store.inspect(loc);
+    expect(rec).toMatchObject({ found: true, state: 'running', token: 1, attempt: 1, session: a, worker: a.split('#')[0] });
+    if (rec.found) {
+      expect(rec.ownerPttl).toBeGreaterThan(0);
+      expect(rec.keepMs).toBeGreaterThan(60_000); // deadline + retention while running
+      expect(rec.deadline - rec.serverNow).toBeGreaterThan(59_000);
+    }
+  });
+
+  it("peek: '' absent, '<state>:<token>:<orphaned>' present", async () => {
+    const a = await session('a');
+    const absent = task();
+    const live = task(true);
+    const orphan = task();
+    const done = task();
+    await store.claim(live, claimArgs(a));
+    await store.claim(done, claimArgs(a));
+    await settle(done, a, 1);
+    const b = await session('b');
+    await store.claim(orphan, claimArgs(b));
+    await store.session('close', b, 0);
+    expect(await store.peek([absent, live, orphan, done])).toEqual([
+      { state: 'absent' },
+      { state: 'R', token: 1, orphaned: false },
+      { state: 'R', token: 1, orphaned: true },
+      { state: 'D', token: 1, orphaned: false },
+    ]);
+  });
+});
+
+describe('retention', () => {
+  it('settled plain records expire after retentionMs; hash fields are swept by later calls', async () => {
+    const a = await session('a');
+    const plain = task();
+    const h1 = keys.task('f1', 'sweep');
+    const h2 = keys.task('f2', 'sweep');
+    for (const loc of [plain, h1]) {
+      await store.claim(loc, claimArgs(a));
+      await store.settle(loc, { session: a, token: 1, state: 'D', payload: '1', retentionMs: 30, backoffMs: 0 });
+    }
+    expect(await redis.pttl(plain.container)).toBeLessThanOrEqual(30);
+    await sleep(60);
+    expect(await redis.exists(plain.container)).toBe(0);
+    // the field is logically gone, and a call on another field of the hash sweeps it
+    expect(await store.inspect(h1)).toMatchObject({ found: false });
+    await store.claim(h2, claimArgs(a));
+    expect(await redis.hexists(h1.container, 'f1')).toBe(0);
+    expect(await redis.zscore(h1.index, 'f1')).toBeNull();
+    expect(await redis.pttl(h1.container)).toBeGreaterThan(0);
+  });
+});
+
+describe('fencedWrite', () => {
+  it('1 written, -12 stale token rejected, -4 wrong type', async () => {
+    const key = `pairlock:{contract}:sink:${++n}`;
+    expect(await fencedWrite(redis, key, 1, 'first')).toEqual({ ok: true, previousToken: 0 });
+    expect(await fencedWrite(redis, key, 3, 'third')).toEqual({ ok: true, previousToken: 1 });
+    expect(await fencedWrite(redis, key, 2, 'stale')).toEqual({ ok: false, currentToken: 3 });
+    expect(await fencedWrite(redis, key, 3, 'same')).toEqual({ ok: false, currentToken: 3 });
+    expect(await fencedRead(redis, key)).toEqual({ token: 3, value: 'third' });
+    await redis.set(`${key}:s`, 'x');
+    await expect(fencedWrite(redis, `${key}:s`, 1, 'v')).rejects.toThrow(/not a fenced resource/);
+    await expect(fencedWrite(redis, key, 0, 'v')).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
+  });
+});
+
+describe('scripts', () => {
+  it('are registered under names that carry a hash of their text', () => {
+    for (const def of Object.values(loadScripts())) {
+      expect(def.command).toBe(`pl_${def.name}_${def.sha1.slice(0, 10)}`);
+      expect(def.lua).not.toMatch(/@include/);
+    }
+  });
+});
