@@ -647,8 +647,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     const reply = await this.settleWithRetry(exec, state, payload);
     if (run.finished) return;
     if (!reply.ok) {
+      // reported even when the signal already fired: this is the proof the stale write was refused
+      this.emit('lease-lost', { taskId, token, reason: 'rejected', rejected: reply.reason });
       if (!controller.signal.aborted) {
-        this.emit('lease-lost', { taskId, token, reason: 'rejected', rejected: reply.reason });
         controller.abort(new LeaseLostError(taskId, 'rejected', `settle rejected: ${reply.reason}`));
       }
       this.logger.warn({ taskId, token, reason: reply.reason }, 'pairlock: settle rejected; this worker lost the task');
