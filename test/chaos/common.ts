@@ -1,0 +1,266 @@
+/**
+ * Pieces shared by the chaos orchestrator (run.ts), its worker processes (worker.ts) and the
+ * checker (check.ts): the seeded random source, the task plan, the fault schedule, and the
+ * shapes of the JSON lines every process logs.
+ */
+import { performance } from 'node:perf_hooks';
+
+/** Monotonic ms on a clock shared (to ~1 ms) by every process of the run. */
+export function stamp(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** mulberry32: small, fast, good enough to derive a schedule from a seed. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A sub-stream of the seed, so that adding draws to one part does not shift another. */
+export function derive(seed: number, salt: number): () => number {
+  return rng((Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(salt, 0xc2b2ae35)) >>> 0);
+}
+
+export const PAIRS = 2;
+export const SIDES = 2;
+
+/** Chaos-run settings of every worker (small leases, so that faults cause takeovers quickly). */
+export const workerTiming = {
+  sessionTtlMs: 1_000,
+  heartbeatIntervalMs: 250,
+  taskTimeoutMs: 20_000,
+  firstAttemptIntervalMs: 1_000,
+  otherAttemptIntervalMs: 2_000,
+  connectTimeoutMs: 1_500,
+  unavailableTimeoutMs: 15_000,
+  failure: { policy: 'takeover' as const, maxAttempts: 3, backoffMs: 100 },
+  concurrency: 64,
+};
+
+export type FailMode = 'none' | 'first' | 'always';
+
+/** One task as the feed hands it to both workers of its pair. */
+export interface TaskSpec {
+  /** Index in the plan (0-based). */
+  i: number;
+  id: string;
+  pair: number;
+  /** Hash-field mode: the hash's name. */
+  hash?: string;
+  /** How long the handler works before it commits its effect. */
+  durationMs: number;
+  fail: FailMode;
+  /** A careful handler stops when its signal fires; a careless one carries on to the sink. */
+  careful: boolean;
+}
+
+/** Which task ids carry characters that need care (separators, braces, newlines...). */
+const oddIds = ['a|b', '{x}', 'x}{', 'line\nbreak', 'nul\u0000', 'é🙂', '1|R|9|9|s|0|0|0||'];
+
+export function planTasks(seed: number, count: number): TaskSpec[] {
+  const r = derive(seed, 1);
+  const out: TaskSpec[] = [];
+  for (let i = 0; i < count; i++) {
+    const odd = i % 53 === 7 ? oddIds[((i / 53) % oddIds.length) | 0] : undefined;
+    const id = odd === undefined ? `task-${i}` : `task-${i}:${odd}`;
+    const roll = r();
+    const durationMs =
+      roll < 0.7
+        ? 2 + Math.floor(r() * 30)
+        : roll < 0.95
+          ? 50 + Math.floor(r() * 250)
+          : 500 + Math.floor(r() * 1_500);
+    const f = r();
+    const fail: FailMode = f < 0.003 ? 'always' : f < 0.03 ? 'first' : 'none';
+    const spec: TaskSpec = {
+      i,
+      id,
+      pair: i % PAIRS,
+      durationMs,
+      fail,
+      careful: r() < 0.5,
+    };
+    if (i % 3 === 0) spec.hash = `batch-${Math.floor(i / 60)}`;
+    out.push(spec);
+  }
+  return out;
+}
+
+export type FaultKind = 'kill' | 'pause' | 'redis-restart' | 'cut' | 'delay' | 'partition';
+export const faultKinds: readonly FaultKind[] = [
+  'kill',
+  'pause',
+  'redis-restart',
+  'cut',
+  'delay',
+  'partition',
+];
+
+/** A planned fault: when (ms after the start), what, on which worker slot, for how long. */
+export interface FaultPlan {
+  atMs: number;
+  kind: FaultKind;
+  /** Worker slot index (pair * SIDES + side); kill prefers a slot that holds a task. */
+  slot: number;
+  /** pause/cut/delay/partition: how long; kill: how long until the restart. */
+  durationMs: number;
+  /** delay: one-way ms added per chunk. */
+  delayMs?: number;
+  /** redis-restart: a crash (SIGKILL) or a clean stop (SIGTERM). */
+  crash?: boolean;
+}
+
+export function planFaults(
+  seed: number,
+  horizonMs: number,
+  meanGapMs: number,
+  kinds: readonly FaultKind[] = faultKinds,
+): FaultPlan[] {
+  const r = derive(seed, 2);
+  const out: FaultPlan[] = [];
+  const ttl = workerTiming.sessionTtlMs;
+  let t = 1_500 + r() * meanGapMs;
+  while (t < horizonMs) {
+    const kind = kinds[Math.floor(r() * kinds.length)] ?? 'kill';
+    const slot = Math.floor(r() * PAIRS * SIDES);
+    const f: FaultPlan = { atMs: Math.round(t), kind, slot, durationMs: 0 };
+    switch (kind) {
+      case 'kill':
+        f.durationMs = 200 + Math.round(r() * 1_500);
+        break;
+      case 'pause':
+        // past the session TTL, so the peer takes over while this holder sleeps
+        f.durationMs = Math.round(ttl * (1.5 + r() * 1.5));
+        break;
+      case 'redis-restart':
+        f.crash = r() < 0.5;
+        break;
+      case 'cut':
+      case 'partition':
+        f.durationMs = Math.round(ttl * (0.3 + r() * 2.7));
+        break;
+      case 'delay':
+        f.durationMs = Math.round(1_000 + r() * 3_000);
+        f.delayMs = 20 + Math.round(r() * 300);
+        break;
+    }
+    out.push(f);
+    t += meanGapMs * (0.3 + r() * 1.4);
+  }
+  return out;
+}
+
+export function percentile(sorted: readonly number[], p: number): number | undefined {
+  if (sorted.length === 0) return undefined;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+
+// -------------------------------------------------------------------------------------
+// Log lines (one JSON object per line; `t` is stamp())
+// -------------------------------------------------------------------------------------
+
+/** Lines written by a worker process (`w` = worker slot, `p` = process instance). */
+export type WorkerLine =
+  | { t: number; ev: 'start'; w: number; p: string; pid: number; worker: string; session: string }
+  | {
+      t: number;
+      ev: 'claimed' | 'took-over';
+      task: string;
+      token: number;
+      attempt: number;
+      kind: string;
+      from?: string;
+    }
+  | { t: number; ev: 'standby'; task: string; holder: string; token: number }
+  | { t: number; ev: 'exec-start'; task: string; token: number; attempt: number; session: string }
+  | { t: number; ev: 'sink'; task: string; token: number; ok: boolean; current: number }
+  | {
+      t: number;
+      ev: 'exec-end';
+      task: string;
+      token: number;
+      status: 'ok' | 'threw' | 'aborted';
+      message?: string;
+    }
+  | { t: number; ev: 'settled'; task: string; token: number; state: string; attempt: number }
+  | { t: number; ev: 'lease-lost'; task: string; token: number; reason: string; rejected?: string }
+  | {
+      t: number;
+      ev: 'outcome';
+      task: string;
+      state: string;
+      role: string;
+      token: number;
+      attempts: number;
+      worker: string;
+      result?: unknown;
+      error?: { name: string; message: string; code?: string };
+    }
+  | { t: number; ev: 'run-error'; task: string; code: string; message: string; final: boolean }
+  | { t: number; ev: 'renew-failed'; session: string; sessionLost: boolean }
+  | { t: number; ev: 'peer-failed'; session: string; tasks: number }
+  | { t: number; ev: 'closed' };
+
+/** Lines written by the orchestrator. */
+export type ParentLine =
+  | {
+      t: number;
+      ev: 'run';
+      seed: number;
+      tasks: number;
+      maxSeconds: number;
+      rate: number;
+      topology: string;
+      argv: string[];
+    }
+  | { t: number; ev: 'spawn'; w: number; p: string; pid: number }
+  | { t: number; ev: 'exit'; w: number; p: string; code: number | null; signal: string | null }
+  | {
+      t: number;
+      ev: 'fault';
+      kind: FaultKind;
+      w?: number;
+      p?: string;
+      phase: 'start' | 'end';
+      detail?: string;
+    }
+  | { t: number; ev: 'released'; count: number }
+  | { t: number; ev: 'end'; reason: string; released: number };
+
+/** An entry of the sink's journal: every write attempt, in the order the sink applied them. */
+export interface SinkEntry {
+  task: string;
+  pair: number;
+  token: number;
+  w: number;
+  p: string;
+  session: string;
+}
+
+/** IPC: parent → worker. */
+export type ToWorker = { type: 'run'; tasks: TaskSpec[] } | { type: 'stop' };
+/** IPC: worker → parent. */
+export type FromWorker =
+  | { type: 'ready'; worker: string }
+  | { type: 'exec'; task: string; running: boolean }
+  | { type: 'outcome'; task: string }
+  | { type: 'closed' };
+
+/** Sink key and journal of a task (on the sink Redis). */
+export function sinkKey(pair: number, spec: { id: string; hash?: string }): string {
+  return `sink:${pair}:${spec.hash ?? ''}:${spec.id}`;
+}
+export const SINK_JOURNAL = 'sink:journal';
+export function taskRef(spec: { id: string; hash?: string }): string {
+  return spec.hash === undefined ? `t:${spec.id}` : `h:${spec.hash}:${spec.id}`;
+}
+export function namespaceOf(pair: number): string {
+  return `chaos-p${pair}`;
+}

@@ -1,0 +1,249 @@
+/**
+ * One worker process of the chaos run. Started by run.ts as
+ *   node --import tsx test/chaos/worker.ts <json config>
+ * It reaches the coordination Redis through its own TCP proxy (so the orchestrator can cut
+ * or delay just this worker), commits every task's effect to the fenced sink (a separate
+ * Redis no fault touches), and logs every step as a JSON line with a monotonic timestamp.
+ * Lines are written synchronously, so a SIGKILL loses none that were logged.
+ */
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { fencedWrite, type Outcome, PairedWorker, PairlockError } from '../../src/index.js';
+import { loadScripts } from '../../src/scripts.js';
+import {
+  type FromWorker,
+  namespaceOf,
+  SINK_JOURNAL,
+  type SinkEntry,
+  sinkKey,
+  stamp,
+  type TaskSpec,
+  type ToWorker,
+  type WorkerLine,
+  workerTiming,
+} from './common.js';
+
+interface Config {
+  slot: number;
+  pair: number;
+  instance: string;
+  redisUrl: string;
+  sinkUrl: string;
+  logFile: string;
+}
+
+const config = JSON.parse(process.argv[2] ?? '{}') as Config;
+const fd = openSync(config.logFile, 'a');
+
+type Line = WorkerLine extends infer L ? (L extends { t: number } ? Omit<L, 't'> : never) : never;
+function log(line: Line): void {
+  writeSync(fd, `${JSON.stringify({ t: stamp(), ...line })}\n`);
+}
+
+function send(msg: FromWorker): void {
+  if (process.connected) process.send?.(msg);
+}
+
+const worker = new PairedWorker({
+  redis: config.redisUrl,
+  namespace: namespaceOf(config.pair),
+  name: `w${config.slot}`,
+  ...workerTiming,
+});
+const sink = new Redis(config.sinkUrl, { maxRetriesPerRequest: 3 });
+const fenceCommand = loadScripts().fencedWrite.command;
+
+worker.on('claimed', (e) =>
+  log({ ev: 'claimed', task: e.taskId, token: e.token, attempt: e.attempt, kind: e.kind }),
+);
+worker.on('took-over', (e) =>
+  log({
+    ev: 'took-over',
+    task: e.taskId,
+    token: e.token,
+    attempt: e.attempt,
+    kind: e.kind,
+    from: e.from,
+  }),
+);
+worker.on('standby', (e) =>
+  log({ ev: 'standby', task: e.taskId, holder: e.holder, token: e.token }),
+);
+worker.on('settled', (e) =>
+  log({ ev: 'settled', task: e.taskId, token: e.token, state: e.state, attempt: e.attempt }),
+);
+worker.on('lease-lost', (e) => {
+  const line: Line = { ev: 'lease-lost', task: e.taskId, token: e.token, reason: e.reason };
+  if (e.rejected !== undefined) line.rejected = e.rejected;
+  log(line);
+});
+worker.on('renew-failed', (e) =>
+  log({ ev: 'renew-failed', session: e.sessionId, sessionLost: e.sessionLost }),
+);
+worker.on('peer-failed', (e) => log({ ev: 'peer-failed', session: e.session, tasks: e.tasks }));
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * The task's effect: a fenced write to the sink, journalled in the same transaction so the
+ * journal holds every attempt (accepted or not) in the order the sink applied them.
+ */
+async function commit(spec: TaskSpec, token: number): Promise<{ ok: boolean; current: number }> {
+  const entry: SinkEntry = {
+    task: spec.id,
+    pair: config.pair,
+    token,
+    w: config.slot,
+    p: config.instance,
+    session: worker.session,
+  };
+  const value = JSON.stringify({ token, by: worker.id });
+  const tx = sink.multi() as unknown as Record<string, (...a: (string | number)[]) => unknown> & {
+    rpush(k: string, v: string): unknown;
+    exec(): Promise<[Error | null, unknown][] | null>;
+  };
+  tx[fenceCommand]?.(sinkKey(config.pair, spec), token, value, 0);
+  tx.rpush(SINK_JOURNAL, JSON.stringify(entry));
+  const res = await tx.exec();
+  const first = res?.[0];
+  if (!first || first[0]) throw first?.[0] ?? new Error('sink transaction aborted');
+  const reply = first[1] as number[];
+  return reply[0] === 1
+    ? { ok: true, current: Number(reply[1]) }
+    : { ok: false, current: Number(reply[1]) };
+}
+
+const pending = new Map<string, TaskSpec>();
+
+async function runTask(spec: TaskSpec): Promise<void> {
+  const opts = spec.hash === undefined ? {} : { hash: { key: spec.hash } };
+  // a feed that redelivers: a run that gave up (Redis away too long) is tried again
+  for (let delivery = 1; delivery <= 20; delivery++) {
+    let outcome: Outcome<unknown>;
+    try {
+      outcome = await worker.run(
+        spec.id,
+        async ({ signal, token, attempt }) => {
+          log({ ev: 'exec-start', task: spec.id, token, attempt, session: worker.session });
+          send({ type: 'exec', task: spec.id, running: true });
+          try {
+            await sleep(spec.durationMs, spec.careful ? signal : undefined);
+            if (spec.fail === 'always' || (spec.fail === 'first' && attempt === 1)) {
+              throw new Error(`simulated failure of ${spec.id} (attempt ${attempt})`);
+            }
+            const res = await commit(spec, token);
+            log({ ev: 'sink', task: spec.id, token, ok: res.ok, current: res.current });
+            if (!res.ok) throw new Error(`fenced out: the sink has token ${res.current}`);
+            log({ ev: 'exec-end', task: spec.id, token, status: 'ok' });
+            return { task: spec.id, token, by: worker.id };
+          } catch (err) {
+            const aborted = signal.aborted && err === signal.reason;
+            log({
+              ev: 'exec-end',
+              task: spec.id,
+              token,
+              status: aborted ? 'aborted' : 'threw',
+              message: (err as Error).message,
+            });
+            throw err;
+          } finally {
+            send({ type: 'exec', task: spec.id, running: false });
+          }
+        },
+        opts,
+      );
+    } catch (err) {
+      const code = err instanceof PairlockError ? err.code : 'UNKNOWN';
+      const retry = code === 'ERR_REDIS_UNAVAILABLE' && delivery < 20;
+      log({ ev: 'run-error', task: spec.id, code, message: (err as Error).message, final: !retry });
+      if (!retry) break;
+      await sleep(250);
+      continue;
+    }
+    const line: Line = {
+      ev: 'outcome',
+      task: spec.id,
+      state: outcome.state,
+      role: outcome.role,
+      token: outcome.token,
+      attempts: outcome.attempts,
+      worker: outcome.worker,
+    };
+    if (outcome.result !== undefined) line.result = outcome.result;
+    if (outcome.error !== undefined) line.error = outcome.error;
+    log(line);
+    break;
+  }
+  pending.delete(spec.id);
+  send({ type: 'outcome', task: spec.id });
+}
+
+let stopping = false;
+process.on('message', (msg: ToWorker) => {
+  if (msg.type === 'run') {
+    for (const spec of msg.tasks) {
+      if (stopping || pending.has(spec.id)) continue;
+      pending.set(spec.id, spec);
+      void runTask(spec);
+    }
+  } else if (msg.type === 'stop') {
+    void stop();
+  }
+});
+process.on('disconnect', () => void stop());
+
+async function stop(): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  await worker.close().catch(() => {});
+  log({ ev: 'closed' });
+  sink.disconnect();
+  send({ type: 'closed' });
+  closeSync(fd);
+  process.exit(0);
+}
+
+async function main(): Promise<void> {
+  // load the fence script on the sink once, so the transaction's EVALSHA finds it
+  await fencedWrite(sink, `sink:warmup:${config.instance}`, 1, 'x', { ttlMs: 60_000 });
+  for (let i = 1; ; i++) {
+    try {
+      await worker.start();
+      break;
+    } catch (err) {
+      // Redis may be away (restart, cut) right when this process starts
+      if (i >= 60) throw err;
+      await sleep(250);
+    }
+  }
+  log({
+    ev: 'start',
+    w: config.slot,
+    p: config.instance,
+    pid: process.pid,
+    worker: worker.id,
+    session: worker.session,
+  });
+  send({ type: 'ready', worker: worker.id });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`chaos worker ${config.slot} failed to start: ${String(err)}\n`);
+  process.exit(2);
+});
