@@ -446,7 +446,7 @@ export function check(dir: string): Report {
   const lat: Record<string, number[]> = {};
   const instanceSlot = (instance: string) =>
     slotOf.get(instance) ?? Number(/^w(\d+)/.exec(instance)?.[1]);
-  for (const [task, list] of grants) {
+  for (const list of grants.values()) {
     for (const g of list) {
       if (g.kind !== 'session-expired' && g.kind !== 'deadline-passed') continue;
       // the previous holder: the grant of token - 1
@@ -461,9 +461,12 @@ export function check(dir: string): Report {
       );
       const f = candidates.sort((x, y) => y.start - x.start)[0];
       const kind = f?.kind ?? 'no fault';
-      (lat[kind] ??= []).push(g.t - (f?.start ?? prev?.t ?? g.t));
-      (lat.all ??= []).push(g.t - (f?.start ?? prev?.t ?? g.t));
-      void task;
+      const ms = g.t - (f?.start ?? prev?.t ?? g.t);
+      for (const k of [kind, 'all']) {
+        const list = lat[k] ?? [];
+        list.push(ms);
+        lat[k] = list;
+      }
     }
   }
   const takeover: Report['takeover'] = {};

@@ -268,7 +268,10 @@ function inject(f: FaultPlan): void {
   switch (f.kind) {
     case 'kill': {
       const slot = pickHolder(target);
-      if (!slot?.child) return skip('no live worker');
+      if (!slot?.child) {
+        skip('no live worker');
+        return;
+      }
       const child = slot.child;
       slot.state = 'killed';
       plog({
@@ -301,7 +304,10 @@ function inject(f: FaultPlan): void {
     }
     case 'pause': {
       const slot = target.state === 'up' && target.child ? target : pickHolder(target);
-      if (!slot?.child || slot.state !== 'up') return skip('no live worker');
+      if (!slot?.child || slot.state !== 'up') {
+        skip('no live worker');
+        return;
+      }
       const child = slot.child;
       slot.state = 'paused';
       plog({
@@ -325,7 +331,10 @@ function inject(f: FaultPlan): void {
       return;
     }
     case 'redis-restart': {
-      if (redisRestarting) return skip('a restart is in progress');
+      if (redisRestarting) {
+        skip('a restart is in progress');
+        return;
+      }
       redisRestarting = true;
       plog({
         ev: 'fault',
@@ -350,7 +359,10 @@ function inject(f: FaultPlan): void {
     case 'cut':
     case 'partition':
     case 'delay': {
-      if (target.linkFault) return skip('the link is already faulted');
+      if (target.linkFault) {
+        skip('the link is already faulted');
+        return;
+      }
       target.linkFault = true;
       const proxy = target.proxy;
       const detail =
@@ -496,7 +508,7 @@ async function main(): Promise<void> {
         batch[slot.index]?.push(spec);
       }
     }
-    slots.forEach((slot, i) => deliver(slot, batch[i] ?? []));
+    for (const slot of slots) deliver(slot, batch[slot.index] ?? []);
     if (released >= taskCount) break;
     if (stamp() - lastReport > 10_000) {
       lastReport = stamp();
