@@ -1,0 +1,96 @@
+import { Command, CommanderError, Option } from 'commander';
+import { PairlockError } from '../errors.js';
+import { registerBench } from './bench.js';
+import {
+  CliError,
+  DEFAULT_REDIS_URL,
+  ExitCode,
+  type GlobalOptions,
+  type Io,
+  parsePositiveInt,
+  stdio,
+} from './common.js';
+import { registerDemo } from './demo.js';
+import { registerInspect } from './inspect.js';
+import { registerList } from './list.js';
+import { registerRun } from './run.js';
+import { registerRunWorker } from './run-worker.js';
+import { registerStats } from './stats.js';
+import { registerWatch } from './watch.js';
+
+export const VERSION = '0.1.0';
+
+/** The `pairlock` command and its subcommands. `exitCode()` is set by commands that choose one. */
+export function createProgram(io: Io = stdio): { program: Command; exitCode: () => number } {
+  let code: number = ExitCode.Ok;
+  const program = new Command('pairlock')
+    .description(
+      'pairlock: paired-worker lock coordinator on Redis; inspect and operate a namespace',
+    )
+    .version(VERSION)
+    .addOption(new Option('--redis <url>', 'Redis URL').env('REDIS_URL').default(DEFAULT_REDIS_URL))
+    .option('--namespace <ns>', 'the namespace of tasks and workers', 'default')
+    .option('--key-prefix <prefix>', 'prefix of every key', 'pairlock')
+    .option(
+      '--timeout <ms>',
+      'bound on connecting and on each Redis call',
+      parsePositiveInt('--timeout'),
+      5_000,
+    )
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({
+      writeOut: (s) => io.out(s.replace(/\n$/, '')),
+      writeErr: (s) => io.err(s.replace(/\n$/, '')),
+    })
+    .exitOverride();
+  const globals = (): GlobalOptions => {
+    const o = program.opts<{
+      redis: string;
+      namespace: string;
+      keyPrefix: string;
+      timeout: number;
+    }>();
+    return { redis: o.redis, namespace: o.namespace, keyPrefix: o.keyPrefix, timeout: o.timeout };
+  };
+  const explicitRedis = (): string | undefined =>
+    program.getOptionValueSource('redis') === 'default' ? undefined : globals().redis;
+  const setExit = (c: number) => {
+    code = c;
+  };
+  registerInspect(program, globals, io);
+  registerList(program, globals, io);
+  registerStats(program, globals, io);
+  registerWatch(program, globals, io);
+  registerDemo(program, io, explicitRedis);
+  registerBench(program, io, explicitRedis, setExit);
+  registerRun(program, globals, io, setExit);
+  registerRunWorker(program, globals, io);
+  return { program, exitCode: () => code };
+}
+
+/** Run the CLI with `argv` (as process.argv); resolves to the exit code. */
+export async function main(
+  argv: readonly string[] = process.argv,
+  io: Io = stdio,
+): Promise<number> {
+  const { program, exitCode } = createProgram(io);
+  try {
+    await program.parseAsync([...argv]);
+    return exitCode();
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here with code 0; usage errors were already printed
+      return err.exitCode === 0 ? ExitCode.Ok : ExitCode.Error;
+    }
+    if (err instanceof CliError) {
+      io.err(err.message);
+      return err.exitCode;
+    }
+    if (err instanceof PairlockError) {
+      io.err(`pairlock: ${err.message}`);
+      return err.code === 'ERR_REDIS_UNAVAILABLE' ? ExitCode.Unreachable : ExitCode.Error;
+    }
+    io.err(`pairlock: ${(err as Error)?.stack ?? String(err)}`);
+    return ExitCode.Error;
+  }
+}

@@ -1,0 +1,150 @@
+import type { Command } from 'commander';
+import type { Redis } from 'ioredis';
+import { grantKinds } from '../codes.js';
+import type { NamespaceEvent } from '../events.js';
+import { workerOf } from '../store.js';
+import { CliConnection, type GlobalOptions, type Io } from './common.js';
+
+export interface WatchOptions {
+  json?: boolean;
+}
+
+/** A namespace event, decoded for people and scripts. */
+export interface WatchEvent {
+  /** Local time the event was received (ISO 8601). */
+  time: string;
+  /** claimed (fresh grant), took-over, done, failed, released */
+  event: 'claimed' | 'took-over' | 'done' | 'failed' | 'released' | string;
+  task: string;
+  /** The hash, for a task kept as a hash field. */
+  hash?: string;
+  state: 'running' | 'done' | 'failed' | 'released' | string;
+  token: number;
+  attempt: number;
+  /** Worker id of the owner after the transition (session without `#epoch`). */
+  worker: string;
+  session: string;
+  /** How a grant came about (claimed, took-over). */
+  kind?: string;
+  /** The previous owner's worker id (took-over). */
+  from?: string;
+}
+
+const stateNames: Record<string, string> = { R: 'running', D: 'done', F: 'failed', X: 'released' };
+
+/** A task ref (keys.ts) back to its task id and hash. */
+export function parseRef(ref: string): { task: string; hash?: string } {
+  if (ref.startsWith('t:')) return { task: ref.slice(2) };
+  const m = /^h:(\d+):/.exec(ref);
+  if (m) {
+    const len = Number(m[1]);
+    const rest = ref.slice(m[0].length);
+    return { hash: rest.slice(0, len), task: rest.slice(len) };
+  }
+  return { task: ref };
+}
+
+export function decodeEvent(ev: NamespaceEvent, receivedAt: number): WatchEvent {
+  const { task, hash } = parseRef(String(ev.r));
+  const state = stateNames[ev.s] ?? String(ev.s);
+  let event: string = ev.e;
+  let kind: string | undefined;
+  if (ev.e === 'claimed') {
+    kind = grantKinds[Number(ev.kind ?? 0)] ?? String(ev.kind);
+    if (kind !== 'fresh') event = 'took-over';
+  } else if (ev.e === 'settled') {
+    event = state;
+  }
+  const out: WatchEvent = {
+    time: new Date(receivedAt).toISOString(),
+    event,
+    task,
+    state,
+    token: Number(ev.k),
+    attempt: Number(ev.a),
+    worker: workerOf(String(ev.o)),
+    session: String(ev.o),
+  };
+  if (hash !== undefined) out.hash = hash;
+  if (kind !== undefined) out.kind = kind;
+  if (ev.from) out.from = workerOf(String(ev.from));
+  return out;
+}
+
+/** One readable line per event. */
+export function formatEvent(w: WatchEvent): string {
+  const task = w.hash === undefined ? w.task : `${w.task} (hash ${w.hash})`;
+  let tail = '';
+  if (w.event === 'claimed') tail = '';
+  else if (w.event === 'took-over') tail = `  from ${w.from ?? '?'} (${w.kind})`;
+  return `${w.time}  ${w.event.padEnd(9)}  ${task}  token ${w.token}  attempt ${w.attempt}  by ${w.worker}${tail}`;
+}
+
+/**
+ * `pairlock watch`: print every event of the namespace channel until SIGINT/SIGTERM
+ * (or until `stop` resolves, for embedding). Pub/sub is at-most-once: events published
+ * while the connection is down are not shown; the gap is reported.
+ */
+export async function watchCommand(
+  opts: WatchOptions,
+  g: GlobalOptions,
+  io: Io,
+  stop?: Promise<unknown>,
+): Promise<void> {
+  const conn = await CliConnection.open(g);
+  // the subscriber reconnects for as long as the watch runs
+  const sub = conn.client.duplicate({
+    lazyConnect: true,
+    enableOfflineQueue: true,
+    retryStrategy: (times: number) => Math.min(100 * times, 2_000),
+  }) as Redis;
+  let down = false;
+  sub.on('error', (err: Error) => {
+    if (!down) io.err(`pairlock: connection to ${conn.where} lost (${err.message}); reconnecting…`);
+    down = true;
+  });
+  sub.on('ready', () => {
+    if (down) io.err(`pairlock: reconnected to ${conn.where}; events sent meanwhile were not seen`);
+    down = false;
+  });
+  sub.on('message', (_channel: string, msg: string) => {
+    let ev: NamespaceEvent;
+    try {
+      ev = JSON.parse(msg) as NamespaceEvent;
+    } catch {
+      return;
+    }
+    const w = decodeEvent(ev, Date.now());
+    io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
+  });
+  try {
+    await conn.guard(async () => {
+      await sub.connect();
+      await sub.subscribe(conn.keys.channel);
+    });
+    io.err(`watching ${conn.keys.channel} on ${conn.where} (Ctrl-C to stop)`);
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        process.off('SIGINT', done);
+        process.off('SIGTERM', done);
+        resolve();
+      };
+      process.once('SIGINT', done);
+      process.once('SIGTERM', done);
+      stop?.then(done, done);
+    });
+  } finally {
+    sub.disconnect();
+    await conn.close();
+  }
+}
+
+export function registerWatch(program: Command, globals: () => GlobalOptions, io: Io): void {
+  program
+    .command('watch')
+    .description(
+      'print claims, takeovers, settles and releases of the namespace as they happen, until Ctrl-C',
+    )
+    .option('--json', 'print one JSON object per line')
+    .action((opts: WatchOptions) => watchCommand(opts, globals(), io));
+}
