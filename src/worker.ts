@@ -115,6 +115,13 @@ export interface TaskInfo {
 export interface CloseOptions {
   /** Release held tasks so a peer takes them over at once; their handlers are aborted. @default false */
   readonly handover?: boolean;
+  /**
+   * Without handover: how long running handlers may take to finish and settle. Tasks
+   * still running then are handed over as with `handover: true`, so close() is bounded
+   * and nothing is lost.
+   * @default 30000
+   */
+  readonly timeoutMs?: number;
 }
 
 // Lease validity, as in Redlock: 1% of the TTL for clock-rate drift, plus 2 ms for
@@ -989,30 +996,46 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     const wasStarted = this.started !== undefined;
     if (wasStarted) await this.started?.catch(() => {});
     this.closing = true;
-    const execs = [...this.executions.values()];
-    if (opts.handover) {
-      await Promise.all(
-        execs.map(async (exec) => {
-          exec.handedOver = true;
-          try {
-            await this.store.release(exec.run.loc, {
-              session: exec.session,
-              token: exec.token,
-              retentionMs: this.options.retentionMs,
-            });
-          } catch (err) {
-            this.logger.warn({ err, taskId: exec.run.loc.taskId }, 'pairlock: release failed; the peer takes over when the session expires');
-          }
-          this.abortExecution(exec, 'handover', 'the worker is closing and handed the task over');
-        }),
-      );
-    } else {
+    if (!opts.handover) {
       // let running handlers finish and settle; paused, the worker grants itself nothing new
       this.closing = false;
       this.paused = true;
-      await Promise.allSettled([...this.executing]);
+      const timeoutMs = opts.timeoutMs ?? 30_000;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.executing]),
+        new Promise((r) => {
+          timer = setTimeout(r, timeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
       this.closing = true;
+      if (this.executions.size > 0) {
+        this.logger.warn(
+          { running: this.executions.size, timeoutMs },
+          'pairlock: handlers still running at close; handing them over',
+        );
+      }
     }
+    // hand over whatever still runs (everything, with handover: true)
+    await Promise.all(
+      [...this.executions.values()].map(async (exec) => {
+        exec.handedOver = true;
+        try {
+          await this.store.release(exec.run.loc, {
+            session: exec.session,
+            token: exec.token,
+            retentionMs: this.options.retentionMs,
+          });
+        } catch (err) {
+          this.logger.warn(
+            { err, taskId: exec.run.loc.taskId },
+            'pairlock: release failed; the peer takes over when the session expires',
+          );
+        }
+        this.abortExecution(exec, 'handover', 'the worker is closing and handed the task over');
+      }),
+    );
     clearTimeout(this.heartbeatTimer);
     clearTimeout(this.watchdogTimer);
     for (const group of this.cover.values()) clearTimeout(group.timer);
