@@ -84,6 +84,7 @@ export interface Report {
   staleSettlesAccepted: string[];
   disagreements: string[];
   duplicates: Duplicate[];
+  sameTokenReexecutions: string[];
   recommits: number;
   unexpectedExits: number;
   takeover: Record<string, { n: number; p50?: number; p99?: number; max?: number }>;
@@ -190,6 +191,9 @@ export function check(dir: string): Report {
   const finalErrors = new Map<string, { slot: number; code: string; message: string }[]>();
   const sinkReplies = new Map<string, { token: number; ok: boolean; instance: string }[]>();
   const leaseLost: Record<string, number> = {};
+  /** First lease-lost of (instance, task, token), and each instance's event-loop stalls. */
+  const lostAt = new Map<string, number>();
+  const lags = new Map<string, { start: number; end: number }[]>();
   let staleSettlesRejected = 0;
   let retried = 0;
   let finalRunErrors = 0;
@@ -247,10 +251,15 @@ export function check(dir: string): Report {
           break;
         case 'lease-lost':
           leaseLost[l.reason] = (leaseLost[l.reason] ?? 0) + 1;
+          if (!lostAt.has(`${instance}#${l.task}#${l.token}`))
+            lostAt.set(`${instance}#${l.task}#${l.token}`, l.t);
           if (l.reason === 'rejected') staleSettlesRejected++;
           break;
         case 'outcome':
           push(outcomes, l.task, { line: l, instance, slot });
+          break;
+        case 'lag':
+          push(lags, instance, { start: l.t - l.ms, end: l.t });
           break;
         case 'run-error':
           if (l.final) {
@@ -315,12 +324,26 @@ export function check(dir: string): Report {
     }
     holderOfToken.set(key, entry.session);
   }
+  // the sink's own answers, as the writers logged them, against the journal's replay (in order)
+  const replayed = new Map<string, boolean[]>();
+  {
+    const max = new Map<string, number>();
+    for (const e of sink.journal) {
+      const ok = e.token > (max.get(e.task) ?? 0);
+      if (ok) max.set(e.task, e.token);
+      push(replayed, `${e.task}#${e.token}#${e.p}`, ok);
+    }
+  }
   for (const [task, replies] of sinkReplies) {
+    const seenPerKey = new Map<string, number>();
     for (const r of replies) {
-      const acc = (accepted.get(task) ?? []).some((e) => e.token === r.token && e.p === r.instance);
+      const key = `${task}#${r.token}#${r.instance}`;
+      const n = seenPerKey.get(key) ?? 0;
+      seenPerKey.set(key, n + 1);
+      const acc = replayed.get(key)?.[n];
       if (acc !== r.ok) {
         fencedDoubleCommits.push(
-          `${short(task)}: the sink answered ${r.ok ? 'accepted' : 'rejected'} for token ${r.token} but its journal says ${acc ? 'accepted' : 'rejected'}`,
+          `${short(task)}: the sink answered ${r.ok ? 'accepted' : 'rejected'} for token ${r.token} (${r.instance}) but its journal replays to ${acc === undefined ? 'no write' : acc ? 'accepted' : 'rejected'}`,
         );
       }
     }
@@ -426,7 +449,15 @@ export function check(dir: string): Report {
         if (!a || !b || a.token === b.token) continue;
         if (b.start >= a.end) continue;
         const hits = faultsOn(a.slot, a.start, b.start);
-        const cause = hits.length > 0 ? [...new Set(hits.map((f) => f.kind))].join('+') : 'none';
+        let cause = hits.length > 0 ? [...new Set(hits.map((f) => f.kind))].join('+') : 'none';
+        if (cause === 'none') {
+          const knew = (lostAt.get(`${a.instance}#${task}#${a.token}`) ?? Infinity) <= b.start;
+          const stalled = (lags.get(a.instance) ?? []).some(
+            (l) => l.end >= a.start && l.start <= b.start,
+          );
+          if (knew) cause = 'handler ignored its abort signal';
+          else if (stalled) cause = 'event-loop stall';
+        }
         duplicates.push({
           task,
           olderToken: a.token,
@@ -436,6 +467,19 @@ export function check(dir: string): Report {
           overlapMs: Math.round(Math.min(a.end, b.end) - b.start),
           cause,
         });
+      }
+    }
+  }
+  // one grant, one execution: the fence cannot tell two executions of one token apart
+  const sameTokenReexecutions: string[] = [];
+  for (const [task, list] of execs) {
+    const byToken = new Map<number, Exec[]>();
+    for (const e of list) push(byToken, e.token, e);
+    for (const [token, es] of byToken) {
+      if (es.length > 1) {
+        sameTokenReexecutions.push(
+          `${short(task)}: token ${token} executed ${es.length} times (${es.map((e) => `${e.instance} ${e.status}`).join(', ')})`,
+        );
       }
     }
   }
@@ -494,6 +538,7 @@ export function check(dir: string): Report {
     staleSettlesAccepted.length === 0 &&
     disagreements.length === 0 &&
     unattributed.length === 0 &&
+    sameTokenReexecutions.length === 0 &&
     summary.unexpectedExits === 0;
 
   return {
@@ -522,6 +567,7 @@ export function check(dir: string): Report {
     staleSettlesAccepted,
     disagreements,
     duplicates,
+    sameTokenReexecutions,
     recommits,
     unexpectedExits: summary.unexpectedExits,
     takeover,
@@ -578,6 +624,7 @@ export function formatReport(r: Report): string {
     'allowed',
   ]);
   inv('duplicate executions without a fault', unattributed);
+  inv('grants executed twice (same token)', r.sameTokenReexecutions.length);
   rows.push(['effects committed more than once (at-least-once)', String(r.recommits), '']);
   inv('unexpected worker exits', r.unexpectedExits);
   for (const [k, v] of Object.entries(r.takeover).sort()) {
@@ -606,6 +653,7 @@ export function formatReport(r: Report): string {
     ['stale-settles-accepted', r.staleSettlesAccepted.length],
     ['disagreements', r.disagreements.length],
     ['unattributed-duplicates', unattributed],
+    ['same-token-reexecutions', r.sameTokenReexecutions.length],
     ['unexpected-exits', r.unexpectedExits],
   ] as const;
   out.push('');
@@ -624,6 +672,7 @@ export function formatReport(r: Report): string {
   detail('final effect mismatch', r.finalEffectMismatch);
   detail('stale settles accepted', r.staleSettlesAccepted);
   detail('disagreements', r.disagreements);
+  detail('grants executed twice', r.sameTokenReexecutions);
   detail(
     'duplicate executions',
     r.duplicates.map(

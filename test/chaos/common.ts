@@ -206,6 +206,8 @@ export type WorkerLine =
   | { t: number; ev: 'run-error'; task: string; code: string; message: string; final: boolean }
   | { t: number; ev: 'renew-failed'; session: string; sessionLost: boolean }
   | { t: number; ev: 'peer-failed'; session: string; tasks: number }
+  /** The event loop ran `ms` late (a stall or a SIGSTOP); logged when it resumes. */
+  | { t: number; ev: 'lag'; ms: number }
   | { t: number; ev: 'closed' };
 
 /** Lines written by the orchestrator. */

@@ -82,6 +82,14 @@ worker.on('renew-failed', (e) =>
 );
 worker.on('peer-failed', (e) => log({ ev: 'peer-failed', session: e.session, tasks: e.tasks }));
 
+// event-loop stalls (CPU starvation, SIGSTOP): a holder that cannot run cannot notice it lost its lease
+let tick = stamp();
+setInterval(() => {
+  const now = stamp();
+  if (now - tick > 250) log({ ev: 'lag', ms: Math.round(now - tick - 50) });
+  tick = now;
+}, 50).unref();
+
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
