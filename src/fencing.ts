@@ -26,16 +26,22 @@ export async function fencedWrite(
   opts: { ttlMs?: number } = {},
 ): Promise<FencedWriteResult> {
   if (!Number.isSafeInteger(token) || token < 1) {
-    throw new InvalidOptionError(`Expected \`token\` to be a positive integer, got \`${String(token)}\``);
+    throw new InvalidOptionError(
+      `Expected \`token\` to be a positive integer, got \`${String(token)}\``,
+    );
   }
   const ttl = opts.ttlMs ?? 0;
   if (!Number.isInteger(ttl) || ttl < 0) {
-    throw new InvalidOptionError(`Expected \`ttlMs\` to be an integer >= 0, got \`${String(ttl)}\``);
+    throw new InvalidOptionError(
+      `Expected \`ttlMs\` to be an integer >= 0, got \`${String(ttl)}\``,
+    );
   }
   const reply = (await callScript(redis, 'fencedWrite', [key, token, value, ttl])) as number[];
   if (reply[0] === 1) return { ok: true, previousToken: Number(reply[1]) };
   if (reply[0] === -12) return { ok: false, currentToken: Number(reply[1]) };
-  throw new InvalidOptionError(`the key ${key} holds a ${String(reply[1])}, not a fenced resource (a hash)`);
+  throw new InvalidOptionError(
+    `the key ${key} holds a ${String(reply[1])}, not a fenced resource (a hash)`,
+  );
 }
 
 /** Read a fenced resource: its value and the highest token it accepted. */

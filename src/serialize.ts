@@ -17,7 +17,10 @@ const MAX_ERROR_MESSAGE = 4_096;
 export function serializeResult(value: unknown, maxBytes: number): string {
   if (value === undefined) return '';
   if (typeof value === 'function' || typeof value === 'symbol') {
-    throw new ResultError('ERR_RESULT_NOT_SERIALISABLE', `a task result cannot be a ${typeof value}`);
+    throw new ResultError(
+      'ERR_RESULT_NOT_SERIALISABLE',
+      `a task result cannot be a ${typeof value}`,
+    );
   }
   let text: string | undefined;
   try {
@@ -30,7 +33,10 @@ export function serializeResult(value: unknown, maxBytes: number): string {
     );
   }
   if (text === undefined) {
-    throw new ResultError('ERR_RESULT_NOT_SERIALISABLE', 'the task result is not JSON-serialisable');
+    throw new ResultError(
+      'ERR_RESULT_NOT_SERIALISABLE',
+      'the task result is not JSON-serialisable',
+    );
   }
   const bytes = Buffer.byteLength(text);
   if (bytes > maxBytes) {
@@ -60,7 +66,11 @@ export function parseError(payload: string): SerializedError {
   try {
     const v = JSON.parse(payload) as Partial<SerializedError>;
     if (v && typeof v.message === 'string') {
-      return { name: String(v.name ?? 'Error'), message: v.message, ...(v.code ? { code: String(v.code) } : {}) };
+      return {
+        name: String(v.name ?? 'Error'),
+        message: v.message,
+        ...(v.code ? { code: String(v.code) } : {}),
+      };
     }
   } catch {
     // fall through: report the raw text

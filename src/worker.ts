@@ -12,7 +12,12 @@ import {
   RejectedError,
   ResultError,
 } from './errors.js';
-import { type NamespaceEvent, type PairedWorkerEvents, silentLogger, TypedEmitter } from './events.js';
+import {
+  type NamespaceEvent,
+  type PairedWorkerEvents,
+  silentLogger,
+  TypedEmitter,
+} from './events.js';
 import { Keys, type TaskLocation } from './keys.js';
 import { type PairedWorkerOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import {
@@ -219,7 +224,6 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   /** close() was called: run() and start() refuse. */
   private closeRequested = false;
   private closePromise: Promise<void> | undefined;
-  private closed = false;
   private paused = false;
 
   private readonly runs = new Map<string, TaskRun<unknown>>();
@@ -240,10 +244,14 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     this.keys = new Keys(options.keyPrefix, options.namespace);
     this.id = `${options.name}:${randomBytes(4).toString('hex')}`;
     if (opts.nodes !== undefined) {
-      throw new InvalidOptionError('quorum mode (`nodes`) is not available in this build; pass `redis`');
+      throw new InvalidOptionError(
+        'quorum mode (`nodes`) is not available in this build; pass `redis`',
+      );
     }
     if (opts.redis === undefined) {
-      throw new InvalidOptionError('Expected `redis` (an ioredis client, a URL or ioredis options)');
+      throw new InvalidOptionError(
+        'Expected `redis` (an ioredis client, a URL or ioredis options)',
+      );
     }
     this.store = new RedisStore(opts.redis, this.keys, options.connectTimeoutMs);
   }
@@ -274,7 +282,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       (msg) => this.onMessage(msg),
       () => {
         // pub/sub is at-most-once: after a reconnect, re-check every waiting task
-        for (const run of this.runs.values()) if (run.holder !== undefined || run.known) this.queuePeek(run);
+        for (const run of this.runs.values())
+          if (run.holder !== undefined || run.known) this.queuePeek(run);
       },
     );
     this.scheduleHeartbeat();
@@ -287,10 +296,19 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private async openSession(): Promise<void> {
     this.epoch += 1;
     const sessionId = `${this.id}#${this.epoch}`;
-    const desc = JSON.stringify({ worker: this.id, host: hostname(), pid: process.pid, startedAt: Date.now() });
+    const desc = JSON.stringify({
+      worker: this.id,
+      host: hostname(),
+      pid: process.pid,
+      startedAt: Date.now(),
+    });
     const sent = now();
     const reply = await this.store.session('open', sessionId, this.options.sessionTtlMs, desc);
-    if (!reply.ok) throw new PairlockError('ERR_LEASE_LOST', `could not open session ${sessionId}: ${reply.reason}`);
+    if (!reply.ok)
+      throw new PairlockError(
+        'ERR_LEASE_LOST',
+        `could not open session ${sessionId}: ${reply.reason}`,
+      );
     this.sessionId = sessionId;
     this.setValidUntil(sent);
   }
@@ -299,7 +317,10 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     const ttl = this.options.sessionTtlMs;
     this.validUntil = sentAt + ttl - driftMs(ttl);
     clearTimeout(this.watchdogTimer);
-    this.watchdogTimer = setTimeout(() => this.checkLease(), Math.max(0, this.validUntil - now()) + 1);
+    this.watchdogTimer = setTimeout(
+      () => this.checkLease(),
+      Math.max(0, this.validUntil - now()) + 1,
+    );
     this.watchdogTimer.unref();
   }
 
@@ -308,7 +329,11 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (now() < this.validUntil) return;
     for (const exec of [...this.executions.values()]) {
       if (exec.session === this.sessionId) {
-        this.abortExecution(exec, 'session', `the session ${this.sessionId} could not be renewed in time`);
+        this.abortExecution(
+          exec,
+          'session',
+          `the session ${this.sessionId} could not be renewed in time`,
+        );
       }
     }
   }
@@ -369,7 +394,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
    */
   async run<T>(taskId: string, handler: Handler<T>, opts: RunOptions = {}): Promise<Outcome<T>> {
     this.validateTaskId(taskId);
-    if (typeof handler !== 'function') throw new InvalidOptionError('Expected `handler` to be a function');
+    if (typeof handler !== 'function')
+      throw new InvalidOptionError('Expected `handler` to be a function');
     const hashKey = opts.hash?.key;
     if (opts.hash !== undefined && (typeof hashKey !== 'string' || hashKey.length === 0)) {
       throw new InvalidOptionError('Expected `hash.key` to be a non-empty string');
@@ -400,7 +426,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (typeof taskId !== 'string') {
       throw new InvalidTaskIdError(`Expected a task id to be a string, got ${typeof taskId}`);
     }
-    if (taskId.length === 0) throw new InvalidTaskIdError('Expected a task id to be a non-empty string');
+    if (taskId.length === 0)
+      throw new InvalidTaskIdError('Expected a task id to be a non-empty string');
     const bytes = Buffer.byteLength(taskId);
     if (bytes > this.options.maxTaskIdBytes) {
       throw new InvalidTaskIdError(
@@ -409,7 +436,11 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     }
   }
 
-  private finish(run: TaskRun<unknown>, outcome: Outcome<unknown> | undefined, error?: unknown): void {
+  private finish(
+    run: TaskRun<unknown>,
+    outcome: Outcome<unknown> | undefined,
+    error?: unknown,
+  ): void {
     if (run.finished) return;
     run.finished = true;
     run.clearTimers();
@@ -418,7 +449,14 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (this.runs.get(run.loc.ref) === run) this.runs.delete(run.loc.ref);
     if (outcome) {
       const { taskId, state, role, token, attempts } = outcome;
-      this.emit('outcome', { taskId, state, role, token, attempts, elapsedMs: now() - run.startedAt });
+      this.emit('outcome', {
+        taskId,
+        state,
+        role,
+        token,
+        attempts,
+        elapsedMs: now() - run.startedAt,
+      });
       run.done.resolve(outcome);
     } else run.done.reject(error);
   }
@@ -498,7 +536,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
             taskId: run.loc.taskId,
             state: 'done',
             role: this.roleFor(run, reply.token),
-            result: run.lastOwn?.token === reply.token ? run.lastOwn.result : parseResult(reply.payload),
+            result:
+              run.lastOwn?.token === reply.token ? run.lastOwn.result : parseResult(reply.payload),
             token: reply.token,
             attempts: reply.attempt,
             worker: workerOf(reply.owner),
@@ -563,11 +602,14 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   }
 
   private timer(run: TaskRun<unknown>, ms: number, fn: () => void): void {
-    const t = setTimeout(() => {
-      run.timers = run.timers.filter((x) => x !== t);
-      if (ms > MAX_TIMER) this.timer(run, ms - MAX_TIMER, fn);
-      else fn();
-    }, Math.min(Math.max(0, ms), MAX_TIMER));
+    const t = setTimeout(
+      () => {
+        run.timers = run.timers.filter((x) => x !== t);
+        if (ms > MAX_TIMER) this.timer(run, ms - MAX_TIMER, fn);
+        else fn();
+      },
+      Math.min(Math.max(0, ms), MAX_TIMER),
+    );
     run.timers.push(t);
   }
 
@@ -610,7 +652,12 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       controller,
       handedOver: false,
       deadlineTimer: setTimeout(
-        () => this.abortExecution(exec, 'deadline', `task ${taskId} ran past \`taskTimeoutMs\` (${o.taskTimeoutMs} ms)`),
+        () =>
+          this.abortExecution(
+            exec,
+            'deadline',
+            `task ${taskId} ran past \`taskTimeoutMs\` (${o.taskTimeoutMs} ms)`,
+          ),
         Math.min(deadlineIn, MAX_TIMER),
       ),
     };
@@ -637,7 +684,10 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         state = 'D';
       } catch (err) {
         if (!(err instanceof ResultError)) throw err;
-        this.logger.warn({ err, taskId }, 'pairlock: handler returned a result that cannot be stored');
+        this.logger.warn(
+          { err, taskId },
+          'pairlock: handler returned a result that cannot be stored',
+        );
         payload = serializeError(err);
         state = 'F';
       }
@@ -657,9 +707,14 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       // reported even when the signal already fired: this is the proof the stale write was refused
       this.emit('lease-lost', { taskId, token, reason: 'rejected', rejected: reply.reason });
       if (!controller.signal.aborted) {
-        controller.abort(new LeaseLostError(taskId, 'rejected', `settle rejected: ${reply.reason}`));
+        controller.abort(
+          new LeaseLostError(taskId, 'rejected', `settle rejected: ${reply.reason}`),
+        );
       }
-      this.logger.warn({ taskId, token, reason: reply.reason }, 'pairlock: settle rejected; this worker lost the task');
+      this.logger.warn(
+        { taskId, token, reason: reply.reason },
+        'pairlock: settle rejected; this worker lost the task',
+      );
       this.wake(run);
       return;
     }
@@ -681,7 +736,11 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     this.wake(run);
   }
 
-  private async settleWithRetry(exec: Execution, state: 'D' | 'F', payload: string): Promise<OwnerReply> {
+  private async settleWithRetry(
+    exec: Execution,
+    state: 'D' | 'F',
+    payload: string,
+  ): Promise<OwnerReply> {
     const o = this.options;
     let delay = 50;
     for (;;) {
@@ -709,7 +768,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
 
   private async reportProgress(exec: Execution, value: number, note: unknown): Promise<void> {
     if (typeof value !== 'number' || !Number.isFinite(value)) {
-      throw new InvalidOptionError(`Expected progress to be a finite number, got \`${String(value)}\``);
+      throw new InvalidOptionError(
+        `Expected progress to be a finite number, got \`${String(value)}\``,
+      );
     }
     exec.controller.signal.throwIfAborted();
     const text = note === undefined ? '' : serializeResult(note, this.options.maxResultBytes);
@@ -720,7 +781,11 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       note: text,
     });
     if (!reply.ok) {
-      const err = new RejectedError(exec.run.loc.taskId, reply.reason, `progress rejected: ${reply.reason}`);
+      const err = new RejectedError(
+        exec.run.loc.taskId,
+        reply.reason,
+        `progress rejected: ${reply.reason}`,
+      );
       this.abortExecution(exec, 'rejected', err.message);
       throw err;
     }
@@ -738,7 +803,13 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   // Covering a peer (standby)
   // -------------------------------------------------------------------------------
 
-  private watch(run: TaskRun<unknown>, holder: string, ownerPttl: number, deadlineInMs: number, token: number): void {
+  private watch(
+    run: TaskRun<unknown>,
+    holder: string,
+    ownerPttl: number,
+    deadlineInMs: number,
+    token: number,
+  ): void {
     run.holder = holder;
     if (!run.announcedStandby) {
       run.announcedStandby = true;
@@ -761,7 +832,10 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
 
   private armGroup(holder: string, group: CoverGroup, inMs: number): void {
     clearTimeout(group.timer);
-    group.timer = setTimeout(() => void this.checkGroup(holder, group), Math.min(inMs + 1, MAX_TIMER));
+    group.timer = setTimeout(
+      () => void this.checkGroup(holder, group),
+      Math.min(inMs + 1, MAX_TIMER),
+    );
   }
 
   private async checkGroup(holder: string, group: CoverGroup): Promise<void> {
@@ -912,7 +986,10 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
           if (called) return;
           called = true;
           if (ok) resolve(undefined);
-          else reject(new PairlockError('ERR_REJECTED', 'the holder reported failure with done(false)'));
+          else
+            reject(
+              new PairlockError('ERR_REJECTED', 'the holder reported failure with done(false)'),
+            );
         });
       });
     this.run(taskId, handler, hashKey === undefined ? {} : { hash: { key: hashKey } }).then(
@@ -1041,11 +1118,17 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     for (const group of this.cover.values()) clearTimeout(group.timer);
     this.cover.clear();
     for (const run of [...this.runs.values()]) {
-      this.finish(run, undefined, new ClosedError(`the worker closed before task ${JSON.stringify(run.loc.taskId)} had an outcome`));
+      this.finish(
+        run,
+        undefined,
+        new ClosedError(
+          `the worker closed before task ${JSON.stringify(run.loc.taskId)} had an outcome`,
+        ),
+      );
     }
     await this.renewing?.catch(() => {});
-    if (wasStarted && this.sessionId) await this.store.session('close', this.sessionId, 0).catch(() => {});
+    if (wasStarted && this.sessionId)
+      await this.store.session('close', this.sessionId, 0).catch(() => {});
     await this.store.close();
-    this.closed = true;
   }
 }

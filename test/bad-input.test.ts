@@ -22,8 +22,16 @@ describe('options', () => {
     ['Infinity retention', { retentionMs: Number.POSITIVE_INFINITY }, /`retentionMs`/],
     ['fractional attempts', { failure: { maxAttempts: 1.5 } }, /`failure.maxAttempts`/],
     ['unknown policy', { failure: { policy: 'retry-forever' as never } }, /`failure.policy`/],
-    ['first interval over the lease', { taskTimeoutMs: 1_000, firstAttemptIntervalMs: 5_000 }, /`firstAttemptIntervalMs` \(5000\) to be at most `taskTimeoutMs` \(1000\)/],
-    ['heartbeat too slow for the TTL', { sessionTtlMs: 1_000, heartbeatIntervalMs: 600 }, /`heartbeatIntervalMs` \(600\)/],
+    [
+      'first interval over the lease',
+      { taskTimeoutMs: 1_000, firstAttemptIntervalMs: 5_000 },
+      /`firstAttemptIntervalMs` \(5000\) to be at most `taskTimeoutMs` \(1000\)/,
+    ],
+    [
+      'heartbeat too slow for the TTL',
+      { sessionTtlMs: 1_000, heartbeatIntervalMs: 600 },
+      /`heartbeatIntervalMs` \(600\)/,
+    ],
     ['namespace with a brace', { namespace: 'a{b}' }, /`namespace`/],
     ['empty name', { name: '' }, /`name`/],
     ['zero concurrency', { concurrency: 0 }, /`concurrency`/],
@@ -32,7 +40,9 @@ describe('options', () => {
   it.each(bad)('%s → InvalidOptionError naming the option', (_name, opts, message) => {
     expect(() => resolveOptions(opts)).toThrow(InvalidOptionError);
     expect(() => resolveOptions(opts)).toThrow(message);
-    expect(() => new PairedWorker({ redis: 'redis://127.0.0.1:1', ...opts })).toThrow(InvalidOptionError);
+    expect(() => new PairedWorker({ redis: 'redis://127.0.0.1:1', ...opts })).toThrow(
+      InvalidOptionError,
+    );
   });
 
   it('defaults are sane and documented values', () => {
@@ -109,7 +119,9 @@ describe('with a Redis', () => {
   it('task ids: empty, oversized and non-strings are rejected; any Unicode is fine', async () => {
     const w = new PairedWorker({ redis: server.url, namespace: 'ids', maxTaskIdBytes: 64 });
     await expect(w.run('', () => 1)).rejects.toBeInstanceOf(InvalidTaskIdError);
-    await expect(w.run('é'.repeat(33), () => 1)).rejects.toThrow(/66 bytes, over `maxTaskIdBytes` \(64\)/);
+    await expect(w.run('é'.repeat(33), () => 1)).rejects.toThrow(
+      /66 bytes, over `maxTaskIdBytes` \(64\)/,
+    );
     await expect(w.run(42 as never, () => 1)).rejects.toBeInstanceOf(InvalidTaskIdError);
     await expect(w.run('ok', 'not a function' as never)).rejects.toBeInstanceOf(InvalidOptionError);
     for (const id of ['a|b|c', '{x}', 'line\nbreak', 'zero\u0000byte', '🔒 emoji', '日本語']) {
@@ -120,7 +132,11 @@ describe('with a Redis', () => {
   });
 
   it('a handler result that cannot be stored fails the task with a clear error; the worker carries on', async () => {
-    const w = new PairedWorker({ redis: server.url, namespace: 'results', failure: { policy: 'give-up' } });
+    const w = new PairedWorker({
+      redis: server.url,
+      namespace: 'results',
+      failure: { policy: 'give-up' },
+    });
     const o = await w.run('big-int', () => ({ n: 1n }));
     expect(o).toMatchObject({ state: 'failed', error: { code: 'ERR_RESULT_NOT_SERIALISABLE' } });
     expect((await w.run('next', () => 'fine')).result).toBe('fine');
@@ -138,7 +154,10 @@ describe('with a Redis', () => {
       w.run('newer', () => 3),
       w.run('typed', () => 4),
     ]);
-    expect(results[0]).toMatchObject({ status: 'rejected', reason: { code: 'ERR_CORRUPT_RECORD' } });
+    expect(results[0]).toMatchObject({
+      status: 'rejected',
+      reason: { code: 'ERR_CORRUPT_RECORD' },
+    });
     expect(results[1]).toMatchObject({ status: 'fulfilled', value: { state: 'done', result: 2 } });
     expect(results[2]).toMatchObject({ status: 'rejected', reason: { code: 'ERR_NEWER_FORMAT' } });
     expect(results[3]).toMatchObject({ status: 'rejected', reason: { code: 'ERR_WRONG_TYPE' } });
@@ -166,7 +185,12 @@ describe('with a Redis', () => {
 
   it('a run waiting on a Redis that goes away gives up after unavailableTimeoutMs with RedisUnavailableError', async () => {
     const own = await RedisServer.start();
-    const a = new PairedWorker({ redis: own.url, namespace: 'gone', name: 'a', sessionTtlMs: 60_000 });
+    const a = new PairedWorker({
+      redis: own.url,
+      namespace: 'gone',
+      name: 'a',
+      sessionTtlMs: 60_000,
+    });
     const b = new PairedWorker({
       redis: own.url,
       namespace: 'gone',

@@ -29,8 +29,21 @@ const claimArgs = (session: string, extra: Partial<ClaimArgs> = {}): ClaimArgs =
   dryRun: false,
   ...extra,
 });
-const settle = (loc: TaskLocation, session: string, token: number, state: 'D' | 'F' = 'D', backoffMs = 0) =>
-  store.settle(loc, { session, token, state, payload: state === 'D' ? '"ok"' : '{"message":"x"}', retentionMs: 60_000, backoffMs });
+const settle = (
+  loc: TaskLocation,
+  session: string,
+  token: number,
+  state: 'D' | 'F' = 'D',
+  backoffMs = 0,
+) =>
+  store.settle(loc, {
+    session,
+    token,
+    state,
+    payload: state === 'D' ? '"ok"' : '{"message":"x"}',
+    retentionMs: 60_000,
+    backoffMs,
+  });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let n = 0;
@@ -68,7 +81,8 @@ describe('every script has a contract header that matches its reply codes', () =
       const header = text.slice(0, text.indexOf(']]'));
       expect(header, file).toMatch(/Input/);
       expect(header, file).toMatch(/Output/);
-      for (const m of header.matchAll(/\{ (-?\d+)[,\s}]/g)) expect(known.has(Number(m[1])), `${file}: ${m[0]}`).toBe(true);
+      for (const m of header.matchAll(/\{ (-?\d+)[,\s}]/g))
+        expect(known.has(Number(m[1])), `${file}: ${m[0]}`).toBe(true);
     }
   });
 });
@@ -79,7 +93,14 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
     const b = await session('b');
     const loc = task(hash);
     const g = await store.claim(loc, claimArgs(a));
-    expect(g).toMatchObject({ type: 'granted', token: 1, attempt: 1, kind: 'fresh', deadlineInMs: 60_000, from: '' });
+    expect(g).toMatchObject({
+      type: 'granted',
+      token: 1,
+      attempt: 1,
+      kind: 'fresh',
+      deadlineInMs: 60_000,
+      from: '',
+    });
     const h = await store.claim(loc, claimArgs(b));
     expect(h).toMatchObject({ type: 'held', owner: a, token: 1, attempt: 1 });
     if (h.type === 'held') {
@@ -87,7 +108,9 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
       expect(h.deadlineInMs).toBeGreaterThan(59_000);
     }
     await sleep(30);
-    expect(events).toContainEqual(expect.objectContaining({ e: 'claimed', r: loc.ref, s: 'R', k: 1, o: a, kind: 0 }));
+    expect(events).toContainEqual(
+      expect.objectContaining({ e: 'claimed', r: loc.ref, s: 'R', k: 1, o: a, kind: 0 }),
+    );
   });
 
   it('3 done with the result', async () => {
@@ -95,7 +118,12 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
     const loc = task(hash);
     await store.claim(loc, claimArgs(a));
     expect((await settle(loc, a, 1)).ok).toBe(true);
-    expect(await store.claim(loc, claimArgs(await session('b')))).toMatchObject({ type: 'done', owner: a, token: 1, payload: '"ok"' });
+    expect(await store.claim(loc, claimArgs(await session('b')))).toMatchObject({
+      type: 'done',
+      owner: a,
+      token: 1,
+      payload: '"ok"',
+    });
   });
 
   it('4 failed: not terminal with a retry delay, terminal at maxAttempts; then 1 granted as retry (kind 3)', async () => {
@@ -107,9 +135,19 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
     const pending = await store.claim(loc, claimArgs(b));
     expect(pending).toMatchObject({ type: 'failed', terminal: false, token: 1 });
     if (pending.type === 'failed') expect(pending.retryInMs).toBeGreaterThan(0);
-    expect(await store.claim(loc, claimArgs(b, { maxAttempts: 1 }))).toMatchObject({ type: 'failed', terminal: true, retryInMs: 0 });
+    expect(await store.claim(loc, claimArgs(b, { maxAttempts: 1 }))).toMatchObject({
+      type: 'failed',
+      terminal: true,
+      retryInMs: 0,
+    });
     await sleep(220);
-    expect(await store.claim(loc, claimArgs(b))).toMatchObject({ type: 'granted', token: 2, attempt: 2, kind: 'retry', from: a });
+    expect(await store.claim(loc, claimArgs(b))).toMatchObject({
+      type: 'granted',
+      token: 2,
+      attempt: 2,
+      kind: 'retry',
+      from: a,
+    });
   });
 
   it('1 granted as takeover when the owner session expired (kind 1), and when the deadline passed (kind 2)', async () => {
@@ -118,33 +156,57 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
     const loc1 = task(hash);
     await store.claim(loc1, claimArgs(a));
     await store.session('close', a, 0);
-    expect(await store.claim(loc1, claimArgs(b))).toMatchObject({ type: 'granted', token: 2, kind: 'session-expired', from: a });
+    expect(await store.claim(loc1, claimArgs(b))).toMatchObject({
+      type: 'granted',
+      token: 2,
+      kind: 'session-expired',
+      from: a,
+    });
 
     const c = await session('c');
     const loc2 = task(hash);
     await store.claim(loc2, claimArgs(c, { taskTimeoutMs: 5 }));
     await sleep(15);
-    expect(await store.claim(loc2, claimArgs(b))).toMatchObject({ type: 'granted', token: 2, kind: 'deadline-passed', from: c });
+    expect(await store.claim(loc2, claimArgs(b))).toMatchObject({
+      type: 'granted',
+      token: 2,
+      kind: 'deadline-passed',
+      from: c,
+    });
   });
 
   it('1 granted as handover after release (kind 4); event "released"', async () => {
     const a = await session('a');
     const loc = task(hash);
     await store.claim(loc, claimArgs(a));
-    expect(await store.release(loc, { session: a, token: 1, retentionMs: 60_000 })).toMatchObject({ ok: true, token: 1 });
-    expect(await store.claim(loc, claimArgs(await session('b')))).toMatchObject({ type: 'granted', token: 2, kind: 'handover' });
+    expect(await store.release(loc, { session: a, token: 1, retentionMs: 60_000 })).toMatchObject({
+      ok: true,
+      token: 1,
+    });
+    expect(await store.claim(loc, claimArgs(await session('b')))).toMatchObject({
+      type: 'granted',
+      token: 2,
+      kind: 'handover',
+    });
     await sleep(30);
-    expect(events).toContainEqual(expect.objectContaining({ e: 'released', r: loc.ref, s: 'X', k: 1 }));
+    expect(events).toContainEqual(
+      expect.objectContaining({ e: 'released', r: loc.ref, s: 'X', k: 1 }),
+    );
   });
 
   it('5 claimable on a dry run, which writes nothing', async () => {
     const loc = task(hash);
-    expect(await store.claim(loc, claimArgs(await session('a'), { dryRun: true }))).toEqual({ type: 'claimable', kind: 'fresh' });
+    expect(await store.claim(loc, claimArgs(await session('a'), { dryRun: true }))).toEqual({
+      type: 'claimable',
+      kind: 'fresh',
+    });
     expect(await store.inspect(loc)).toMatchObject({ found: false });
   });
 
   it('-3 when the claimer session does not exist', async () => {
-    expect(await store.claim(task(hash), claimArgs('ghost:0#1'))).toEqual({ type: 'session-expired' });
+    expect(await store.claim(task(hash), claimArgs('ghost:0#1'))).toEqual({
+      type: 'session-expired',
+    });
   });
 });
 
@@ -193,88 +255,147 @@ describe('faults: -1 corrupt, -2 newer format, -4 wrong type (claim, settle, rel
     const a = await session('a');
     const loc = keys.task('planted', 'other');
     await redis.hset(loc.container, loc.field, 'not a record');
-    await expect(store.claim(loc, claimArgs(a))).rejects.toMatchObject({ code: 'ERR_CORRUPT_RECORD' });
+    await expect(store.claim(loc, claimArgs(a))).rejects.toMatchObject({
+      code: 'ERR_CORRUPT_RECORD',
+    });
     expect(await redis.hget(loc.container, loc.field)).toBe('not a record');
     const wrongHash = keys.task('x', 'strhash');
     await redis.set(wrongHash.container, 'a string');
-    await expect(store.claim(wrongHash, claimArgs(a))).rejects.toMatchObject({ code: 'ERR_WRONG_TYPE' });
+    await expect(store.claim(wrongHash, claimArgs(a))).rejects.toMatchObject({
+      code: 'ERR_WRONG_TYPE',
+    });
   });
 });
 
-describe.each([false, true])('settle, release, progress: ownership proof (hash-field mode: %s)', (hash) => {
-  it('1 ok; event "settled"', async () => {
-    const a = await session('a');
-    const loc = task(hash);
-    await store.claim(loc, claimArgs(a));
-    expect(await store.progress(loc, { session: a, token: 1, progress: 50, note: '"half"' })).toMatchObject({ ok: true });
-    expect(await settle(loc, a, 1)).toMatchObject({ ok: true, token: 1, attempt: 1 });
-    await sleep(30);
-    expect(events).toContainEqual(expect.objectContaining({ e: 'settled', r: loc.ref, s: 'D', k: 1, o: a }));
-  });
+describe.each([false, true])(
+  'settle, release, progress: ownership proof (hash-field mode: %s)',
+  (hash) => {
+    it('1 ok; event "settled"', async () => {
+      const a = await session('a');
+      const loc = task(hash);
+      await store.claim(loc, claimArgs(a));
+      expect(
+        await store.progress(loc, { session: a, token: 1, progress: 50, note: '"half"' }),
+      ).toMatchObject({ ok: true });
+      expect(await settle(loc, a, 1)).toMatchObject({ ok: true, token: 1, attempt: 1 });
+      await sleep(30);
+      expect(events).toContainEqual(
+        expect.objectContaining({ e: 'settled', r: loc.ref, s: 'D', k: 1, o: a }),
+      );
+    });
 
-  it('-10 unknown task', async () => {
-    const a = await session('a');
-    const loc = task(hash);
-    expect(await settle(loc, a, 1)).toEqual({ ok: false, reason: 'unknown-task' });
-    expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toEqual({ ok: false, reason: 'unknown-task' });
-    expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toEqual({ ok: false, reason: 'unknown-task' });
-  });
+    it('-10 unknown task', async () => {
+      const a = await session('a');
+      const loc = task(hash);
+      expect(await settle(loc, a, 1)).toEqual({ ok: false, reason: 'unknown-task' });
+      expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toEqual({
+        ok: false,
+        reason: 'unknown-task',
+      });
+      expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toEqual({
+        ok: false,
+        reason: 'unknown-task',
+      });
+    });
 
-  it('-11 not owner: another session with the current token (a forged owner)', async () => {
-    const a = await session('a');
-    const b = await session('b');
-    const loc = task(hash);
-    await store.claim(loc, claimArgs(a));
-    expect(await settle(loc, b, 1)).toMatchObject({ ok: false, reason: 'not-owner', token: 1, owner: a });
-    expect(await store.release(loc, { session: b, token: 1, retentionMs: 1_000 })).toMatchObject({ reason: 'not-owner' });
-    expect(await store.progress(loc, { session: b, token: 1, progress: 1, note: '' })).toMatchObject({ reason: 'not-owner' });
-    // a forged higher token is no better
-    expect(await settle(loc, a, 7)).toMatchObject({ ok: false, reason: 'not-owner' });
-    expect(await store.inspect(loc)).toMatchObject({ found: true, state: 'running', token: 1, session: a });
-  });
+    it('-11 not owner: another session with the current token (a forged owner)', async () => {
+      const a = await session('a');
+      const b = await session('b');
+      const loc = task(hash);
+      await store.claim(loc, claimArgs(a));
+      expect(await settle(loc, b, 1)).toMatchObject({
+        ok: false,
+        reason: 'not-owner',
+        token: 1,
+        owner: a,
+      });
+      expect(await store.release(loc, { session: b, token: 1, retentionMs: 1_000 })).toMatchObject({
+        reason: 'not-owner',
+      });
+      expect(
+        await store.progress(loc, { session: b, token: 1, progress: 1, note: '' }),
+      ).toMatchObject({ reason: 'not-owner' });
+      // a forged higher token is no better
+      expect(await settle(loc, a, 7)).toMatchObject({ ok: false, reason: 'not-owner' });
+      expect(await store.inspect(loc)).toMatchObject({
+        found: true,
+        state: 'running',
+        token: 1,
+        session: a,
+      });
+    });
 
-  it('-12 token superseded: the old owner after a takeover', async () => {
-    const a = await session('a');
-    const b = await session('b');
-    const loc = task(hash);
-    await store.claim(loc, claimArgs(a, { taskTimeoutMs: 5 }));
-    await sleep(15);
-    await store.claim(loc, claimArgs(b));
-    expect(await settle(loc, a, 1)).toMatchObject({ ok: false, reason: 'token-superseded', token: 2, owner: b });
-    expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toMatchObject({ reason: 'token-superseded' });
-    expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toMatchObject({ reason: 'token-superseded' });
-  });
+    it('-12 token superseded: the old owner after a takeover', async () => {
+      const a = await session('a');
+      const b = await session('b');
+      const loc = task(hash);
+      await store.claim(loc, claimArgs(a, { taskTimeoutMs: 5 }));
+      await sleep(15);
+      await store.claim(loc, claimArgs(b));
+      expect(await settle(loc, a, 1)).toMatchObject({
+        ok: false,
+        reason: 'token-superseded',
+        token: 2,
+        owner: b,
+      });
+      expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toMatchObject({
+        reason: 'token-superseded',
+      });
+      expect(
+        await store.progress(loc, { session: a, token: 1, progress: 1, note: '' }),
+      ).toMatchObject({ reason: 'token-superseded' });
+    });
 
-  it('-13 already settled', async () => {
-    const a = await session('a');
-    const loc = task(hash);
-    await store.claim(loc, claimArgs(a));
-    await settle(loc, a, 1);
-    expect(await settle(loc, a, 1, 'F')).toEqual({ ok: false, reason: 'already-settled', state: 'D' });
-    expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toMatchObject({ reason: 'already-settled' });
-    expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toMatchObject({ reason: 'already-settled' });
-  });
+    it('-13 already settled', async () => {
+      const a = await session('a');
+      const loc = task(hash);
+      await store.claim(loc, claimArgs(a));
+      await settle(loc, a, 1);
+      expect(await settle(loc, a, 1, 'F')).toEqual({
+        ok: false,
+        reason: 'already-settled',
+        state: 'D',
+      });
+      expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toMatchObject({
+        reason: 'already-settled',
+      });
+      expect(
+        await store.progress(loc, { session: a, token: 1, progress: 1, note: '' }),
+      ).toMatchObject({ reason: 'already-settled' });
+    });
 
-  it('-14 session expired (nobody took over yet: still rejected)', async () => {
-    const a = await session('a');
-    const loc = task(hash);
-    await store.claim(loc, claimArgs(a));
-    await store.session('close', a, 0);
-    expect(await settle(loc, a, 1)).toEqual({ ok: false, reason: 'session-expired' });
-    expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toEqual({ ok: false, reason: 'session-expired' });
-    expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toEqual({ ok: false, reason: 'session-expired' });
-  });
+    it('-14 session expired (nobody took over yet: still rejected)', async () => {
+      const a = await session('a');
+      const loc = task(hash);
+      await store.claim(loc, claimArgs(a));
+      await store.session('close', a, 0);
+      expect(await settle(loc, a, 1)).toEqual({ ok: false, reason: 'session-expired' });
+      expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toEqual({
+        ok: false,
+        reason: 'session-expired',
+      });
+      expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toEqual({
+        ok: false,
+        reason: 'session-expired',
+      });
+    });
 
-  it('-15 deadline passed (settle, progress; release is still allowed)', async () => {
-    const a = await session('a');
-    const loc = task(hash);
-    await store.claim(loc, claimArgs(a, { taskTimeoutMs: 5 }));
-    await sleep(15);
-    expect(await settle(loc, a, 1)).toEqual({ ok: false, reason: 'deadline-passed' });
-    expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toEqual({ ok: false, reason: 'deadline-passed' });
-    expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toMatchObject({ ok: true });
-  });
-});
+    it('-15 deadline passed (settle, progress; release is still allowed)', async () => {
+      const a = await session('a');
+      const loc = task(hash);
+      await store.claim(loc, claimArgs(a, { taskTimeoutMs: 5 }));
+      await sleep(15);
+      expect(await settle(loc, a, 1)).toEqual({ ok: false, reason: 'deadline-passed' });
+      expect(await store.progress(loc, { session: a, token: 1, progress: 1, note: '' })).toEqual({
+        ok: false,
+        reason: 'deadline-passed',
+      });
+      expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toMatchObject({
+        ok: true,
+      });
+    });
+  },
+);
 
 describe('session', () => {
   it('1 open/renew/ttl/close, -16 exists, -14 expired, -17 unknown op', async () => {
@@ -285,12 +406,18 @@ describe('session', () => {
     const ttl = await store.session('ttl', id, 0);
     expect(ttl.ok && ttl.pttl > 7_000).toBe(true);
     expect(await store.session('close', id, 0)).toMatchObject({ ok: true });
-    expect(await store.session('renew', id, 5_000)).toEqual({ ok: false, reason: 'session-expired' });
+    expect(await store.session('renew', id, 5_000)).toEqual({
+      ok: false,
+      reason: 'session-expired',
+    });
     expect(await store.session('ttl', id, 0)).toEqual({ ok: false, reason: 'session-expired' });
     expect(await store.session('close', id, 0)).toEqual({ ok: false, reason: 'session-expired' });
     // a renewal never re-creates an expired session
     expect(await redis.exists(keys.session(id))).toBe(0);
-    expect(await callScript(redis, 'session', [keys.session(id), 'bogus', 0, ''])).toEqual([-17, 'bogus']);
+    expect(await callScript(redis, 'session', [keys.session(id), 'bogus', 0, ''])).toEqual([
+      -17,
+      'bogus',
+    ]);
   });
 });
 
@@ -301,7 +428,14 @@ describe('inspect and peek', () => {
     expect(await store.inspect(loc)).toMatchObject({ found: false });
     await store.claim(loc, claimArgs(a));
     const rec = await store.inspect(loc);
-    expect(rec).toMatchObject({ found: true, state: 'running', token: 1, attempt: 1, session: a, worker: a.split('#')[0] });
+    expect(rec).toMatchObject({
+      found: true,
+      state: 'running',
+      token: 1,
+      attempt: 1,
+      session: a,
+      worker: a.split('#')[0],
+    });
     if (rec.found) {
       expect(rec.ownerPttl).toBeGreaterThan(0);
       expect(rec.keepMs).toBeGreaterThan(60_000); // deadline + retention while running
@@ -338,7 +472,14 @@ describe('retention', () => {
     const h2 = keys.task('f2', 'sweep');
     for (const loc of [plain, h1]) {
       await store.claim(loc, claimArgs(a));
-      await store.settle(loc, { session: a, token: 1, state: 'D', payload: '1', retentionMs: 30, backoffMs: 0 });
+      await store.settle(loc, {
+        session: a,
+        token: 1,
+        state: 'D',
+        payload: '1',
+        retentionMs: 30,
+        backoffMs: 0,
+      });
     }
     expect(await redis.pttl(plain.container)).toBeLessThanOrEqual(30);
     await sleep(60);
@@ -362,7 +503,9 @@ describe('fencedWrite', () => {
     expect(await fencedRead(redis, key)).toEqual({ token: 3, value: 'third' });
     await redis.set(`${key}:s`, 'x');
     await expect(fencedWrite(redis, `${key}:s`, 1, 'v')).rejects.toThrow(/not a fenced resource/);
-    await expect(fencedWrite(redis, key, 0, 'v')).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
+    await expect(fencedWrite(redis, key, 0, 'v')).rejects.toMatchObject({
+      code: 'ERR_INVALID_OPTION',
+    });
   });
 });
 

@@ -26,7 +26,8 @@ class Child {
       const found = this.messages.find(pred);
       if (found) return found;
       const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.messages)}`);
+      if (left <= 0)
+        throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.messages)}`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.waiters.push(() => {
@@ -46,10 +47,21 @@ let server: RedisServer;
 const children: Child[] = [];
 let nsCounter = 0;
 
-async function spawnWorker(ns: string, name: string, env: Record<string, string> = {}): Promise<Child> {
-  const proc = fork(new URL('./fixtures/child-worker.ts', import.meta.url), {
+async function spawnWorker(
+  ns: string,
+  name: string,
+  env: Record<string, string> = {},
+): Promise<Child> {
+  const proc = fork(new URL('../src/demo/worker.ts', import.meta.url), {
     execArgv: ['--import', 'tsx'],
-    env: { ...process.env, REDIS_URL: server.url, NS: ns, NAME: name, SESSION_TTL_MS: '1000', ...env },
+    env: {
+      ...process.env,
+      PAIRLOCK_REDIS_URL: server.url,
+      PAIRLOCK_NAMESPACE: ns,
+      PAIRLOCK_NAME: name,
+      PAIRLOCK_SESSION_TTL_MS: '1000',
+      ...env,
+    },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const child = new Child(proc);
@@ -85,7 +97,10 @@ describe('two worker processes', () => {
     const killedAt = performance.now();
     a.proc.kill('SIGKILL');
     const took = await b.waitFor((m) => m.ev === 'took-over', 'b took over');
-    const outcome = (await b.waitFor((m) => m.ev === 'outcome', 'b outcome')).outcome as Record<string, unknown>;
+    const outcome = (await b.waitFor((m) => m.ev === 'outcome', 'b outcome')).outcome as Record<
+      string,
+      unknown
+    >;
     expect(took).toMatchObject({ taskId: 'job', token: 2, kind: 'session-expired', from: a.id });
     expect(outcome).toMatchObject({ state: 'done', role: 'took-over', token: 2, worker: b.id });
     const ms = (took.receivedAt as number) - killedAt;
@@ -107,28 +122,46 @@ describe('two worker processes', () => {
     a.proc.kill('SIGCONT');
     const aborted = await a.waitFor((m) => m.ev === 'aborted', 'a aborted');
     expect(['session', 'rejected']).toContain(aborted.reason);
-    const rejected = await a.waitFor((m) => m.ev === 'lease-lost' && m.reason === 'rejected', 'a settle rejected');
+    const rejected = await a.waitFor(
+      (m) => m.ev === 'lease-lost' && m.reason === 'rejected',
+      'a settle rejected',
+    );
     expect(rejected).toMatchObject({ taskId: 'job', token: 1 });
     expect(['token-superseded', 'session-expired']).toContain(rejected.rejected);
     const oa = (await a.waitFor((m) => m.ev === 'outcome', 'a outcome')).outcome;
     const ob = (await b.waitFor((m) => m.ev === 'outcome', 'b outcome')).outcome;
-    expect(ob).toMatchObject({ state: 'done', role: 'took-over', token: 2, result: { by: b.id, token: 2 } });
+    expect(ob).toMatchObject({
+      state: 'done',
+      role: 'took-over',
+      token: 2,
+      result: { by: b.id, token: 2 },
+    });
     // the old holder learns the real outcome, not its own stale one
-    expect(oa).toMatchObject({ state: 'done', role: 'watched', token: 2, result: { by: b.id, token: 2 } });
+    expect(oa).toMatchObject({
+      state: 'done',
+      role: 'watched',
+      token: 2,
+      result: { by: b.id, token: 2 },
+    });
     expect(a.messages.some((m) => m.ev === 'settled')).toBe(false);
   });
 
   it('workers whose wall clocks are an hour off (either way) behave as if in sync', async () => {
     const ns = `proc-${++nsCounter}`;
-    const ahead = await spawnWorker(ns, 'ahead', { SKEW_MS: String(3_600_000) });
-    const behind = await spawnWorker(ns, 'behind', { SKEW_MS: String(-3_600_000) });
+    const ahead = await spawnWorker(ns, 'ahead', { PAIRLOCK_CLOCK_SKEW_MS: String(3_600_000) });
+    const behind = await spawnWorker(ns, 'behind', { PAIRLOCK_CLOCK_SKEW_MS: String(-3_600_000) });
 
     // 1. the holder (clock +1 h) works for 2.5 session TTLs; the standby (clock -1 h) must wait
     ahead.run('long', 2_500);
     await ahead.waitFor((m) => m.ev === 'started', 'ahead started');
     behind.run('long', 10);
     const ob = (await behind.waitFor((m) => m.ev === 'outcome', 'behind outcome')).outcome;
-    expect(ob).toMatchObject({ state: 'done', role: 'watched', token: 1, result: { by: ahead.id } });
+    expect(ob).toMatchObject({
+      state: 'done',
+      role: 'watched',
+      token: 1,
+      result: { by: ahead.id },
+    });
     expect(behind.messages.some((m) => m.ev === 'started')).toBe(false);
 
     // 2. the holder (clock -1 h) crashes; the standby (clock +1 h) takes over after the TTL, not before
@@ -145,8 +178,8 @@ describe('two worker processes', () => {
 
   it('close({ handover: true }) in a child hands its task to the peer process at once', async () => {
     const ns = `proc-${++nsCounter}`;
-    const a = await spawnWorker(ns, 'a', { SESSION_TTL_MS: '30000' });
-    const b = await spawnWorker(ns, 'b', { SESSION_TTL_MS: '30000' });
+    const a = await spawnWorker(ns, 'a', { PAIRLOCK_SESSION_TTL_MS: '30000' });
+    const b = await spawnWorker(ns, 'b', { PAIRLOCK_SESSION_TTL_MS: '30000' });
     a.run('job', 60_000);
     await a.waitFor((m) => m.ev === 'started', 'a started');
     b.run('job', 10);

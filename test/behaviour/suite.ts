@@ -73,7 +73,8 @@ export function defineBehaviourSuite(
           return { side, taskId, token };
         };
       const ids = Array.from({ length: N }, (_, i) => `task-${i}`);
-      const opts = (i: number) => (hashKeys ? { hash: { key: hashKeys[i % hashKeys.length]! } } : {});
+      const opts = (i: number) =>
+        hashKeys ? { hash: { key: hashKeys[i % hashKeys.length]! } } : {};
       const [ra, rb] = await Promise.all([
         Promise.all(ids.map((id, i) => a.run(id, handler('a'), opts(i)))),
         Promise.all(ids.map((id, i) => b.run(id, handler('b'), opts(i)))),
@@ -81,7 +82,12 @@ export function defineBehaviourSuite(
       return { a, b, ids, ra, rb, executions };
     }
 
-    function expectAgreement(ra: Outcome[], rb: Outcome[], ids: string[], executions: Map<string, number>) {
+    function expectAgreement(
+      ra: Outcome[],
+      rb: Outcome[],
+      ids: string[],
+      executions: Map<string, number>,
+    ) {
       expect(executions.size).toBe(ids.length);
       for (const [id, count] of executions) expect(count, `executions of ${id}`).toBe(1);
       for (let i = 0; i < ids.length; i++) {
@@ -129,8 +135,20 @@ export function defineBehaviourSuite(
       });
       const [oa, ob] = await Promise.all([pa, pb]);
       expect(bToken).toBe(2);
-      expect(ob).toMatchObject({ state: 'done', role: 'took-over', result: 'recovered', token: 2, attempts: 2 });
-      expect(oa).toMatchObject({ state: 'done', role: 'watched', result: 'recovered', token: 2, worker: b.id });
+      expect(ob).toMatchObject({
+        state: 'done',
+        role: 'took-over',
+        result: 'recovered',
+        token: 2,
+        attempts: 2,
+      });
+      expect(oa).toMatchObject({
+        state: 'done',
+        role: 'watched',
+        result: 'recovered',
+        token: 2,
+        worker: b.id,
+      });
     });
 
     it("winner reports failure with policy 'give-up': nobody takes over, both learn the failure", async () => {
@@ -174,7 +192,11 @@ export function defineBehaviourSuite(
     it('graceful handover: close({ handover: true }) lets the standby take over at once', async () => {
       const ns = freshNs();
       const a = worker(ns, 'a');
-      const b = worker(ns, 'b', { sessionTtlMs: 30_000, firstAttemptIntervalMs: 10_000, otherAttemptIntervalMs: 10_000 });
+      const b = worker(ns, 'b', {
+        sessionTtlMs: 30_000,
+        firstAttemptIntervalMs: 10_000,
+        otherAttemptIntervalMs: 10_000,
+      });
       let reason: unknown;
       const started = new Promise<void>((resolve) => {
         void a
@@ -197,7 +219,11 @@ export function defineBehaviourSuite(
       const ob = await pb;
       // far sooner than any session TTL or safety-net interval of b
       expect(performance.now() - t0).toBeLessThan(5_000);
-      expect(ob).toMatchObject({ state: 'done', role: 'took-over', result: { token: 2, kind: 'handover' } });
+      expect(ob).toMatchObject({
+        state: 'done',
+        role: 'took-over',
+        result: { token: 2, kind: 'handover' },
+      });
       expect(reason).toBeInstanceOf(LeaseLostError);
       expect((reason as LeaseLostError).reason).toBe('handover');
     });
