@@ -13,8 +13,12 @@ export interface BenchOptions {
  * `pairlock bench`: the benchmark suite lives in bench/run.ts of the source repository
  * (it needs the dev dependencies it compares against). Run it when it is there.
  */
-export async function benchCommand(opts: BenchOptions, io: Io, redisUrl?: string): Promise<number> {
-  const root = packageRoot();
+export async function benchCommand(
+  opts: BenchOptions,
+  io: Io,
+  redisUrl?: string,
+  root: string | undefined = packageRoot(),
+): Promise<number> {
   const script = root === undefined ? undefined : join(root, 'bench', 'run.ts');
   if (root === undefined || script === undefined || !existsSync(script)) {
     throw new CliError(

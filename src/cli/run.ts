@@ -112,7 +112,8 @@ export async function runCommand(
     pipe(slot.name, child.stdout, io.out);
     pipe(slot.name, child.stderr, io.err);
     child.on('error', (err) => io.err(`[${slot.name}] ${err.message}`));
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': the child's last output lines are through the pipes by then
+    child.on('close', (code, signal) => {
       slot.child = undefined;
       const clean = code === 0;
       if (clean || stopping) {

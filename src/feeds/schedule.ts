@@ -89,8 +89,9 @@ const MAX_TIMER = 2_147_483_647;
  *
  * The wall clock here only names the ticks; it decides no expiry. Hosts whose clocks
  * differ by less than the interval agree on every tick id (a side that fires late finds
- * the tick settled or running and does not run it again). A tick missed while both
- * sides were down is not made up.
+ * the tick settled or running and does not run it again). A side that fires late by
+ * more than an interval fires the tick it planned and the current one, and skips those
+ * in between; ticks missed while both sides were down are not made up.
  *
  * @example
  * const cron = schedule(worker, { name: 'nightly-report', every: '1d', offsetMs: 2 * 3_600_000, handler: sendReport });
@@ -157,11 +158,14 @@ export function schedule<T>(worker: PairedWorker, opts: ScheduleOptions<T>): Sch
           arm();
           return;
         }
-        // the wall clock jumped more than an interval: fire the current tick, skip the rest
-        const at = now - planned >= everyMs ? nextTick(now, everyMs, offsetMs) - everyMs : planned;
-        next = nextTick(at, everyMs, offsetMs);
+        // Late by more than an interval (a stalled loop, a suspended host, a clock jump):
+        // fire the planned tick (a peer may have run it; then it is only looked up) and
+        // the current one, and skip those in between.
+        const current = nextTick(now, everyMs, offsetMs) - everyMs;
+        next = nextTick(now, everyMs, offsetMs);
         arm();
-        fire(at);
+        fire(planned);
+        if (current > planned) fire(current);
       },
       Math.min(Math.max(0, wait), MAX_TIMER),
     );

@@ -23,6 +23,9 @@ export class TaskFailedError extends Error {
   }
 }
 
+/** The arguments a caller passes: the function's parameters without a trailing HandlerContext. */
+export type CallArgs<A extends unknown[]> = A extends [...infer Head, HandlerContext] ? Head : A;
+
 export interface WrapOptions<A extends unknown[]> {
   /** The task id of a call: calls with the same key (on any side) run the function once. */
   readonly key: (...args: A) => string;
@@ -33,32 +36,32 @@ export interface WrapOptions<A extends unknown[]> {
 /**
  * Turn an async function into a paired, exactly-once-per-key call. Every caller of the
  * same key, on this worker or on a peer, gets the one result; the function runs on one
- * side, with the handler context (abort signal, fencing token) as its last argument.
- * While the record is retained (`retentionMs`), a later call with a settled key returns
- * the stored result without running again. A failed outcome throws TaskFailedError with
- * the error the running side reported. The result must be JSON-serialisable.
+ * side. When its last parameter is a HandlerContext, it receives the context (abort
+ * signal, fencing token) there, after the caller's arguments. While the record is
+ * retained (`retentionMs`), a later call with a settled key returns the stored result
+ * without running again. A failed outcome throws TaskFailedError with the error the
+ * running side reported. The result must be JSON-serialisable.
  *
  * @example
- * const charge = wrap(worker, async (orderId: string, ctx) => payments.charge(orderId, { fence: ctx.token }),
- *   { key: (orderId) => `charge:${orderId}` });
+ * const charge = wrap(
+ *   worker,
+ *   async (orderId: string, ctx: HandlerContext) => payments.charge(orderId, { fence: ctx.token }),
+ *   { key: (orderId) => `charge:${orderId}` },
+ * );
  * const receipt = await charge('o-17'); // the same receipt on both sides
  */
 export function wrap<A extends unknown[], R>(
   worker: PairedWorker,
-  fn: (...args: [...A, HandlerContext]) => R | Promise<R>,
-  opts: WrapOptions<A>,
-): (...args: A) => Promise<Awaited<R>> {
+  fn: (...args: A) => R | Promise<R>,
+  opts: WrapOptions<CallArgs<A>>,
+): (...args: CallArgs<A>) => Promise<Awaited<R>> {
   if (typeof fn !== 'function') throw new InvalidOptionError('Expected a function to wrap');
-  if (typeof opts?.key !== 'function')
-    throw new InvalidOptionError('Expected `key` to be a function of the arguments');
+  if (typeof opts?.key !== 'function') throw new InvalidOptionError('Expected `key` to be a function of the arguments');
   const runOpts = opts.hash ? { hash: opts.hash } : {};
-  return async (...args: A): Promise<Awaited<R>> => {
+  return async (...args: CallArgs<A>): Promise<Awaited<R>> => {
     const taskId = opts.key(...args);
-    const outcome = await worker.run(
-      taskId,
-      (ctx) => fn(...args, ctx) as Promise<Awaited<R>>,
-      runOpts,
-    );
+    const call = fn as unknown as (...a: unknown[]) => R | Promise<R>;
+    const outcome = await worker.run(taskId, async (ctx) => (await call(...args, ctx)) as Awaited<R>, runOpts);
     if (outcome.state === 'failed') throw new TaskFailedError(outcome as Outcome<unknown>);
     return outcome.result as Awaited<R>;
   };
