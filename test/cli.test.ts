@@ -28,7 +28,10 @@ function baseEnv(): NodeJS.ProcessEnv {
 
 function cli(args: string[], timeoutMs = 60_000): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: root, env: baseEnv() });
+    const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
+      cwd: root,
+      env: baseEnv(),
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -83,7 +86,9 @@ class Running {
     const until = Date.now() + timeoutMs;
     while (!pred()) {
       if (Date.now() > until) {
-        throw new Error(`timed out waiting for ${what}\nstdout:\n${this.out.join('\n')}\nstderr:\n${this.err.join('\n')}`);
+        throw new Error(
+          `timed out waiting for ${what}\nstdout:\n${this.out.join('\n')}\nstderr:\n${this.err.join('\n')}`,
+        );
       }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 500);
@@ -100,7 +105,11 @@ let server: RedisServer;
 const workers: PairedWorker[] = [];
 let nsCounter = 0;
 
-function worker(namespace: string, name: string, extra: Partial<ConstructorParameters<typeof PairedWorker>[0]> = {}) {
+function worker(
+  namespace: string,
+  name: string,
+  extra: Partial<ConstructorParameters<typeof PairedWorker>[0]> = {},
+) {
   const w = new PairedWorker({
     redis: server.url,
     namespace,
@@ -148,7 +157,15 @@ describe('pairlock inspect', () => {
     expect(human.stdout).toContain(`worker:      ${winner?.worker}`);
     expect(human.stdout).toMatch(/^result:\s+\{"shipped":true\}$/m);
 
-    const json = await cli(['--redis', server.url, '--namespace', ns, 'inspect', 'order-1', '--json']);
+    const json = await cli([
+      '--redis',
+      server.url,
+      '--namespace',
+      ns,
+      'inspect',
+      'order-1',
+      '--json',
+    ]);
     expect(json.code).toBe(0);
     const rec = JSON.parse(json.stdout) as Record<string, unknown>;
     expect(rec).toMatchObject({
@@ -165,15 +182,37 @@ describe('pairlock inspect', () => {
     const ns = freshNamespace();
     const a = worker(ns, 'alpha');
     await a.run('field-7', () => 42, { hash: { key: 'jobs' } });
-    const res = await cli(['--redis', server.url, '--namespace', ns, 'inspect', 'field-7', '--hash', 'jobs', '--json']);
+    const res = await cli([
+      '--redis',
+      server.url,
+      '--namespace',
+      ns,
+      'inspect',
+      'field-7',
+      '--hash',
+      'jobs',
+      '--json',
+    ]);
     expect(res.code).toBe(0);
-    expect(JSON.parse(res.stdout)).toMatchObject({ taskId: 'field-7', hash: 'jobs', state: 'done', result: 42 });
+    expect(JSON.parse(res.stdout)).toMatchObject({
+      taskId: 'field-7',
+      hash: 'jobs',
+      state: 'done',
+      result: 42,
+    });
     const plain = await cli(['--redis', server.url, '--namespace', ns, 'inspect', 'field-7']);
     expect(plain.code).toBe(3);
   });
 
   it('exits 3 with a message on stderr for an unknown task', async () => {
-    const res = await cli(['--redis', server.url, '--namespace', freshNamespace(), 'inspect', 'no-such-task']);
+    const res = await cli([
+      '--redis',
+      server.url,
+      '--namespace',
+      freshNamespace(),
+      'inspect',
+      'no-such-task',
+    ]);
     expect(res.code).toBe(3);
     expect(res.stdout).toBe('');
     expect(res.stderr).toContain('no record of task "no-such-task"');
@@ -181,7 +220,14 @@ describe('pairlock inspect', () => {
 
   it('exits 2 naming the address and --redis when Redis is unreachable', async () => {
     const port = await freePort();
-    const res = await cli(['--redis', `redis://127.0.0.1:${port}`, '--timeout', '2000', 'inspect', 'x']);
+    const res = await cli([
+      '--redis',
+      `redis://127.0.0.1:${port}`,
+      '--timeout',
+      '2000',
+      'inspect',
+      'x',
+    ]);
     expect(res.code).toBe(2);
     expect(res.stderr).toContain(`127.0.0.1:${port}`);
     expect(res.stderr).toContain('--redis');
@@ -231,17 +277,55 @@ describe('pairlock list and stats', () => {
   });
 
   it('lists every record, with a state filter and a limit', async () => {
-    const all = await cli(['--redis', server.url, '--namespace', ns, 'list', '--json', '--count', '2']);
+    const all = await cli([
+      '--redis',
+      server.url,
+      '--namespace',
+      ns,
+      'list',
+      '--json',
+      '--count',
+      '2',
+    ]);
     expect(all.code).toBe(0);
     const recs = JSON.parse(all.stdout) as { taskId: string; state: string }[];
-    expect(recs.map((r) => r.taskId).sort()).toEqual(['broken', 'done-0', 'done-1', 'done-2', 'done-3', 'done-4', 'slow']);
+    expect(recs.map((r) => r.taskId).sort()).toEqual([
+      'broken',
+      'done-0',
+      'done-1',
+      'done-2',
+      'done-3',
+      'done-4',
+      'slow',
+    ]);
     expect(recs.find((r) => r.taskId === 'broken')?.state).toBe('failed');
     expect(recs.find((r) => r.taskId === 'slow')?.state).toBe('running');
 
-    const failed = await cli(['--redis', server.url, '--namespace', ns, 'list', '--state', 'failed', '--json']);
-    expect((JSON.parse(failed.stdout) as { taskId: string }[]).map((r) => r.taskId)).toEqual(['broken']);
+    const failed = await cli([
+      '--redis',
+      server.url,
+      '--namespace',
+      ns,
+      'list',
+      '--state',
+      'failed',
+      '--json',
+    ]);
+    expect((JSON.parse(failed.stdout) as { taskId: string }[]).map((r) => r.taskId)).toEqual([
+      'broken',
+    ]);
 
-    const human = await cli(['--redis', server.url, '--namespace', ns, 'list', '--state', 'done', '--limit', '3']);
+    const human = await cli([
+      '--redis',
+      server.url,
+      '--namespace',
+      ns,
+      'list',
+      '--state',
+      'done',
+      '--limit',
+      '3',
+    ]);
     expect(human.code).toBe(0);
     const lines = human.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^TASK\s+STATE\s+TOKEN\s+ATTEMPT\s+WORKER\s+UPDATED\s+DETAIL$/);
@@ -259,17 +343,28 @@ describe('pairlock list and stats', () => {
       tasks: Record<string, number>;
       workers: { worker: string; pid: number; host: string; ttlMs: number; holds: string[] }[];
     };
-    expect(s.tasks).toMatchObject({ total: 7, running: 1, done: 5, failed: 1, released: 0, orphaned: 0 });
+    expect(s.tasks).toMatchObject({
+      total: 7,
+      running: 1,
+      done: 5,
+      failed: 1,
+      released: 0,
+      orphaned: 0,
+    });
     const h = s.workers.find((w) => w.worker === holder.id);
     expect(h).toBeDefined();
     expect(h?.holds).toEqual(['slow']);
     expect(h?.pid).toBe(process.pid);
     expect(h?.ttlMs).toBeGreaterThan(0);
-    expect(s.workers.map((w) => w.worker)).toContain(workers.find((w) => w.options.name === 'alpha' && w.options.namespace === ns)?.id);
+    expect(s.workers.map((w) => w.worker)).toContain(
+      workers.find((w) => w.options.name === 'alpha' && w.options.namespace === ns)?.id,
+    );
 
     const human = await cli(['--redis', server.url, '--namespace', ns, 'stats']);
     expect(human.code).toBe(0);
-    expect(human.stdout).toContain('tasks: 7 total, 1 running (0 orphaned), 5 done, 1 failed, 0 released');
+    expect(human.stdout).toContain(
+      'tasks: 7 total, 1 running (0 orphaned), 5 done, 1 failed, 0 released',
+    );
     expect(human.stdout).toContain('workers: 2 live');
     expect(human.stdout).toMatch(new RegExp(`${holder.id}.*\\b1\\s+slow`));
   });
@@ -281,8 +376,14 @@ describe('pairlock watch', () => {
     const watch = Running.start(['--redis', server.url, '--namespace', ns, 'watch', '--json']);
     const human = Running.start(['--redis', server.url, '--namespace', ns, 'watch']);
     try {
-      await watch.waitFor(() => watch.err.some((l) => l.startsWith('watching ')), 'the json watch to subscribe');
-      await human.waitFor(() => human.err.some((l) => l.startsWith('watching ')), 'the human watch to subscribe');
+      await watch.waitFor(
+        () => watch.err.some((l) => l.startsWith('watching ')),
+        'the json watch to subscribe',
+      );
+      await human.waitFor(
+        () => human.err.some((l) => l.startsWith('watching ')),
+        'the human watch to subscribe',
+      );
       const a = worker(ns, 'site-a');
       const b = worker(ns, 'site-b');
       await a.run('mail-1', () => 'sent');
@@ -294,7 +395,9 @@ describe('pairlock watch', () => {
       const aRun = a
         .run('mail-2', ({ signal }) => {
           started();
-          return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+          return new Promise((_, reject) =>
+            signal.addEventListener('abort', () => reject(signal.reason)),
+          );
         })
         .catch(() => undefined);
       await startedP;
@@ -304,7 +407,14 @@ describe('pairlock watch', () => {
       const outcome = await bRun;
       expect(outcome.role).toBe('took-over');
 
-      const want = ['claimed:mail-1', 'done:mail-1', 'claimed:mail-2', 'released:mail-2', 'took-over:mail-2', 'done:mail-2'];
+      const want = [
+        'claimed:mail-1',
+        'done:mail-1',
+        'claimed:mail-2',
+        'released:mail-2',
+        'took-over:mail-2',
+        'done:mail-2',
+      ];
       const seen = () =>
         watch.out.map((l) => {
           const e = JSON.parse(l) as { event: string; task: string };
@@ -314,14 +424,25 @@ describe('pairlock watch', () => {
       expect(seen()).toEqual(want);
       const events = watch.out.map((l) => JSON.parse(l) as Record<string, unknown>);
       const takeover = events.find((e) => e.event === 'took-over');
-      expect(takeover).toMatchObject({ task: 'mail-2', kind: 'handover', from: a.id, worker: b.id, token: 2, attempt: 2 });
+      expect(takeover).toMatchObject({
+        task: 'mail-2',
+        kind: 'handover',
+        from: a.id,
+        worker: b.id,
+        token: 2,
+        attempt: 2,
+      });
       expect(String(takeover?.session)).toMatch(new RegExp(`^${b.id}#\\d+$`));
       expect(Number.isNaN(Date.parse(String(events[0]?.time)))).toBe(false);
 
       await human.waitFor(() => human.out.length >= want.length, 'human lines');
-      expect(human.out[0]).toMatch(new RegExp(`^\\S+Z\\s+claimed\\s+mail-1\\s+token 1\\s+attempt 1\\s+by ${a.id}$`));
+      expect(human.out[0]).toMatch(
+        new RegExp(`^\\S+Z\\s+claimed\\s+mail-1\\s+token 1\\s+attempt 1\\s+by ${a.id}$`),
+      );
       expect(human.out.find((l) => l.includes('took-over'))).toMatch(
-        new RegExp(`took-over\\s+mail-2\\s+token 2\\s+attempt 2\\s+by ${b.id}\\s+from ${a.id} \\(handover\\)`),
+        new RegExp(
+          `took-over\\s+mail-2\\s+token 2\\s+attempt 2\\s+by ${b.id}\\s+from ${a.id} \\(handover\\)`,
+        ),
       );
       expect(human.out.some((l) => /released\s+mail-2/.test(l))).toBe(true);
     } finally {
@@ -335,8 +456,18 @@ describe('pairlock watch', () => {
   it('decodes hash-field refs and grant kinds', () => {
     expect(parseRef('t:a:b')).toEqual({ task: 'a:b' });
     expect(parseRef('h:4:jobsfield-1')).toEqual({ hash: 'jobs', task: 'field-1' });
-    const w = decodeEvent({ e: 'claimed', r: 'h:4:jobsx', s: 'R', k: 3, a: 3, o: 'b:1#2', kind: 1, from: 'a:9#1' }, 0);
-    expect(w).toMatchObject({ event: 'took-over', kind: 'session-expired', from: 'a:9', worker: 'b:1', hash: 'jobs', task: 'x' });
+    const w = decodeEvent(
+      { e: 'claimed', r: 'h:4:jobsx', s: 'R', k: 3, a: 3, o: 'b:1#2', kind: 1, from: 'a:9#1' },
+      0,
+    );
+    expect(w).toMatchObject({
+      event: 'took-over',
+      kind: 'session-expired',
+      from: 'a:9',
+      worker: 'b:1',
+      hash: 'jobs',
+      task: 'x',
+    });
     expect(formatEvent(w)).toContain('from a:9 (session-expired)');
   });
 });
@@ -377,7 +508,17 @@ describe('pairlock run', () => {
         async handler(task) { await new Promise((r) => setTimeout(r, 20)); return { n: task.data * 2, pid: process.pid }; },
       };\n`,
     );
-    const res = await cli(['--redis', server.url, '--namespace', ns, 'run', mod, '--name', 'pair', '--verbose']);
+    const res = await cli([
+      '--redis',
+      server.url,
+      '--namespace',
+      ns,
+      'run',
+      mod,
+      '--name',
+      'pair',
+      '--verbose',
+    ]);
     expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/\[pair-1\] worker pair-1:\w+ started/);
     expect(res.stdout).toMatch(/\[pair-2\] worker pair-2:\w+ started/);
@@ -390,7 +531,12 @@ describe('pairlock run', () => {
       expect(lines.filter((l) => /role=(ran|took-over)/.test(l))).toHaveLength(1);
     }
     const list = await cli(['--redis', server.url, '--namespace', ns, 'list', '--json']);
-    const recs = JSON.parse(list.stdout) as { taskId: string; state: string; attempt: number; result: { n: number } }[];
+    const recs = JSON.parse(list.stdout) as {
+      taskId: string;
+      state: string;
+      attempt: number;
+      result: { n: number };
+    }[];
     expect(recs).toHaveLength(8);
     for (const r of recs) {
       expect(r.state).toBe('done');
@@ -432,9 +578,24 @@ describe('pairlock run', () => {
     ]);
     expect(res.code).toBe(0);
     expect(res.stderr).toMatch(/supervisor: crashy-[12] exited with code 7; restarting in 200 ms/);
-    expect(res.stdout).toMatch(/took over fragile from crashy-[12]:\w+ \(session-expired, token 2\)/);
-    const rec = await cli(['--redis', server.url, '--namespace', ns, 'inspect', 'fragile', '--json']);
-    expect(JSON.parse(rec.stdout)).toMatchObject({ state: 'done', result: 'ok:fragile', token: 2, attempt: 2 });
+    expect(res.stdout).toMatch(
+      /took over fragile from crashy-[12]:\w+ \(session-expired, token 2\)/,
+    );
+    const rec = await cli([
+      '--redis',
+      server.url,
+      '--namespace',
+      ns,
+      'inspect',
+      'fragile',
+      '--json',
+    ]);
+    expect(JSON.parse(rec.stdout)).toMatchObject({
+      state: 'done',
+      result: 'ok:fragile',
+      token: 2,
+      attempt: 2,
+    });
   });
 
   it('forwards SIGTERM: both workers close with handover and the supervisor exits 0', async () => {
@@ -447,7 +608,16 @@ describe('pairlock run', () => {
         handler: (task) => task.id,
       };\n`,
     );
-    const run = Running.start(['--redis', server.url, '--namespace', ns, 'run', mod, '--name', 'cron']);
+    const run = Running.start([
+      '--redis',
+      server.url,
+      '--namespace',
+      ns,
+      'run',
+      mod,
+      '--name',
+      'cron',
+    ]);
     try {
       await run.waitFor(
         () => run.out.filter((l) => / started \(namespace /.test(l)).length === 2,
@@ -456,7 +626,9 @@ describe('pairlock run', () => {
       run.child.kill('SIGTERM');
       expect(await run.exited).toBe(0);
       expect(run.out.filter((l) => l.endsWith('closing with handover'))).toHaveLength(2);
-      expect(run.err.some((l) => l.includes('SIGTERM; closing both workers with handover'))).toBe(true);
+      expect(run.err.some((l) => l.includes('SIGTERM; closing both workers with handover'))).toBe(
+        true,
+      );
     } finally {
       run.child.kill('SIGKILL');
     }

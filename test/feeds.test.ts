@@ -3,8 +3,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { nextTick, parseInterval, schedule, tickTaskId } from '../src/feeds/schedule.js';
 import { type StreamFeed, streamFeed } from '../src/feeds/stream.js';
 import { TaskFailedError, wrap } from '../src/feeds/wrap.js';
-import { RedisServer } from '../src/testing/index.js';
 import { type HandlerContext, PairedWorker, type PairedWorkerOptions } from '../src/index.js';
+import { RedisServer } from '../src/testing/index.js';
 
 let server: RedisServer;
 let redis: Redis;
@@ -17,7 +17,11 @@ function ns(): string {
   return `feeds${nsCounter}`;
 }
 
-function worker(namespace: string, name: string, extra: Partial<PairedWorkerOptions> = {}): PairedWorker {
+function worker(
+  namespace: string,
+  name: string,
+  extra: Partial<PairedWorkerOptions> = {},
+): PairedWorker {
   const w = new PairedWorker({
     redis: server.url,
     namespace,
@@ -31,7 +35,11 @@ function worker(namespace: string, name: string, extra: Partial<PairedWorkerOpti
   return w;
 }
 
-async function until(pred: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+async function until(
+  pred: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 30_000,
+): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await pred())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -92,9 +100,13 @@ describe('streamFeed', () => {
     expect(fa.group).toBe('pairlock:site-a');
     expect(fb.group).toBe('pairlock:site-b');
     const ids: string[] = [];
-    for (let i = 0; i < 30; i++) ids.push((await redis.xadd(stream, '*', 'order', `o-${i}`)) as string);
+    for (let i = 0; i < 30; i++)
+      ids.push((await redis.xadd(stream, '*', 'order', `o-${i}`)) as string);
 
-    await until(() => fa.stats.acked === 30 && fb.stats.acked === 30, 'both sides to acknowledge all entries');
+    await until(
+      () => fa.stats.acked === 30 && fb.stats.acked === 30,
+      'both sides to acknowledge all entries',
+    );
     expect([...runs.keys()].sort()).toEqual([...ids].sort());
     expect([...runs.values()].every((n) => n === 1)).toBe(true);
     for (const side of ['a', 'b']) {
@@ -133,7 +145,10 @@ describe('streamFeed', () => {
     const fb = streamFeed(b, { redis, stream, startId: '0', handler });
     feeds.push(fa, fb);
     await redis.xadd(stream, '*', 'k', 'v');
-    await until(() => started === 1 && fa.stats.read === 1 && fb.stats.read === 1, 'the entry to be read by both');
+    await until(
+      () => started === 1 && fa.stats.read === 1 && fb.stats.read === 1,
+      'the entry to be read by both',
+    );
     // the runner is inside its handler and the standby covers it: neither has acknowledged
     expect(await pendingCount(stream, fa.group)).toBe(1);
     expect(await pendingCount(stream, fb.group)).toBe(1);
@@ -160,7 +175,9 @@ describe('streamFeed', () => {
       startId: '0',
       handler: (_e, { signal }: HandlerContext) => {
         entered();
-        return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+        return new Promise((_, reject) =>
+          signal.addEventListener('abort', () => reject(signal.reason)),
+        );
       },
     });
     const id = (await redis.xadd(stream, '*', 'to', 'ann@example.com')) as string;
@@ -172,7 +189,16 @@ describe('streamFeed', () => {
     // a second entry whose task is already done, and which this consumer was given but
     // never acknowledged (a crash between the outcome and XACK)
     const id2 = (await redis.xadd(stream, '*', 'to', 'bob@example.com')) as string;
-    await redis.xreadgroup('GROUP', 'pairlock:mailer', 'mailer', 'COUNT', 10, 'STREAMS', stream, '>');
+    await redis.xreadgroup(
+      'GROUP',
+      'pairlock:mailer',
+      'mailer',
+      'COUNT',
+      10,
+      'STREAMS',
+      stream,
+      '>',
+    );
     const peer = worker(namespace, 'peer');
     await peer.run(`${stream}:${id2}`, () => 'sent by peer');
     expect(await pendingCount(stream, 'pairlock:mailer')).toBe(2);
@@ -219,7 +245,10 @@ describe('streamFeed', () => {
     });
     feeds.push(f);
     await until(() => f.stats.acked === 1, 'the live entry');
-    await until(async () => (await pendingCount(stream, 'pairlock:a')) === 0, 'the deleted entry to be dropped');
+    await until(
+      async () => (await pendingCount(stream, 'pairlock:a')) === 0,
+      'the deleted entry to be dropped',
+    );
     expect(seen).toEqual(['user-1']);
     expect(await a.inspect('welcome:user-1')).toMatchObject({ state: 'done' });
   });
@@ -285,7 +314,9 @@ describe('schedule', () => {
 
   it('rejects an offset outside the interval', () => {
     const a = worker(ns(), 'x');
-    expect(() => schedule(a, { name: 'n', every: '1s', offsetMs: 1_000, handler: () => 1 })).toThrow(/offsetMs/);
+    expect(() =>
+      schedule(a, { name: 'n', every: '1s', offsetMs: 1_000, handler: () => 1 }),
+    ).toThrow(/offsetMs/);
   });
 });
 
@@ -336,13 +367,20 @@ describe('wrap', () => {
     };
     const fa = wrap(a, boom, { key: (id: string) => `pay:${id}` });
     const fb = wrap(b, boom, { key: (id: string) => `pay:${id}` });
-    const errs = await Promise.all([fa('x').catch((e: unknown) => e), fb('x').catch((e: unknown) => e)]);
+    const errs = await Promise.all([
+      fa('x').catch((e: unknown) => e),
+      fb('x').catch((e: unknown) => e),
+    ]);
     for (const e of errs) {
       expect(e).toBeInstanceOf(TaskFailedError);
       const f = e as TaskFailedError;
       expect(f.code).toBe('ERR_TASK_FAILED');
       expect(f.taskId).toBe('pay:x');
-      expect(f.error).toEqual({ name: 'Error', message: 'card declined for x', code: 'E_DECLINED' });
+      expect(f.error).toEqual({
+        name: 'Error',
+        message: 'card declined for x',
+        code: 'E_DECLINED',
+      });
       expect(f.message).toContain('card declined for x');
     }
   });

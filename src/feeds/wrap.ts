@@ -56,12 +56,17 @@ export function wrap<A extends unknown[], R>(
   opts: WrapOptions<CallArgs<A>>,
 ): (...args: CallArgs<A>) => Promise<Awaited<R>> {
   if (typeof fn !== 'function') throw new InvalidOptionError('Expected a function to wrap');
-  if (typeof opts?.key !== 'function') throw new InvalidOptionError('Expected `key` to be a function of the arguments');
+  if (typeof opts?.key !== 'function')
+    throw new InvalidOptionError('Expected `key` to be a function of the arguments');
   const runOpts = opts.hash ? { hash: opts.hash } : {};
   return async (...args: CallArgs<A>): Promise<Awaited<R>> => {
     const taskId = opts.key(...args);
     const call = fn as unknown as (...a: unknown[]) => R | Promise<R>;
-    const outcome = await worker.run(taskId, async (ctx) => (await call(...args, ctx)) as Awaited<R>, runOpts);
+    const outcome = await worker.run(
+      taskId,
+      async (ctx) => (await call(...args, ctx)) as Awaited<R>,
+      runOpts,
+    );
     if (outcome.state === 'failed') throw new TaskFailedError(outcome as Outcome<unknown>);
     return outcome.result as Awaited<R>;
   };
