@@ -496,16 +496,19 @@ export function check(dir: string): Report {
       // the previous holder: the grant of token - 1
       const prev = list.find((x) => x.token === g.token - 1);
       const prevSlot = prev ? instanceSlot(prev.instance) : undefined;
-      if (prevSlot === undefined) continue;
+      // the peer's takeover (a restarted process taking back its own task is not one)
+      if (prevSlot === undefined || prevSlot === instanceSlot(g.instance)) continue;
+      // the fault that hit the previous holder during its lease (the latest to begin)
       const candidates = faults.filter(
         (f) =>
           (f.slot === undefined || f.slot === prevSlot) &&
           f.start <= g.t &&
-          f.start >= (prev?.t ?? 0) - 1,
+          f.end >= (prev?.t ?? 0) - 1,
       );
       const f = candidates.sort((x, y) => y.start - x.start)[0];
       const kind = f?.kind ?? 'no fault';
-      const ms = g.t - (f?.start ?? prev?.t ?? g.t);
+      const from = Math.max(f?.start ?? prev?.t ?? g.t, prev?.t ?? 0);
+      const ms = g.t - from;
       for (const k of [kind, 'all']) {
         const list = lat[k] ?? [];
         list.push(ms);
@@ -629,7 +632,7 @@ export function formatReport(r: Report): string {
   inv('unexpected worker exits', r.unexpectedExits);
   for (const [k, v] of Object.entries(r.takeover).sort()) {
     rows.push([
-      `takeover latency after ${k} (ms, n=${v.n})`,
+      `takeover by the peer after ${k} (ms, n=${v.n})`,
       `p50 ${v.p50?.toFixed(0)}, p99 ${v.p99?.toFixed(0)}, max ${v.max?.toFixed(0)}`,
       '',
     ]);
