@@ -509,6 +509,9 @@ export function check(dir: string): Report {
       const kind = f?.kind ?? 'no fault';
       const from = Math.max(f?.start ?? prev?.t ?? g.t, prev?.t ?? 0);
       const ms = g.t - from;
+      // only a healthy peer's reaction time: skip takeovers by a peer that was faulted itself
+      const takerSlot = instanceSlot(g.instance);
+      if (faults.some((x) => x.slot === takerSlot && x.start <= g.t && x.end >= from)) continue;
       for (const k of [kind, 'all']) {
         const list = lat[k] ?? [];
         list.push(ms);
@@ -632,7 +635,7 @@ export function formatReport(r: Report): string {
   inv('unexpected worker exits', r.unexpectedExits);
   for (const [k, v] of Object.entries(r.takeover).sort()) {
     rows.push([
-      `takeover by the peer after ${k} (ms, n=${v.n})`,
+      `takeover by a healthy peer after ${k} (ms, n=${v.n})`,
       `p50 ${v.p50?.toFixed(0)}, p99 ${v.p99?.toFixed(0)}, max ${v.max?.toFixed(0)}`,
       '',
     ]);
