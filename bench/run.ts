@@ -1,0 +1,192 @@
+/**
+ * `npm run bench` — pairlock side by side with the original redis-paired-worker
+ * algorithm, redlock and BullMQ, on Redis servers started here (never an existing one).
+ *
+ *   npm run bench                 the default run (a few minutes)
+ *   npm run bench -- --quick      a smoke run, well under a minute
+ *   npm run bench -- --only=latency,crash
+ *
+ * Prints one table per scenario, and writes bench/results/latest.json, latest.md and
+ * latency.svg. Numbers are reported, never asserted.
+ */
+
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Ctx } from './lib/context.js';
+import { describeMachine, type Machine } from './lib/machine.js';
+import { startRedis } from './lib/redis.js';
+import { newResult, renderScenario, type ScenarioResult } from './lib/report.js';
+import { renderSvg } from './lib/svg.js';
+import { crash } from './scenarios/crash.js';
+import { handover } from './scenarios/handover.js';
+import { latency } from './scenarios/latency.js';
+import { quorum } from './scenarios/quorum.js';
+import { scale } from './scenarios/scale.js';
+import { standby } from './scenarios/standby.js';
+import { throughput } from './scenarios/throughput.js';
+
+export interface BenchOptions {
+  /** A smoke run: small counts and short windows (well under a minute). */
+  readonly quick?: boolean;
+  /** Where the report goes, line by line. @default console.log */
+  readonly out?: (s: string) => void;
+  /** Run only these scenarios: throughput, latency, standby, crash, handover, scale, quorum. */
+  readonly only?: readonly string[];
+  /** Progress lines. @default stderr */
+  readonly log?: (s: string) => void;
+  /** Where the results files go. @default bench/results */
+  readonly resultsDir?: string;
+}
+
+export interface BenchResults {
+  readonly startedAt: string;
+  readonly quick: boolean;
+  readonly command: string;
+  readonly machine: Machine;
+  readonly scenarios: ScenarioResult[];
+  durationMs: number;
+}
+
+export const scenarioNames = [
+  'throughput',
+  'latency',
+  'standby',
+  'crash',
+  'handover',
+  'scale',
+  'quorum',
+] as const;
+
+const scenarios: Record<(typeof scenarioNames)[number], (ctx: Ctx) => Promise<ScenarioResult>> = {
+  throughput,
+  latency,
+  standby,
+  crash,
+  handover,
+  scale,
+  quorum,
+};
+
+const titles: Record<(typeof scenarioNames)[number], string> = {
+  throughput: '1. Pair throughput',
+  latency: '2. Claim latency',
+  standby: '3. Standby outcome latency',
+  crash: '4. Crash takeover',
+  handover: '5. Graceful handover',
+  scale: '6. Scale',
+  quorum: '7. Quorum',
+};
+
+export async function runBench(opts: BenchOptions = {}): Promise<BenchResults> {
+  const out = opts.out ?? ((s: string) => console.log(s));
+  const log = opts.log ?? ((s: string) => process.stderr.write(`[bench] ${s}\n`));
+  const quick = opts.quick ?? false;
+  const only = opts.only?.length ? opts.only : scenarioNames;
+  for (const name of only) {
+    if (!(scenarioNames as readonly string[]).includes(name)) {
+      throw new Error(
+        `unknown scenario ${JSON.stringify(name)}; expected one of ${scenarioNames.join(', ')}`,
+      );
+    }
+  }
+  const t0 = performance.now();
+  const redis = await startRedis();
+  const results: BenchResults = {
+    startedAt: new Date().toISOString(),
+    quick,
+    command: `npm run bench${quick ? ' -- --quick' : ''}${opts.only?.length ? ` ${quick ? '' : '-- '}--only=${only.join(',')}` : ''}`,
+    machine: await describeMachine(redis.version),
+    scenarios: [],
+    durationMs: 0,
+  };
+  const m = results.machine;
+  const header = [
+    `# pairlock benchmark${quick ? ' (quick)' : ''}`,
+    '',
+    `Machine: ${m.cpu}, ${m.cores} cores, ${m.memory} RAM, ${m.os}; load average at start ${m.loadAtStart}`,
+    `Software: Node ${m.node}, Redis ${m.redis} (local process, loopback), BullMQ ${m.bullmq}, redlock ${m.redlock}`,
+    `Command: ${results.command}`,
+    '',
+  ].join('\n');
+  out(header);
+  const ctx: Ctx = { quick, redis, log, runId: randomBytes(3).toString('hex') };
+  try {
+    for (const name of only as (typeof scenarioNames)[number][]) {
+      const started = performance.now();
+      log(`scenario ${name}`);
+      let r: ScenarioResult;
+      try {
+        r = await scenarios[name](ctx);
+      } catch (err) {
+        r = newResult(name, titles[name]);
+        r.error = String((err as Error)?.stack ?? err);
+      }
+      r.durationMs = Math.round(performance.now() - started);
+      results.scenarios.push(r);
+      out(renderScenario(r));
+    }
+  } finally {
+    await redis.stop();
+  }
+  results.durationMs = Math.round(performance.now() - t0);
+  out(`Total bench time: ${(results.durationMs / 1000).toFixed(1)} s`);
+  const dir = opts.resultsDir ?? fileURLToPath(new URL('./results/', import.meta.url));
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(`${dir}/latest.json`, `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(
+    `${dir}/latest.md`,
+    `${header}\n${results.scenarios.map(renderScenario).join('\n')}\nTotal bench time: ${(results.durationMs / 1000).toFixed(1)} s\n`,
+  );
+  writeFileSync(
+    `${dir}/latency.svg`,
+    renderSvg(
+      results.scenarios.flatMap((s) => s.series),
+      m,
+    ),
+  );
+  return results;
+}
+
+function parseArgs(argv: readonly string[]): BenchOptions {
+  let quick = false;
+  let only: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === '--quick') quick = true;
+    else if (a.startsWith('--only=')) only = a.slice('--only='.length).split(',').filter(Boolean);
+    else if (a === '--only') only = (argv[++i] ?? '').split(',').filter(Boolean);
+    else if (a === '--help' || a === '-h') {
+      console.log(
+        'usage: npm run bench [-- --quick] [--only=throughput,latency,standby,crash,handover,scale,quorum]',
+      );
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  return { quick, only };
+}
+
+const isMain = process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1];
+if (isMain) {
+  const opts = parseArgs(process.argv.slice(2));
+  // every loop is bounded; this is the last line of defence against a hang
+  const guard = setTimeout(
+    () => {
+      console.error('bench: the run exceeded its time budget; stopping');
+      process.exit(2);
+    },
+    opts.quick ? 180_000 : 900_000,
+  );
+  guard.unref();
+  runBench(opts).then(
+    (r) => {
+      const failed = r.scenarios.filter((s) => s.error);
+      if (failed.length) console.error(`bench: ${failed.map((s) => s.name).join(', ')} failed`);
+      process.exit(failed.length ? 1 : 0);
+    },
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}
