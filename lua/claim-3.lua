@@ -13,14 +13,22 @@
     ARGV[6] retention ms
     ARGV[7] max attempts: a failed record whose attempt >= this is terminal
     ARGV[8] dry run: '1' reports what a claim would do without granting (paused workers)
-    ARGV[9] event channel ('' for none)
+    ARGV[9] event channel ('' for none; '#<channel>' for sharded pub/sub, see publish())
     ARGV[10] task ref (identifies the task in events)
+    ARGV[11] minimum token (optional; quorum mode). When given, a grant's token is at least
+             this (so a grant made on a majority of independent nodes can carry one token,
+             the highest of them), and a grant's reply carries the record it replaced, so
+             that a grant that did not win its quorum can be undone (undo-2.lua). When
+             absent, grants and replies are exactly as without it.
 
   Output:
     { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession }   granted
         kind: 0 fresh, 1 takeover (owner session expired), 2 takeover (deadline passed),
               3 retry after failure, 4 handover (released); fromSession: the previous
               owner ('' when fresh)
+    { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession, previousRecord }
+        granted, when ARGV[11] is given: previousRecord is the record the grant replaced,
+        as stored ('' when there was none)
     { 2, ownerSession, token, attempt, ownerPttl, deadlineInMs }     held by a live owner
     { 3, ownerSession, token, attempt, updatedAt, resultJson }       done
     { 4, ownerSession, token, attempt, updatedAt, errorJson, terminal, retryInMs }  failed
@@ -36,6 +44,9 @@ local container, index = KEYS[1], KEYS[2]
 local field, claimer, sessionPrefix = ARGV[1], ARGV[2], ARGV[3]
 local sessionTtl, taskTimeout, retention = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local maxAttempts, dryRun, channel, ref = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[9], ARGV[10]
+local quorumMode = ARGV[11] ~= nil and ARGV[11] ~= ''
+local minToken = 0
+if quorumMode then minToken = tonumber(ARGV[11]) or 0 end
 
 local now = serverNowMs()
 if rcall('PEXPIRE', KEYS[3], sessionTtl) == 0 then return {-3} end
@@ -45,12 +56,16 @@ if err then return err end
 
 local function grant(token, attempt, kind, from)
   if dryRun then return {5, kind} end
+  if token < minToken then token = minToken end
+  local previous = ''
+  if quorumMode and r then previous = encodeRecord(r) end
   local rec = {
     state = 'R', token = token, attempt = attempt, session = claimer,
     deadline = now + taskTimeout, claimedAt = now, updatedAt = now, progress = '', payload = ''
   }
   store(container, index, field, rec, now, taskTimeout + retention)
   publish(channel, 'claimed', ref, rec, {kind = kind, from = from})
+  if quorumMode then return {1, token, attempt, kind, taskTimeout, now, from, previous} end
   return {1, token, attempt, kind, taskTimeout, now, from}
 end
 

@@ -5,7 +5,8 @@
   Input:
     KEYS[1] container   KEYS[2] index zset (hash-field mode)   KEYS[3] owner's session key
     ARGV[1] field ('' in plain mode)   ARGV[2] session id   ARGV[3] fencing token
-    ARGV[4] retention ms   ARGV[5] event channel   ARGV[6] task ref
+    ARGV[4] retention ms   ARGV[5] event channel ('' for none; '#<channel>': sharded,
+    SPUBLISH)   ARGV[6] task ref
 
   Output:
     { 1, token, attempt, serverNow }   released

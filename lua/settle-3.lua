@@ -9,7 +9,7 @@
     ARGV[4] state: 'D' done or 'F' failed
     ARGV[5] payload: result JSON (done) or error JSON (failed)
     ARGV[6] retention ms   ARGV[7] retry backoff ms (failed only)
-    ARGV[8] event channel  ARGV[9] task ref
+    ARGV[8] event channel ('' for none; '#<channel>': sharded, SPUBLISH)  ARGV[9] task ref
 
   Output:
     { 1, token, attempt, serverNow }   settled

@@ -21,6 +21,7 @@ export const scriptNames = [
   'inspect',
   'peek',
   'fencedWrite',
+  'undo',
 ] as const;
 export type ScriptName = (typeof scriptNames)[number];
 
@@ -44,6 +45,7 @@ const fileOf: Record<ScriptName, string> = {
   inspect: 'inspect-2.lua',
   peek: 'peek.lua',
   fencedWrite: 'fencedWrite-1.lua',
+  undo: 'undo-2.lua',
 };
 
 function inline(text: string, seen: Set<string>): string {

@@ -128,9 +128,16 @@ local function sessionPttl(sessionPrefix, session)
   return pttl
 end
 
+-- channel: '' for none; '#<name>' publishes on the shard channel <name> (SPUBLISH, Redis 7
+-- sharded pub/sub: on a Cluster the message stays in the shard that owns the namespace's
+-- slot); any other name is a classic channel (PUBLISH).
 local function publish(channel, event, ref, r, extra)
   if channel == '' then return end
   local msg = {e = event, r = ref, s = r.state, k = r.token, a = r.attempt, o = r.session}
   if extra then for key, value in pairs(extra) do msg[key] = value end end
-  rcall('PUBLISH', channel, cjson.encode(msg))
+  if string.byte(channel, 1) == 35 then
+    rcall('SPUBLISH', string.sub(channel, 2), cjson.encode(msg))
+  else
+    rcall('PUBLISH', channel, cjson.encode(msg))
+  end
 end
