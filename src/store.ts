@@ -3,7 +3,8 @@ import { type GrantKind, grantKinds, type RejectReason, ReplyCode, rejectReasons
 import { CorruptRecordError, RedisUnavailableError } from './errors.js';
 import type { Keys, TaskLocation } from './keys.js';
 import type { RedisConnection } from './options.js';
-import { callScript, defineScripts } from './scripts.js';
+import { callScript, defineScripts, loadScripts, type ScriptName } from './scripts.js';
+import { ShardSubscriber } from './topology-cluster.js';
 
 // ---------------------------------------------------------------------------------
 // Typed replies of the scripts. Decisions are made in Lua; these only name the answers.
@@ -334,6 +335,53 @@ export async function connectClient(client: Client, ms: number): Promise<void> {
   );
 }
 
+/** A connection fault, not a script error, is reported as unavailability. */
+export function asUnavailable(err: unknown, client: Client): unknown {
+  if (err instanceof RedisUnavailableError) return err;
+  const e = err as Error;
+  if (
+    /Connection|ECONNREFUSED|ECONNRESET|EPIPE|closed|offline|Stream isn't writeable|max retries/i.test(
+      e?.message ?? '',
+    )
+  ) {
+    return new RedisUnavailableError(`${describeClient(client)} is unavailable: ${e.message}`, {
+      cause: e,
+    });
+  }
+  return err;
+}
+
+/**
+ * Replication safety (option `replication` with `onTimeout: 'reject'`): fewer replicas than
+ * asked acknowledged a grant, a settle or a session renewal in time. A grant is given back
+ * and not used; the worker retries as when Redis is unavailable, so the failure surfaces
+ * (as this error, code ERR_REDIS_UNAVAILABLE) only after `unavailableTimeoutMs`.
+ */
+export class ReplicationError extends RedisUnavailableError {
+  readonly acked: number;
+  constructor(message: string, acked: number) {
+    super(message);
+    this.acked = acked;
+  }
+}
+
+/** How a RedisStore writes and listens, beyond where Redis is. */
+export interface RedisStoreOptions {
+  /** After every grant, settle and session write: `WAIT waitReplicas waitTimeoutMs`. */
+  readonly replication?: {
+    readonly waitReplicas: number;
+    readonly waitTimeoutMs: number;
+    readonly onTimeout: 'reject' | 'accept';
+  };
+  /**
+   * Namespace events on a Cluster: 'sharded' (SPUBLISH/SSUBSCRIBE, Redis 7: the message
+   * stays in the shard of the namespace's slot), 'classic' (PUBLISH: every node of the
+   * cluster receives every message), 'auto' (sharded on a Cluster of Redis 7 or newer).
+   * A single Redis always uses classic pub/sub.
+   */
+  readonly pubsub?: 'auto' | 'sharded' | 'classic';
+}
+
 // ---------------------------------------------------------------------------------
 // One Redis (standalone, Sentinel-managed, or a Cluster: a namespace is one slot)
 // ---------------------------------------------------------------------------------
@@ -341,13 +389,18 @@ export async function connectClient(client: Client, ms: number): Promise<void> {
 export class RedisStore implements Store {
   readonly client: Client;
   private readonly owned: boolean;
-  private subscriber: Client | undefined;
+  private subscriber: Client | ShardSubscriber | undefined;
   private readonly prefix: string;
+  private readonly replication: RedisStoreOptions['replication'];
+  private readonly pubsubMode: NonNullable<RedisStoreOptions['pubsub']>;
+  /** The channel argument of the scripts: the namespace channel, '#'-marked for SPUBLISH. */
+  private eventChannel: string;
 
   constructor(
     conn: RedisConnection,
     private readonly keys: Keys,
     private readonly timeoutMs: number,
+    opts: RedisStoreOptions = {},
   ) {
     if (isClient(conn)) {
       this.client = conn;
@@ -357,33 +410,110 @@ export class RedisStore implements Store {
       this.owned = true;
     }
     // ioredis applies keyPrefix to KEYS but not to keys a script builds itself
-    const opts = this.client instanceof Cluster ? this.client.options.redisOptions : this.client.options;
-    this.prefix = opts?.keyPrefix ?? '';
+    const clientOpts =
+      this.client instanceof Cluster ? this.client.options.redisOptions : this.client.options;
+    this.prefix = clientOpts?.keyPrefix ?? '';
+    this.replication = opts.replication;
+    this.pubsubMode = this.client instanceof Cluster ? (opts.pubsub ?? 'auto') : 'classic';
+    this.eventChannel = this.pubsubMode === 'sharded' ? `#${this.shardChannel}` : keys.channel;
     defineScripts(this.client);
   }
 
-  private call(name: Parameters<typeof callScript>[1], args: (string | number)[]): Promise<Raw> {
+  /**
+   * The sharded channel: named like the keys (client key prefix included), so that it maps
+   * to the namespace's slot whatever the prefix, and SPUBLISH inside a script stays local.
+   */
+  private get shardChannel(): string {
+    return this.prefix + this.keys.channel;
+  }
+
+  /** Whether namespace events use sharded pub/sub (decided at connect() in 'auto' mode). */
+  get sharded(): boolean {
+    return this.eventChannel.startsWith('#');
+  }
+
+  private call(name: ScriptName, args: (string | number)[]): Promise<Raw> {
     return withTimeout(
       callScript(this.client, name, args) as Promise<Raw>,
       this.timeoutMs,
-      () => `${describeClient(this.client)} did not answer within ${this.timeoutMs} ms (option \`connectTimeoutMs\`)`,
+      () =>
+        `${describeClient(this.client)} did not answer within ${this.timeoutMs} ms (option \`connectTimeoutMs\`)`,
     ).catch((err: unknown) => {
-      if (err instanceof RedisUnavailableError) throw err;
-      const e = err as Error;
-      // a connection fault, not a script error: report it as unavailability
-      if (/Connection|ECONNREFUSED|ECONNRESET|EPIPE|closed|offline|Stream isn't writeable|max retries/i.test(e.message)) {
-        throw new RedisUnavailableError(`${describeClient(this.client)} is unavailable: ${e.message}`, { cause: e });
-      }
-      throw err;
+      throw asUnavailable(err, this.client);
     });
   }
 
-  connect(): Promise<void> {
-    return connectClient(this.client, this.timeoutMs);
+  /**
+   * Run a script and `WAIT` on one connection, back to back (one pipeline), so that WAIT
+   * counts the replicas that acknowledged this very write. Returns the reply and the
+   * number of replicas that acknowledged it in time.
+   */
+  private async callAndWait(
+    name: ScriptName,
+    args: (string | number)[],
+  ): Promise<{ raw: Raw; acked: number }> {
+    const r = this.replication;
+    if (!r) throw new Error('callAndWait without replication options');
+    const def = loadScripts()[name];
+    const numberOfKeys = def.numberOfKeys ?? 0;
+    const attempt = async (load: boolean): Promise<{ raw: Raw; acked: number } | undefined> => {
+      const pipe = this.client.pipeline();
+      // EVALSHA first; EVAL only when the server does not know the script yet, so that the
+      // script and its WAIT always leave together (ioredis would resend a NOSCRIPT eval alone)
+      if (load) pipe.eval(def.lua, numberOfKeys, ...args);
+      else pipe.evalsha(def.sha1, numberOfKeys, ...args);
+      pipe.wait(r.waitReplicas, r.waitTimeoutMs);
+      const res = await pipe.exec();
+      const [scriptRes, waitRes] = res ?? [];
+      const scriptErr = scriptRes?.[0];
+      if (scriptErr) {
+        if (!load && /NOSCRIPT/.test(scriptErr.message)) return undefined;
+        throw scriptErr;
+      }
+      if (waitRes?.[0]) throw waitRes[0];
+      return { raw: scriptRes?.[1] as Raw, acked: Number(waitRes?.[1] ?? 0) };
+    };
+    const run = async () => (await attempt(false)) ?? (await attempt(true));
+    const out = await withTimeout(
+      run(),
+      this.timeoutMs + r.waitTimeoutMs,
+      () =>
+        `${describeClient(this.client)} did not answer within ${this.timeoutMs + r.waitTimeoutMs} ms (options \`connectTimeoutMs\` + \`replication.waitTimeoutMs\`)`,
+    ).catch((err: unknown) => {
+      throw asUnavailable(err, this.client);
+    });
+    if (out === undefined) throw new Error(`script ${name} could not be loaded`);
+    return out;
   }
 
-  async claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply> {
-    const raw = await this.call('claim', [
+  /** A write that replicas did not acknowledge in time: reject it, or accept it as made. */
+  private replicationShortfall(what: string, acked: number): ReplicationError | undefined {
+    const r = this.replication;
+    if (!r || acked >= r.waitReplicas || r.onTimeout === 'accept') return undefined;
+    return new ReplicationError(
+      `${what}: ${acked} of ${r.waitReplicas} replica(s) of ${describeClient(this.client)} acknowledged it within ${r.waitTimeoutMs} ms (option \`replication\`); it was not counted`,
+      acked,
+    );
+  }
+
+  async connect(): Promise<void> {
+    await connectClient(this.client, this.timeoutMs);
+    if (this.pubsubMode === 'auto' && this.client instanceof Cluster) {
+      // sharded pub/sub needs Redis 7 on every shard; ask one of them once
+      const version = await withTimeout(
+        this.client.info('server'),
+        this.timeoutMs,
+        () => `${describeClient(this.client)} did not answer INFO within ${this.timeoutMs} ms`,
+      ).then(
+        (info) => Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0),
+        () => 0,
+      );
+      this.eventChannel = version >= 7 ? `#${this.shardChannel}` : this.keys.channel;
+    }
+  }
+
+  private claimArgv(loc: TaskLocation, a: ClaimArgs): (string | number)[] {
+    return [
       loc.container,
       loc.index,
       this.keys.session(a.session),
@@ -395,14 +525,72 @@ export class RedisStore implements Store {
       a.retentionMs,
       a.maxAttempts,
       a.dryRun ? '1' : '0',
-      this.keys.channel,
+      this.eventChannel,
+      loc.ref,
+    ];
+  }
+
+  async claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply> {
+    const args = this.claimArgv(loc, a);
+    if (!this.replication || a.dryRun) return decodeClaim(await this.call('claim', args), loc);
+    const { raw, acked } = await this.callAndWait('claim', args);
+    const reply = decodeClaim(raw, loc);
+    if (reply.type !== 'granted') return reply;
+    const shortfall = this.replicationShortfall(
+      `the grant of task ${JSON.stringify(loc.taskId)}`,
+      acked,
+    );
+    if (!shortfall) return reply;
+    // Not counted: give it back (as a release, so that any worker may claim it at once)
+    // rather than run a task whose grant a failover could erase.
+    await this.call(
+      'release',
+      this.releaseArgv(loc, { session: a.session, token: reply.token, retentionMs: a.retentionMs }),
+    ).catch(() => {});
+    throw shortfall;
+  }
+
+  /**
+   * Quorum mode: claim with a minimum token; a grant's reply also carries the record it
+   * replaced ('' when none), for undo().
+   */
+  async claimAtLeast(
+    loc: TaskLocation,
+    a: ClaimArgs,
+    minToken: number,
+  ): Promise<{ reply: ClaimReply; previous: string }> {
+    const raw = await this.call('claim', [...this.claimArgv(loc, a), minToken]);
+    const reply = decodeClaim(raw, loc);
+    return { reply, previous: reply.type === 'granted' ? str(raw[7]) : '' };
+  }
+
+  /**
+   * Quorum mode: take back a grant that did not win its quorum; the record returns to
+   * `previous` and keeps the grant's token. True when undone, false when the record is no
+   * longer that grant. `announce`: publish an 'undone' event (waiters re-claim at once).
+   */
+  async undo(
+    loc: TaskLocation,
+    a: { session: string; token: number; previous: string; retentionMs: number; announce: boolean },
+  ): Promise<boolean> {
+    const raw = await this.call('undo', [
+      loc.container,
+      loc.index,
+      loc.field,
+      a.session,
+      a.token,
+      a.previous,
+      a.retentionMs,
+      a.announce ? this.eventChannel : '',
       loc.ref,
     ]);
-    return decodeClaim(raw, loc);
+    const fault = faultToError(raw, loc);
+    if (fault) throw fault;
+    return raw[0] === ReplyCode.Ok;
   }
 
   async settle(loc: TaskLocation, a: SettleArgs): Promise<OwnerReply> {
-    const raw = await this.call('settle', [
+    const args = [
       loc.container,
       loc.index,
       this.keys.session(a.session),
@@ -413,14 +601,31 @@ export class RedisStore implements Store {
       a.payload,
       a.retentionMs,
       a.backoffMs,
-      this.keys.channel,
+      this.eventChannel,
       loc.ref,
-    ]);
-    return decodeOwner(raw, loc);
+    ];
+    if (!this.replication) return decodeOwner(await this.call('settle', args), loc);
+    const { raw, acked } = await this.callAndWait('settle', args);
+    let reply = decodeOwner(raw, loc);
+    // a retried settle (the first one was not acknowledged by enough replicas) finds its
+    // own outcome: the same session and token, already settled to the same state
+    if (!reply.ok && reply.reason === 'already-settled' && reply.state === a.state) {
+      reply = { ok: true, token: a.token, attempt: 0, serverNow: 0 };
+    }
+    if (!reply.ok) return reply;
+    const shortfall = this.replicationShortfall(
+      `the settle of task ${JSON.stringify(loc.taskId)}`,
+      acked,
+    );
+    if (shortfall) throw shortfall;
+    return reply;
   }
 
-  async release(loc: TaskLocation, a: { session: string; token: number; retentionMs: number }): Promise<OwnerReply> {
-    const raw = await this.call('release', [
+  private releaseArgv(
+    loc: TaskLocation,
+    a: { session: string; token: number; retentionMs: number },
+  ) {
+    return [
       loc.container,
       loc.index,
       this.keys.session(a.session),
@@ -428,10 +633,16 @@ export class RedisStore implements Store {
       a.session,
       a.token,
       a.retentionMs,
-      this.keys.channel,
+      this.eventChannel,
       loc.ref,
-    ]);
-    return decodeOwner(raw, loc);
+    ];
+  }
+
+  async release(
+    loc: TaskLocation,
+    a: { session: string; token: number; retentionMs: number },
+  ): Promise<OwnerReply> {
+    return decodeOwner(await this.call('release', this.releaseArgv(loc, a)), loc);
   }
 
   async progress(
@@ -473,11 +684,32 @@ export class RedisStore implements Store {
     ttlMs: number,
     desc = '',
   ): Promise<SessionReply> {
-    const raw = await this.call('session', [this.keys.session(sessionId), op, ttlMs, desc]);
-    return decodeSession(raw);
+    const args = [this.keys.session(sessionId), op, ttlMs, desc];
+    if (!this.replication || (op !== 'open' && op !== 'renew')) {
+      return decodeSession(await this.call('session', args));
+    }
+    // a renewal that a failover could erase would let the peer take over too early
+    const { raw, acked } = await this.callAndWait('session', args);
+    const reply = decodeSession(raw);
+    if (!reply.ok) return reply;
+    const shortfall = this.replicationShortfall(`the ${op} of session ${sessionId}`, acked);
+    if (shortfall) throw shortfall;
+    return reply;
   }
 
   async subscribe(onMessage: (msg: string) => void, onReconnect: () => void): Promise<void> {
+    if (this.sharded && this.client instanceof Cluster) {
+      const shard = new ShardSubscriber(
+        this.client,
+        this.shardChannel,
+        onMessage,
+        onReconnect,
+        this.timeoutMs,
+      );
+      this.subscriber = shard;
+      await shard.start();
+      return;
+    }
     const sub = this.client.duplicate() as Client;
     this.subscriber = sub;
     sub.on('error', () => {
@@ -492,8 +724,19 @@ export class RedisStore implements Store {
       }
       onReconnect();
     });
-    await connectClient(sub, this.timeoutMs);
-    await withTimeout(sub.subscribe(this.keys.channel), this.timeoutMs, () => 'SUBSCRIBE timed out');
+    try {
+      await connectClient(sub, this.timeoutMs);
+      await withTimeout(
+        sub.subscribe(this.keys.channel),
+        this.timeoutMs,
+        () => 'SUBSCRIBE timed out',
+      );
+    } catch (err) {
+      // leave nothing reconnecting behind; a later subscribe() starts afresh
+      if (this.subscriber === sub) this.subscriber = undefined;
+      sub.disconnect();
+      throw err;
+    }
   }
 
   async close(): Promise<void> {
