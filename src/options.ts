@@ -33,14 +33,46 @@ export interface FailureOptions {
 /** Where Redis is: a client, a URL, or ioredis options. */
 export type RedisConnection = Redis | Cluster | string | RedisOptions;
 
+/**
+ * Replication safety for a replicated Redis (Sentinel, or a Cluster's replicas): after
+ * every grant, settle and session write, `WAIT waitReplicas waitTimeoutMs` on the same
+ * connection. Redis replication is asynchronous; without this, a failover may lose a
+ * grant that was already reported, and the peer may run the task a second time.
+ */
+export interface ReplicationOptions {
+  /** Replicas that must acknowledge a write before it counts. */
+  readonly waitReplicas: number;
+  /** How long to wait for them. @default 500 */
+  readonly waitTimeoutMs?: number;
+  /**
+   * When fewer replicas acknowledged in time. `reject`: the grant is given back and not
+   * run (a settle or renewal is retried), and the failure is reported as
+   * ReplicationError (code ERR_REDIS_UNAVAILABLE) once `unavailableTimeoutMs` has passed.
+   * `accept`: carry on as if all had acknowledged.
+   * @default 'reject'
+   */
+  readonly onTimeout?: 'reject' | 'accept';
+}
+
 export interface PairedWorkerOptions {
   /** The Redis to coordinate through: an ioredis client (Redis or Cluster), a URL, or options. */
   readonly redis?: RedisConnection;
   /**
-   * Quorum mode: N independent Redis masters (3 or 5); every transition runs on all of
-   * them and a majority decides.
+   * Quorum mode: N independent Redis masters (an odd number, 3 or more; 3 or 5 in
+   * practice); every transition runs on all of them and a majority decides. Survives the
+   * loss or partition of a minority of them. Give either `redis` or `nodes`.
    */
   readonly nodes?: readonly RedisConnection[];
+  /** WAIT for replicas after grants, settles and session writes (`redis` only). @default none */
+  readonly replication?: ReplicationOptions;
+  /**
+   * Namespace events on a Redis Cluster: `sharded` (SSUBSCRIBE/SPUBLISH, Redis 7: each
+   * message stays in the shard of the namespace's slot), `classic` (PUBLISH: every node of
+   * the cluster receives every message), `auto` (sharded when the cluster runs Redis 7 or
+   * newer). A single Redis and quorum nodes always use classic pub/sub.
+   * @default 'auto'
+   */
+  readonly clusterPubSub?: 'auto' | 'sharded' | 'classic';
   /** A set of tasks and workers. All its keys share one Cluster hash tag. @default 'default' */
   readonly namespace?: string;
   /** This worker's name; the worker id is `<name>:<random>`. @default os.hostname() */
@@ -97,6 +129,8 @@ export interface ResolvedOptions {
   readonly concurrency: number;
   readonly connectTimeoutMs: number;
   readonly unavailableTimeoutMs: number;
+  readonly replication: Required<ReplicationOptions> | undefined;
+  readonly clusterPubSub: 'auto' | 'sharded' | 'classic';
 }
 
 export const defaults = {
@@ -113,6 +147,8 @@ export const defaults = {
   concurrency: Number.POSITIVE_INFINITY,
   connectTimeoutMs: 5_000,
   unavailableTimeoutMs: 30_000,
+  replication: { waitTimeoutMs: 500, onTimeout: 'reject' },
+  clusterPubSub: 'auto',
 } as const;
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -198,7 +234,9 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
     opts.otherAttemptIntervalMs ?? Math.max(firstAttemptIntervalMs, defaults.otherAttemptIntervalMs),
     { min: 1 },
   );
+  const topology = resolveTopology(opts);
   return {
+    ...topology,
     namespace,
     name,
     keyPrefix,
@@ -222,4 +260,67 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
       { min: 1 },
     ),
   };
+}
+
+/** Where Redis is and how it is written to: `redis` xor `nodes`, and their options. */
+function resolveTopology(
+  opts: PairedWorkerOptions,
+): Pick<ResolvedOptions, 'replication' | 'clusterPubSub'> {
+  if (opts.redis !== undefined && opts.nodes !== undefined) {
+    throw new InvalidOptionError(
+      'Expected either `redis` (one Redis, Sentinel or Cluster) or `nodes` (quorum mode), not both',
+    );
+  }
+  if (opts.nodes !== undefined) {
+    const nodes: unknown = opts.nodes;
+    if (!Array.isArray(nodes) || nodes.length < 3 || nodes.length % 2 === 0) {
+      const got = Array.isArray(nodes) ? `${nodes.length} node(s)` : describe(nodes);
+      throw new InvalidOptionError(
+        `Expected \`nodes\` to be an array of an odd number (3 or more; 3 or 5 in practice) of independent Redis masters, got ${got}`,
+      );
+    }
+    nodes.forEach((n: unknown, i) => {
+      if (typeof n === 'string' ? n.length === 0 : typeof n !== 'object' || n === null) {
+        throw new InvalidOptionError(
+          `Expected \`nodes[${i}]\` to be an ioredis client, a URL or ioredis options, got ${describe(n)}`,
+        );
+      }
+    });
+    if (opts.replication !== undefined) {
+      throw new InvalidOptionError(
+        '`replication` applies to `redis` (a replicated Redis); quorum `nodes` are independent masters without replicas to wait for',
+      );
+    }
+  }
+  let replication: ResolvedOptions['replication'];
+  if (opts.replication !== undefined) {
+    const r: unknown = opts.replication;
+    if (typeof r !== 'object' || r === null)
+      throw new InvalidOptionError('Expected `replication` to be an object');
+    const ro = r as ReplicationOptions;
+    const onTimeout = ro.onTimeout ?? defaults.replication.onTimeout;
+    if (onTimeout !== 'reject' && onTimeout !== 'accept') {
+      throw new InvalidOptionError(
+        `Expected \`replication.onTimeout\` to be 'reject' or 'accept', got ${describe(onTimeout)}`,
+      );
+    }
+    replication = {
+      waitReplicas: number('replication.waitReplicas', ro.waitReplicas, { min: 1 }),
+      waitTimeoutMs: number(
+        'replication.waitTimeoutMs',
+        ro.waitTimeoutMs ?? defaults.replication.waitTimeoutMs,
+        {
+          min: 1,
+        },
+      ),
+      onTimeout,
+    };
+  }
+  const clusterPubSub = opts.clusterPubSub ?? defaults.clusterPubSub;
+  if (clusterPubSub !== 'auto' && clusterPubSub !== 'sharded' && clusterPubSub !== 'classic') {
+    throw new InvalidOptionError(
+      `Expected \`clusterPubSub\` to be 'auto', 'sharded' or 'classic', got ${describe(clusterPubSub)}`,
+    );
+  }
+  return { replication, clusterPubSub };
 }

@@ -27,7 +27,8 @@ import {
   serializeError,
   serializeResult,
 } from './serialize.js';
-import { type ClaimReply, type OwnerReply, RedisStore, type Store, workerOf } from './store.js';
+import { type ClaimReply, type OwnerReply, type Store, workerOf } from './store.js';
+import { createStore } from './topology.js';
 
 /*
  * A PairedWorker runs each task it is given in one of three roles, decided per task by
@@ -243,17 +244,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     this.options = options;
     this.keys = new Keys(options.keyPrefix, options.namespace);
     this.id = `${options.name}:${randomBytes(4).toString('hex')}`;
-    if (opts.nodes !== undefined) {
-      throw new InvalidOptionError(
-        'quorum mode (`nodes`) is not available in this build; pass `redis`',
-      );
-    }
-    if (opts.redis === undefined) {
-      throw new InvalidOptionError(
-        'Expected `redis` (an ioredis client, a URL or ioredis options)',
-      );
-    }
-    this.store = new RedisStore(opts.redis, this.keys, options.connectTimeoutMs);
+    // one Redis (standalone, Sentinel, Cluster) or quorum `nodes`; see src/topology.ts
+    this.store = createStore(opts, options, this.keys);
   }
 
   /** The current session id, `<workerId>#<epoch>` ('' before start). */

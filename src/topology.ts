@@ -1,0 +1,26 @@
+import { InvalidOptionError } from './errors.js';
+import type { Keys } from './keys.js';
+import type { PairedWorkerOptions, ResolvedOptions } from './options.js';
+import { QuorumStore } from './quorum.js';
+import { RedisStore, type Store } from './store.js';
+
+/**
+ * The store of a worker, by topology: `nodes` (quorum over independent masters) or `redis`
+ * (one Redis, Sentinel-managed or not, or a Cluster).
+ */
+export function createStore(
+  opts: PairedWorkerOptions,
+  options: ResolvedOptions,
+  keys: Keys,
+): Store {
+  if (opts.nodes !== undefined) return new QuorumStore(opts.nodes, keys, options.connectTimeoutMs);
+  if (opts.redis === undefined) {
+    throw new InvalidOptionError(
+      'Expected `redis` (an ioredis client, a URL or ioredis options) or `nodes` (quorum mode: independent Redis masters)',
+    );
+  }
+  return new RedisStore(opts.redis, keys, options.connectTimeoutMs, {
+    ...(options.replication ? { replication: options.replication } : {}),
+    pubsub: options.clusterPubSub,
+  });
+}
