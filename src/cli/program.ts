@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { PairlockError } from '../errors.js';
 import { registerBench } from './bench.js';
@@ -13,12 +15,25 @@ import {
 import { registerDemo } from './demo.js';
 import { registerInspect } from './inspect.js';
 import { registerList } from './list.js';
+import { packageRoot } from './root.js';
 import { registerRun } from './run.js';
 import { registerRunWorker } from './run-worker.js';
 import { registerStats } from './stats.js';
 import { registerWatch } from './watch.js';
 
-export const VERSION = '0.1.0';
+/** The package version, read from package.json beside the sources or the build. */
+export function version(): string {
+  const root = packageRoot();
+  if (root === undefined) return '0.0.0';
+  try {
+    return (
+      (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version?: string })
+        .version ?? '0.0.0'
+    );
+  } catch {
+    return '0.0.0';
+  }
+}
 
 /** The `pairlock` command and its subcommands. `exitCode()` is set by commands that choose one. */
 export function createProgram(io: Io = stdio): { program: Command; exitCode: () => number } {
@@ -27,7 +42,7 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
     .description(
       'pairlock: paired-worker lock coordinator on Redis; inspect and operate a namespace',
     )
-    .version(VERSION)
+    .version(version())
     .addOption(new Option('--redis <url>', 'Redis URL').env('REDIS_URL').default(DEFAULT_REDIS_URL))
     .option('--namespace <ns>', 'the namespace of tasks and workers', 'default')
     .option('--key-prefix <prefix>', 'prefix of every key', 'pairlock')
