@@ -157,20 +157,34 @@ function describe(value: unknown): string {
   return `\`${String(value)}\` (${typeof value})`;
 }
 
+/** Node's timers fire at once past this many ms, so no duration that drives a timer may exceed it. */
+export const MAX_TIMER_MS = 2_147_483_647;
+/** Retention only lives in Redis (PX); ten years keeps every server time exact in Lua. */
+const MAX_RETENTION_MS = 315_360_000_000;
+
 function number(
   name: string,
   value: unknown,
-  { min, integer = true, allowInfinity = false }: { min: number; integer?: boolean; allowInfinity?: boolean },
+  {
+    min,
+    max = MAX_TIMER_MS,
+    integer = true,
+    allowInfinity = false,
+  }: { min: number; max?: number; integer?: boolean; allowInfinity?: boolean },
 ): number {
   const ok =
     typeof value === 'number' &&
     !Number.isNaN(value) &&
-    (Number.isFinite(value) || (allowInfinity && value === Number.POSITIVE_INFINITY)) &&
+    ((Number.isFinite(value) && value <= max) ||
+      (allowInfinity && value === Number.POSITIVE_INFINITY)) &&
     value >= min &&
     (!integer || !Number.isFinite(value) || Number.isInteger(value));
   if (!ok) {
     const kind = integer ? 'an integer' : 'a number';
-    throw new InvalidOptionError(`Expected \`${name}\` to be ${kind} >= ${min}, got ${describe(value)}`);
+    const range = allowInfinity ? `>= ${min} (or Infinity)` : `from ${min} to ${max}`;
+    throw new InvalidOptionError(
+      `Expected \`${name}\` to be ${kind} ${range}, got ${describe(value)}`,
+    );
   }
   return value as number;
 }
@@ -186,15 +200,23 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
       `Expected \`namespace\` to match ${NAME_RE} (it becomes a Cluster hash tag), got ${describe(namespace)}`,
     );
   }
-  const name = opts.name ?? hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
+  const name =
+    opts.name ??
+    hostname()
+      .replace(/[^A-Za-z0-9_.-]/g, '-')
+      .slice(0, 64);
   if (typeof name !== 'string' || !NAME_RE.test(name)) {
     throw new InvalidOptionError(`Expected \`name\` to match ${NAME_RE}, got ${describe(name)}`);
   }
   const keyPrefix = opts.keyPrefix ?? defaults.keyPrefix;
   if (typeof keyPrefix !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(keyPrefix)) {
-    throw new InvalidOptionError(`Expected \`keyPrefix\` to be 1-64 characters of [A-Za-z0-9_.:-], got ${describe(keyPrefix)}`);
+    throw new InvalidOptionError(
+      `Expected \`keyPrefix\` to be 1-64 characters of [A-Za-z0-9_.:-], got ${describe(keyPrefix)}`,
+    );
   }
-  const sessionTtlMs = number('sessionTtlMs', opts.sessionTtlMs ?? defaults.sessionTtlMs, { min: 20 });
+  const sessionTtlMs = number('sessionTtlMs', opts.sessionTtlMs ?? defaults.sessionTtlMs, {
+    min: 20,
+  });
   const heartbeatIntervalMs = number(
     'heartbeatIntervalMs',
     opts.heartbeatIntervalMs ?? Math.max(1, Math.floor(sessionTtlMs / 3)),
@@ -205,19 +227,29 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
       `Expected \`heartbeatIntervalMs\` (${heartbeatIntervalMs}) to be at most half of \`sessionTtlMs\` (${sessionTtlMs}), so that one lost heartbeat does not end the session`,
     );
   }
-  const taskTimeoutMs = number('taskTimeoutMs', opts.taskTimeoutMs ?? defaults.taskTimeoutMs, { min: 1 });
+  const taskTimeoutMs = number('taskTimeoutMs', opts.taskTimeoutMs ?? defaults.taskTimeoutMs, {
+    min: 1,
+  });
   const failureIn = opts.failure ?? {};
   if (typeof failureIn !== 'object' || failureIn === null) {
     throw new InvalidOptionError('Expected `failure` to be an object');
   }
   const policy = failureIn.policy ?? defaults.failure.policy;
   if (policy !== 'takeover' && policy !== 'give-up') {
-    throw new InvalidOptionError(`Expected \`failure.policy\` to be 'takeover' or 'give-up', got ${describe(policy)}`);
+    throw new InvalidOptionError(
+      `Expected \`failure.policy\` to be 'takeover' or 'give-up', got ${describe(policy)}`,
+    );
   }
   const failure = {
     policy,
-    maxAttempts: number('failure.maxAttempts', failureIn.maxAttempts ?? defaults.failure.maxAttempts, { min: 1 }),
-    backoffMs: number('failure.backoffMs', failureIn.backoffMs ?? defaults.failure.backoffMs, { min: 0 }),
+    maxAttempts: number(
+      'failure.maxAttempts',
+      failureIn.maxAttempts ?? defaults.failure.maxAttempts,
+      { min: 1 },
+    ),
+    backoffMs: number('failure.backoffMs', failureIn.backoffMs ?? defaults.failure.backoffMs, {
+      min: 0,
+    }),
   } as const;
   const firstAttemptIntervalMs = number(
     'firstAttemptIntervalMs',
@@ -231,7 +263,8 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
   }
   const otherAttemptIntervalMs = number(
     'otherAttemptIntervalMs',
-    opts.otherAttemptIntervalMs ?? Math.max(firstAttemptIntervalMs, defaults.otherAttemptIntervalMs),
+    opts.otherAttemptIntervalMs ??
+      Math.max(firstAttemptIntervalMs, defaults.otherAttemptIntervalMs),
     { min: 1 },
   );
   const topology = resolveTopology(opts);
@@ -246,14 +279,25 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
     failure,
     firstAttemptIntervalMs,
     otherAttemptIntervalMs,
-    retentionMs: number('retentionMs', opts.retentionMs ?? defaults.retentionMs, { min: 1 }),
-    maxResultBytes: number('maxResultBytes', opts.maxResultBytes ?? defaults.maxResultBytes, { min: 0 }),
-    maxTaskIdBytes: number('maxTaskIdBytes', opts.maxTaskIdBytes ?? defaults.maxTaskIdBytes, { min: 1 }),
+    retentionMs: number('retentionMs', opts.retentionMs ?? defaults.retentionMs, {
+      min: 1,
+      max: MAX_RETENTION_MS,
+    }),
+    maxResultBytes: number('maxResultBytes', opts.maxResultBytes ?? defaults.maxResultBytes, {
+      min: 0,
+    }),
+    maxTaskIdBytes: number('maxTaskIdBytes', opts.maxTaskIdBytes ?? defaults.maxTaskIdBytes, {
+      min: 1,
+    }),
     concurrency: number('concurrency', opts.concurrency ?? defaults.concurrency, {
       min: 1,
       allowInfinity: true,
     }),
-    connectTimeoutMs: number('connectTimeoutMs', opts.connectTimeoutMs ?? defaults.connectTimeoutMs, { min: 1 }),
+    connectTimeoutMs: number(
+      'connectTimeoutMs',
+      opts.connectTimeoutMs ?? defaults.connectTimeoutMs,
+      { min: 1 },
+    ),
     unavailableTimeoutMs: number(
       'unavailableTimeoutMs',
       opts.unavailableTimeoutMs ?? defaults.unavailableTimeoutMs,

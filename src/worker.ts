@@ -185,7 +185,13 @@ class TaskRun<T> {
   announcedStandby = false;
   readonly startedAt = now();
   /** This worker's last settled grant of the task (it may be the final one). */
-  lastOwn: { token: number; kind: GrantKind; result: unknown } | undefined;
+  lastOwn: { token: number; kind: GrantKind } | undefined;
+  /**
+   * A result this worker produced but could not settle (Redis was away until its lease
+   * could no longer be proven). The effect has happened: the next grant, or the same
+   * grant if the session survived, settles it instead of running the handler again.
+   */
+  unsettled: { token: number; kind: GrantKind; payload: string } | undefined;
 
   constructor(
     readonly loc: TaskLocation,
@@ -420,6 +426,12 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     }
     if (taskId.length === 0)
       throw new InvalidTaskIdError('Expected a task id to be a non-empty string');
+    // A lone surrogate becomes U+FFFD in UTF-8: two different ids would name one record.
+    if (Buffer.from(taskId).toString() !== taskId) {
+      throw new InvalidTaskIdError(
+        'Expected a task id to be well-formed Unicode (it has a lone surrogate)',
+      );
+    }
     const bytes = Buffer.byteLength(taskId);
     if (bytes > this.options.maxTaskIdBytes) {
       throw new InvalidTaskIdError(
@@ -509,10 +521,30 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       if (run.finished || this.closing) return;
       switch (reply.type) {
         case 'granted':
+          if (run.unsettled) {
+            // the work is done already: report it under this grant
+            await this.conclude(
+              run,
+              { ...reply, session: this.sessionId },
+              'D',
+              run.unsettled.payload,
+            );
+            return;
+          }
           slotHeld = false; // the execution owns the slot now
           await this.track(run, reply.token, reply.attempt, reply.kind, sent, reply.from);
           return;
         case 'held':
+          if (reply.owner === this.sessionId && run.unsettled?.token === reply.token) {
+            // our own grant, still alive: settle the result we already have
+            await this.conclude(
+              run,
+              { ...reply, kind: run.unsettled.kind, session: this.sessionId },
+              'D',
+              run.unsettled.payload,
+            );
+            return;
+          }
           if (reply.owner === this.sessionId) {
             // A grant to this very session that the worker lost track of (its claim
             // reply was lost to a timeout). The record says it is ours: run it.
@@ -528,8 +560,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
             taskId: run.loc.taskId,
             state: 'done',
             role: this.roleFor(run, reply.token),
-            result:
-              run.lastOwn?.token === reply.token ? run.lastOwn.result : parseResult(reply.payload),
+            result: parseResult(reply.payload),
             token: reply.token,
             attempts: reply.attempt,
             worker: workerOf(reply.owner),
@@ -692,13 +723,49 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       this.releaseSlot();
     }
     if (exec.handedOver || this.closing) return;
+    await this.conclude(
+      run,
+      { token, attempt, kind, session: exec.session, controller },
+      state,
+      payload,
+    );
+  }
 
-    const reply = await this.settleWithRetry(exec, state, payload);
+  /** Settle a grant and act on the answer: an outcome, a retry, or covering the new owner. */
+  private async conclude(
+    run: TaskRun<unknown>,
+    grant: {
+      token: number;
+      attempt: number;
+      kind: GrantKind;
+      session: string;
+      controller?: AbortController;
+    },
+    state: 'D' | 'F',
+    payload: string,
+  ): Promise<void> {
+    const { taskId } = run.loc;
+    const { token, attempt, kind, controller } = grant;
+    const reply = await this.settleWithRetry(run.loc, grant.session, token, state, payload);
     if (run.finished) return;
+    if (reply === 'unavailable') {
+      // Redis stayed away past the lease. Keep the result: the effect happened, and
+      // running the handler again would repeat it.
+      run.unsettled = state === 'D' ? { token, kind, payload } : undefined;
+      if (controller && !controller.signal.aborted) {
+        this.emit('lease-lost', { taskId, token, reason: 'session' });
+        controller.abort(
+          new LeaseLostError(taskId, 'session', 'Redis was unavailable until the lease ran out'),
+        );
+      }
+      this.wake(run);
+      return;
+    }
+    run.unsettled = undefined;
     if (!reply.ok) {
       // reported even when the signal already fired: this is the proof the stale write was refused
       this.emit('lease-lost', { taskId, token, reason: 'rejected', rejected: reply.reason });
-      if (!controller.signal.aborted) {
+      if (controller && !controller.signal.aborted) {
         controller.abort(
           new LeaseLostError(taskId, 'rejected', `settle rejected: ${reply.reason}`),
         );
@@ -711,13 +778,14 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       return;
     }
     this.emit('settled', { taskId, state: state === 'D' ? 'done' : 'failed', token, attempt });
-    run.lastOwn = { token, kind, result: state === 'D' ? result : undefined };
+    run.lastOwn = { token, kind };
     if (state === 'D') {
       this.finish(run, {
         taskId,
         state: 'done',
         role: kind === 'fresh' ? 'ran' : 'took-over',
-        result,
+        // the stored JSON, as every other participant gets it
+        result: parseResult(payload),
         token,
         attempts: attempt,
         worker: this.id,
@@ -729,28 +797,29 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   }
 
   private async settleWithRetry(
-    exec: Execution,
+    loc: TaskLocation,
+    session: string,
+    token: number,
     state: 'D' | 'F',
     payload: string,
-  ): Promise<OwnerReply> {
+  ): Promise<OwnerReply | 'unavailable'> {
     const o = this.options;
     let delay = 50;
     for (;;) {
       try {
-        return await this.store.settle(exec.run.loc, {
-          session: exec.session,
-          token: exec.token,
+        return await this.store.settle(loc, {
+          session,
+          token,
           state,
           payload,
           retentionMs: o.retentionMs,
           backoffMs: o.failure.backoffMs,
         });
       } catch (err) {
-        if (!(err instanceof RedisUnavailableError) || now() > this.validUntil || this.closing) {
-          this.logger.warn({ err, taskId: exec.run.loc.taskId }, 'pairlock: settle failed');
-          if (err instanceof PairlockError && err.code !== 'ERR_REDIS_UNAVAILABLE') throw err;
-          // the lease ran out while Redis was away: the task is someone else's to take
-          return { ok: false, reason: 'session-expired' };
+        if (!(err instanceof RedisUnavailableError)) throw err;
+        if (now() > this.validUntil || this.closing) {
+          this.logger.warn({ err, taskId: loc.taskId }, 'pairlock: settle failed');
+          return 'unavailable';
         }
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 1_000);

@@ -17,7 +17,11 @@ import { freePort, RedisServer } from '../src/testing/index.js';
 
 describe('options', () => {
   const bad: [string, Partial<PairedWorkerOptions>, RegExp][] = [
-    ['negative TTL', { sessionTtlMs: -1 }, /`sessionTtlMs` to be an integer >= 20, got `-1`/],
+    [
+      'negative TTL',
+      { sessionTtlMs: -1 },
+      /`sessionTtlMs` to be an integer from 20 to 2147483647, got `-1`/,
+    ],
     ['NaN timeout', { taskTimeoutMs: Number.NaN }, /`taskTimeoutMs`.*`NaN`/],
     ['Infinity retention', { retentionMs: Number.POSITIVE_INFINITY }, /`retentionMs`/],
     ['fractional attempts', { failure: { maxAttempts: 1.5 } }, /`failure.maxAttempts`/],
@@ -36,6 +40,12 @@ describe('options', () => {
     ['empty name', { name: '' }, /`name`/],
     ['zero concurrency', { concurrency: 0 }, /`concurrency`/],
     ['string TTL', { sessionTtlMs: '1000' as never }, /`sessionTtlMs`.*\(string\)/],
+    [
+      'a timer past 2^31-1 ms',
+      { taskTimeoutMs: 2 ** 32 },
+      /`taskTimeoutMs` to be an integer from 1 to 2147483647/,
+    ],
+    ['retention past ten years', { retentionMs: 1e14 }, /`retentionMs`/],
   ];
   it.each(bad)('%s → InvalidOptionError naming the option', (_name, opts, message) => {
     expect(() => resolveOptions(opts)).toThrow(InvalidOptionError);

@@ -38,7 +38,11 @@ local function decodeRecord(raw)
   if ver and ver ~= '1' then return nil, {E_VERSION, ver} end
   local s, k, a, o, d, c, u, p, payload =
     string.match(raw, '^1|([RDFX])|(%d+)|(%d+)|([^|]+)|(%d+)|(%d+)|(%d+)|([^|]*)|(.*)$')
-  if not s then return nil, {E_CORRUPT, string.sub(raw, 1, 64)} end
+  -- Lua numbers are doubles: past 15 digits a token (or time) is no longer exact, and a
+  -- takeover could hand out a token that is not higher. Such a record is not ours.
+  if not s or #k > 15 or #a > 15 or #d > 15 or #c > 15 or #u > 15 then
+    return nil, {E_CORRUPT, string.sub(raw, 1, 64)}
+  end
   return {
     state = s, token = tonumber(k), attempt = tonumber(a), session = o,
     deadline = tonumber(d), claimedAt = tonumber(c), updatedAt = tonumber(u),
