@@ -26,12 +26,9 @@ function baseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function cli(args: string[], timeoutMs = 60_000): Promise<Result> {
+function cli(args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = baseEnv()): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
-      cwd: root,
-      env: baseEnv(),
-    });
+    const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: root, env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -202,6 +199,31 @@ describe('pairlock inspect', () => {
     });
     const plain = await cli(['--redis', server.url, '--namespace', ns, 'inspect', 'field-7']);
     expect(plain.code).toBe(3);
+    const list = await cli([
+      '--redis',
+      server.url,
+      '--namespace',
+      ns,
+      'list',
+      '--hash',
+      'jobs',
+      '--json',
+    ]);
+    expect(list.code).toBe(0);
+    expect(JSON.parse(list.stdout)).toMatchObject([
+      { taskId: 'field-7', hash: 'jobs', state: 'done' },
+    ]);
+  });
+
+  it('takes the Redis address from REDIS_URL when --redis is not given', async () => {
+    const ns = freshNamespace();
+    await worker(ns, 'alpha').run('from-env', () => 'yes');
+    const res = await cli(['--namespace', ns, 'inspect', 'from-env', '--json'], 60_000, {
+      ...baseEnv(),
+      REDIS_URL: server.url,
+    });
+    expect(res.code).toBe(0);
+    expect(JSON.parse(res.stdout)).toMatchObject({ taskId: 'from-env', result: 'yes' });
   });
 
   it('exits 3 with a message on stderr for an unknown task', async () => {
@@ -598,6 +620,57 @@ describe('pairlock run', () => {
     });
   });
 
+  it('feeds both workers from a Redis stream, each through its own group', async () => {
+    const ns = freshNamespace();
+    const stream = `${ns}:inbox`;
+    const mod = join(dir, 'stream.mjs');
+    writeFileSync(
+      mod,
+      `export default {
+        stream: { stream: ${JSON.stringify(stream)}, startId: '0' },
+        handler: (task) => ({ got: task.data.fields.n, id: task.data.id }),
+      };\n`,
+    );
+    const { Redis } = await import('ioredis');
+    const redis = new Redis(server.url);
+    const run = Running.start([
+      '--redis',
+      server.url,
+      '--namespace',
+      ns,
+      'run',
+      mod,
+      '--name',
+      'inbox',
+      '--verbose',
+    ]);
+    try {
+      for (let i = 0; i < 5; i++) await redis.xadd(stream, '*', 'n', String(i));
+      // every entry's outcome, on both workers
+      await run.waitFor(
+        () => run.out.filter((l) => / done \S+ role=/.test(l)).length >= 10,
+        'ten outcomes',
+      );
+      const outcomes = run.out.filter((l) => / done \S+ role=/.test(l));
+      const tasks = new Set(outcomes.map((l) => /done (\S+) role/.exec(l)?.[1]));
+      expect(tasks.size).toBe(5);
+      for (const t of tasks) {
+        const lines = outcomes.filter((l) => l.includes(` ${t} `));
+        expect(lines.filter((l) => l.includes('role=ran'))).toHaveLength(1);
+        expect(lines.filter((l) => l.includes('role=watched'))).toHaveLength(1);
+      }
+      run.child.kill('SIGTERM');
+      expect(await run.exited).toBe(0);
+      for (const group of ['pairlock:inbox-1', 'pairlock:inbox-2']) {
+        const pending = (await redis.xpending(stream, group)) as [number];
+        expect(Number(pending[0])).toBe(0);
+      }
+    } finally {
+      run.child.kill('SIGKILL');
+      redis.disconnect();
+    }
+  });
+
   it('forwards SIGTERM: both workers close with handover and the supervisor exits 0', async () => {
     const ns = freshNamespace();
     const mod = join(dir, 'cron.mjs');
@@ -625,7 +698,10 @@ describe('pairlock run', () => {
       );
       run.child.kill('SIGTERM');
       expect(await run.exited).toBe(0);
-      expect(run.out.filter((l) => l.endsWith('closing with handover'))).toHaveLength(2);
+      expect(
+        run.out.filter((l) => l.endsWith('closing with handover')),
+        `stdout:\n${run.out.join('\n')}\nstderr:\n${run.err.join('\n')}`,
+      ).toHaveLength(2);
       expect(run.err.some((l) => l.includes('SIGTERM; closing both workers with handover'))).toBe(
         true,
       );

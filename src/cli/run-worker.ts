@@ -40,6 +40,10 @@ export async function runWorker(
   g: GlobalOptions,
   io: Io,
 ): Promise<void> {
+  // a signal while the module loads: nothing is held yet, leave at once
+  const early = () => process.exit(0);
+  process.once('SIGTERM', early);
+  process.once('SIGINT', early);
   const mod = await loadRunModule(modulePath);
   const logger = lineLogger(io, opts.verbose);
   const worker = new PairedWorker({
@@ -52,6 +56,26 @@ export async function runWorker(
     logger,
   });
   const say = (line: string) => io.out(line);
+
+  // from here on a signal closes the worker with handover
+  const stopSource = new AbortController();
+  let stopFeed: () => Promise<void> = async () => {};
+  let closing = false;
+  const signals = handleSignals(worker, {
+    logger,
+    beforeClose: async () => {
+      closing = true;
+      say('closing with handover');
+      stopSource.abort();
+      await stopFeed();
+    },
+  });
+  process.off('SIGTERM', early);
+  process.off('SIGINT', early);
+  // the supervisor went away (killed): leave as on SIGTERM
+  const onDisconnect = () => process.kill(process.pid, 'SIGTERM');
+  process.on('disconnect', onDisconnect);
+
   worker.on('took-over', (e) =>
     say(`took over ${e.taskId} from ${e.from} (${e.kind}, token ${e.token})`),
   );
@@ -64,13 +88,22 @@ export async function runWorker(
     }
   };
 
-  await worker.start();
+  try {
+    await worker.start();
+  } catch (err) {
+    if (closing) {
+      await signals.closed;
+      return;
+    }
+    throw err;
+  }
+  if (closing) {
+    await signals.closed;
+    return;
+  }
   say(`worker ${worker.id} started (namespace ${g.namespace})`);
 
-  const stopSource = new AbortController();
-  let stopFeed: () => Promise<void> = async () => {};
   let finished: Promise<void>;
-
   if (mod.stream) {
     const feed = streamFeed(worker, {
       ...mod.stream,
@@ -114,20 +147,6 @@ export async function runWorker(
       await Promise.allSettled([...inFlight]);
     })();
   }
-
-  let closing = false;
-  const signals = handleSignals(worker, {
-    logger,
-    beforeClose: async () => {
-      closing = true;
-      say('closing with handover');
-      stopSource.abort();
-      await stopFeed();
-    },
-  });
-  // the supervisor went away (killed): leave as on SIGTERM
-  const onDisconnect = () => process.kill(process.pid, 'SIGTERM');
-  process.on('disconnect', onDisconnect);
 
   await finished;
   if (closing) {
