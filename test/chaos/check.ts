@@ -64,6 +64,7 @@ export interface Duplicate {
 export interface Report {
   ok: boolean;
   seed: number;
+  topology: string;
   command: string;
   planned: number;
   released: number;
@@ -125,6 +126,7 @@ export function check(dir: string): Report {
   };
   const summary = JSON.parse(readFileSync(path.join(dir, 'summary.json'), 'utf8')) as {
     seed: number;
+    topology?: string;
     released: number;
     faults: Record<string, number>;
     faultsSkipped: Record<string, number>;
@@ -550,6 +552,7 @@ export function check(dir: string): Report {
   return {
     ok,
     seed: summary.seed,
+    topology: summary.topology ?? 'single Redis',
     command: summary.command,
     planned: plan.tasks.length,
     released: summary.released,
@@ -598,6 +601,7 @@ export function formatReport(r: Report): string {
     rows.push([name, `${n}${detail}`, n === 0 ? 'ok' : 'FAIL']);
   const total = Object.values(r.faults).reduce((a, b) => a + b, 0);
   rows.push(['seed', String(r.seed), '']);
+  rows.push(['topology', r.topology, '']);
   rows.push(['tasks released / planned', `${r.released} / ${r.planned}`, '']);
   rows.push(['outcomes', `done ${r.outcomes.done}, failed ${r.outcomes.failed}`, '']);
   rows.push(['faults injected', `${total}: ${fmtMap(r.faults, faultKinds)}`, '']);

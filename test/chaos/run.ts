@@ -17,7 +17,9 @@
  *   --fault-gap-ms <n>     mean time between two faults (default 2000)
  *   --faults <list>        fault kinds, comma-separated (default all:
  *                          kill,pause,redis-restart,cut,delay,partition)
- *   --topology single|quorum   quorum needs the quorum store (src/quorum.ts)
+ *   --topology single|quorum   quorum: three independent masters (PairedWorker `nodes`); a
+ *                          Redis restart then restarts one node of the three (a minority)
+ *   --persistence aof|none AOF with fsync always (default), or none: a restart loses the data
  *   --out <dir>            where logs and dumps go (default: a new temp dir)
  *   --keep                 keep the run directory even when every invariant holds
  */
@@ -72,6 +74,7 @@ const { values: args } = parseArgs({
     'fault-gap-ms': { type: 'string', default: '2000' },
     faults: { type: 'string' },
     topology: { type: 'string', default: 'single' },
+    persistence: { type: 'string', default: 'aof' },
     out: { type: 'string' },
     keep: { type: 'boolean', default: false },
   },
@@ -115,8 +118,11 @@ if (topology === 'quorum' && !existsSync(path.join(root, 'src/quorum.ts'))) {
   );
   process.exit(2);
 }
-if (topology === 'quorum') {
-  console.error('chaos: --topology quorum is not wired up yet');
+/** Coordination nodes: one Redis, or three independent masters (quorum mode). */
+const nodeCount = topology === 'quorum' ? 3 : 1;
+const persistence = args.persistence;
+if (persistence !== 'aof' && persistence !== 'none') {
+  console.error(`chaos: --persistence must be 'aof' or 'none', got '${persistence}'`);
   process.exit(2);
 }
 
@@ -139,7 +145,8 @@ const t0 = stamp();
 interface Slot {
   readonly index: number;
   readonly pair: number;
-  proxy: TcpProxy;
+  /** One proxy per coordination node: this worker's own links. */
+  proxies: TcpProxy[];
   child: ChildProcess | undefined;
   instance: string;
   instances: number;
@@ -154,7 +161,7 @@ interface Slot {
   linkFault: boolean;
 }
 
-let coord: RedisServer;
+const coordNodes: RedisServer[] = [];
 let sinkServer: RedisServer;
 const slots: Slot[] = [];
 const specs = planTasks(seed, taskCount);
@@ -171,7 +178,7 @@ function spawnWorker(slot: Slot): void {
     slot: slot.index,
     pair: slot.pair,
     instance: slot.instance,
-    redisUrl: slot.proxy.url,
+    redisUrls: slot.proxies.map((p) => p.url),
     sinkUrl: sinkServer.url,
     logFile: path.join(outDir, `${slot.instance}.log`),
   };
@@ -336,18 +343,22 @@ function inject(f: FaultPlan): void {
         return;
       }
       redisRestarting = true;
+      // quorum: one node of three (a minority)
+      const nodeIndex = Math.floor(faultRng() * coordNodes.length);
+      const node = coordNodes[nodeIndex];
+      if (!node) return;
       plog({
         ev: 'fault',
         kind: 'redis-restart',
         phase: 'start',
-        detail: f.crash ? 'SIGKILL' : 'SIGTERM',
+        detail: `${f.crash ? 'SIGKILL' : 'SIGTERM'}${coordNodes.length > 1 ? ` node ${nodeIndex}` : ''}`,
       });
       done();
       track(
         (async () => {
           try {
-            if (f.crash) await coord.kill();
-            await coord.restart();
+            if (f.crash) await node.kill();
+            await node.restart();
           } finally {
             redisRestarting = false;
             plog({ ev: 'fault', kind: 'redis-restart', phase: 'end' });
@@ -364,7 +375,7 @@ function inject(f: FaultPlan): void {
         return;
       }
       target.linkFault = true;
-      const proxy = target.proxy;
+      const links = target.proxies;
       const detail =
         f.kind === 'delay'
           ? `${f.delayMs} ms one-way for ${f.durationMs} ms`
@@ -377,15 +388,19 @@ function inject(f: FaultPlan): void {
         phase: 'start',
         detail,
       });
-      if (f.kind === 'cut') proxy.cut();
-      else if (f.kind === 'partition') proxy.blackhole({ hold: true });
-      else proxy.setDelay(f.delayMs ?? 100);
+      for (const proxy of links) {
+        if (f.kind === 'cut') proxy.cut();
+        else if (f.kind === 'partition') proxy.blackhole({ hold: true });
+        else proxy.setDelay(f.delayMs ?? 100);
+      }
       done();
       track(
         (async () => {
           await sleep(f.durationMs);
-          if (f.kind === 'delay') proxy.setDelay(0);
-          else proxy.heal();
+          for (const proxy of links) {
+            if (f.kind === 'delay') proxy.setDelay(0);
+            else proxy.heal();
+          }
           target.linkFault = false;
           plog({ ev: 'fault', kind: f.kind, w: target.index, p: target.instance, phase: 'end' });
         })(),
@@ -415,7 +430,9 @@ async function dump(): Promise<void> {
   const records: Record<string, unknown> = {};
   for (let pair = 0; pair < PAIRS; pair++) {
     const inspector = new PairedWorker({
-      redis: coord.url,
+      ...(coordNodes.length > 1
+        ? { nodes: coordNodes.map((n) => n.url) }
+        : { redis: coordNodes[0]?.url }),
       namespace: namespaceOf(pair),
       name: 'inspector',
     });
@@ -448,15 +465,18 @@ async function main(): Promise<void> {
   say(
     `seed ${seed}, ${taskCount} tasks, ${rate}/s, faults every ~${faultGapMs} ms, logs in ${outDir}`,
   );
-  // AOF with fsync on every write: a restart (even a SIGKILL) keeps every record and token
-  coord = await RedisServer.start({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] });
+  // AOF with fsync on every write: a restart (even a SIGKILL) keeps every record and token.
+  // --persistence none shows what a restart that loses the data does.
+  const redisArgs = persistence === 'aof' ? ['--appendonly', 'yes', '--appendfsync', 'always'] : [];
+  for (let i = 0; i < nodeCount; i++) coordNodes.push(await RedisServer.start({ args: redisArgs }));
   sinkServer = await RedisServer.start();
   for (let i = 0; i < PAIRS * SIDES; i++) {
-    const proxy = await TcpProxy.start({ targetPort: coord.port });
+    const proxies: TcpProxy[] = [];
+    for (const node of coordNodes) proxies.push(await TcpProxy.start({ targetPort: node.port }));
     slots.push({
       index: i,
       pair: Math.floor(i / SIDES),
-      proxy,
+      proxies,
       child: undefined,
       instance: '',
       instances: 0,
@@ -524,8 +544,10 @@ async function main(): Promise<void> {
   // faults already scheduled before the horizon still end (heal, restart); none start now
   await Promise.allSettled([...inFlight]);
   for (const slot of slots) {
-    slot.proxy.setDelay(0);
-    slot.proxy.heal();
+    for (const proxy of slot.proxies) {
+      proxy.setDelay(0);
+      proxy.heal();
+    }
   }
 
   const drainUntil = stamp() + drainSeconds * 1_000;
@@ -551,6 +573,10 @@ async function main(): Promise<void> {
   await dump();
   const summary = {
     seed,
+    topology:
+      topology === 'quorum'
+        ? `quorum of ${nodeCount} independent masters, persistence ${persistence}`
+        : `single Redis, persistence ${persistence}`,
     tasksPlanned: taskCount,
     released,
     faults: faultsDone,
@@ -558,7 +584,7 @@ async function main(): Promise<void> {
     unexpectedExits,
     endReason,
     durationSec: Math.round((stamp() - t0) / 100) / 10,
-    command: `npm run chaos -- --seed ${seed} --tasks ${taskCount} --max-seconds ${maxSeconds} --rate ${rate} --fault-gap-ms ${faultGapMs}${args.faults ? ` --faults ${args.faults}` : ''}`,
+    command: `npm run chaos -- --seed ${seed} --tasks ${taskCount} --max-seconds ${maxSeconds} --rate ${rate} --fault-gap-ms ${faultGapMs}${args.faults ? ` --faults ${args.faults}` : ''}${topology === 'quorum' ? ' --topology quorum' : ''}${persistence === 'none' ? ' --persistence none' : ''}`,
   };
   writeFileSync(path.join(outDir, 'summary.json'), JSON.stringify(summary));
   const report = check(outDir);
@@ -575,9 +601,9 @@ async function main(): Promise<void> {
 async function cleanup(): Promise<void> {
   for (const slot of slots) {
     slot.child?.kill('SIGKILL');
-    await slot.proxy.close();
+    for (const proxy of slot.proxies) await proxy.close();
   }
-  await coord?.stop();
+  for (const node of coordNodes) await node.stop();
   await sinkServer?.stop();
 }
 

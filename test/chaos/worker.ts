@@ -27,7 +27,8 @@ interface Config {
   slot: number;
   pair: number;
   instance: string;
-  redisUrl: string;
+  /** One URL: a single Redis; three: quorum mode over independent masters. */
+  redisUrls: string[];
   sinkUrl: string;
   logFile: string;
 }
@@ -45,7 +46,7 @@ function send(msg: FromWorker): void {
 }
 
 const worker = new PairedWorker({
-  redis: config.redisUrl,
+  ...(config.redisUrls.length > 1 ? { nodes: config.redisUrls } : { redis: config.redisUrls[0] }),
   namespace: namespaceOf(config.pair),
   name: `w${config.slot}`,
   ...workerTiming,
