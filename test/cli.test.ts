@@ -26,7 +26,11 @@ function baseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function cli(args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = baseEnv()): Promise<Result> {
+function cli(
+  args: string[],
+  timeoutMs = 60_000,
+  env: NodeJS.ProcessEnv = baseEnv(),
+): Promise<Result> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: root, env });
     let stdout = '';
