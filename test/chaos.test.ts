@@ -2,12 +2,15 @@
  * The chaos run in CI (a small one: about a minute), and minimal reproductions of what
  * longer chaos runs found.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PairedWorker, RedisUnavailableError } from '../src/index.js';
 import { RedisServer } from '../src/testing/index.js';
+import { check } from './chaos/check.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -47,6 +50,216 @@ describe('chaos run (small)', () => {
     expect(out).toMatch(/\| stale settles accepted +\| 0 +\| ok/);
     expect(code).toBe(0);
   }, 240_000);
+});
+
+describe('the checker', () => {
+  /** A one-task run: w0.1 runs it (token 1), w1.1 watches; `change` bends the evidence. */
+  function fixture(change: (f: Fixture) => void): string {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'pairlock-check-'));
+    const t = 1_000_000;
+    const task = 'task-0';
+    const f: Fixture = {
+      plan: {
+        seed: 1,
+        tasks: [{ i: 0, id: task, pair: 0, durationMs: 5, fail: 'none', careful: true }],
+        faults: [],
+      },
+      summary: {
+        seed: 1,
+        released: 1,
+        faults: {},
+        faultsSkipped: {},
+        unexpectedExits: 0,
+        endReason: 'test',
+        durationSec: 1,
+        command: 'test',
+      },
+      sink: {
+        journal: [{ task, pair: 0, token: 1, w: 0, p: 'w0.1', session: 'w0:a#1' }],
+        values: { [task]: { token: 1, value: '{}' } },
+      },
+      records: { [task]: { state: 'done', token: 1, worker: 'w0:a', result: { ok: 1 } } },
+      parent: [
+        { t, ev: 'spawn', w: 0, p: 'w0.1', pid: 1 },
+        { t, ev: 'spawn', w: 1, p: 'w1.1', pid: 2 },
+      ],
+      w0: [
+        { t, ev: 'start', w: 0, p: 'w0.1', pid: 1, worker: 'w0:a', session: 'w0:a#1' },
+        { t: t + 1, ev: 'claimed', task, token: 1, attempt: 1, kind: 'fresh' },
+        { t: t + 1, ev: 'exec-start', task, token: 1, attempt: 1, session: 'w0:a#1' },
+        { t: t + 5, ev: 'sink', task, token: 1, ok: true, current: 0 },
+        { t: t + 5, ev: 'exec-end', task, token: 1, status: 'ok' },
+        { t: t + 6, ev: 'settled', task, token: 1, state: 'done', attempt: 1 },
+        {
+          t: t + 6,
+          ev: 'outcome',
+          task,
+          state: 'done',
+          role: 'ran',
+          token: 1,
+          attempts: 1,
+          worker: 'w0:a',
+          result: { ok: 1 },
+        },
+      ],
+      w1: [
+        { t, ev: 'start', w: 1, p: 'w1.1', pid: 2, worker: 'w1:b', session: 'w1:b#1' },
+        { t: t + 2, ev: 'standby', task, holder: 'w0:a', token: 1 },
+        {
+          t: t + 7,
+          ev: 'outcome',
+          task,
+          state: 'done',
+          role: 'watched',
+          token: 1,
+          attempts: 1,
+          worker: 'w0:a',
+          result: { ok: 1 },
+        },
+      ],
+    };
+    change(f);
+    const w = (name: string, v: unknown) => writeFileSync(path.join(dir, name), JSON.stringify(v));
+    w('plan.json', f.plan);
+    w('summary.json', f.summary);
+    w('sink.json', f.sink);
+    w('records.json', f.records);
+    const lines = (xs: unknown[]) => `${xs.map((x) => JSON.stringify(x)).join('\n')}\n`;
+    writeFileSync(path.join(dir, 'parent.log'), lines(f.parent));
+    writeFileSync(path.join(dir, 'w0.1.log'), lines(f.w0));
+    writeFileSync(path.join(dir, 'w1.1.log'), lines(f.w1));
+    dirs.push(dir);
+    return dir;
+  }
+  interface Fixture {
+    plan: { seed: number; tasks: unknown[]; faults: unknown[] };
+    summary: Record<string, unknown>;
+    sink: { journal: Record<string, unknown>[]; values: Record<string, unknown> };
+    records: Record<string, unknown>;
+    parent: Record<string, unknown>[];
+    w0: Record<string, unknown>[];
+    w1: Record<string, unknown>[];
+  }
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+  const t = 1_000_000;
+  const task = 'task-0';
+  // w1 takes the task over with token 2 while w0 (token 1) still runs
+  const takeover = (f: Fixture) => {
+    f.w1.splice(2, 0, {
+      t: t + 3,
+      ev: 'took-over',
+      task,
+      token: 2,
+      attempt: 2,
+      kind: 'session-expired',
+      from: 'w0:a',
+    });
+    f.w1.splice(3, 0, {
+      t: t + 3,
+      ev: 'exec-start',
+      task,
+      token: 2,
+      attempt: 2,
+      session: 'w1:b#1',
+    });
+  };
+
+  it('passes a clean run, and its CLI exits 0', () => {
+    const dir = fixture(() => {});
+    expect(check(dir).ok).toBe(true);
+    const cli = spawnSync(process.execPath, ['--import', 'tsx', 'test/chaos/check.ts', dir], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    expect(cli.stdout).toMatch(/^invariants: PASS /m);
+    expect(cli.status).toBe(0);
+  });
+
+  it.each<[string, (f: Fixture) => void, (r: ReturnType<typeof check>) => number]>([
+    ['a side without an outcome (lost)', (f) => void f.w1.pop(), (r) => r.lost.length],
+    [
+      'Redis not holding the outcome (lost)',
+      (f) => {
+        f.records['task-0'] = { state: 'running', token: 1 };
+      },
+      (r) => r.lost.length,
+    ],
+    [
+      'one token granted to two workers (fenced double commit)',
+      (f) =>
+        f.w1.splice(2, 0, { t: t + 3, ev: 'claimed', task, token: 1, attempt: 1, kind: 'fresh' }),
+      (r) => r.fencedDoubleCommits.length,
+    ],
+    [
+      'a sink that accepted an equal token (fenced double commit)',
+      (f) => {
+        f.sink.journal.push({ task, pair: 0, token: 1, w: 1, p: 'w1.1', session: 'w1:b#1' });
+        f.w1.splice(2, 0, { t: t + 3, ev: 'sink', task, token: 1, ok: true, current: 1 });
+      },
+      (r) => r.fencedDoubleCommits.length,
+    ],
+    [
+      'a done settle after a takeover (stale settle accepted)',
+      takeover,
+      (r) => r.staleSettlesAccepted.length,
+    ],
+    [
+      'two sides with different outcomes (disagreement)',
+      (f) => {
+        const last = f.w1[f.w1.length - 1];
+        if (last) last.result = { ok: 2 };
+      },
+      (r) => r.disagreements.length,
+    ],
+    [
+      'executions overlapping without a fault',
+      takeover,
+      (r) => r.duplicates.filter((d) => d.cause === 'none').length,
+    ],
+    [
+      'one grant executed twice',
+      (f) =>
+        f.w0.splice(5, 0, {
+          t: t + 5,
+          ev: 'exec-start',
+          task,
+          token: 1,
+          attempt: 1,
+          session: 'w0:a#1',
+        }),
+      (r) => r.sameTokenReexecutions.length,
+    ],
+    [
+      'the effect of an older grant standing (final effect ≠ outcome)',
+      (f) => {
+        f.records['task-0'] = { state: 'done', token: 2 };
+      },
+      (r) => r.finalEffectMismatch.length,
+    ],
+  ])('fails on %s, and its CLI exits 1', (_what, change, count) => {
+    const dir = fixture(change);
+    const report = check(dir);
+    expect(count(report)).toBeGreaterThan(0);
+    expect(report.ok).toBe(false);
+    const cli = spawnSync(process.execPath, ['--import', 'tsx', 'test/chaos/check.ts', dir], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    expect(cli.stdout).toMatch(/^invariants: FAIL /m);
+    expect(cli.status).toBe(1);
+  });
+
+  it('attributes an overlap to the fault that hit the older holder', () => {
+    const dir = fixture((f) => {
+      takeover(f);
+      f.parent.push({ t: t + 1, ev: 'fault', kind: 'pause', w: 0, p: 'w0.1', phase: 'start' });
+      f.parent.push({ t: t + 4, ev: 'fault', kind: 'pause', w: 0, p: 'w0.1', phase: 'end' });
+    });
+    expect(check(dir).duplicates.map((d) => d.cause)).toEqual(['pause']);
+  });
 });
 
 describe('found by the chaos run', () => {
