@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'ERR_CLOSED'
   | 'ERR_NO_QUORUM'
   | 'ERR_TASK_TIMEOUT'
+  | 'ERR_TASK_FAILED'
   | 'ERR_HANDOVER';
 
 /** Base class of every error pairlock throws or reports. */

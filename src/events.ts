@@ -65,7 +65,8 @@ type Listener<T> = (payload: T) => void;
  */
 export class TypedEmitter<E extends object> {
   private readonly listeners = new Map<keyof E, Set<Listener<never>>>();
-  constructor(protected readonly logger: Logger) {}
+  /** The logger given in the options (silent by default); feeds and helpers log through it too. */
+  constructor(readonly logger: Logger) {}
 
   on<K extends keyof E>(event: K, fn: Listener<E[K]>): this {
     let set = this.listeners.get(event);

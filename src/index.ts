@@ -1,3 +1,4 @@
+export type { RunModule, RunTask, RunTaskInput } from './cli/run-module.js';
 export { type GrantKind, type RejectReason, ReplyCode } from './codes.js';
 export {
   ClosedError,
@@ -13,8 +14,27 @@ export {
   ResultError,
 } from './errors.js';
 export type { NamespaceEvent, PairedWorkerEvents } from './events.js';
+export {
+  type CallArgs,
+  nextTick,
+  parseInterval,
+  type Schedule,
+  type ScheduleOptions,
+  type StreamEntry,
+  type StreamFeed,
+  type StreamFeedOptions,
+  type StreamFeedStats,
+  schedule,
+  streamFeed,
+  TaskFailedError,
+  type Tick,
+  tickTaskId,
+  type WrapOptions,
+  wrap,
+} from './feeds/index.js';
 export { type FencedWriteResult, fencedRead, fencedWrite } from './fencing.js';
 export { Keys, type TaskLocation } from './keys.js';
+export { attachMetrics, type MetricsOptions } from './metrics.js';
 export {
   defaults,
   type FailureOptions,
@@ -23,6 +43,15 @@ export {
   type PairedWorkerOptions,
   type RedisConnection,
 } from './options.js';
+export {
+  type EventLoopMonitor,
+  type EventLoopMonitorOptions,
+  type HandleSignalsOptions,
+  handleSignals,
+  type LagEvent,
+  monitorEventLoop,
+  type SignalHandler,
+} from './runtime.js';
 export type { SerializedError } from './serialize.js';
 export {
   type CloseOptions,

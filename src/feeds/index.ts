@@ -15,4 +15,4 @@ export {
   type StreamFeedStats,
   streamFeed,
 } from './stream.js';
-export { TaskFailedError, type WrapOptions, wrap } from './wrap.js';
+export { type CallArgs, TaskFailedError, type WrapOptions, wrap } from './wrap.js';

@@ -1,7 +1,6 @@
 import { ClosedError, InvalidOptionError } from '../errors.js';
 import type { Logger } from '../options.js';
 import type { HandlerContext, Outcome, PairedWorker } from '../worker.js';
-import { loggerOf } from './shared.js';
 
 /** One tick of a schedule, as its handler receives it. */
 export interface Tick {
@@ -111,7 +110,7 @@ export function schedule<T>(worker: PairedWorker, opts: ScheduleOptions<T>): Sch
       `Expected \`offsetMs\` to be an integer in [0, ${everyMs}), got \`${String(offsetMs)}\``,
     );
   }
-  const logger = opts.logger ?? loggerOf(worker);
+  const logger = opts.logger ?? worker.logger;
   const inFlight = new Set<Promise<void>>();
   let timer: NodeJS.Timeout | undefined;
   let next: number | undefined = nextTick(Date.now(), everyMs, offsetMs);

@@ -2,7 +2,7 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { ClosedError, InvalidOptionError, InvalidTaskIdError } from '../errors.js';
 import type { Logger } from '../options.js';
 import type { HandlerContext, Outcome, PairedWorker } from '../worker.js';
-import { loggerOf, sleep } from './shared.js';
+import { sleep } from './shared.js';
 
 /** One entry of a Redis stream, as a stream feed hands it to the handler. */
 export interface StreamEntry {
@@ -135,7 +135,7 @@ export function streamFeed<T>(worker: PairedWorker, opts: StreamFeedOptions<T>):
   const consumer = opts.consumer ?? worker.options.name;
   const startId = opts.startId ?? '$';
   const taskIdOf = opts.taskId ?? ((e: StreamEntry) => `${e.stream}:${e.id}`);
-  const logger = opts.logger ?? loggerOf(worker);
+  const logger = opts.logger ?? worker.logger;
   const report = (error: Error, entry?: StreamEntry) => {
     if (opts.onError) {
       try {

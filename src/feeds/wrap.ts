@@ -1,10 +1,9 @@
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError, PairlockError } from '../errors.js';
 import type { SerializedError } from '../serialize.js';
 import type { HandlerContext, Outcome, PairedWorker } from '../worker.js';
 
 /** A wrapped call whose task ended in state failed: the error the running side reported. */
-export class TaskFailedError extends Error {
-  readonly code = 'ERR_TASK_FAILED';
+export class TaskFailedError extends PairlockError {
   /** The task id (the key of the call). */
   readonly taskId: string;
   /** The error as the running side stored it: name, message and code. */
@@ -14,9 +13,9 @@ export class TaskFailedError extends Error {
   constructor(outcome: Outcome<unknown>) {
     const e = outcome.error ?? { name: 'Error', message: 'the task failed' };
     super(
+      'ERR_TASK_FAILED',
       `task ${JSON.stringify(outcome.taskId)} failed on ${outcome.worker}: ${e.name}: ${e.message}`,
     );
-    this.name = 'TaskFailedError';
     this.taskId = outcome.taskId;
     this.error = e;
     this.outcome = outcome;
