@@ -58,6 +58,7 @@ describe('the checker', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'pairlock-check-'));
     const t = 1_000_000;
     const task = 'task-0';
+    const res = { task, token: 1, by: 'w0:a' };
     const f: Fixture = {
       plan: {
         seed: 1,
@@ -76,9 +77,9 @@ describe('the checker', () => {
       },
       sink: {
         journal: [{ task, pair: 0, token: 1, w: 0, p: 'w0.1', session: 'w0:a#1' }],
-        values: { [task]: { token: 1, value: '{}' } },
+        values: { [task]: { token: 1, value: JSON.stringify({ token: 1, by: 'w0:a' }) } },
       },
-      records: { [task]: { state: 'done', token: 1, worker: 'w0:a', result: { ok: 1 } } },
+      records: { [task]: { state: 'done', token: 1, worker: 'w0:a', result: res } },
       parent: [
         { t, ev: 'spawn', w: 0, p: 'w0.1', pid: 1 },
         { t, ev: 'spawn', w: 1, p: 'w1.1', pid: 2 },
@@ -99,7 +100,7 @@ describe('the checker', () => {
           token: 1,
           attempts: 1,
           worker: 'w0:a',
-          result: { ok: 1 },
+          result: res,
         },
       ],
       w1: [
@@ -114,7 +115,7 @@ describe('the checker', () => {
           token: 1,
           attempts: 1,
           worker: 'w0:a',
-          result: { ok: 1 },
+          result: res,
         },
       ],
     };
@@ -210,7 +211,7 @@ describe('the checker', () => {
       'two sides with different outcomes (disagreement)',
       (f) => {
         const last = f.w1[f.w1.length - 1];
-        if (last) last.result = { ok: 2 };
+        if (last) last.result = { task, token: 1, by: 'w1:b' };
       },
       (r) => r.disagreements.length,
     ],
@@ -233,9 +234,10 @@ describe('the checker', () => {
       (r) => r.sameTokenReexecutions.length,
     ],
     [
-      'the effect of an older grant standing (final effect ≠ outcome)',
+      'a reported result whose effect was fenced over (final effect ≠ outcome)',
       (f) => {
-        f.records['task-0'] = { state: 'done', token: 2 };
+        f.sink.journal.push({ task, pair: 0, token: 2, w: 1, p: 'w1.1', session: 'w1:b#1' });
+        f.sink.values[task] = { token: 2, value: JSON.stringify({ token: 2, by: 'w1:b' }) };
       },
       (r) => r.finalEffectMismatch.length,
     ],

@@ -82,6 +82,7 @@ export interface Report {
   lost: string[];
   fencedDoubleCommits: string[];
   finalEffectMismatch: string[];
+  keptResults: number;
   staleSettlesAccepted: string[];
   disagreements: string[];
   duplicates: Duplicate[];
@@ -155,6 +156,10 @@ export function check(dir: string): Report {
     if (l.ev === 'spawn') slotOf.set(l.p, l.w);
   }
   const endOfRun = parent.reduce((m, l) => Math.max(m, l.t), 0);
+  /** Stalls of the orchestrator, which carries every worker's link to Redis. */
+  const parentLags = parent.flatMap((l) =>
+    l.ev === 'lag' ? [{ start: l.t - l.ms, end: l.t }] : [],
+  );
   const faults: FaultInterval[] = [];
   const open = new Map<string, FaultInterval>();
   for (const l of parent) {
@@ -306,6 +311,8 @@ export function check(dir: string): Report {
   // ---- fencing ---------------------------------------------------------------------
   const fencedDoubleCommits: string[] = [];
   const finalEffectMismatch: string[] = [];
+  /** Done under a later grant than the execution that produced the result (a kept result). */
+  let keptResults = 0;
   const accepted = new Map<string, SinkEntry[]>();
   let rejectedWrites = 0;
   const maxByTask = new Map<string, number>();
@@ -372,10 +379,22 @@ export function check(dir: string): Report {
       );
     }
     const rec = records[spec.id];
-    if (rec?.state === 'done' && value?.token !== rec.token) {
-      finalEffectMismatch.push(
-        `${short(spec.id)}: done with token ${rec.token}, but the effect that stands has token ${value?.token}`,
-      );
+    if (rec?.state === 'done') {
+      // the effect that stands must be the one made by the execution whose result everyone
+      // got (the result names its grant: { token, by })
+      const result = (rec.result ?? {}) as { token?: number; by?: string };
+      let standing: { token?: number; by?: string } = {};
+      try {
+        standing = JSON.parse(value?.value ?? '{}') as typeof standing;
+      } catch {
+        standing = {};
+      }
+      if (standing.token !== result.token || standing.by !== result.by) {
+        finalEffectMismatch.push(
+          `${short(spec.id)}: done@${rec.token} reports the result of token ${result.token} (${result.by}), but the effect that stands is token ${standing.token} (${standing.by})`,
+        );
+      }
+      if (result.token !== undefined && result.token !== rec.token) keptResults++;
     }
     if (rec?.state === 'failed' && value && rec.token !== undefined && value.token > rec.token) {
       finalEffectMismatch.push(
@@ -454,7 +473,7 @@ export function check(dir: string): Report {
         let cause = hits.length > 0 ? [...new Set(hits.map((f) => f.kind))].join('+') : 'none';
         if (cause === 'none') {
           const knew = (lostAt.get(`${a.instance}#${task}#${a.token}`) ?? Infinity) <= b.start;
-          const stalled = (lags.get(a.instance) ?? []).some(
+          const stalled = [...(lags.get(a.instance) ?? []), ...parentLags].some(
             (l) => l.end >= a.start && l.start <= b.start,
           );
           if (knew) cause = 'handler ignored its abort signal';
@@ -573,6 +592,7 @@ export function check(dir: string): Report {
     lost,
     fencedDoubleCommits,
     finalEffectMismatch,
+    keptResults,
     staleSettlesAccepted,
     disagreements,
     duplicates,
@@ -622,6 +642,7 @@ export function formatReport(r: Report): string {
   inv('lost tasks', r.lost.length);
   inv('fenced double commits', r.fencedDoubleCommits.length);
   inv('final effect ≠ outcome', r.finalEffectMismatch.length);
+  rows.push(['results settled under a later grant (kept results)', String(r.keptResults), '']);
   inv('stale settles accepted', r.staleSettlesAccepted.length);
   inv('pair disagreements', r.disagreements.length);
   const byCause: Record<string, number> = {};

@@ -234,6 +234,8 @@ export type ParentLine =
       detail?: string;
     }
   | { t: number; ev: 'released'; count: number }
+  /** The orchestrator's event loop (which carries every proxied byte) ran `ms` late. */
+  | { t: number; ev: 'lag'; ms: number }
   | { t: number; ev: 'end'; reason: string; released: number };
 
 /** An entry of the sink's journal: every write attempt, in the order the sink applied them. */

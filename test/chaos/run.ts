@@ -137,6 +137,13 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const say = (msg: string) =>
   process.stderr.write(`[chaos +${((stamp() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
 const t0 = stamp();
+// the proxies live in this process: when its event loop stalls, every worker's link stalls
+let lagTick = stamp();
+setInterval(() => {
+  const now = stamp();
+  if (now - lagTick > 250) plog({ ev: 'lag', ms: Math.round(now - lagTick - 50) });
+  lagTick = now;
+}, 50).unref();
 
 // ---------------------------------------------------------------------------------------
 // Worker slots
