@@ -73,15 +73,30 @@ interface ThroughputInit {
   prefix: string;
   name: string;
   capMs: number;
+  /** 0: a trivial handler; otherwise the handler waits this long (a timer, no CPU). */
+  handlerMs?: number;
 }
+
+/** Counts one execution; the handler's own work, when it has any. */
+type Exec = () => Promise<void> | undefined;
 
 /** Shared shape of the pair-throughput sides: run every task, record when each finished. */
 async function throughputSide(
   init: ThroughputInit,
-  setup: () => Promise<(i: number, exec: () => void) => Promise<void>>,
+  setup: () => Promise<(i: number, exec: Exec) => Promise<void>>,
 ): Promise<void> {
   const runTask = await setup();
   send({ type: 'ready' });
+  // warm-up on tasks of their own (JIT, connections), both sides at once, bounded
+  const warm = await next('warm');
+  await sleep(Math.max(0, Number(warm.startAt) - absNow()));
+  await Promise.race([
+    pool(Number(warm.n), init.concurrency, absNow() + Number(warm.capMs), (i) =>
+      runTask(-1 - i, () => undefined).catch(() => {}),
+    ),
+    sleep(Number(warm.capMs) + 50),
+  ]);
+  send({ type: 'warmed' });
   const go = await next('go');
   const startAt = Number(go.startAt);
   await sleep(Math.max(0, startAt - absNow()));
@@ -92,10 +107,12 @@ async function throughputSide(
   const start = absNow();
   const before: Counts = commandCounts();
   const stopAt = start + init.capMs;
+  const handlerMs = init.handlerMs ?? 0;
   const work = pool(init.n, init.concurrency, stopAt, async (i) => {
     try {
       await runTask(i, () => {
         executions += 1;
+        return handlerMs > 0 ? sleep(handlerMs) : undefined;
       });
       completions[i] = absNow();
     } catch (err) {
@@ -121,8 +138,8 @@ async function main(): Promise<void> {
         await worker.start();
         return async (k, exec) => {
           await worker.run(`${i.prefix}${k}`, () => {
-            exec();
-            return k;
+            const busy = exec();
+            return busy ? busy.then(() => k) : k;
           });
         };
       });
@@ -161,7 +178,7 @@ async function main(): Promise<void> {
             // held by the peer: a plain lock tells the loser nothing more
             return;
           }
-          exec();
+          await exec();
           await lock.release();
         };
       });

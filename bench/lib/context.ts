@@ -1,3 +1,4 @@
+import type { BullCrash } from '../scenarios/crash.js';
 import type { BenchRedis } from './redis.js';
 
 /** What every scenario gets from the runner. */
@@ -9,4 +10,6 @@ export interface Ctx {
   readonly log: (s: string) => void;
   /** Unique per run: key names and namespaces carry it. */
   readonly runId: string;
+  /** Long waits started when the run began, collected by their scenario. */
+  readonly background?: { readonly bullDefaultCrash?: BullCrash };
 }

@@ -12,6 +12,8 @@ export interface Machine {
   redlock: string;
   /** 1-minute load average when the run started (other work on the machine shows here). */
   loadAtStart: number;
+  /** The same when the run ended. */
+  loadAtEnd?: number;
 }
 
 export async function describeMachine(redisVersion: string): Promise<Machine> {

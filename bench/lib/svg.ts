@@ -18,8 +18,10 @@ const esc = (s: string) =>
 
 function ticks(lo: number, hi: number): number[] {
   const out: number[] = [];
+  // 1-2-5 steps on short ranges; decades only when the range is wide
+  const steps = Math.log10(hi / lo) > 3 ? [1] : [1, 2, 5];
   for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
-    for (const m of [1, 2, 5]) {
+    for (const m of steps) {
       const v = m * 10 ** e;
       if (v >= lo && v <= hi) out.push(v);
     }
@@ -67,7 +69,7 @@ function panel(title: string, series: Series[], x0: number, y0: number): string 
       `<text x="${x}" y="${y0 + PAD.top + h + 14}" class="tick" text-anchor="middle">${label(t)}</text>`,
     );
   }
-  for (const p of [0, 0.5, 0.9, 0.99, 1]) {
+  for (const p of [0, 0.25, 0.5, 0.75, 0.9, 1]) {
     const y = sy(p).toFixed(1);
     out.push(
       `<line x1="${x0 + PAD.left}" x2="${x0 + PAD.left + w}" y1="${y}" y2="${y}" class="grid"/>`,

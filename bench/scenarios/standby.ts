@@ -9,7 +9,7 @@ import { PairedWorker } from '../../src/index.js';
 import { OriginalPairedWorker } from '../baseline.js';
 import type { Ctx } from '../lib/context.js';
 import { newResult, type ScenarioResult } from '../lib/report.js';
-import { downsample, ms, sleep, summarize } from '../lib/stats.js';
+import { downsample, ms, ratio, sleep, summarize } from '../lib/stats.js';
 
 async function pairlockSamples(
   ctx: Ctx,
@@ -60,6 +60,7 @@ async function originalSamples(
   ctx: Ctx,
   count: number,
   intervals: { first?: number; other?: number },
+  sideBySide: boolean,
 ): Promise<number[]> {
   const a = new Redis(ctx.redis.url);
   const b = new Redis(ctx.redis.url);
@@ -73,32 +74,34 @@ async function originalSamples(
   });
   const tag = `${intervals.first ?? 'd'}`;
   try {
-    // samples run side by side (each waits out the standby's retry interval)
-    return await Promise.all(
-      Array.from({ length: count }, async (_, i) => {
-        const name = `${tag}:${i}`;
-        const standbyWaits = new Promise<void>((resolve) => waiting.set(name, resolve));
-        const held = new Promise<(ok: boolean) => Promise<void>>((resolve, reject) =>
-          winner.lock(name, (err, acquired, done) => {
-            if (err || !acquired) reject(err ?? new Error('the winner did not acquire'));
-            else resolve(done);
-          }),
-        );
-        const done = await held;
-        const learned = new Promise<number>((resolve, reject) =>
-          standby.lock(name, (err, acquired) => {
-            if (err || acquired) reject(err ?? new Error('the standby acquired'));
-            else resolve(performance.now());
-          }),
-        );
-        await standbyWaits;
-        // settle at points spread evenly over the standby's first wait
-        await sleep(((i + 0.5) / count) * (intervals.first ?? 10_000));
-        const settleAt = performance.now();
-        await done(true);
-        return (await learned) - settleAt;
-      }),
-    );
+    const sample = async (i: number): Promise<number> => {
+      const name = `${tag}:${i}`;
+      const standbyWaits = new Promise<void>((resolve) => waiting.set(name, resolve));
+      const held = new Promise<(ok: boolean) => Promise<void>>((resolve, reject) =>
+        winner.lock(name, (err, acquired, done) => {
+          if (err || !acquired) reject(err ?? new Error('the winner did not acquire'));
+          else resolve(done);
+        }),
+      );
+      const done = await held;
+      const learned = new Promise<number>((resolve, reject) =>
+        standby.lock(name, (err, acquired) => {
+          if (err || acquired) reject(err ?? new Error('the standby acquired'));
+          else resolve(performance.now());
+        }),
+      );
+      await standbyWaits;
+      // settle at points spread evenly over the standby's first wait
+      await sleep(((i + 0.5) / count) * (intervals.first ?? 10_000));
+      const settleAt = performance.now();
+      await done(true);
+      return (await learned) - settleAt;
+    };
+    // long intervals: samples side by side (each waits out the standby's retry interval)
+    if (sideBySide) return await Promise.all(Array.from({ length: count }, (_, i) => sample(i)));
+    const out: number[] = [];
+    for (let i = 0; i < count; i++) out.push(await sample(i));
+    return out;
   } finally {
     winner.stop();
     standby.stop();
@@ -112,8 +115,8 @@ export async function standby(ctx: Ctx): Promise<ScenarioResult> {
   const count = ctx.quick ? 100 : 500;
   await ctx.redis.flush();
   const p = await pairlockSamples(ctx, count);
-  const scaled = await originalSamples(ctx, ctx.quick ? 20 : 100, { first: 10, other: 30 });
-  const defaults = ctx.quick ? [] : await originalSamples(ctx, 4, {});
+  const scaled = await originalSamples(ctx, ctx.quick ? 20 : 100, { first: 10, other: 30 }, false);
+  const defaults = ctx.quick ? [] : await originalSamples(ctx, 4, {}, true);
   const sSend = summarize(p.fromSend);
   const sReply = summarize(p.fromReply);
   const sScaled = summarize(scaled);
@@ -125,10 +128,19 @@ export async function standby(ctx: Ctx): Promise<ScenarioResult> {
     ms(s.p50),
     ms(s.p99),
     ms(s.max),
+    s === sSend ? '1×' : s === sReply ? '' : ratio(s.p50, sSend.p50),
   ];
   res.tables.push({
     title: 'Standby learns the outcome: from the winner settling to the standby’s run() resolving',
-    columns: ['peer', 'how the standby learns', 'samples', 'p50', 'p99', 'max'],
+    columns: [
+      'peer',
+      'how the standby learns',
+      'samples',
+      'p50',
+      'p99',
+      'max',
+      'p50 ÷ pairlock p50',
+    ],
     rows: [
       row(
         'pairlock (from settle sent)',
@@ -145,13 +157,14 @@ export async function standby(ctx: Ctx): Promise<ScenarioResult> {
             'not measured in --quick',
             '≤ 10 s (firstAttemptInterval)',
             '',
+            '',
           ]
         : row('original, defaults (10 s/30 s)', sDef, 'next timed retry: SETNX, GET'),
-      ['redlock', 'never: a lock has no outcome', '', 'n/a', 'n/a', 'n/a'],
+      ['redlock', 'never: a lock has no outcome', '', 'n/a', 'n/a', 'n/a', ''],
     ],
     notes: [
       'pairlock: two workers with their own connections in one process, one task at a time; the winner’s handler returns once the standby covers the task.',
-      'original: the winner reports done(true) at points spread evenly over the standby’s first retry interval (the standby found the task running and waits); samples run side by side.',
+      'original: the winner reports done(true) at points spread evenly over the standby’s first retry interval (the standby found the task running and waits); ÷1000 samples one after another, default-interval samples side by side.',
     ],
   });
   res.series.push(

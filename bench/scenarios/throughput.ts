@@ -13,6 +13,9 @@ import { newResult, type ScenarioResult } from '../lib/report.js';
 import { absNow, cpuMs, num, ratio, sleep } from '../lib/stats.js';
 
 const CONCURRENCY = 64;
+/** Tasks each side runs before the measurement (JIT, connections), at most WARMUP_CAP ms. */
+const warmupOf = (ctx: Ctx) => (ctx.quick ? 300 : 1_000);
+const WARMUP_CAP = 2_000;
 
 interface PeerRun {
   readonly peer: string;
@@ -64,6 +67,16 @@ async function pairRun(
   ];
   try {
     await Promise.all(sides.map((s) => s.next('ready', 60_000)));
+    const warmAt = absNow() + 100;
+    await Promise.all(
+      sides.map((s) =>
+        s.request(
+          { type: 'warm', n: warmupOf(ctx), capMs: WARMUP_CAP, startAt: warmAt },
+          'warmed',
+          30_000,
+        ),
+      ),
+    );
     const before = await commandStats(ctx.redis.admin);
     const redisPid = ctx.redis.server.pid;
     const cpu0 = [cpuMs(redisPid), ...sides.map((s) => cpuMs(s.pid))];
@@ -144,6 +157,14 @@ async function bullRun(ctx: Ctx, n: number, capMs: number): Promise<PeerRun> {
         counts[i] = Number(m.count);
       });
     });
+    // warm-up, as for the other peers
+    await queue.addBulk(
+      Array.from({ length: warmupOf(ctx) }, (_, i) => ({ name: 'warm', data: { i } })),
+    );
+    const warmBy = absNow() + 30_000;
+    while ((counts[0] ?? 0) + (counts[1] ?? 0) < warmupOf(ctx) && absNow() < warmBy)
+      await sleep(10);
+    const warmed = (counts[0] ?? 0) + (counts[1] ?? 0);
     const before = await commandStats(ctx.redis.admin);
     const redisPid = ctx.redis.server.pid;
     const cpu0 = [cpuMs(redisPid), ...sides.map((s) => cpuMs(s.pid)), process.cpuUsage()];
@@ -159,7 +180,8 @@ async function bullRun(ctx: Ctx, n: number, capMs: number): Promise<PeerRun> {
       added += chunk.length;
     }
     const addMs = absNow() - start;
-    while ((counts[0] ?? 0) + (counts[1] ?? 0) < added && absNow() < stopAt) await sleep(10);
+    while ((counts[0] ?? 0) + (counts[1] ?? 0) < warmed + added && absNow() < stopAt)
+      await sleep(10);
     const cpu1 = [cpuMs(redisPid), ...sides.map((s) => cpuMs(s.pid))];
     const producerCpu = process.cpuUsage(cpu0[3] as NodeJS.CpuUsage);
     const reports = await Promise.all(
@@ -170,7 +192,7 @@ async function bullRun(ctx: Ctx, n: number, capMs: number): Promise<PeerRun> {
     let last = start;
     for (const r of reports) {
       for (const t of r.completions as Float64Array) {
-        if (t <= stopAt) {
+        if (t >= start && t <= stopAt) {
           completed += 1;
           last = Math.max(last, t);
         }
@@ -209,14 +231,48 @@ async function bullRun(ctx: Ctx, n: number, capMs: number): Promise<PeerRun> {
   }
 }
 
+const COLUMNS = [
+  'peer',
+  'setup',
+  'tasks done',
+  'wall',
+  'tasks/s',
+  'pairlock ×',
+  'executions/task',
+  'duplicates',
+  'round trips/task',
+  'Redis cmds/task',
+  'CPU/task: Redis + sides',
+];
+
+function rows(runs: readonly PeerRun[]): string[][] {
+  const mine = runs.find((r) => r.peer.startsWith('pairlock'));
+  return runs.map((r) => [
+    r.peer,
+    r.setup,
+    r.error ? 'error' : `${num(r.completed)}${r.capped ? ` of ${num(r.offered)} (capped)` : ''}`,
+    Number.isFinite(r.wallMs) ? `${(r.wallMs / 1000).toFixed(2)} s` : 'n/a',
+    num(r.tasksPerSec, r.tasksPerSec < 100 ? 1 : 0),
+    r === mine ? '1.00×' : ratio(mine?.tasksPerSec ?? Number.NaN, r.tasksPerSec),
+    r.offered
+      ? (r.executions / Math.max(1, r.peer === 'BullMQ' ? r.completed : r.offered)).toFixed(3)
+      : 'n/a',
+    num(r.duplicates),
+    Number.isFinite(r.roundTrips) ? r.roundTrips.toFixed(2) : 'n/a',
+    Number.isFinite(r.serverCommands) ? r.serverCommands.toFixed(1) : 'n/a',
+    Number.isFinite(r.cpuRedisUs)
+      ? `${r.cpuRedisUs.toFixed(0)} + ${r.cpuSidesUs.toFixed(0)} µs`
+      : 'n/a',
+  ]);
+}
+
 export async function throughput(ctx: Ctx): Promise<ScenarioResult> {
   const res = newResult('throughput', '1. Pair throughput');
   const n = ctx.quick ? 2_000 : 20_000;
   const cap = ctx.quick ? 20_000 : 60_000;
   const baselineWindow = ctx.quick ? 3_000 : 21_000;
   const scaled = { first: 10, other: 30 };
-  const runs: PeerRun[] = [];
-  const attempt = async (label: string, fn: () => Promise<PeerRun>) => {
+  const attempt = async (runs: PeerRun[], label: string, fn: () => Promise<PeerRun>) => {
     ctx.log(`throughput: ${label}`);
     try {
       runs.push(await fn());
@@ -240,12 +296,13 @@ export async function throughput(ctx: Ctx): Promise<ScenarioResult> {
       });
     }
   };
-  await attempt('pairlock', () =>
+  const runs: PeerRun[] = [];
+  await attempt(runs, 'pairlock', () =>
     pairRun(ctx, 'pairlock', '2 workers (1 process each), defaults', 'tp-pairlock', n, cap, {
       namespace: `tp-${ctx.runId}`,
     }),
   );
-  await attempt('original (defaults)', () =>
+  await attempt(runs, 'original, defaults', () =>
     pairRun(
       ctx,
       'original, defaults',
@@ -256,7 +313,7 @@ export async function throughput(ctx: Ctx): Promise<ScenarioResult> {
       {},
     ),
   );
-  await attempt('original (scaled)', () =>
+  await attempt(runs, 'original, intervals ÷1000', () =>
     pairRun(
       ctx,
       'original, intervals ÷1000',
@@ -267,64 +324,91 @@ export async function throughput(ctx: Ctx): Promise<ScenarioResult> {
       scaled,
     ),
   );
-  await attempt('redlock', () =>
+  await attempt(runs, 'redlock', () =>
     pairRun(ctx, 'redlock', '2 processes; acquire (retryCount 0) + release', 'tp-redlock', n, cap, {
       ttlMs: 10_000,
     }),
   );
-  await attempt('BullMQ', () => bullRun(ctx, n, cap));
+  await attempt(runs, 'BullMQ', () => bullRun(ctx, n, cap));
 
-  const mine = runs.find((r) => r.peer === 'pairlock');
   res.tables.push({
-    title: `Pair throughput: ${num(n)} tasks, both sides run() every task, ${CONCURRENCY} in flight per side`,
-    columns: [
-      'peer',
-      'setup',
-      'tasks done',
-      'wall',
-      'tasks/s',
-      'pairlock ×',
-      'executions/task',
-      'duplicates',
-      'round trips/task',
-      'Redis cmds/task',
-      'CPU/task: Redis + sides',
-    ],
-    rows: runs.map((r) => [
-      r.peer,
-      r.setup,
-      r.error ? `error` : `${num(r.completed)}${r.capped ? ` of ${num(r.offered)} (capped)` : ''}`,
-      Number.isFinite(r.wallMs) ? `${(r.wallMs / 1000).toFixed(2)} s` : 'n/a',
-      num(r.tasksPerSec, r.tasksPerSec < 100 ? 1 : 0),
-      r === mine ? '1.00×' : ratio(mine?.tasksPerSec ?? Number.NaN, r.tasksPerSec),
-      r.offered
-        ? (r.executions / Math.max(1, r.peer === 'BullMQ' ? r.completed : r.offered)).toFixed(3)
-        : 'n/a',
-      num(r.duplicates),
-      Number.isFinite(r.roundTrips) ? r.roundTrips.toFixed(2) : 'n/a',
-      Number.isFinite(r.serverCommands) ? r.serverCommands.toFixed(1) : 'n/a',
-      Number.isFinite(r.cpuRedisUs)
-        ? `${r.cpuRedisUs.toFixed(0)} + ${r.cpuSidesUs.toFixed(0)} µs`
-        : 'n/a',
-    ]),
+    title: `Pair throughput: ${num(n)} tasks, both sides run() every task (trivial handler), ${CONCURRENCY} in flight per side`,
+    columns: COLUMNS,
+    rows: rows(runs),
     notes: [
-      'tasks/s: tasks finished by both sides (BullMQ: jobs completed by either worker) per second of wall time, from the common start to the last finish.',
+      'tasks/s: tasks finished by both sides (BullMQ: jobs completed by either worker) per second of wall time, from the common start to the last finish; pairlock ×: pairlock’s tasks/s divided by the peer’s, same run.',
       `original, defaults: a side that finds the task still running waits firstAttemptInterval (10 s) before it looks again, and that lane of its 64 stays blocked meanwhile. With a trivial handler this happens only when its GET falls between the winner's SETNX and its SET, so the figure depends on timing luck and on how long one looks: it is measured as a sustained rate, tasks finished by both sides within a ${baselineWindow / 1000} s window of a continuous feed. Intervals ÷1000 shows the same algorithm when that wait is not the limit.`,
       'redlock: the loser of a race gets no outcome (it only learns the lock is taken); when it comes after the winner released, it runs the task again: these are the duplicates.',
       'BullMQ is a queue: each job runs on one of the two workers, and the producer is part of the measurement (jobs added from the bench process).',
       'round trips/task: commands the two sides sent (client-side count, all connections), per task; Redis cmds/task: commands Redis executed, commands inside Lua scripts included (INFO commandstats).',
       'CPU/task: CPU time used during the run by the Redis process and by the two side processes (BullMQ: plus the producer), per task (10 ms clock resolution).',
+      `Every peer first runs ${num(warmupOf(ctx))} tasks of its own (at most ${WARMUP_CAP / 1000} s) before the measured run.`,
       ...runs.filter((r) => r.error).map((r) => `${r.peer}: ${r.error}`),
       ...runs.filter((r) => r.note).map((r) => `${r.peer}: ${r.note}`),
     ],
   });
+
+  // The same pair when the handler takes a little time (a timer, no CPU): the case the
+  // original's timed retries were made for
+  const slow: PeerRun[] = [];
+  if (!ctx.quick) {
+    const handlerMs = 5;
+    const slowN = 5_000;
+    const slowWindow = 12_000;
+    await attempt(slow, 'pairlock, 5 ms handler', () =>
+      pairRun(
+        ctx,
+        'pairlock, 5 ms handler',
+        '2 workers (1 process each), defaults',
+        'tp-pairlock',
+        slowN,
+        cap,
+        {
+          namespace: `tp5-${ctx.runId}`,
+          handlerMs,
+        },
+      ),
+    );
+    await attempt(slow, 'original, defaults, 5 ms handler', () =>
+      pairRun(
+        ctx,
+        'original, defaults, 5 ms handler',
+        `2 processes; first/other interval 10 s/30 s; continuous feed, ${slowWindow / 1000} s window`,
+        'tp-baseline',
+        200_000,
+        slowWindow,
+        { handlerMs },
+      ),
+    );
+    await attempt(slow, 'original, intervals ÷1000, 5 ms handler', () =>
+      pairRun(
+        ctx,
+        'original, intervals ÷1000, 5 ms handler',
+        `2 processes; first/other interval ${scaled.first} ms/${scaled.other} ms`,
+        'tp-baseline',
+        slowN,
+        cap,
+        { ...scaled, handlerMs },
+      ),
+    );
+    res.tables.push({
+      title: `Pair throughput with a 5 ms handler (it waits on a timer): ${num(slowN)} tasks, ${CONCURRENCY} in flight per side`,
+      columns: COLUMNS,
+      rows: rows(slow),
+      notes: [
+        'Once the handler takes longer than the gap between the two sides, the original’s loser finds the task running and waits out its retry interval; pairlock’s loser is woken by the settle event.',
+        ...slow.filter((r) => r.error).map((r) => `${r.peer}: ${r.error}`),
+      ],
+    });
+  }
   res.notes.push(
-    `Round trips per task, by command: ${runs
+    `Round trips per task, by command: ${[...runs, ...slow]
       .filter((r) => r.roundTripDetail)
       .map((r) => `${r.peer}: ${r.roundTripDetail}`)
       .join('; ')}`,
   );
   res.data.runs = runs;
+  res.data.slowHandlerRuns = slow;
   res.data.n = n;
   return res;
 }
