@@ -10,7 +10,7 @@ import { PairedWorker } from '../../src/index.js';
 import { Side } from '../lib/child.js';
 import type { Ctx } from '../lib/context.js';
 import { newResult, type ScenarioResult, type Series } from '../lib/report.js';
-import { downsample, ms, signedMs, sleep, summarize } from '../lib/stats.js';
+import { downsample, ms, ratio, signedMs, sleep, summarize } from '../lib/stats.js';
 
 const SESSION_TTL = 1_000;
 
@@ -185,7 +185,17 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
   const lost = (xs: number[]) => xs.filter((x) => !Number.isFinite(x)).length;
   res.tables.push({
     title: `Crash takeover: SIGKILL of a process holding ${k} tasks; time from the kill to the standby starting each task`,
-    columns: ['peer', 'settings', 'tasks', 'p50', 'p99', 'max', 'bound', 'p99 − bound'],
+    columns: [
+      'peer',
+      'settings',
+      'tasks',
+      'p50',
+      'p99',
+      'max',
+      'bound',
+      'p99 − bound',
+      'p50 ÷ pairlock p50',
+    ],
     rows: [
       [
         'pairlock',
@@ -196,6 +206,7 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
         ms(sPl.max),
         `sessionTtl ${SESSION_TTL} ms`,
         signedMs(sPl.p99 - SESSION_TTL),
+        '1×',
       ],
       [
         'BullMQ, tuned',
@@ -206,6 +217,7 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
         ms(sTuned.max),
         `up to lockDuration + 2 × stalledInterval = ${bullBound(tuned)} ms`,
         signedMs(sTuned.p99 - bullBound(tuned)),
+        ratio(sTuned.p50, sPl.p50),
       ],
       !background || bullDefaultError
         ? [
@@ -217,6 +229,7 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
             '',
             `up to lockDuration + 2 × stalledInterval = ${bullBound(BULL_DEFAULTS) / 1000} s`,
             '',
+            '',
           ]
         : [
             'BullMQ, defaults',
@@ -227,6 +240,7 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
             ms(sDef.max),
             `up to lockDuration + 2 × stalledInterval = ${bullBound(BULL_DEFAULTS) / 1000} s`,
             sDef.n ? signedMs(sDef.p99 - bullBound(BULL_DEFAULTS)) : '',
+            sDef.n ? ratio(sDef.p50, sPl.p50) : '',
           ],
       [
         'original',
@@ -236,6 +250,7 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
         '',
         '',
         '100 s after the holder’s claim, + up to 30 s retry',
+        '',
         '',
       ],
     ],

@@ -36,7 +36,9 @@ export async function handover(ctx: Ctx): Promise<ScenarioResult> {
           })
           .catch(() => {});
       }
-      while (holding < k) await sleep(1);
+      const holdBy = performance.now() + 10_000;
+      while (holding < k && performance.now() < holdBy) await sleep(1);
+      if (holding < k) throw new Error(`the holder runs ${holding} of ${k} tasks`);
       const started = new Map<string, number>();
       const target = covering + k;
       const outcomes = tasks.map((t) =>

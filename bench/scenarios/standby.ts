@@ -11,6 +11,9 @@ import type { Ctx } from '../lib/context.js';
 import { newResult, type ScenarioResult } from '../lib/report.js';
 import { downsample, ms, ratio, sleep, summarize } from '../lib/stats.js';
 
+/** Bound of each wait of one sample. */
+const STEP_TIMEOUT = 5_000;
+
 async function pairlockSamples(
   ctx: Ctx,
   count: number,
@@ -31,18 +34,27 @@ async function pairlockSamples(
       const isCovered = new Promise<void>((resolve) => covering.set(taskId, resolve));
       let sentAt = 0;
       const won = winner.run(taskId, async () => {
-        await isCovered;
+        await Promise.race([isCovered, sleep(STEP_TIMEOUT)]);
         sentAt = performance.now();
         return i;
       });
       // the standby only starts once the winner holds the task
-      await new Promise<void>((resolve) => {
-        const check = () => (winner.running > 0 ? resolve() : setImmediate(check));
-        check();
-      });
-      const watched = await standby.run(taskId, () => {
-        throw new Error('the standby must not run this task');
-      });
+      const holdBy = performance.now() + STEP_TIMEOUT;
+      while (winner.running === 0 && performance.now() < holdBy) await sleep(0);
+      const timeout = new AbortController();
+      const timer = setTimeout(
+        () => timeout.abort(new Error('no outcome in time')),
+        STEP_TIMEOUT * 2,
+      );
+      const watched = await standby
+        .run(
+          taskId,
+          () => {
+            throw new Error('the standby must not run this task');
+          },
+          { signal: timeout.signal },
+        )
+        .finally(() => clearTimeout(timer));
       const doneAt = performance.now();
       await won;
       if (watched.role !== 'watched') throw new Error(`standby role ${watched.role}`);
