@@ -486,4 +486,48 @@ describe('found by the chaos run', () => {
       });
     }, 30_000);
   });
+  /*
+   * The chaos workers' stderr fills with "[ioredis] Unhandled error event: ECONNRESET" on
+   * every cut or Redis restart: the client a worker creates for itself (one Redis) has no
+   * 'error' listener, so ioredis prints each connection error to the console. pairlock
+   * already handles the failure (retries, RedisUnavailableError); the print is noise that
+   * bypasses the user's logger.
+   */
+  it.fails("connection errors of the worker's own client go to its logger, not to the console", async () => {
+    const server2 = await RedisServer.start();
+    const proxy = await TcpProxy.start({ targetPort: server2.port });
+    const worker = new PairedWorker({
+      redis: proxy.url,
+      namespace: 'noise',
+      name: 'w',
+      connectTimeoutMs: 500,
+      sessionTtlMs: 300,
+    });
+    const printed: string[] = [];
+    const error = console.error;
+    console.error = (...args: unknown[]) => {
+      printed.push(args.map(String).join(' '));
+    };
+    try {
+      await worker.start();
+      // cut the link while commands are in flight, twice
+      for (let round = 0; round < 2; round++) {
+        const runs = Array.from({ length: 20 }, (_, j) =>
+          worker.run(`t${round}-${j}`, () => new Promise((r) => setTimeout(() => r('ok'), 100))),
+        );
+        await new Promise((r) => setTimeout(r, 50));
+        proxy.cut();
+        await new Promise((r) => setTimeout(r, 400));
+        proxy.heal();
+        await Promise.allSettled(runs);
+      }
+      await worker.run('after', () => 'ok');
+    } finally {
+      console.error = error;
+      await worker.close().catch(() => {});
+      await proxy.close();
+      await server2.stop();
+    }
+    expect(printed.filter((l) => l.includes('[ioredis] Unhandled error event'))).toEqual([]);
+  }, 30_000);
 });
