@@ -88,11 +88,12 @@ async function throughputSide(
   const runTask = await setup();
   send({ type: 'ready' });
   // warm-up on tasks of their own (JIT, connections), both sides at once, bounded
+  const handlerMs = init.handlerMs ?? 0;
   const warm = await next('warm');
   await sleep(Math.max(0, Number(warm.startAt) - absNow()));
   await Promise.race([
     pool(Number(warm.n), init.concurrency, absNow() + Number(warm.capMs), (i) =>
-      runTask(-1 - i, () => undefined).catch(() => {}),
+      runTask(-1 - i, () => (handlerMs > 0 ? sleep(handlerMs) : undefined)).catch(() => {}),
     ),
     sleep(Number(warm.capMs) + 50),
   ]);
@@ -107,7 +108,6 @@ async function throughputSide(
   const start = absNow();
   const before: Counts = commandCounts();
   const stopAt = start + init.capMs;
-  const handlerMs = init.handlerMs ?? 0;
   const work = pool(init.n, init.concurrency, stopAt, async (i) => {
     try {
       await runTask(i, () => {
