@@ -7,6 +7,7 @@ import {
   type ClaimReply,
   describeClient,
   type InspectReply,
+  isClient,
   type OwnerReply,
   type PeekEntry,
   RedisStore,
@@ -44,6 +45,13 @@ const drift = (ttlMs: number) => Math.floor(ttlMs * 0.01) + 2;
 const jitter = () => 20 + Math.floor(Math.random() * 80);
 /** Rounds of one claim() call before a persistent disagreement is reported. */
 const CLAIM_ROUNDS = 3;
+/** After a majority of the nodes is connected, how long connect() waits for the others. */
+const CONNECT_GRACE_MS = 250;
+/** Tasks whose claims found the nodes split, remembered for their backoff. */
+const SPLITS_MAX = 10_000;
+/** The same event from several nodes within this window is passed on once. */
+const DEDUPE_MS = 1_000;
+const DEDUPE_MAX = 4_096;
 
 type NodeResult<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
@@ -97,10 +105,23 @@ export class QuorumStore implements Store {
   /** Votes a decision needs: a majority of the nodes. */
   readonly quorum: number;
   private closed = false;
+  private connected = false;
   private readonly resubscribers = new Set<Promise<void>>();
+  /** ref -> consecutive split claims (bounded). */
+  private readonly splits = new Map<string, number>();
 
-  constructor(conns: readonly RedisConnection[], keys: Keys, timeoutMs: number) {
-    this.nodes = conns.map((c) => new RedisStore(c, keys, timeoutMs, { pubsub: 'classic' }));
+  constructor(
+    conns: readonly RedisConnection[],
+    keys: Keys,
+    private readonly timeoutMs: number,
+  ) {
+    this.nodes = conns.map((c) => {
+      const node = new RedisStore(c, keys, timeoutMs, { pubsub: 'classic' });
+      // a node that is down is expected in quorum mode: its connection errors are answers
+      // (counted per call), not events for the console
+      if (!isClient(c)) node.client.on('error', () => {});
+      return node;
+    });
     this.quorum = Math.floor(conns.length / 2) + 1;
   }
 
@@ -183,19 +204,67 @@ export class QuorumStore implements Store {
   // Connections and events
   // -----------------------------------------------------------------------------------
 
+  /**
+   * Connect to every node; ready once a majority is, after a short grace for the others
+   * (a node that is merely slower to connect would otherwise miss the session's opening).
+   */
   async connect(): Promise<void> {
-    await this.gather(
-      (node) => node.connect(),
-      (results, done) => {
+    const q = this.quorum;
+    // later calls (the worker calls connect() before an inspect) need no grace
+    const grace = this.connected ? 0 : Math.min(CONNECT_GRACE_MS, this.timeoutMs);
+    await new Promise<void>((resolve, reject) => {
+      const results: (NodeResult<void> | undefined)[] = this.nodes.map(() => undefined);
+      let timer: NodeJS.Timeout | undefined;
+      let finished = false;
+      const finish = (err?: unknown) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        if (err) reject(err);
+        else {
+          this.connected = true;
+          resolve();
+        }
+      };
+      const check = () => {
         const ok = results.filter((r) => r?.ok).length;
-        if (ok >= this.quorum) return true;
-        if (done) throw this.noQuorum('connect', results, ok);
-        return undefined;
-      },
-    );
+        const done = results.every((r) => r !== undefined);
+        if (ok === this.nodes.length || (done && ok >= q)) finish();
+        else if (done) finish(this.noQuorum('connect', results, ok));
+        else if (ok >= q && timer === undefined) timer = setTimeout(() => finish(), grace);
+      };
+      this.nodes.forEach((node, i) => {
+        node.connect().then(
+          () => {
+            results[i] = { ok: true, value: undefined };
+            check();
+          },
+          (error: unknown) => {
+            results[i] = { ok: false, error };
+            check();
+          },
+        );
+      });
+    });
   }
 
-  async subscribe(onMessage: (msg: string) => void, onReconnect: () => void): Promise<void> {
+  async subscribe(deliver: (msg: string) => void, onReconnect: () => void): Promise<void> {
+    // Every node publishes the same event for one transition. A wake-up is idempotent, but
+    // each one costs the worker a claim on every node: pass each message on once.
+    const recent = new Map<string, number>();
+    const onMessage = (msg: string) => {
+      const t = now();
+      const seen = recent.get(msg);
+      if (seen !== undefined && t - seen < DEDUPE_MS) return;
+      recent.set(msg, t);
+      if (recent.size > DEDUPE_MAX) {
+        for (const [m, at] of recent) {
+          if (recent.size <= DEDUPE_MAX / 2 && t - at < DEDUPE_MS) break;
+          recent.delete(m);
+        }
+      }
+      deliver(msg);
+    };
     // a node that is away: keep trying in the background, so that its events count again
     const retry = (i: number) => {
       const p = this.resubscribe(i, onMessage, onReconnect).finally(() =>
@@ -261,7 +330,10 @@ export class QuorumStore implements Store {
     let why = '';
     for (let round = 1; round <= CLAIM_ROUNDS; round++) {
       const r = await this.claimRound(loc, a);
-      if (r.type === 'reply') return r.reply;
+      if (r.type === 'reply') {
+        if (r.reply.type !== 'held' || r.reply.deadlineInMs > 2_000) this.splits.delete(loc.ref);
+        return r.reply;
+      }
       why = r.why;
       if (round < CLAIM_ROUNDS) await sleep(jitter());
     }
@@ -343,9 +415,14 @@ export class QuorumStore implements Store {
       (node) => node.claimAtLeast(loc, a, 0),
       (results, done) => {
         const votes = results.map((r, i) => this.vote(i, r, a)).filter((v) => v !== undefined);
-        for (const list of count(votes, (v) => this.voteKey(v)).values()) {
+        for (const [key, list] of count(votes, (v) => this.voteKey(v))) {
           // a majority for one answer cannot change whatever the others say
-          if (list.length >= q && list[0]?.kind !== 'self') return { results: [...results] };
+          if (list.length >= q && list[0]?.kind !== 'self') {
+            // late answers that carry this grant's token are part of it (set before any
+            // late answer can be looked at)
+            if (key.startsWith('g:')) acceptedToken = Number(key.slice(2));
+            return { results: [...results] };
+          }
         }
         return done ? { results: [...results] } : undefined;
       },
@@ -414,13 +491,71 @@ export class QuorumStore implements Store {
       holders.sort(([, x], [, y]) => y.length - x.length);
       const list = holders[0]?.[1] ?? [];
       const held = this.majorityReply(holders[0]?.[0] ?? '', list);
-      // claim again soon: whoever holds it on a minority is about to undo it, or to win
-      if (held.type === 'held')
-        return { type: 'reply', reply: { ...held, deadlineInMs: jitter() } };
+      // claim again soon, backing off while it lasts: whoever holds it on a minority is
+      // about to undo it, or to win
+      if (held.type === 'held') {
+        return { type: 'reply', reply: { ...held, deadlineInMs: this.splitBackoff(loc) } };
+      }
+    }
+    // a settled outcome on some nodes, and nothing newer on the others: the settle counted
+    // on a majority that an outage has cut down; write it back where it is missing
+    const done = groups.get('d');
+    if (done) {
+      const repaired = await this.readRepair(loc, a, done, votes);
+      if (repaired) return { type: 'reply', reply: repaired };
     }
     if (groups.has('x')) return { type: 'reply', reply: { type: 'session-expired' } };
     const seen = [...groups].map(([key, list]) => `${key}×${list.length}`).join(', ');
     return { type: 'retry', why: `the nodes disagree (${seen})` };
+  }
+
+  /** Retry delay of a claim that found the nodes split between claimers: grows while it lasts. */
+  private splitBackoff(loc: TaskLocation): number {
+    const n = (this.splits.get(loc.ref) ?? 0) + 1;
+    this.splits.delete(loc.ref);
+    this.splits.set(loc.ref, n);
+    if (this.splits.size > SPLITS_MAX) {
+      for (const ref of this.splits.keys()) {
+        this.splits.delete(ref);
+        if (this.splits.size <= SPLITS_MAX / 2) break;
+      }
+    }
+    return Math.min(jitter() * 2 ** Math.min(n - 1, 5), 2_000);
+  }
+
+  /** Write the newest settled outcome back to the answering nodes that lack it. */
+  private async readRepair(
+    loc: TaskLocation,
+    a: ClaimArgs,
+    done: readonly ClaimVote[],
+    votes: readonly ClaimVote[],
+  ): Promise<ClaimReply | undefined> {
+    const best = this.majorityReply('d', done);
+    if (best.type !== 'done') return undefined;
+    const have = new Set(
+      done.flatMap((v) =>
+        v.kind === 'other' && v.claim.reply.type === 'done' && v.claim.reply.token === best.token
+          ? [v.node]
+          : [],
+      ),
+    );
+    const missing = votes.filter((v) => !have.has(v.node) && v.kind !== 'fault').map((v) => v.node);
+    const written = await Promise.all(
+      missing.map((i) =>
+        this.nodes[i]
+          ?.repair(loc, {
+            session: best.owner,
+            token: best.token,
+            attempt: best.attempt,
+            state: 'D',
+            payload: best.payload,
+            retentionMs: a.retentionMs,
+            backoffMs: 0,
+          })
+          .catch(() => false),
+      ),
+    );
+    return have.size + written.filter(Boolean).length >= this.quorum ? best : undefined;
   }
 
   /** Undo the grants that do not carry the highest token and claim them again with it as the minimum. */
@@ -570,12 +705,59 @@ export class QuorumStore implements Store {
     });
   }
 
-  settle(loc: TaskLocation, a: SettleArgs): Promise<OwnerReply> {
-    return this.ownerWrite(
-      `settle of task ${JSON.stringify(loc.taskId)}`,
+  /**
+   * Settle on every node; it counts on a majority. Nodes that turned it away because they
+   * are behind (they never saw the grant, or lost the session) get the outcome written back
+   * (repair-2.lua), in the background when a majority took it, at once when it falls short.
+   */
+  async settle(loc: TaskLocation, a: SettleArgs): Promise<OwnerReply> {
+    const q = this.quorum;
+    const what = `settle of task ${JSON.stringify(loc.taskId)}`;
+    const took = (r: NodeResult<OwnerReply> | undefined) =>
+      r?.ok === true &&
+      (r.value.ok || (r.value.reason === 'already-settled' && r.value.state === a.state));
+    const refused = (r: NodeResult<OwnerReply> | undefined) => r?.ok === true && !took(r);
+    let attempt: number | undefined;
+    const repair = (i: number) =>
+      attempt === undefined
+        ? Promise.resolve(false)
+        : (this.nodes[i]?.repair(loc, { ...a, attempt }).catch(() => false) ??
+          Promise.resolve(false));
+    const results = await this.gather(
       (node) => node.settle(loc, a),
-      (r) => !r.ok && r.reason === 'already-settled' && r.state === a.state,
+      (res, done) => (res.filter(took).length >= q || done ? [...res] : undefined),
+      (late, i) => {
+        if (refused(late)) void repair(i);
+      },
     );
+    const first = results.find((r) => r?.ok && r.value.ok);
+    if (first?.ok && first.value.ok) attempt = first.value.attempt;
+    let ok = results.filter(took).length;
+    let behind = results.flatMap((r, i) => (refused(r) ? [i] : []));
+    if (ok >= q) {
+      for (const i of behind) void repair(i);
+      return first?.ok ? first.value : { ok: true, token: a.token, attempt: 0, serverNow: 0 };
+    }
+    // Short of a majority. Our grant is on the nodes that took it; a node that is behind
+    // holds no newer grant (repair never writes over one), so writing the outcome there is
+    // what the settle would have done. A node held by a claimer that is about to undo its
+    // minority grant is tried again shortly.
+    for (let round = 0; ok > 0 && ok < q && behind.length > 0 && round < 3; round++) {
+      if (round > 0) await sleep(jitter());
+      const written = await Promise.all(behind.map((i) => repair(i)));
+      ok += written.filter(Boolean).length;
+      behind = behind.filter((_, j) => !written[j]);
+    }
+    if (ok >= q)
+      return first?.ok ? first.value : { ok: true, token: a.token, attempt: 0, serverNow: 0 };
+    const rejections = count(
+      results.filter((r) => refused(r)),
+      (r) => (r?.ok && !r.value.ok ? r.value.reason : undefined),
+    );
+    const top = [...rejections.values()].sort((x, y) => y.length - x.length)[0]?.[0];
+    const answered = results.filter((r) => r?.ok).length;
+    if (answered >= q && top?.ok) return top.value;
+    throw this.noQuorum(what, results, ok);
   }
 
   release(
@@ -694,37 +876,69 @@ export class QuorumStore implements Store {
   ): Promise<SessionReply> {
     const q = this.quorum;
     const what = `${op} of session ${sessionId}`;
+    const isOk = (r: NodeResult<SessionReply> | undefined) => r?.ok === true && r.value.ok;
+    const isExpired = (r: NodeResult<SessionReply> | undefined) =>
+      r?.ok === true && !r.value.ok && r.value.reason === 'session-expired';
+    // alive on a majority: nobody can have taken over its grants, so a node that lost the
+    // session (a restarted node) may have it back
+    const revive = (i: number) => {
+      void this.nodes[i]?.session('open', sessionId, ttlMs, desc).catch(() => {});
+    };
+    // a node that was not reachable when the session opened gets it once it is, so the
+    // session lives on every node and survives the loss of any minority
+    const openLater = (i: number) => {
+      const node = this.nodes[i];
+      if (!node || this.closed) return;
+      void node
+        .connect()
+        .then(() => (this.closed ? undefined : node.session('open', sessionId, ttlMs, desc)))
+        .catch(() => {});
+    };
+    let renewed = false;
+    let opened = false;
     const all = await this.gather(
       (node) => node.session(op, sessionId, ttlMs, desc),
-      (results, done) => (done ? [...results] : undefined),
+      (results, done) => {
+        if (done) return [...results];
+        const ok = results.filter(isOk).length;
+        const answered = results.filter((r) => r?.ok).length;
+        if ((op === 'open' || op === 'renew') && ok >= q) {
+          renewed = op === 'renew';
+          opened = op === 'open';
+          return [...results];
+        }
+        if (op === 'ttl' && answered >= q) return [...results];
+        return undefined;
+      },
+      (late, i) => {
+        if (renewed && isExpired(late)) revive(i);
+        if (opened && !late.ok) openLater(i);
+      },
     );
-    const ok = all.flatMap((r, i) => (r?.ok && r.value.ok ? [{ i, v: r.value }] : []));
-    const expired = all.flatMap((r, i) =>
-      r?.ok && !r.value.ok && r.value.reason === 'session-expired' ? [i] : [],
-    );
-    const exists = all.flatMap((r, i) =>
-      r?.ok && !r.value.ok && r.value.reason === 'session-exists' ? [i] : [],
-    );
-    const answered = ok.length + expired.length + exists.length;
-    const first = ok[0]?.v;
+    const ok = all.flatMap((r) => (r?.ok && r.value.ok ? [r.value] : []));
+    const expired = all.flatMap((r, i) => (isExpired(r) ? [i] : []));
+    const exists = all.filter((r) => r?.ok && !r.value.ok && r.value.reason === 'session-exists');
+    const answered = all.filter((r) => r?.ok).length;
+    const first = ok[0];
 
     switch (op) {
       case 'open': {
-        if (ok.length >= q && first?.ok) return first;
+        if (ok.length >= q && first) {
+          all.forEach((r, i) => {
+            if (r && !r.ok) openLater(i);
+          });
+          return first;
+        }
         // not on a majority: take back what was opened, so nothing half-open stays alive
-        await Promise.allSettled(ok.map(({ i }) => this.nodes[i]?.session('close', sessionId, 0)));
+        await Promise.allSettled(
+          all.map((r, i) => (isOk(r) ? this.nodes[i]?.session('close', sessionId, 0) : undefined)),
+        );
         if (exists.length >= q) return { ok: false, reason: 'session-exists' };
         throw this.noQuorum(what, all, ok.length);
       }
       case 'renew': {
-        if (ok.length >= q && first?.ok) {
-          // alive on a majority: nobody can have taken over its grants, so nodes that lost
-          // the session (a restarted node) may have it back
-          if (expired.length > 0) {
-            await Promise.allSettled(
-              expired.map((i) => this.nodes[i]?.session('open', sessionId, ttlMs, desc)),
-            );
-          }
+        if (ok.length >= q && first) {
+          for (const i of expired) revive(i);
           return first;
         }
         // not provably alive on a majority: abandoning it is always safe
@@ -732,21 +946,16 @@ export class QuorumStore implements Store {
         throw this.noQuorum(what, all, answered);
       }
       case 'close': {
-        if (ok.length > 0 && first?.ok) return first;
-        if (expired.length >= q) return { ok: false, reason: 'session-expired' };
+        if (first) return first;
         if (answered >= q) return { ok: false, reason: 'session-expired' };
         throw this.noQuorum(what, all, answered);
       }
       case 'ttl': {
         if (answered < q) throw this.noQuorum(what, all, answered);
-        // alive on a majority for at least this long
-        const pttls = [
-          ...ok.map(({ v }) => (v.ok ? v.pttl : 0)),
-          ...expired.map(() => 0),
-          ...exists.map(() => 0),
-        ];
+        // alive on a majority of the answering nodes for at least this long
+        const pttls = all.flatMap((r) => (r?.ok ? [r.value.ok ? r.value.pttl : 0] : []));
         const pttl = atLeastOnQuorum(pttls, q);
-        if (pttl <= 0 || !first?.ok) return { ok: false, reason: 'session-expired' };
+        if (pttl <= 0 || !first) return { ok: false, reason: 'session-expired' };
         return { ok: true, serverNow: first.serverNow, pttl };
       }
     }

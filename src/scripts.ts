@@ -22,6 +22,7 @@ export const scriptNames = [
   'peek',
   'fencedWrite',
   'undo',
+  'repair',
 ] as const;
 export type ScriptName = (typeof scriptNames)[number];
 
@@ -46,6 +47,7 @@ const fileOf: Record<ScriptName, string> = {
   peek: 'peek.lua',
   fencedWrite: 'fencedWrite-1.lua',
   undo: 'undo-2.lua',
+  repair: 'repair-2.lua',
 };
 
 function inline(text: string, seen: Set<string>): string {

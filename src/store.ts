@@ -4,7 +4,7 @@ import { CorruptRecordError, RedisUnavailableError } from './errors.js';
 import type { Keys, TaskLocation } from './keys.js';
 import type { RedisConnection } from './options.js';
 import { callScript, defineScripts, loadScripts, type ScriptName } from './scripts.js';
-import { ShardSubscriber } from './topology-cluster.js';
+import { ClusterSubscriber } from './topology-cluster.js';
 
 // ---------------------------------------------------------------------------------
 // Typed replies of the scripts. Decisions are made in Lua; these only name the answers.
@@ -389,7 +389,7 @@ export interface RedisStoreOptions {
 export class RedisStore implements Store {
   readonly client: Client;
   private readonly owned: boolean;
-  private subscriber: Client | ShardSubscriber | undefined;
+  private subscriber: Client | ClusterSubscriber | undefined;
   private readonly prefix: string;
   private readonly replication: RedisStoreOptions['replication'];
   private readonly pubsubMode: NonNullable<RedisStoreOptions['pubsub']>;
@@ -486,6 +486,29 @@ export class RedisStore implements Store {
     return out;
   }
 
+  /**
+   * WAIT counts the replicas that have this connection's own writes; a read writes
+   * nothing. A small write after it (one key per namespace, same slot) comes later in the
+   * replication stream than whatever was read, so a replica that acknowledged it has that
+   * too. Returns how many did in time.
+   */
+  private async waitForWhatWasRead(): Promise<number> {
+    const r = this.replication;
+    if (!r) return 0;
+    const fence = `${this.keys.base}replication-fence`;
+    const res = await withTimeout(
+      this.client.pipeline().set(fence, '1', 'PX', 60_000).wait(r.waitReplicas, r.waitTimeoutMs).exec(),
+      this.timeoutMs + r.waitTimeoutMs,
+      () => `${describeClient(this.client)} did not answer WAIT within ${this.timeoutMs + r.waitTimeoutMs} ms`,
+    ).catch((err: unknown) => {
+      throw asUnavailable(err, this.client);
+    });
+    const [setRes, waitRes] = res ?? [];
+    if (setRes?.[0]) throw asUnavailable(setRes[0], this.client);
+    if (waitRes?.[0]) throw asUnavailable(waitRes[0], this.client);
+    return Number(waitRes?.[1] ?? 0);
+  }
+
   /** A write that replicas did not acknowledge in time: reject it, or accept it as made. */
   private replicationShortfall(what: string, acked: number): ReplicationError | undefined {
     const r = this.replication;
@@ -535,6 +558,16 @@ export class RedisStore implements Store {
     if (!this.replication || a.dryRun) return decodeClaim(await this.call('claim', args), loc);
     const { raw, acked } = await this.callAndWait('claim', args);
     const reply = decodeClaim(raw, loc);
+    if (reply.type === 'done' || (reply.type === 'failed' && reply.terminal)) {
+      // An outcome read from the master may be one a failover is about to lose (a settle
+      // its replicas do not have yet): it counts once a replica has it.
+      const unsure = this.replicationShortfall(
+        `the outcome of task ${JSON.stringify(loc.taskId)}`,
+        await this.waitForWhatWasRead(),
+      );
+      if (unsure) throw unsure;
+      return reply;
+    }
     if (reply.type !== 'granted') return reply;
     const shortfall = this.replicationShortfall(
       `the grant of task ${JSON.stringify(loc.taskId)}`,
@@ -583,6 +616,31 @@ export class RedisStore implements Store {
       a.retentionMs,
       a.announce ? this.eventChannel : '',
       loc.ref,
+    ]);
+    const fault = faultToError(raw, loc);
+    if (fault) throw fault;
+    return raw[0] === ReplyCode.Ok;
+  }
+
+  /**
+   * Quorum mode: write a settled outcome onto this node if it missed it (see repair-2.lua).
+   * True when the node has the outcome now, false when it holds something newer.
+   */
+  async repair(
+    loc: TaskLocation,
+    a: SettleArgs & { attempt: number },
+  ): Promise<boolean> {
+    const raw = await this.call('repair', [
+      loc.container,
+      loc.index,
+      loc.field,
+      a.session,
+      a.token,
+      a.attempt,
+      a.state,
+      a.payload,
+      a.retentionMs,
+      a.backoffMs,
     ]);
     const fault = faultToError(raw, loc);
     if (fault) throw fault;
@@ -698,16 +756,18 @@ export class RedisStore implements Store {
   }
 
   async subscribe(onMessage: (msg: string) => void, onReconnect: () => void): Promise<void> {
-    if (this.sharded && this.client instanceof Cluster) {
-      const shard = new ShardSubscriber(
-        this.client,
-        this.shardChannel,
-        onMessage,
-        onReconnect,
-        this.timeoutMs,
-      );
-      this.subscriber = shard;
-      await shard.start();
+    if (this.client instanceof Cluster) {
+      // on the node that owns the namespace's slot, following it when it moves
+      const channel = this.sharded ? this.shardChannel : this.keys.channel;
+      const cs = new ClusterSubscriber(this.client, channel, onMessage, onReconnect, this.timeoutMs, this.sharded);
+      this.subscriber = cs;
+      try {
+        await cs.start();
+      } catch (err) {
+        if (this.subscriber === cs) this.subscriber = undefined;
+        cs.disconnect();
+        throw err;
+      }
       return;
     }
     const sub = this.client.duplicate() as Client;

@@ -1,10 +1,12 @@
 import { type Cluster, Redis } from 'ioredis';
 
 /*
- * Redis Cluster support that ioredis does not give in the shape pairlock needs: a sharded
- * pub/sub subscription (SSUBSCRIBE, Redis 7) to one channel, kept on whichever node owns
- * the channel's slot, with a callback after every re-subscription (pub/sub is at-most-once:
- * the worker re-checks its waiting tasks then).
+ * Redis Cluster support that ioredis does not give in the shape pairlock needs: a
+ * subscription to one namespace channel, kept on whichever node owns the channel's slot,
+ * with a callback after every re-subscription (pub/sub is at-most-once: the worker
+ * re-checks its waiting tasks then). Sharded (SSUBSCRIBE, Redis 7) by default; a classic
+ * SUBSCRIBE would work on any node, as every node relays classic messages, but it is kept
+ * on the slot owner as well.
  */
 
 // CRC16/XMODEM, the hash of Redis Cluster key slots
@@ -33,7 +35,7 @@ export function keySlot(key: string): number {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export class ShardSubscriber {
+export class ClusterSubscriber {
   private conn: Redis | undefined;
   private nodeKey = '';
   private closed = false;
@@ -50,6 +52,7 @@ export class ShardSubscriber {
     private readonly onMessage: (msg: string) => void,
     private readonly onReconnect: () => void,
     private readonly timeoutMs: number,
+    private readonly sharded = true,
   ) {
     this.slot = keySlot(channel);
   }
@@ -83,17 +86,20 @@ export class ShardSubscriber {
       autoResubscribe: false,
     });
     conn.on('error', () => {});
-    conn.on('smessage', (_channel: string, msg: string) => this.onMessage(msg));
+    conn.on(this.sharded ? 'smessage' : 'message', (_channel: string, msg: string) =>
+      this.onMessage(msg),
+    );
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
         (async () => {
           await conn.connect();
-          await conn.ssubscribe(this.channel);
+          if (this.sharded) await conn.ssubscribe(this.channel);
+          else await conn.subscribe(this.channel);
         })(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
-            () => reject(new Error(`SSUBSCRIBE ${this.channel} timed out`)),
+            () => reject(new Error(`subscribing to ${this.channel} timed out`)),
             this.timeoutMs,
           );
         }),

@@ -68,21 +68,37 @@ describe('claim: optional minimum token (ARGV[11])', () => {
     expect(raw.slice(0, 4)).toEqual([1, 1, 1, 0]);
   });
 
-  it.each([false, true])('with it: token >= minimum, and the replaced record comes back (hash: %s)', async (hash) => {
-    const a = await session('a');
-    const b = await session('b');
-    const loc = task(hash);
-    const first = await store.claimAtLeast(loc, args(a), 0);
-    expect(first).toMatchObject({ reply: { type: 'granted', token: 1, kind: 'fresh' }, previous: '' });
-    await store.release(loc, { session: a, token: 1, retentionMs: 60_000 });
-    const stored = hash ? await redis.hget(loc.container, loc.field) : await redis.get(loc.container);
-    const second = await store.claimAtLeast(loc, args(b), 7);
-    expect(second.reply).toMatchObject({ type: 'granted', token: 7, attempt: 2, kind: 'handover' });
-    expect(second.previous).toBe(stored);
-    // a minimum below the natural token changes nothing
-    await store.release(loc, { session: b, token: 7, retentionMs: 60_000 });
-    expect((await store.claimAtLeast(loc, args(a), 3)).reply).toMatchObject({ type: 'granted', token: 8 });
-  });
+  it.each([false, true])(
+    'with it: token >= minimum, and the replaced record comes back (hash: %s)',
+    async (hash) => {
+      const a = await session('a');
+      const b = await session('b');
+      const loc = task(hash);
+      const first = await store.claimAtLeast(loc, args(a), 0);
+      expect(first).toMatchObject({
+        reply: { type: 'granted', token: 1, kind: 'fresh' },
+        previous: '',
+      });
+      await store.release(loc, { session: a, token: 1, retentionMs: 60_000 });
+      const stored = hash
+        ? await redis.hget(loc.container, loc.field)
+        : await redis.get(loc.container);
+      const second = await store.claimAtLeast(loc, args(b), 7);
+      expect(second.reply).toMatchObject({
+        type: 'granted',
+        token: 7,
+        attempt: 2,
+        kind: 'handover',
+      });
+      expect(second.previous).toBe(stored);
+      // a minimum below the natural token changes nothing
+      await store.release(loc, { session: b, token: 7, retentionMs: 60_000 });
+      expect((await store.claimAtLeast(loc, args(a), 3)).reply).toMatchObject({
+        type: 'granted',
+        token: 8,
+      });
+    },
+  );
 });
 
 describe.each([false, true])('undo (hash-field mode: %s)', (hash) => {
@@ -106,7 +122,7 @@ describe.each([false, true])('undo (hash-field mode: %s)', (hash) => {
       attempt: 1,
     });
     const undone = () => events.find((e) => e.e === 'undone');
-    for (let i = 0; i < 50 && !undone(); i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 500 && !undone(); i++) await new Promise((r) => setTimeout(r, 10));
     expect(undone()).toMatchObject({ e: 'undone', r: loc.ref, s: 'X', k: 1, a: 0, o: a });
     sub.disconnect();
   });
@@ -145,7 +161,14 @@ describe.each([false, true])('undo (hash-field mode: %s)', (hash) => {
     await store.claim(loc, args(a));
     expect(await undo(loc, a, 2, '')).toBe(false);
     expect(await undo(loc, b, 1, '')).toBe(false);
-    await store.settle(loc, { session: a, token: 1, state: 'D', payload: '1', retentionMs: 60_000, backoffMs: 0 });
+    await store.settle(loc, {
+      session: a,
+      token: 1,
+      state: 'D',
+      payload: '1',
+      retentionMs: 60_000,
+      backoffMs: 0,
+    });
     expect(await undo(loc, a, 1, '')).toBe(false);
     expect(await store.inspect(loc)).toMatchObject({ state: 'done', token: 1 });
   });
@@ -165,12 +188,13 @@ describe('undo: faults', () => {
     await expect(undo(loc, a, 1, '')).rejects.toMatchObject({ code: 'ERR_WRONG_TYPE' });
     await redis.del(loc.container);
     await store.claim(loc, args(a));
-    await expect(undo(loc, a, 1, 'not a record')).rejects.toMatchObject({ code: 'ERR_CORRUPT_RECORD' });
+    await expect(undo(loc, a, 1, 'not a record')).rejects.toMatchObject({
+      code: 'ERR_CORRUPT_RECORD',
+    });
     // the raw codes, as the header lists them
-    expect(await callScript(redis, 'undo', [loc.container, loc.index, '', a, 1, 'x', 1000, '', loc.ref])).toEqual([
-      -1,
-      'x',
-    ]);
+    expect(
+      await callScript(redis, 'undo', [loc.container, loc.index, '', a, 1, 'x', 1000, '', loc.ref]),
+    ).toEqual([-1, 'x']);
   });
 });
 
@@ -181,8 +205,9 @@ describe("publish: '#<channel>' is sharded (SPUBLISH)", () => {
     const classic = new Redis(server.url);
     const sharded = new Redis(server.url);
     const got: string[] = [];
-    await classic.subscribe(keys.channel);
-    await sharded.ssubscribe(keys.channel);
+    // a fresh grant may be announced on the namespace channel or on its ':claims' channel
+    await classic.subscribe(keys.channel, `${keys.channel}:claims`);
+    await sharded.ssubscribe(keys.channel, `${keys.channel}:claims`);
     classic.on('message', () => got.push('classic'));
     sharded.on('smessage', (_c: string, m: string) => got.push(`sharded:${JSON.parse(m).e}`));
     await callScript(redis, 'claim', [
@@ -200,10 +225,131 @@ describe("publish: '#<channel>' is sharded (SPUBLISH)", () => {
       `#${keys.channel}`,
       loc.ref,
     ]);
-    for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 500 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    // a classic message would have been published first, in the same script
     await new Promise((r) => setTimeout(r, 50));
     expect(got).toEqual(['sharded:claimed']);
     classic.disconnect();
     sharded.disconnect();
+  });
+});
+
+describe.each([false, true])('repair (hash-field mode: %s)', (hash) => {
+  const outcome = (s: string, token: number, state: 'D' | 'F' = 'D') => ({
+    session: s,
+    token,
+    attempt: 1,
+    state,
+    payload: state === 'D' ? '"result"' : '{"name":"Error","message":"x"}',
+    retentionMs: 60_000,
+    backoffMs: 0,
+  });
+
+  it('1 written: over no record, over an undo placeholder (even with a higher token), over an older outcome', async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const absent = task(hash);
+    expect(await store.repair(absent, outcome(a, 3))).toBe(true);
+    expect(await store.inspect(absent)).toMatchObject({
+      state: 'done',
+      token: 3,
+      session: a,
+      payload: '"result"',
+    });
+    // written again: already there
+    expect(
+      await callScript(redis, 'repair', [
+        absent.container,
+        absent.index,
+        absent.field,
+        a,
+        3,
+        1,
+        'D',
+        '"result"',
+        60_000,
+        0,
+      ]),
+    ).toEqual([1, 3]);
+
+    const placeholder = task(hash);
+    for (let i = 0; i < 4; i++) {
+      const { reply, previous } = await store.claimAtLeast(placeholder, args(b), 0);
+      if (reply.type !== 'granted') throw new Error('not granted');
+      await undo(placeholder, b, reply.token, previous);
+    }
+    expect(await store.inspect(placeholder)).toMatchObject({
+      state: 'released',
+      attempt: 0,
+      token: 4,
+    });
+    expect(await store.repair(placeholder, outcome(a, 2))).toBe(true);
+    expect(await store.inspect(placeholder)).toMatchObject({ state: 'done', token: 2, session: a });
+
+    const older = task(hash);
+    await store.claim(older, args(b));
+    await store.settle(older, { ...outcome(b, 1, 'F'), retentionMs: 60_000 });
+    expect(await store.repair(older, outcome(a, 2))).toBe(true);
+    expect(await store.inspect(older)).toMatchObject({ state: 'done', token: 2, session: a });
+  });
+
+  it("1 written over the owner's own running grant (a node that lost the session); F keeps a retry time", async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    await store.claim(loc, args(a));
+    await store.session('close', a, 0);
+    expect(await store.repair(loc, outcome(a, 1, 'F'))).toBe(true);
+    const rec = await store.inspect(loc);
+    expect(rec).toMatchObject({ state: 'failed', token: 1, session: a });
+  });
+
+  it('0 left alone: a running record of another owner, or a newer outcome', async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const running = task(hash);
+    await store.claim(running, args(b));
+    expect(await store.repair(running, outcome(a, 5))).toBe(false);
+    expect(
+      await callScript(redis, 'repair', [
+        running.container,
+        running.index,
+        running.field,
+        a,
+        5,
+        1,
+        'D',
+        '1',
+        60_000,
+        0,
+      ]),
+    ).toEqual([0, 'R', 1]);
+    const newer = task(hash);
+    await store.claimAtLeast(newer, args(b), 4);
+    await store.settle(newer, { ...outcome(b, 4), retentionMs: 60_000 });
+    expect(await store.repair(newer, outcome(a, 3))).toBe(false);
+    expect(await store.inspect(newer)).toMatchObject({ state: 'done', token: 4, session: b });
+  });
+});
+
+describe('repair: faults', () => {
+  it('-1 corrupt, -2 newer format, -4 wrong type', async () => {
+    const a = await session('a');
+    const loc = task();
+    const o = {
+      session: a,
+      token: 1,
+      attempt: 1,
+      state: 'D' as const,
+      payload: '1',
+      retentionMs: 1_000,
+      backoffMs: 0,
+    };
+    await redis.set(loc.container, 'garbage');
+    await expect(store.repair(loc, o)).rejects.toMatchObject({ code: 'ERR_CORRUPT_RECORD' });
+    await redis.set(loc.container, '9|R|future');
+    await expect(store.repair(loc, o)).rejects.toMatchObject({ code: 'ERR_NEWER_FORMAT' });
+    await redis.del(loc.container);
+    await redis.sadd(loc.container, 'x');
+    await expect(store.repair(loc, o)).rejects.toMatchObject({ code: 'ERR_WRONG_TYPE' });
   });
 });

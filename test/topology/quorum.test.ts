@@ -1,0 +1,303 @@
+/**
+ * Quorum mode on three independent Redis masters: the loss of one node goes unnoticed, the
+ * loss of two is a clear NoQuorumError until one returns, a worker cut off from the majority
+ * stops (its signal fires) while its peer takes over, and a far worker (two sites) keeps
+ * the pair correct. Every node is a real redis-server; partitions go through TcpProxy.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  LeaseLostError,
+  NoQuorumError,
+  type Outcome,
+  PairedWorker,
+  type PairedWorkerOptions,
+} from '../../src/index.js';
+import { Keys } from '../../src/keys.js';
+import { QuorumStore } from '../../src/quorum.js';
+import { type ClaimArgs, RedisStore, type Store } from '../../src/store.js';
+import { type IndependentTopology, startIndependent, TcpProxy } from '../../src/testing/index.js';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const fn of cleanup.splice(0).reverse()) await fn().catch(() => {});
+});
+
+async function topology(): Promise<IndependentTopology> {
+  const topo = await startIndependent(3);
+  cleanup.push(() => topo.close());
+  return topo;
+}
+
+let nsCounter = 0;
+function worker(
+  nodes: string[],
+  ns: string,
+  name: string,
+  extra: Partial<PairedWorkerOptions> = {},
+) {
+  const w = new PairedWorker({
+    nodes,
+    namespace: ns,
+    name,
+    sessionTtlMs: 1_000,
+    firstAttemptIntervalMs: 300,
+    otherAttemptIntervalMs: 600,
+    connectTimeoutMs: 1_000,
+    failure: { backoffMs: 20 },
+    ...extra,
+  });
+  cleanup.push(() => w.close());
+  return w;
+}
+
+/** Resolves when `fn` returns true; polls every 20 ms, at most `ms`. */
+async function until(
+  what: string,
+  fn: () => boolean | Promise<boolean>,
+  ms = 15_000,
+): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (performance.now() < deadline) {
+    if (await fn()) return;
+    await sleep(20);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function percentile(values: number[], p: number): number {
+  const s = [...values].sort((x, y) => x - y);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
+}
+
+describe('quorum of 3 independent masters', () => {
+  it('one node killed mid-run: no interruption, every task runs once, no lease lost', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const ns = `kill-one-${++nsCounter}`;
+    // leases far longer than any hiccup of a loaded machine: only the node loss is tested
+    const a = worker(urls, ns, 'a', { sessionTtlMs: 5_000 });
+    const b = worker(urls, ns, 'b', { sessionTtlMs: 5_000 });
+    const lost: string[] = [];
+    for (const w of [a, b]) w.on('lease-lost', (e) => lost.push(`${e.taskId}:${e.reason}`));
+    const renewFailures: string[] = [];
+    for (const w of [a, b])
+      w.on('renew-failed', (e) => renewFailures.push(`${e.sessionLost}: ${e.error.message}`));
+    const runs = new Map<string, number>();
+    const handler = async ({ taskId, token }: { taskId: string; token: number }) => {
+      runs.set(taskId, (runs.get(taskId) ?? 0) + 1);
+      await sleep(20 + (token % 3) * 20);
+      return taskId;
+    };
+    const ids = Array.from({ length: 120 }, (_, i) => `t${i}`);
+    let started = 0;
+    const all = Promise.all(
+      ids.map(async (id, i) => {
+        await sleep(i * 10); // a steady stream of tasks across the kill
+        started += 1;
+        return Promise.all([a.run(id, handler), b.run(id, handler)]);
+      }),
+    );
+    await until('a third of the tasks started', () => started >= 40);
+    await topo.nodes[0]!.kill();
+    const results = await all;
+    for (const [x, y] of results) {
+      expect(x.state).toBe('done');
+      expect(y).toMatchObject({
+        state: 'done',
+        token: x.token,
+        worker: x.worker,
+        result: x.result,
+      });
+    }
+    expect(runs.size).toBe(ids.length);
+    for (const [id, count] of runs) expect(count, `runs of ${id}`).toBe(1);
+    expect(lost, renewFailures.join('\n')).toEqual([]);
+  });
+
+  it('two nodes killed: NoQuorumError (and running handlers stop); one node back: work resumes', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const ns = `kill-two-${++nsCounter}`;
+    const a = worker(urls, ns, 'a');
+    expect((await a.run('before', () => 'ok')).result).toBe('ok');
+
+    let abortReason: unknown;
+    let started!: () => void;
+    const running = new Promise<void>((r) => {
+      started = r;
+    });
+    const long = a.run('long', ({ signal }) => {
+      started();
+      return new Promise((_, reject) =>
+        signal.addEventListener('abort', () => {
+          abortReason = signal.reason;
+          reject(signal.reason);
+        }),
+      );
+    });
+    long.catch(() => {});
+    await running;
+    await Promise.all([topo.nodes[1]!.kill(), topo.nodes[2]!.kill()]);
+
+    await expect(a.run('during', () => 'never')).rejects.toBeInstanceOf(NoQuorumError);
+    // the session cannot be renewed on a majority: the handler's signal fires
+    await until('the running handler to be aborted', () => abortReason !== undefined);
+    expect(abortReason).toBeInstanceOf(LeaseLostError);
+    expect((abortReason as LeaseLostError).reason).toBe('session');
+    // its settle cannot reach a majority either: a clear error, not a silent success
+    await expect(long).rejects.toMatchObject({ code: 'ERR_NO_QUORUM' });
+
+    // one node returns (empty: no persistence); a majority again
+    await topo.nodes[1]!.restart();
+    let after: Outcome | undefined;
+    await until('a run to succeed after the node returned', async () => {
+      after = await a.run(`after-${performance.now()}`, () => 'back').catch(() => undefined);
+      return after !== undefined;
+    });
+    expect(after).toMatchObject({ state: 'done', result: 'back', role: 'ran' });
+  });
+
+  it('a worker cut off from the majority: its signal fires, the peer takes over, its late settle is rejected', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const proxies = await Promise.all(
+      topo.nodes.map((n) => TcpProxy.start({ targetPort: n.port })),
+    );
+    for (const p of proxies) cleanup.push(() => p.close());
+    const ns = `cut-${++nsCounter}`;
+    const a = worker(
+      proxies.map((p) => p.url),
+      ns,
+      'a',
+    );
+    const b = worker(urls, ns, 'b');
+    const lost: string[] = [];
+    a.on('lease-lost', (e) => lost.push(e.reason));
+
+    let aborted: unknown;
+    let finishA!: () => void;
+    const gate = new Promise<void>((r) => {
+      finishA = r;
+    });
+    const pa = a.run('job', async ({ signal, token }) => {
+      signal.addEventListener('abort', () => {
+        aborted = signal.reason;
+      });
+      await gate; // ignores its signal, like a handler stuck in a call
+      return `a:${token}`;
+    });
+    pa.catch(() => {});
+    await new Promise<void>((r) => a.once('claimed', () => r()));
+    const pb = b.run('job', async ({ token }) => `b:${token}`);
+    await new Promise<void>((r) => b.once('standby', () => r()));
+
+    // a keeps node 0 only
+    proxies[1]!.cut();
+    proxies[2]!.cut();
+    const ob = await pb;
+    // a newer fencing token than a's (exactly 2, unless the nodes saw a's session expire at
+    // different moments and b's partial takeovers spent numbers: tokens only go up)
+    expect(ob).toMatchObject({ state: 'done', role: 'took-over', result: `b:${ob.token}` });
+    expect(ob.token).toBeGreaterThan(1);
+    await until('a to learn it lost the lease', () => aborted !== undefined);
+    expect(aborted).toBeInstanceOf(LeaseLostError);
+    expect((aborted as LeaseLostError).reason).toBe('session');
+
+    // the partition heals; a's handler finally returns and tries to settle token 1
+    proxies[1]!.heal();
+    proxies[2]!.heal();
+    await until('a to reach a majority again', async () => {
+      const info = await a.inspect('job').catch(() => null);
+      return info?.state === 'done';
+    });
+    finishA();
+    const oa = await pa;
+    expect(oa).toMatchObject({
+      state: 'done',
+      role: 'watched',
+      token: ob.token,
+      result: ob.result,
+      worker: b.id,
+    });
+    expect(lost).toContain('session');
+  });
+
+  it('two sites: a far worker (~40 ms RTT to every node) keeps the pair correct; claim latency', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const proxies = await Promise.all(
+      topo.nodes.map((n) => TcpProxy.start({ targetPort: n.port, delayMs: 20 })),
+    );
+    for (const p of proxies) cleanup.push(() => p.close());
+    const farUrls = proxies.map((p) => p.url);
+    const ns = `sites-${++nsCounter}`;
+    const near = worker(urls, ns, 'near', { sessionTtlMs: 5_000 });
+    const far = worker(farUrls, ns, 'far', { sessionTtlMs: 5_000 });
+    const runs = new Map<string, number>();
+    const elapsed: Record<string, number[]> = { near: [], far: [] };
+    near.on('outcome', (e) => elapsed.near!.push(e.elapsedMs));
+    far.on('outcome', (e) => elapsed.far!.push(e.elapsedMs));
+    const handler = async ({ taskId }: { taskId: string }) => {
+      runs.set(taskId, (runs.get(taskId) ?? 0) + 1);
+      await sleep(5);
+      return taskId;
+    };
+    const ids = Array.from({ length: 150 }, (_, i) => `s${i}`);
+    const results = await Promise.all(
+      ids.map((id) => Promise.all([near.run(id, handler), far.run(id, handler)])),
+    );
+    for (const [x, y] of results) {
+      expect(x.state).toBe('done');
+      expect(y).toMatchObject({ state: 'done', token: x.token, worker: x.worker });
+    }
+    for (const [id, count] of runs) expect(count, `runs of ${id}`).toBe(1);
+    const nearRan = results.filter(([x]) => x.worker === near.id).length;
+    // the near worker is not starved by the far one (it wins most races, in fact)
+    expect(nearRan).toBeGreaterThan(0);
+
+    // claim latency, store level: fresh tasks, one at a time, near and far, quorum and single
+    const keys = new Keys('pairlock', `latency-${++nsCounter}`);
+    const stores: Record<string, Store> = {
+      'quorum, near': new QuorumStore(urls, keys, 2_000),
+      'quorum, far (40 ms RTT)': new QuorumStore(farUrls, keys, 2_000),
+      'single Redis, near': new RedisStore(urls[0]!, keys, 2_000),
+      'single Redis, far (40 ms RTT)': new RedisStore(farUrls[0]!, keys, 2_000),
+    };
+    const lines: string[] = [];
+    for (const [label, store] of Object.entries(stores)) {
+      cleanup.push(() => store.close());
+      await store.connect();
+      const session = `${label.replace(/\W+/g, '-')}#1`;
+      expect((await store.session('open', session, 30_000)).ok).toBe(true);
+      const args: ClaimArgs = {
+        session,
+        sessionTtlMs: 30_000,
+        taskTimeoutMs: 30_000,
+        retentionMs: 60_000,
+        maxAttempts: 3,
+        dryRun: false,
+      };
+      const times: number[] = [];
+      for (let i = 0; i < 60; i++) {
+        const t0 = performance.now();
+        const reply = await store.claim(keys.task(`${session}-${i}`), args);
+        times.push(performance.now() - t0);
+        expect(reply.type).toBe('granted');
+      }
+      lines.push(
+        `${label.padEnd(30)} claim p50 ${percentile(times, 50).toFixed(2)} ms, p95 ${percentile(times, 95).toFixed(2)} ms`,
+      );
+    }
+    const runLine = (side: 'near' | 'far') =>
+      `run() to outcome, ${side} worker: p50 ${percentile(elapsed[side]!, 50).toFixed(1)} ms, p95 ${percentile(elapsed[side]!, 95).toFixed(1)} ms`;
+    console.log(
+      [
+        `two sites, quorum of 3: near worker ran ${nearRan} of ${ids.length} tasks, far worker ${ids.length - nearRan}`,
+        runLine('near'),
+        runLine('far'),
+        ...lines,
+      ].join('\n'),
+    );
+  });
+});
