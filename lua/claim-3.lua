@@ -8,7 +8,8 @@
     ARGV[1] field ('' in plain mode)
     ARGV[2] claimer session id
     ARGV[3] session key prefix (session key = prefix .. session id)
-    ARGV[4] session ttl ms (the claimer's session is refreshed: a grant starts a full lease)
+    ARGV[4] session ttl ms (every claim refreshes the claimer's session: a worker that is
+            claiming is alive, and a grant starts a full lease)
     ARGV[5] task timeout ms (time-to-run: the deadline of a grant)
     ARGV[6] retention ms
     ARGV[7] max attempts: a failed record whose attempt >= this is terminal
@@ -36,7 +37,10 @@
     { -1, excerpt }  corrupt record            { -2, version } record of a newer format
     { -3 }           claimer session expired   { -4, type }    key of another type
 
-  Events (ARGV[9]): 'claimed' {e, r, s, k, a, o, kind, from} on every grant.
+  Events: 'claimed' {e, r, s, k, a, o, kind, from} on every grant: a takeover, retry or
+  handover on ARGV[9]; a fresh grant on ARGV[9] .. ':claims', so that workers, which act
+  on every event of ARGV[9], are not woken by the commonest transition (`pairlock watch`
+  listens to both).
 ]]
 --- @include "includes/record"
 
@@ -49,6 +53,8 @@ local minToken = 0
 if quorumMode then minToken = tonumber(ARGV[11]) or 0 end
 
 local now = serverNowMs()
+-- A claimer whose session lapsed may learn nothing and be granted nothing. A live one is
+-- refreshed: under heavy load its heartbeat may queue behind its own claims.
 if rcall('PEXPIRE', KEYS[3], sessionTtl) == 0 then return {-3} end
 
 local r, err = load(container, index, field, now)
@@ -64,7 +70,9 @@ local function grant(token, attempt, kind, from)
     deadline = now + taskTimeout, claimedAt = now, updatedAt = now, progress = '', payload = ''
   }
   store(container, index, field, rec, now, taskTimeout + retention)
-  publish(channel, 'claimed', ref, rec, {kind = kind, from = from})
+  local eventChannel = channel
+  if kind == 0 and channel ~= '' then eventChannel = channel .. ':claims' end
+  publish(eventChannel, 'claimed', ref, rec, {kind = kind, from = from})
   if quorumMode then return {1, token, attempt, kind, taskTimeout, now, from, previous} end
   return {1, token, attempt, kind, taskTimeout, now, from}
 end

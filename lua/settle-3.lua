@@ -18,7 +18,9 @@
     { -14 } session expired   { -15, msLate } deadline passed
     { -1, excerpt } corrupt   { -2, version } newer format   { -4, type } wrong type
 
-  Events: 'settled' {e, r, s, k, a, o} with s = 'D' or 'F'.
+  Events: 'settled' {e, r, s, k, a, o, p?} with s = 'D' or 'F'; p is the result JSON of a
+  done task when it is at most 16 KiB, so a standby learns the outcome from the event
+  itself, without another round trip.
 ]]
 --- @include "includes/record"
 --- @include "includes/owner"
@@ -34,5 +36,7 @@ r.updatedAt = now
 r.deadline = 0
 if r.state == 'F' then r.deadline = now + tonumber(ARGV[7]) end
 store(container, index, field, r, now, tonumber(ARGV[6]))
-publish(ARGV[8], 'settled', ARGV[9], r)
+local extra = nil
+if r.state == 'D' and #r.payload <= 16384 then extra = {p = r.payload} end
+publish(ARGV[8], 'settled', ARGV[9], r, extra)
 return {1, r.token, r.attempt, now}

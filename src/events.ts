@@ -18,6 +18,8 @@ export interface NamespaceEvent {
   kind?: number;
   /** previous owner's session (claimed by takeover) */
   from?: string;
+  /** settled done: the result JSON, when small enough to travel in the event */
+  p?: string;
 }
 
 /** Every event a PairedWorker emits, with its one payload object. */

@@ -7,7 +7,8 @@
  *   <prefix>:{<ns>}:h:<key>           hash of task records (hash-field mode), field = task id
  *   <prefix>:{<ns>}:hx:<key>          index zset of that hash: field -> drop time (server ms)
  *   <prefix>:{<ns>}:s:<sessionId>     a worker's session (liveness lease)
- *   <prefix>:{<ns>}:events            pub/sub channel of the namespace
+ *   <prefix>:{<ns>}:events            pub/sub channel of the namespace (takeovers, settles, releases)
+ *   <prefix>:{<ns>}:events:claims     fresh claims (for `pairlock watch`; workers do not listen)
  */
 export interface TaskLocation {
   readonly taskId: string;

@@ -27,7 +27,7 @@ import {
   serializeError,
   serializeResult,
 } from './serialize.js';
-import { type ClaimReply, type OwnerReply, type Store, workerOf } from './store.js';
+import { type ClaimReply, type OwnerReply, RedisStore, type Store, workerOf } from './store.js';
 import { createStore } from './topology.js';
 
 /*
@@ -217,6 +217,12 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   readonly options: ResolvedOptions;
   readonly keys: Keys;
   private readonly store: Store;
+  /**
+   * On one Redis an event is published by the script that made the transition, so a
+   * 'settled' event is the outcome itself. In quorum mode one node's event is only a
+   * hint: the standby asks the majority.
+   */
+  private readonly eventsAreRecords: boolean;
 
   private sessionId = '';
   private epoch = 0;
@@ -252,6 +258,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     this.id = `${options.name}:${randomBytes(4).toString('hex')}`;
     // one Redis (standalone, Sentinel, Cluster) or quorum `nodes`; see src/topology.ts
     this.store = createStore(opts, options, this.keys);
+    this.eventsAreRecords = this.store instanceof RedisStore;
   }
 
   /** The current session id, `<workerId>#<epoch>` ('' before start). */
@@ -993,7 +1000,21 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     this.emit('namespace-event', ev);
     const run = this.runs.get(ev.r);
     if (!run || run.finished || this.executions.has(ev.r)) return;
-    if (ev.o === this.sessionId && ev.e === 'claimed') return;
+    // this worker's own transitions are handled where it made them
+    if (ev.o === this.sessionId) return;
+    if (ev.e === 'settled' && ev.s === 'D' && ev.p !== undefined && this.eventsAreRecords) {
+      // the event was published by the settle script itself: it is the record's outcome
+      this.finish(run, {
+        taskId: run.loc.taskId,
+        state: 'done',
+        role: this.roleFor(run, ev.k),
+        result: parseResult(ev.p),
+        token: ev.k,
+        attempts: ev.a,
+        worker: workerOf(ev.o),
+      });
+      return;
+    }
     this.wake(run);
   }
 

@@ -60,8 +60,8 @@ beforeAll(async () => {
   redis = new Redis(server.url);
   sub = new Redis(server.url);
   store = new RedisStore(redis, keys, 5_000);
-  await sub.subscribe(keys.channel);
-  sub.on('message', (_c, m) => events.push(JSON.parse(m)));
+  await sub.subscribe(keys.channel, `${keys.channel}:claims`);
+  sub.on('message', (c, m) => events.push({ ...JSON.parse(m), channel: c }));
 });
 afterAll(async () => {
   sub.disconnect();
@@ -108,8 +108,17 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
       expect(h.deadlineInMs).toBeGreaterThan(59_000);
     }
     await sleep(30);
+    // fresh claims go to the side channel; workers listen only to the main one
     expect(events).toContainEqual(
-      expect.objectContaining({ e: 'claimed', r: loc.ref, s: 'R', k: 1, o: a, kind: 0 }),
+      expect.objectContaining({
+        e: 'claimed',
+        r: loc.ref,
+        s: 'R',
+        k: 1,
+        o: a,
+        kind: 0,
+        channel: `${keys.channel}:claims`,
+      }),
     );
   });
 
@@ -280,8 +289,28 @@ describe.each([false, true])(
       expect(await settle(loc, a, 1)).toMatchObject({ ok: true, token: 1, attempt: 1 });
       await sleep(30);
       expect(events).toContainEqual(
-        expect.objectContaining({ e: 'settled', r: loc.ref, s: 'D', k: 1, o: a }),
+        expect.objectContaining({ e: 'settled', r: loc.ref, s: 'D', k: 1, o: a, p: '"ok"' }),
       );
+      // a result over 16 KiB does not travel in the event; a failure never carries one
+      const big = task(hash);
+      await store.claim(big, claimArgs(a));
+      const payload = JSON.stringify('x'.repeat(16_400));
+      await store.settle(big, {
+        session: a,
+        token: 1,
+        state: 'D',
+        payload,
+        retentionMs: 60_000,
+        backoffMs: 0,
+      });
+      const failed = task(hash);
+      await store.claim(failed, claimArgs(a));
+      await settle(failed, a, 1, 'F');
+      await sleep(30);
+      const bigEvent = events.find((e) => e.r === big.ref && e.e === 'settled');
+      expect(bigEvent).toMatchObject({ s: 'D', k: 1 });
+      expect(bigEvent).not.toHaveProperty('p');
+      expect(events.find((e) => e.r === failed.ref && e.e === 'settled')).not.toHaveProperty('p');
     });
 
     it('-10 unknown task', async () => {

@@ -120,7 +120,8 @@ export async function watchCommand(
   try {
     await conn.guard(async () => {
       await sub.connect();
-      await sub.subscribe(conn.keys.channel);
+      // fresh claims travel on a side channel of their own (workers do not need them)
+      await sub.subscribe(conn.keys.channel, `${conn.keys.channel}:claims`);
     });
     io.err(`watching ${conn.keys.channel} on ${conn.where} (Ctrl-C to stop)`);
     await new Promise<void>((resolve) => {

@@ -63,8 +63,10 @@ export function defineBehaviourSuite(
 
     async function race(hashKeys?: string[]) {
       const ns = freshNs();
-      const a = worker(ns, 'a');
-      const b = worker(ns, 'b');
+      // these tests are about the race, not takeovers: a session TTL that a loaded
+      // machine cannot starve
+      const a = worker(ns, 'a', { sessionTtlMs: 10_000 });
+      const b = worker(ns, 'b', { sessionTtlMs: 10_000 });
       const executions = new Map<string, number>();
       const handler =
         (side: string) =>
