@@ -4,6 +4,8 @@
  * stops (its signal fires) while its peer takes over, and a far worker (two sites) keeps
  * the pair correct. Every node is a real redis-server; partitions go through TcpProxy.
  */
+import { Redis } from 'ioredis';
+import Redlock from 'redlock';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   LeaseLostError,
@@ -223,6 +225,24 @@ describe('quorum of 3 independent masters', () => {
     expect(lost).toContain('session');
   });
 
+  it('five nodes: two may fail, a third may not', async () => {
+    const topo = await startIndependent(5);
+    cleanup.push(() => topo.close());
+    const urls = topo.nodes.map((n) => n.url);
+    const ns = `five-${++nsCounter}`;
+    const a = worker(urls, ns, 'a', { sessionTtlMs: 5_000 });
+    const b = worker(urls, ns, 'b', { sessionTtlMs: 5_000 });
+    const pair = async (id: string) => {
+      const [x, y] = await Promise.all([a.run(id, () => id), b.run(id, () => id)]);
+      expect(y).toMatchObject({ state: 'done', token: x.token, worker: x.worker, result: id });
+    };
+    await pair('all-up');
+    await Promise.all([topo.nodes[0]!.kill(), topo.nodes[3]!.kill()]);
+    await pair('two-down');
+    await topo.nodes[4]!.kill();
+    await expect(a.run('three-down', () => 'never')).rejects.toBeInstanceOf(NoQuorumError);
+  });
+
   it('two sites: a far worker (~40 ms RTT to every node) keeps the pair correct; claim latency', async () => {
     const topo = await topology();
     const urls = topo.nodes.map((n) => n.url);
@@ -279,11 +299,32 @@ describe('quorum of 3 independent masters', () => {
         dryRun: false,
       };
       const times: number[] = [];
-      for (let i = 0; i < 60; i++) {
+      for (let i = 0; i < 40; i++) {
         const t0 = performance.now();
         const reply = await store.claim(keys.task(`${session}-${i}`), args);
         times.push(performance.now() - t0);
         expect(reply.type).toBe('granted');
+      }
+      lines.push(
+        `${label.padEnd(30)} claim p50 ${percentile(times, 50).toFixed(2)} ms, p95 ${percentile(times, 95).toFixed(2)} ms`,
+      );
+    }
+    // the reference implementation of the algorithm, on the same nodes: lock and unlock
+    for (const [label, addrs] of [
+      ['redlock (acquire), near', urls],
+      ['redlock (acquire), far (40 ms RTT)', farUrls],
+    ] as const) {
+      const clients = addrs.map((u) => new Redis(u));
+      cleanup.push(async () => {
+        for (const c of clients) c.disconnect();
+      });
+      const redlock = new Redlock(clients, { retryCount: 0 });
+      const times: number[] = [];
+      for (let i = 0; i < 40; i++) {
+        const t0 = performance.now();
+        const lock = await redlock.acquire([`redlock-${label}-${i}`], 30_000);
+        times.push(performance.now() - t0);
+        await lock.release();
       }
       lines.push(
         `${label.padEnd(30)} claim p50 ${percentile(times, 50).toFixed(2)} ms, p95 ${percentile(times, 95).toFixed(2)} ms`,
