@@ -354,7 +354,7 @@ export async function throughput(ctx: Ctx): Promise<ScenarioResult> {
   if (!ctx.quick) {
     const handlerMs = 5;
     const slowN = 5_000;
-    const slowWindow = 12_000;
+    const slowWindow = 21_000;
     await attempt(slow, 'pairlock, 5 ms handler', () =>
       pairRun(
         ctx,
