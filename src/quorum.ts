@@ -18,7 +18,7 @@ import {
 
 /*
  * Quorum mode: N independent Redis masters (N odd, 3 or 5), the Redlock algorithm run over
- * pairlock's own scripts.
+ * pairlock's own scripts. See docs/topologies.md.
  *
  *   - Every transition runs on all nodes at once; it counts when a majority (N/2 + 1)
  *     agrees. A grant must reach its majority within its validity: min(sessionTtl,
@@ -29,6 +29,10 @@ import {
  *     Nodes that gave less are undone and asked again with that number as the minimum
  *     (claim's optional minimum-token argument). Any two majorities share a node, and a
  *     node's token never goes backwards, so tokens of successive grants strictly increase.
+ *   - A settle counts on a majority; nodes that missed it (they lost the race to the other
+ *     claimer, or were away) get the outcome written back (repair-2.lua), and so do nodes a
+ *     standby finds behind a settled outcome: a finished task survives the later loss of
+ *     any minority.
  *   - Reads (the standby's claim replies, inspect, peek, a holder's session ttl) take the
  *     majority view. Without a majority of answers, NoQuorumError, never a guess.
  *   - Sessions are opened and renewed on a majority. A renewal that reaches a majority also
@@ -407,6 +411,8 @@ export class QuorumStore implements Store {
     const ttl = Math.min(a.sessionTtlMs, a.taskTimeoutMs);
     const validFor = () => ttl - (now() - sent) - drift(ttl);
     let acceptedToken: number | undefined;
+    /** Late answers that joined the accepted grant (undone with it if it comes too late). */
+    const lateGrants: ClaimVote[] = [];
 
     const decided = await this.gather<
       NodeClaim,
@@ -431,7 +437,10 @@ export class QuorumStore implements Store {
         if (!late.ok) return;
         const v = this.vote(i, late, a);
         if (!v || (v.kind !== 'grant' && v.kind !== 'self')) return;
-        if (v.kind === 'grant' && v.token === acceptedToken) return;
+        if (v.kind === 'grant' && v.token === acceptedToken) {
+          lateGrants.push(v);
+          return;
+        }
         void this.undoAll(loc, a, [v], false);
       },
     );
@@ -447,7 +456,7 @@ export class QuorumStore implements Store {
       if (validFor() <= 0) {
         acceptedToken = undefined;
         // a majority saw this grant: tell the waiters it is gone
-        await this.undoAll(loc, a, grants, true);
+        await this.undoAll(loc, a, [...grants, ...lateGrants], true);
         return {
           type: 'retry',
           why: `the grant reached a majority after its validity (${Math.round(now() - sent)} ms)`,
