@@ -130,8 +130,11 @@ const outDir = args.out ?? mkdtempSync(path.join(os.tmpdir(), `pairlock-chaos-${
 mkdirSync(outDir, { recursive: true });
 const parentFd = openSync(path.join(outDir, 'parent.log'), 'a');
 type PLine = ParentLine extends infer L ? (L extends { t: number } ? Omit<L, 't'> : never) : never;
+let parentLogOpen = true;
 function plog(line: PLine): void {
-  writeSync(parentFd, `${JSON.stringify({ t: stamp(), ...line })}\n`);
+  // late events (a child's exit during cleanup) arrive after the log is closed
+  if (parentLogOpen) writeSync(parentFd, `${JSON.stringify({ t: stamp(), ...line })}\n`);
+})}\n`);
 }
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const say = (msg: string) =>
@@ -139,7 +142,7 @@ const say = (msg: string) =>
 const t0 = stamp();
 // the proxies live in this process: when its event loop stalls, every worker's link stalls
 let lagTick = stamp();
-setInterval(() => {
+const lagTimer = setInterval(() => {
   const now = stamp();
   if (now - lagTick > 250) plog({ ev: 'lag', ms: Math.round(now - lagTick - 50) });
   lagTick = now;
@@ -596,6 +599,8 @@ async function main(): Promise<void> {
   writeFileSync(path.join(outDir, 'summary.json'), JSON.stringify(summary));
   const report = check(outDir);
   process.stdout.write(`${formatReport(report)}\n`);
+  clearInterval(lagTimer);
+  parentLogOpen = false;
   closeSync(parentFd);
   await cleanup();
   if (report.ok && !args.keep && args.out === undefined) {
