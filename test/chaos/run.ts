@@ -134,7 +134,6 @@ let parentLogOpen = true;
 function plog(line: PLine): void {
   // late events (a child's exit during cleanup) arrive after the log is closed
   if (parentLogOpen) writeSync(parentFd, `${JSON.stringify({ t: stamp(), ...line })}\n`);
-})}\n`);
 }
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const say = (msg: string) =>
