@@ -638,7 +638,7 @@ export function formatReport(r: Report): string {
   ]);
   rows.push(['stale settles rejected by Redis', String(r.staleSettlesRejected), '']);
   rows.push(['lease losses seen by holders', fmtMap(r.leaseLost), '']);
-  rows.push(['run() retried after Redis unavailability', String(r.runErrors.retried), '']);
+  rows.push(['run() redelivered after unavailability', String(r.runErrors.retried), '']);
   inv('lost tasks', r.lost.length);
   inv('fenced double commits', r.fencedDoubleCommits.length);
   inv('final effect ≠ outcome', r.finalEffectMismatch.length);

@@ -179,7 +179,8 @@ async function runTask(spec: TaskSpec): Promise<void> {
       );
     } catch (err) {
       const code = err instanceof PairlockError ? err.code : 'UNKNOWN';
-      const retry = code === 'ERR_REDIS_UNAVAILABLE' && delivery < 20;
+      // unavailability (one Redis away, or no quorum of nodes reachable): redeliver
+      const retry = (code === 'ERR_REDIS_UNAVAILABLE' || code === 'ERR_NO_QUORUM') && delivery < 20;
       log({ ev: 'run-error', task: spec.id, code, message: (err as Error).message, final: !retry });
       if (!retry) break;
       await sleep(250);
