@@ -100,9 +100,11 @@ export class ClosedError extends PairlockError {
   }
 }
 
-/** Quorum mode: a majority of the Redis nodes could not be reached or did not agree. */
-export class NoQuorumError extends PairlockError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('ERR_NO_QUORUM', message, options);
-  }
+/**
+ * Quorum mode: a majority of the Redis nodes could not be reached or did not agree. A kind
+ * of unavailability: a waiting run() retries it, as it retries one Redis that is away, and
+ * reports it once `unavailableTimeoutMs` has passed.
+ */
+export class NoQuorumError extends RedisUnavailableError {
+  override readonly code: ErrorCode = 'ERR_NO_QUORUM';
 }

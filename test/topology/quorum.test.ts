@@ -13,6 +13,7 @@ import {
   type Outcome,
   PairedWorker,
   type PairedWorkerOptions,
+  RedisUnavailableError,
 } from '../../src/index.js';
 import { Keys } from '../../src/keys.js';
 import { QuorumStore } from '../../src/quorum.js';
@@ -117,11 +118,11 @@ describe('quorum of 3 independent masters', () => {
     expect(lost, renewFailures.join('\n')).toEqual([]);
   });
 
-  it('two nodes killed: NoQuorumError (and running handlers stop); one node back: work resumes', async () => {
+  it('two nodes killed: NoQuorumError once unavailableTimeoutMs has passed (running handlers stop); one node back: work resumes', async () => {
     const topo = await topology();
     const urls = topo.nodes.map((n) => n.url);
     const ns = `kill-two-${++nsCounter}`;
-    const a = worker(urls, ns, 'a');
+    const a = worker(urls, ns, 'a', { unavailableTimeoutMs: 1_500 });
     expect((await a.run('before', () => 'ok')).result).toBe('ok');
 
     let abortReason: unknown;
@@ -142,7 +143,11 @@ describe('quorum of 3 independent masters', () => {
     await running;
     await Promise.all([topo.nodes[1]!.kill(), topo.nodes[2]!.kill()]);
 
-    await expect(a.run('during', () => 'never')).rejects.toBeInstanceOf(NoQuorumError);
+    // retried as an unavailable Redis is, then reported as what it is
+    const during = await a.run('during', () => 'never').catch((e: unknown) => e);
+    expect(during).toBeInstanceOf(NoQuorumError);
+    expect(during).toBeInstanceOf(RedisUnavailableError);
+    expect(during).toMatchObject({ code: 'ERR_NO_QUORUM' });
     // the session cannot be renewed on a majority: the handler's signal fires
     await until('the running handler to be aborted', () => abortReason !== undefined);
     expect(abortReason).toBeInstanceOf(LeaseLostError);
@@ -158,6 +163,43 @@ describe('quorum of 3 independent masters', () => {
       return after !== undefined;
     });
     expect(after).toMatchObject({ state: 'done', result: 'back', role: 'ran' });
+  });
+
+  it('a worker cut off from every node for a moment: a waiting run() and a settle go on once the links are back', async () => {
+    const topo = await topology();
+    const proxies = await Promise.all(
+      topo.nodes.map((n) => TcpProxy.start({ targetPort: n.port })),
+    );
+    for (const p of proxies) cleanup.push(() => p.close());
+    const a = worker(
+      proxies.map((p) => p.url),
+      `blip-${++nsCounter}`,
+      'a',
+      { sessionTtlMs: 3_000 },
+    );
+    await a.start();
+    const cut = () => {
+      for (const p of proxies) p.cut();
+    };
+    const heal = () => {
+      for (const p of proxies) p.heal();
+    };
+    // a claim during the cut
+    cut();
+    const claimed = a.run('claimed-during-cut', () => 'ok');
+    await sleep(300);
+    heal();
+    expect(await claimed).toMatchObject({ state: 'done', result: 'ok' });
+    // a settle during the cut
+    let calls = 0;
+    const settled = await a.run('settled-during-cut', () => {
+      calls += 1;
+      cut();
+      setTimeout(heal, 300);
+      return 'ok';
+    });
+    expect(settled).toMatchObject({ state: 'done', result: 'ok' });
+    expect(calls).toBe(1);
   });
 
   it('a worker cut off from the majority: its signal fires, the peer takes over, its late settle is rejected', async () => {
@@ -230,7 +272,7 @@ describe('quorum of 3 independent masters', () => {
     cleanup.push(() => topo.close());
     const urls = topo.nodes.map((n) => n.url);
     const ns = `five-${++nsCounter}`;
-    const a = worker(urls, ns, 'a', { sessionTtlMs: 5_000 });
+    const a = worker(urls, ns, 'a', { sessionTtlMs: 5_000, unavailableTimeoutMs: 1_500 });
     const b = worker(urls, ns, 'b', { sessionTtlMs: 5_000 });
     const pair = async (id: string) => {
       const [x, y] = await Promise.all([a.run(id, () => id), b.run(id, () => id)]);
