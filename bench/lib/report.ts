@@ -48,7 +48,7 @@ export function renderTable(t: Table): string {
     `**${t.title}**`,
     '',
     line(t.columns),
-    `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+    `|${widths.map((w) => ` ${'-'.repeat(w)} `).join('|')}|`,
   ];
   for (const r of t.rows) out.push(line(t.columns.map((_, i) => r[i] ?? '')));
   if (t.notes?.length) {
