@@ -1,5 +1,11 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { type GrantKind, grantKinds, type RejectReason, ReplyCode, rejectReasons } from './codes.js';
+import {
+  type GrantKind,
+  grantKinds,
+  type RejectReason,
+  ReplyCode,
+  rejectReasons,
+} from './codes.js';
 import { CorruptRecordError, RedisUnavailableError } from './errors.js';
 import type { Keys, TaskLocation } from './keys.js';
 import type { RedisConnection } from './options.js';
@@ -20,8 +26,22 @@ export type ClaimReply =
       serverNow: number;
       from: string;
     }
-  | { type: 'held'; owner: string; token: number; attempt: number; ownerPttl: number; deadlineInMs: number }
-  | { type: 'done'; owner: string; token: number; attempt: number; updatedAt: number; payload: string }
+  | {
+      type: 'held';
+      owner: string;
+      token: number;
+      attempt: number;
+      ownerPttl: number;
+      deadlineInMs: number;
+    }
+  | {
+      type: 'done';
+      owner: string;
+      token: number;
+      attempt: number;
+      updatedAt: number;
+      payload: string;
+    }
   | {
       type: 'failed';
       owner: string;
@@ -97,14 +117,22 @@ export interface Store {
   connect(): Promise<void>;
   claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply>;
   settle(loc: TaskLocation, a: SettleArgs): Promise<OwnerReply>;
-  release(loc: TaskLocation, a: { session: string; token: number; retentionMs: number }): Promise<OwnerReply>;
+  release(
+    loc: TaskLocation,
+    a: { session: string; token: number; retentionMs: number },
+  ): Promise<OwnerReply>;
   progress(
     loc: TaskLocation,
     a: { session: string; token: number; progress: number; note: string },
   ): Promise<OwnerReply>;
   inspect(loc: TaskLocation): Promise<InspectReply>;
   peek(locs: readonly TaskLocation[]): Promise<PeekEntry[]>;
-  session(op: 'open' | 'renew' | 'close' | 'ttl', sessionId: string, ttlMs: number, desc?: string): Promise<SessionReply>;
+  session(
+    op: 'open' | 'renew' | 'close' | 'ttl',
+    sessionId: string,
+    ttlMs: number,
+    desc?: string,
+  ): Promise<SessionReply>;
   /** Deliver namespace events; `onReconnect` runs after the subscription is restored. */
   subscribe(onMessage: (msg: string) => void, onReconnect: () => void): Promise<void>;
   close(): Promise<void>;
@@ -205,7 +233,12 @@ export function decodeOwner(reply: Raw, loc: TaskLocation): OwnerReply {
   if (fault) throw fault;
   const code = num(reply[0]);
   if (code === ReplyCode.Ok) {
-    return { ok: true, token: num(reply[1] ?? 0), attempt: num(reply[2] ?? 0), serverNow: num(reply[3] ?? reply[1]) };
+    return {
+      ok: true,
+      token: num(reply[1] ?? 0),
+      attempt: num(reply[2] ?? 0),
+      serverNow: num(reply[3] ?? reply[1]),
+    };
   }
   const reason = rejectReasons[code];
   if (!reason) throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
@@ -278,7 +311,10 @@ export function isClient(c: unknown): c is Client {
  * command sent while Redis is away fails at once instead of running late (a late claim
  * could grant a lease nobody is waiting for); pairlock retries at its own level.
  */
-export function createClient(conn: Exclude<RedisConnection, Client>, connectTimeoutMs: number): Redis {
+export function createClient(
+  conn: Exclude<RedisConnection, Client>,
+  connectTimeoutMs: number,
+): Redis {
   const base: RedisOptions = {
     lazyConnect: true,
     connectTimeout: connectTimeoutMs,
@@ -286,8 +322,11 @@ export function createClient(conn: Exclude<RedisConnection, Client>, connectTime
     enableOfflineQueue: false,
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
   };
-  if (typeof conn === 'string') return new Redis(conn, base);
-  return new Redis({ ...base, ...conn });
+  const client = typeof conn === 'string' ? new Redis(conn, base) : new Redis({ ...base, ...conn });
+  // Connection errors surface as typed errors of the calls that meet them (and the
+  // connection is retried); without a listener ioredis would print each one.
+  client.on('error', () => {});
+  return client;
 }
 
 export function describeClient(client: Client): string {
@@ -497,9 +536,14 @@ export class RedisStore implements Store {
     if (!r) return 0;
     const fence = `${this.keys.base}replication-fence`;
     const res = await withTimeout(
-      this.client.pipeline().set(fence, '1', 'PX', 60_000).wait(r.waitReplicas, r.waitTimeoutMs).exec(),
+      this.client
+        .pipeline()
+        .set(fence, '1', 'PX', 60_000)
+        .wait(r.waitReplicas, r.waitTimeoutMs)
+        .exec(),
       this.timeoutMs + r.waitTimeoutMs,
-      () => `${describeClient(this.client)} did not answer WAIT within ${this.timeoutMs + r.waitTimeoutMs} ms`,
+      () =>
+        `${describeClient(this.client)} did not answer WAIT within ${this.timeoutMs + r.waitTimeoutMs} ms`,
     ).catch((err: unknown) => {
       throw asUnavailable(err, this.client);
     });
@@ -626,10 +670,7 @@ export class RedisStore implements Store {
    * Quorum mode: write a settled outcome onto this node if it missed it (see repair-2.lua).
    * True when the node has the outcome now, false when it holds something newer.
    */
-  async repair(
-    loc: TaskLocation,
-    a: SettleArgs & { attempt: number },
-  ): Promise<boolean> {
+  async repair(loc: TaskLocation, a: SettleArgs & { attempt: number }): Promise<boolean> {
     const raw = await this.call('repair', [
       loc.container,
       loc.index,
@@ -721,7 +762,12 @@ export class RedisStore implements Store {
   }
 
   async inspect(loc: TaskLocation): Promise<InspectReply> {
-    const raw = await this.call('inspect', [loc.container, loc.index, loc.field, this.prefix + this.keys.sessionPrefix]);
+    const raw = await this.call('inspect', [
+      loc.container,
+      loc.index,
+      loc.field,
+      this.prefix + this.keys.sessionPrefix,
+    ]);
     return decodeInspect(raw, loc);
   }
 
@@ -759,7 +805,14 @@ export class RedisStore implements Store {
     if (this.client instanceof Cluster) {
       // on the node that owns the namespace's slot, following it when it moves
       const channel = this.sharded ? this.shardChannel : this.keys.channel;
-      const cs = new ClusterSubscriber(this.client, channel, onMessage, onReconnect, this.timeoutMs, this.sharded);
+      const cs = new ClusterSubscriber(
+        this.client,
+        channel,
+        onMessage,
+        onReconnect,
+        this.timeoutMs,
+        this.sharded,
+      );
       this.subscriber = cs;
       try {
         await cs.start();
@@ -803,8 +856,14 @@ export class RedisStore implements Store {
     const subs = this.subscriber;
     this.subscriber = undefined;
     if (subs) subs.disconnect();
-    if (this.owned) {
-      await this.client.quit().catch(() => this.client.disconnect());
+    if (!this.owned) return;
+    if (this.client.status !== 'ready') {
+      // nothing to say goodbye to (never connected, or Redis is away): QUIT would wait forever
+      this.client.disconnect();
+      return;
     }
+    await withTimeout(this.client.quit(), this.timeoutMs, () => 'QUIT timed out').catch(() =>
+      this.client.disconnect(),
+    );
   }
 }

@@ -137,7 +137,11 @@ export function driftMs(ttlMs: number): number {
 }
 
 const now = () => performance.now();
-const PEEK_BATCH = 500;
+// One peek call checks this many watched tasks (a few ms of Redis time at most).
+const PEEK_BATCH = 1_000;
+// Safety-net checks due within this window share peek calls: a standby covering
+// 100,000 tasks then sends about 100 calls per otherAttemptIntervalMs, not one per task.
+const PEEK_COALESCE_MS = 1_000;
 // setTimeout's ceiling; longer waits are re-armed
 const MAX_TIMER = 2_147_483_647;
 
@@ -246,6 +250,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private readonly cover = new Map<string, CoverGroup>();
   private peekQueue = new Set<TaskRun<unknown>>();
   private peekScheduled = false;
+  private peekTimer: NodeJS.Timeout | undefined;
 
   private active = 0;
   private readonly slotWaiters: (() => void)[] = [];
@@ -288,7 +293,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       () => {
         // pub/sub is at-most-once: after a reconnect, re-check every waiting task
         for (const run of this.runs.values())
-          if (run.holder !== undefined || run.known) this.queuePeek(run);
+          if (run.holder !== undefined || run.known) this.queuePeek(run, true);
       },
     );
     this.scheduleHeartbeat();
@@ -953,11 +958,25 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     });
   }
 
-  private queuePeek(run: TaskRun<unknown>): void {
+  /** Check a watched task soon: at once after a reconnect, else within the coalescing window. */
+  private queuePeek(run: TaskRun<unknown>, urgent = false): void {
     this.peekQueue.add(run);
-    if (this.peekScheduled) return;
-    this.peekScheduled = true;
-    setImmediate(() => void this.flushPeeks());
+    if (urgent || this.peekQueue.size >= PEEK_BATCH) {
+      clearTimeout(this.peekTimer);
+      this.peekTimer = undefined;
+      if (!this.peekScheduled) {
+        this.peekScheduled = true;
+        setImmediate(() => void this.flushPeeks());
+      }
+      return;
+    }
+    if (this.peekScheduled || this.peekTimer) return;
+    const window = Math.min(PEEK_COALESCE_MS, Math.floor(this.options.firstAttemptIntervalMs / 4));
+    this.peekTimer = setTimeout(() => {
+      this.peekTimer = undefined;
+      this.peekScheduled = true;
+      void this.flushPeeks();
+    }, window);
   }
 
   /** The safety net, batched: one call checks up to PEEK_BATCH watched tasks. */
@@ -1195,6 +1214,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         this.abortExecution(exec, 'handover', 'the worker is closing and handed the task over');
       }),
     );
+    clearTimeout(this.peekTimer);
     clearTimeout(this.heartbeatTimer);
     clearTimeout(this.watchdogTimer);
     for (const group of this.cover.values()) clearTimeout(group.timer);
