@@ -37,10 +37,11 @@
     { -1, excerpt }  corrupt record            { -2, version } record of a newer format
     { -3 }           claimer session expired   { -4, type }    key of another type
 
-  Events: 'claimed' {e, r, s, k, a, o, kind, from} on every grant: a takeover, retry or
-  handover on ARGV[9]; a fresh grant on ARGV[9] .. ':claims', so that workers, which act
-  on every event of ARGV[9], are not woken by the commonest transition (`pairlock watch`
-  listens to both).
+  Events: 'claimed' {e, r, s, k, a, o, kind, from}: a takeover, retry or handover on
+  ARGV[9]; a fresh grant, the commonest transition, only while someone watches (the key
+  ARGV[9] .. ':watching' exists, kept alive by `pairlock watch`), on ARGV[9] .. ':claims'.
+  Workers need no fresh-claim events, and skipping them spares every grant an encode and
+  a publish.
 ]]
 --- @include "includes/record"
 
@@ -70,9 +71,16 @@ local function grant(token, attempt, kind, from)
     deadline = now + taskTimeout, claimedAt = now, updatedAt = now, progress = '', payload = ''
   }
   store(container, index, field, rec, now, taskTimeout + retention)
-  local eventChannel = channel
-  if kind == 0 and channel ~= '' then eventChannel = channel .. ':claims' end
-  publish(eventChannel, 'claimed', ref, rec, {kind = kind, from = from})
+  if kind ~= 0 then
+    publish(channel, 'claimed', ref, rec, {kind = kind, from = from})
+  elseif channel ~= '' then
+    local plain = channel
+    if string.byte(channel, 1) == 35 then plain = string.sub(channel, 2) end
+    -- same hash tag as every key of the namespace: the same slot
+    if rcall('EXISTS', plain .. ':watching') == 1 then
+      publish(channel .. ':claims', 'claimed', ref, rec, {kind = kind, from = from})
+    end
+  end
   if quorumMode then return {1, token, attempt, kind, taskTimeout, now, from, previous} end
   return {1, token, attempt, kind, taskTimeout, now, from}
 end

@@ -8,7 +8,8 @@
  *   <prefix>:{<ns>}:hx:<key>          index zset of that hash: field -> drop time (server ms)
  *   <prefix>:{<ns>}:s:<sessionId>     a worker's session (liveness lease)
  *   <prefix>:{<ns>}:events            pub/sub channel of the namespace (takeovers, settles, releases)
- *   <prefix>:{<ns>}:events:claims     fresh claims (for `pairlock watch`; workers do not listen)
+ *   <prefix>:{<ns>}:events:claims     fresh claims, published only while <channel>:watching exists
+ *   <prefix>:{<ns>}:events:watching  flag kept alive by `pairlock watch`
  */
 export interface TaskLocation {
   readonly taskId: string;

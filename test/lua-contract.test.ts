@@ -88,9 +88,14 @@ describe('every script has a contract header that matches its reply codes', () =
 });
 
 describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
-  it('1 granted (fresh), then 2 held for another session; event "claimed"', async () => {
+  it('1 granted (fresh), then 2 held for another session; event "claimed" while watched', async () => {
     const a = await session('a');
     const b = await session('b');
+    // nobody watches: a fresh grant publishes nothing
+    const quiet = task(hash);
+    await store.claim(quiet, claimArgs(a));
+    // `pairlock watch` keeps this flag alive
+    await redis.set(`${keys.channel}:watching`, '1', 'PX', 5_000);
     const loc = task(hash);
     const g = await store.claim(loc, claimArgs(a));
     expect(g).toMatchObject({
@@ -120,6 +125,8 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
         channel: `${keys.channel}:claims`,
       }),
     );
+    expect(events.find((e) => e.r === quiet.ref)).toBeUndefined();
+    await redis.del(`${keys.channel}:watching`);
   });
 
   it('3 done with the result', async () => {

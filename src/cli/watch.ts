@@ -80,6 +80,9 @@ export function formatEvent(w: WatchEvent): string {
   return `${w.time}  ${w.event.padEnd(9)}  ${task}  token ${w.token}  attempt ${w.attempt}  by ${w.worker}${tail}`;
 }
 
+/** While a watch runs it keeps this flag alive; claim scripts publish fresh claims only then. */
+const WATCH_FLAG_TTL_MS = 30_000;
+
 /**
  * `pairlock watch`: print every event of the namespace channel until SIGINT/SIGTERM
  * (or until `stop` resolves, for embedding). Pub/sub is at-most-once: events published
@@ -117,12 +120,20 @@ export async function watchCommand(
     const w = decodeEvent(ev, Date.now());
     io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
   });
+  let flag: NodeJS.Timeout | undefined;
   try {
     await conn.guard(async () => {
       await sub.connect();
-      // fresh claims travel on a side channel of their own (workers do not need them)
+      // fresh claims travel on a side channel of their own, and only while a watcher
+      // keeps the flag key alive (workers do not need them)
       await sub.subscribe(conn.keys.channel, `${conn.keys.channel}:claims`);
+      await conn.client.set(`${conn.keys.channel}:watching`, '1', 'PX', WATCH_FLAG_TTL_MS);
     });
+    flag = setInterval(() => {
+      conn.client
+        .set(`${conn.keys.channel}:watching`, '1', 'PX', WATCH_FLAG_TTL_MS)
+        .catch(() => {});
+    }, WATCH_FLAG_TTL_MS / 3);
     io.err(`watching ${conn.keys.channel} on ${conn.where} (Ctrl-C to stop)`);
     await new Promise<void>((resolve) => {
       const done = () => {
@@ -135,6 +146,7 @@ export async function watchCommand(
       stop?.then(done, done);
     });
   } finally {
+    clearInterval(flag);
     sub.disconnect();
     await conn.close();
   }

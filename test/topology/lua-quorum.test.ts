@@ -210,6 +210,8 @@ describe("publish: '#<channel>' is sharded (SPUBLISH)", () => {
     await sharded.ssubscribe(keys.channel, `${keys.channel}:claims`);
     classic.on('message', () => got.push('classic'));
     sharded.on('smessage', (_c: string, m: string) => got.push(`sharded:${JSON.parse(m).e}`));
+    // fresh grants are announced only while a watcher keeps this flag alive
+    await redis.set(`${keys.channel}:watching`, '1', 'PX', 5_000);
     await callScript(redis, 'claim', [
       loc.container,
       loc.index,
@@ -229,6 +231,7 @@ describe("publish: '#<channel>' is sharded (SPUBLISH)", () => {
     // a classic message would have been published first, in the same script
     await new Promise((r) => setTimeout(r, 50));
     expect(got).toEqual(['sharded:claimed']);
+    await redis.del(`${keys.channel}:watching`);
     classic.disconnect();
     sharded.disconnect();
   });
