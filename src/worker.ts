@@ -195,7 +195,7 @@ class TaskRun<T> {
    * could no longer be proven). The effect has happened: the next grant, or the same
    * grant if the session survived, settles it instead of running the handler again.
    */
-  unsettled: { token: number; kind: GrantKind; payload: string } | undefined;
+  unsettled: { token: number; kind: GrantKind; session: string; payload: string } | undefined;
 
   constructor(
     readonly loc: TaskLocation,
@@ -533,8 +533,14 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       if (run.finished || this.closing) return;
       switch (reply.type) {
         case 'granted':
-          if (run.unsettled) {
-            // the work is done already: report it under this grant
+          if (
+            run.unsettled &&
+            reply.token === run.unsettled.token + 1 &&
+            reply.from === run.unsettled.session
+          ) {
+            // The work is done already and nobody held the task since: report it under
+            // this grant. (Had another holder come in between, it may have run the task
+            // to the end, and our result would be stale: then the handler runs again.)
             await this.conclude(
               run,
               { ...reply, session: this.sessionId },
@@ -543,6 +549,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
             );
             return;
           }
+          run.unsettled = undefined;
           slotHeld = false; // the execution owns the slot now
           await this.track(run, reply.token, reply.attempt, reply.kind, sent, reply.from);
           return;
@@ -763,7 +770,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (reply === 'unavailable') {
       // Redis stayed away past the lease. Keep the result: the effect happened, and
       // running the handler again would repeat it.
-      run.unsettled = state === 'D' ? { token, kind, payload } : undefined;
+      run.unsettled = state === 'D' ? { token, kind, session: grant.session, payload } : undefined;
       if (controller && !controller.signal.aborted) {
         this.emit('lease-lost', { taskId, token, reason: 'session' });
         controller.abort(
