@@ -113,6 +113,13 @@ export interface SettleArgs {
 
 /** What pairlock needs from Redis. One implementation per topology. */
 export interface Store {
+  /**
+   * True when a 'settled' event with a result is the outcome itself (published by the
+   * script that settled, on the one Redis that decides), so a standby may resolve from it
+   * without reading the record. False in quorum mode (one node's event is a hint) and
+   * with replication safety (an outcome counts only once a replica has it).
+   */
+  readonly eventsAreOutcomes?: boolean;
   /** Connect within the bounded wait, or throw RedisUnavailableError. */
   connect(): Promise<void>;
   claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply>;
@@ -431,6 +438,7 @@ export class RedisStore implements Store {
   private subscriber: Client | ClusterSubscriber | undefined;
   private readonly prefix: string;
   private readonly replication: RedisStoreOptions['replication'];
+  readonly eventsAreOutcomes: boolean;
   private readonly pubsubMode: NonNullable<RedisStoreOptions['pubsub']>;
   /** The channel argument of the scripts: the namespace channel, '#'-marked for SPUBLISH. */
   private eventChannel: string;
@@ -453,6 +461,7 @@ export class RedisStore implements Store {
       this.client instanceof Cluster ? this.client.options.redisOptions : this.client.options;
     this.prefix = clientOpts?.keyPrefix ?? '';
     this.replication = opts.replication;
+    this.eventsAreOutcomes = !opts.replication;
     this.pubsubMode = this.client instanceof Cluster ? (opts.pubsub ?? 'auto') : 'classic';
     this.eventChannel = this.pubsubMode === 'sharded' ? `#${this.shardChannel}` : keys.channel;
     defineScripts(this.client);

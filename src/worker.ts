@@ -27,7 +27,7 @@ import {
   serializeError,
   serializeResult,
 } from './serialize.js';
-import { type ClaimReply, type OwnerReply, RedisStore, type Store, workerOf } from './store.js';
+import { type ClaimReply, type OwnerReply, type Store, workerOf } from './store.js';
 import { createStore } from './topology.js';
 
 /*
@@ -224,7 +224,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   /**
    * On one Redis an event is published by the script that made the transition, so a
    * 'settled' event is the outcome itself. In quorum mode one node's event is only a
-   * hint: the standby asks the majority.
+   * hint, and with replication safety an outcome counts only once a replica has it:
+   * there the standby reads the record (Store.eventsAreOutcomes).
    */
   private readonly eventsAreRecords: boolean;
 
@@ -263,7 +264,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     this.id = `${options.name}:${randomBytes(4).toString('hex')}`;
     // one Redis (standalone, Sentinel, Cluster) or quorum `nodes`; see src/topology.ts
     this.store = createStore(opts, options, this.keys);
-    this.eventsAreRecords = this.store instanceof RedisStore;
+    this.eventsAreRecords = this.store.eventsAreOutcomes === true;
   }
 
   /** The current session id, `<workerId>#<epoch>` ('' before start). */
