@@ -26,7 +26,9 @@ for i, container in ipairs(KEYS) do
   local raw, err = loadRaw(container, '', field, now)
   local r
   if not err and raw then r, err = decodeRecord(raw) end
-  if err then
+  if err and err.err then
+    return err -- not a record problem (a missing ACL grant, say): raise it
+  elseif err then
     out[i] = 'E:' .. err[1]
   elseif not raw then
     out[i] = ''

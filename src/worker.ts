@@ -812,8 +812,26 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       });
       return;
     }
-    // failed: the claim script decides whether it is final (policy, attempts)
-    this.wake(run);
+    const o = this.options;
+    const maxAttempts = o.failure.policy === 'give-up' ? 1 : o.failure.maxAttempts;
+    if (attempt >= maxAttempts) {
+      // final by the same rule the claim script applies
+      this.finish(run, {
+        taskId,
+        state: 'failed',
+        role: kind === 'fresh' ? 'ran' : 'took-over',
+        error: parseError(payload),
+        token,
+        attempts: attempt,
+        worker: this.id,
+      });
+      return;
+    }
+    // The peer retries first: it was woken by this settle. This worker tries the task
+    // again itself only a safety-net interval after the backoff (a peer's claim wakes it
+    // sooner, to cover the peer).
+    run.known = { state: 'F', token };
+    this.timer(run, o.failure.backoffMs + o.firstAttemptIntervalMs, () => this.wake(run));
   }
 
   private async settleWithRetry(

@@ -267,6 +267,17 @@ describe('faults: -1 corrupt, -2 newer format, -4 wrong type (claim, settle, rel
     expect(await redis.lrange(wrong.container, 0, -1)).toEqual(['x']);
   });
 
+  it('a version that is not a number above 1 is corrupt, not newer', async () => {
+    const a = await session('a');
+    for (const raw of ['0|R|1|1|x#1|1|1|1||', '01|R|1|1|x#1|1|1|1||']) {
+      const loc = task();
+      await redis.set(loc.container, raw);
+      await expect(store.claim(loc, claimArgs(a))).rejects.toMatchObject({
+        code: 'ERR_CORRUPT_RECORD',
+      });
+    }
+  });
+
   it('hash-field mode: a garbage field, and a hash key of another type', async () => {
     const a = await session('a');
     const loc = keys.task('planted', 'other');

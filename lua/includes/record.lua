@@ -34,7 +34,7 @@ local E_VERSION = -2
 local E_WRONGTYPE = -4
 
 local function decodeRecord(raw)
-  local ver = string.match(raw, '^(%d+)|')
+  local ver = string.match(raw, '^([1-9]%d*)|')
   if ver and ver ~= '1' then return nil, {E_VERSION, ver} end
   local s, k, a, o, d, c, u, p, payload =
     string.match(raw, '^1|([RDFX])|(%d+)|(%d+)|([^|]+)|(%d+)|(%d+)|(%d+)|([^|]*)|(.*)$')
@@ -65,11 +65,18 @@ local function sweep(container, index, now)
   end
 end
 
+-- A key of another type is reported as such; any other error (a missing ACL grant, say)
+-- is raised as it is, so that it is not mistaken for a foreign key.
+local function readError(err, expected)
+  if string.find(err.err, '^WRONGTYPE') then return {E_WRONGTYPE, expected} end
+  return redis.error_reply(err.err)
+end
+
 -- Returns raw (or false when absent), errorReply.
 local function loadRaw(container, index, field, now)
   if field == '' then
     local raw = redis.pcall('GET', container)
-    if type(raw) == 'table' and raw.err then return false, {E_WRONGTYPE, 'string'} end
+    if type(raw) == 'table' and raw.err then return false, readError(raw, 'string') end
     return raw, nil
   end
   -- index '' (peek): read the field as it stands, without sweeping
@@ -78,7 +85,7 @@ local function loadRaw(container, index, field, now)
     if idxType ~= 'zset' and idxType ~= 'none' then return false, {E_WRONGTYPE, 'zset'} end
   end
   local raw = redis.pcall('HGET', container, field)
-  if type(raw) == 'table' and raw.err then return false, {E_WRONGTYPE, 'hash'} end
+  if type(raw) == 'table' and raw.err then return false, readError(raw, 'hash') end
   if index == '' then return raw, nil end
   if raw then
     local dropAt = rcall('ZSCORE', index, field)
