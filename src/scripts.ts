@@ -101,7 +101,9 @@ export function callScript(
 ): Promise<unknown> {
   defineScripts(client);
   const command = loadScripts()[name].command;
-  const fn = (client as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>)[command];
+  const fn = (client as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>)[
+    command
+  ];
   if (typeof fn !== 'function') throw new Error(`script ${name} is not defined on this client`);
   return fn.apply(client, args as (string | number)[]);
 }
