@@ -44,6 +44,7 @@ const examples: [file: string, keyLine: RegExp][] = [
     'critical-section.ts',
     /^critical section: 10 invoices, 10 charges, every caller got the same receipt$/m,
   ],
+  ['quorum.ts', /^quorum: 60 tasks on 3 Redis nodes, one killed mid-run, each ran exactly once$/m],
 ];
 
 describe('examples', () => {
