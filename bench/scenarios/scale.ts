@@ -128,7 +128,7 @@ export async function scale(ctx: Ctx): Promise<ScenarioResult> {
       notes: [
         'commands/s: commands each process sent (client-side count over all its connections), over the window; Redis’s own commandstats delta over the same window is given as a check.',
         windowB >= 12_000
-          ? 'The standby’s window starts once it covers every task; it includes its first safety-net round (a batched peek of every watched task, up to 500 per call, 10 s after each claim). Later rounds come every 30 s.'
+          ? 'The standby’s window starts once it covers every task; it includes its first safety-net round (a batched peek of every watched task, up to 1,000 per call, checks due within 1 s sharing calls, 10 s after each claim). Later rounds come every 30 s.'
           : 'The standby’s window (--quick) is shorter than its first safety-net interval (10 s): it shows the heartbeat and holder-session checks only.',
         `Sample record (${record.length} B): ${record}`,
       ],

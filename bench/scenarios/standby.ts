@@ -157,7 +157,7 @@ export async function standby(ctx: Ctx): Promise<ScenarioResult> {
       row(
         'pairlock (from settle sent)',
         sSend,
-        'pub/sub event, then one claim (reply: done + result)',
+        'pub/sub settle event carrying the result (no further call)',
       ),
       row('pairlock (from settle reply)', sReply, 'same, timed from the winner’s settle reply'),
       row('original, intervals ÷1000 (10 ms/30 ms)', sScaled, 'next timed retry: SETNX, GET'),
