@@ -41,7 +41,8 @@
   ARGV[9]; a fresh grant, the commonest transition, only while someone watches (the key
   ARGV[9] .. ':watching' exists, kept alive by `pairlock watch`), on ARGV[9] .. ':claims'.
   Workers need no fresh-claim events, and skipping them spares every grant an encode and
-  a publish.
+  a publish. Likewise, while watched: 'standby' {e, r, s, k, a, o, by} on ARGV[9] .. ':claims'
+  when a live owner holds the task (o: the owner, by: the claimer that now covers it).
 ]]
 --- @include "includes/record"
 
@@ -73,13 +74,8 @@ local function grant(token, attempt, kind, from)
   store(container, index, field, rec, now, taskTimeout + retention)
   if kind ~= 0 then
     publish(channel, 'claimed', ref, rec, {kind = kind, from = from})
-  elseif channel ~= '' then
-    local plain = channel
-    if string.byte(channel, 1) == 35 then plain = string.sub(channel, 2) end
-    -- same hash tag as every key of the namespace: the same slot
-    if rcall('EXISTS', plain .. ':watching') == 1 then
-      publish(channel .. ':claims', 'claimed', ref, rec, {kind = kind, from = from})
-    end
+  elseif watched(channel) then
+    publish(channel .. ':claims', 'claimed', ref, rec, {kind = kind, from = from})
   end
   if quorumMode then return {1, token, attempt, kind, taskTimeout, now, from, previous} end
   return {1, token, attempt, kind, taskTimeout, now, from}
@@ -94,6 +90,9 @@ end
 if r.state == 'R' then
   local pttl = sessionPttl(sessionPrefix, r.session)
   if pttl > 0 and now < r.deadline then
+    if not dryRun and watched(channel) then
+      publish(channel .. ':claims', 'standby', ref, r, {by = claimer})
+    end
     return {2, r.session, r.token, r.attempt, pttl, r.deadline - now}
   end
   -- orphaned: the owner's session expired (crash, pause, partition) or its handler hung

@@ -18,7 +18,9 @@
     { -14 } session expired   { -15, msLate } deadline passed
     { -1, excerpt } corrupt   { -2, version } newer format   { -4, type } wrong type
 
-  Events: 'settled' {e, r, s, k, a, o, p?} with s = 'D' or 'F'; p is the result JSON of a
+  Events: while watched (see claim-3.lua), a settle refused after a lease loss (-12, -14,
+  -15) publishes 'rejected' {e, r, s, k, a, o, why} on ARGV[8] .. ':claims'.
+  'settled' {e, r, s, k, a, o, p?} with s = 'D' or 'F'; p is the result JSON of a
   done task when it is at most 16 KiB, so a standby learns the outcome from the event
   itself, without another round trip.
 ]]
@@ -28,7 +30,15 @@
 local container, index, field = KEYS[1], KEYS[2], ARGV[1]
 local now = serverNowMs()
 local r, err = checkOwner(container, index, field, KEYS[3], ARGV[2], tonumber(ARGV[3]), now, true)
-if err then return err end
+if err then
+  -- a holder that lost its lease tries to settle late: show it to a watcher
+  local code = err[1]
+  if (code == -12 or code == -14 or code == -15) and watched(ARGV[8]) then
+    local stale = {state = 'R', token = tonumber(ARGV[3]), attempt = 0, session = ARGV[2]}
+    publish(ARGV[8] .. ':claims', 'rejected', ARGV[9], stale, {why = code})
+  end
+  return err
+end
 
 r.state = ARGV[4]
 r.payload = ARGV[5]

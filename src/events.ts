@@ -20,6 +20,10 @@ export interface NamespaceEvent {
   from?: string;
   /** settled done: the result JSON, when small enough to travel in the event */
   p?: string;
+  /** standby (watched only): the claimer now covering the owner */
+  by?: string;
+  /** rejected (watched only): the reply code of the refused settle */
+  why?: number;
 }
 
 /** Every event a PairedWorker emits, with its one payload object. */

@@ -384,6 +384,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     } catch (err) {
       if (this.closing) return;
       this.emit('renew-failed', { sessionId, error: err as Error, sessionLost: false });
+      // Redis being away is expected weather; anything else (a refused command, a
+      // script error) is a fault the operator must see
+      if (!(err instanceof RedisUnavailableError)) this.emit('error', { error: err as Error });
       this.logger.warn({ err, sessionId }, 'pairlock: session renewal failed; retrying');
       this.checkLease();
       // retry sooner than the interval: the lease is running out

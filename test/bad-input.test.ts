@@ -193,6 +193,23 @@ describe('with a Redis', () => {
     await a.close();
   });
 
+  it("a renewal refused for another reason than Redis being away is reported as an 'error' event", async () => {
+    const w = new PairedWorker({ redis: server.url, namespace: 'refused', sessionTtlMs: 600 });
+    await w.start();
+    const store = (w as unknown as { store: { session: (...a: unknown[]) => Promise<unknown> } })
+      .store;
+    const real = store.session.bind(store);
+    store.session = async (...a: unknown[]) => {
+      if (a[0] === 'renew')
+        throw new Error("NOPERM this user has no permissions to run the 'evalsha' command");
+      return real(...a);
+    };
+    const seen = await new Promise<{ error: Error }>((resolve) => w.once('error', resolve));
+    expect(seen.error.message).toMatch(/NOPERM/);
+    store.session = real;
+    await w.close();
+  });
+
   it('a run waiting on a Redis that goes away gives up after unavailableTimeoutMs with RedisUnavailableError', async () => {
     const own = await RedisServer.start();
     const a = new PairedWorker({

@@ -125,6 +125,10 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
         channel: `${keys.channel}:claims`,
       }),
     );
+    // and the claimer that found it held is shown covering it
+    expect(events).toContainEqual(
+      expect.objectContaining({ e: 'standby', r: loc.ref, k: 1, o: a, by: b }),
+    );
     expect(events.find((e) => e.r === quiet.ref)).toBeUndefined();
     await redis.del(`${keys.channel}:watching`);
   });
@@ -379,12 +383,19 @@ describe.each([false, true])(
       await store.claim(loc, claimArgs(a, { taskTimeoutMs: 5 }));
       await sleep(15);
       await store.claim(loc, claimArgs(b));
+      await redis.set(`${keys.channel}:watching`, '1', 'PX', 5_000);
       expect(await settle(loc, a, 1)).toMatchObject({
         ok: false,
         reason: 'token-superseded',
         token: 2,
         owner: b,
       });
+      await redis.del(`${keys.channel}:watching`);
+      await sleep(30);
+      // a watcher sees the refused late settle of the old owner
+      expect(events).toContainEqual(
+        expect.objectContaining({ e: 'rejected', r: loc.ref, k: 1, o: a, why: -12 }),
+      );
       expect(await store.release(loc, { session: a, token: 1, retentionMs: 1_000 })).toMatchObject({
         reason: 'token-superseded',
       });

@@ -142,6 +142,16 @@ end
 -- channel: '' for none; '#<name>' publishes on the shard channel <name> (SPUBLISH, Redis 7
 -- sharded pub/sub: on a Cluster the message stays in the shard that owns the namespace's
 -- slot); any other name is a classic channel (PUBLISH).
+-- Is anyone watching the namespace (`pairlock watch` keeps <channel>:watching alive)?
+-- Events nobody acts on but a watcher are published only then. The flag key shares the
+-- namespace's hash tag: the same slot.
+local function watched(channel)
+  if channel == '' then return false end
+  local plain = channel
+  if string.byte(channel, 1) == 35 then plain = string.sub(channel, 2) end
+  return rcall('EXISTS', plain .. ':watching') == 1
+end
+
 local function publish(channel, event, ref, r, extra)
   if channel == '' then return end
   local msg = {e = event, r = ref, s = r.state, k = r.token, a = r.attempt, o = r.session}

@@ -13,8 +13,8 @@ export interface WatchOptions {
 export interface WatchEvent {
   /** Local time the event was received (ISO 8601). */
   time: string;
-  /** claimed (fresh grant), took-over, done, failed, released */
-  event: 'claimed' | 'took-over' | 'done' | 'failed' | 'released' | string;
+  /** claimed (fresh grant), took-over, done, failed, released; while watched also standby and rejected */
+  event: 'claimed' | 'took-over' | 'done' | 'failed' | 'released' | 'standby' | 'rejected' | string;
   task: string;
   /** The hash, for a task kept as a hash field. */
   hash?: string;
@@ -28,7 +28,17 @@ export interface WatchEvent {
   kind?: string;
   /** The previous owner's worker id (took-over). */
   from?: string;
+  /** standby: the worker now covering the owner. */
+  by?: string;
+  /** rejected: why Redis refused the late settle. */
+  reason?: string;
 }
+
+const rejectReasonOf: Record<number, string> = {
+  [-12]: 'token superseded',
+  [-14]: 'session expired',
+  [-15]: 'deadline passed',
+};
 
 const stateNames: Record<string, string> = { R: 'running', D: 'done', F: 'failed', X: 'released' };
 
@@ -68,6 +78,8 @@ export function decodeEvent(ev: NamespaceEvent, receivedAt: number): WatchEvent 
   if (hash !== undefined) out.hash = hash;
   if (kind !== undefined) out.kind = kind;
   if (ev.from) out.from = workerOf(String(ev.from));
+  if (ev.by) out.by = workerOf(String(ev.by));
+  if (ev.why !== undefined) out.reason = rejectReasonOf[Number(ev.why)] ?? String(ev.why);
   return out;
 }
 
@@ -77,6 +89,8 @@ export function formatEvent(w: WatchEvent): string {
   let tail = '';
   if (w.event === 'claimed') tail = '';
   else if (w.event === 'took-over') tail = `  from ${w.from ?? '?'} (${w.kind})`;
+  else if (w.event === 'standby') tail = `  covered by ${w.by ?? '?'}`;
+  else if (w.event === 'rejected') tail = `  late settle refused: ${w.reason} (lease lost)`;
   return `${w.time}  ${w.event.padEnd(9)}  ${task}  token ${w.token}  attempt ${w.attempt}  by ${w.worker}${tail}`;
 }
 
