@@ -1,17 +1,21 @@
 import { defineConfig } from 'tsup';
 
-export default defineConfig({
-  entry: {
-    index: 'src/index.ts',
-    testing: 'src/testing/index.ts',
-    cli: 'src/cli/main.ts',
-    'demo-worker': 'src/demo/worker.ts',
+export default defineConfig([
+  {
+    // the library: ESM and CommonJS, with declarations
+    entry: { index: 'src/index.ts', testing: 'src/testing/index.ts' },
+    format: ['esm', 'cjs'],
+    dts: true,
+    // import.meta.url in the CommonJS build, used to find the lua/ folder beside dist/
+    shims: true,
+    sourcemap: true,
+    target: 'node20',
   },
-  format: ['esm', 'cjs'],
-  dts: { entry: { index: 'src/index.ts', testing: 'src/testing/index.ts' } },
-  // import.meta.url in the CommonJS build, used to find the lua/ folder beside dist/
-  shims: true,
-  clean: true,
-  sourcemap: true,
-  target: 'node20',
-});
+  {
+    // executables (the CLI and the demo's worker process): ESM only, top-level await allowed
+    entry: { cli: 'src/cli/main.ts', 'demo-worker': 'src/demo/worker.ts' },
+    format: ['esm'],
+    sourcemap: true,
+    target: 'node20',
+  },
+]);
