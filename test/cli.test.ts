@@ -8,8 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { benchCommand } from '../src/cli/bench.js';
 import { CliError } from '../src/cli/common.js';
 import { decodeEvent, formatEvent, parseRef } from '../src/cli/watch.js';
-import { freePort, RedisServer } from '../src/testing/index.js';
-import { PairedWorker } from '../src/worker.js';
+import { freePort } from '../src/testing/index.js';
+import type { PairedWorker } from '../src/worker.js';
+import { useRedisPair } from './support/redis-pair.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const entry = join(root, 'src/cli/main.ts');
@@ -102,41 +103,9 @@ class Running {
   }
 }
 
-let server: RedisServer;
-const workers: PairedWorker[] = [];
-let nsCounter = 0;
-
-function worker(
-  namespace: string,
-  name: string,
-  extra: Partial<ConstructorParameters<typeof PairedWorker>[0]> = {},
-) {
-  const w = new PairedWorker({
-    redis: server.url,
-    namespace,
-    name,
-    sessionTtlMs: 2_000,
-    firstAttemptIntervalMs: 500,
-    otherAttemptIntervalMs: 1_000,
-    ...extra,
-  });
-  workers.push(w);
-  return w;
-}
-
-function freshNamespace(): string {
-  nsCounter += 1;
-  return `cli${nsCounter}`;
-}
-
-beforeAll(async () => {
-  server = await RedisServer.start();
-});
-
-afterAll(async () => {
-  await Promise.allSettled(workers.map((w) => w.close()));
-  await server?.stop();
-});
+const pair = useRedisPair();
+const worker = pair.worker;
+const freshNamespace = () => pair.namespace('cli');
 
 describe('pairlock inspect', () => {
   it('prints a done record, human-readable and as JSON (exit 0)', async () => {
@@ -150,7 +119,7 @@ describe('pairlock inspect', () => {
     const winner = outcomes.find((o) => o.role === 'ran');
     expect(winner).toBeDefined();
 
-    const human = await cli(['--redis', server.url, '--namespace', ns, 'inspect', 'order-1']);
+    const human = await cli(['--redis', pair.url, '--namespace', ns, 'inspect', 'order-1']);
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/^task:\s+order-1$/m);
     expect(human.stdout).toMatch(/^state:\s+done$/m);
@@ -160,7 +129,7 @@ describe('pairlock inspect', () => {
 
     const json = await cli([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       ns,
       'inspect',
@@ -185,7 +154,7 @@ describe('pairlock inspect', () => {
     await a.run('field-7', () => 42, { hash: { key: 'jobs' } });
     const res = await cli([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       ns,
       'inspect',
@@ -201,11 +170,11 @@ describe('pairlock inspect', () => {
       state: 'done',
       result: 42,
     });
-    const plain = await cli(['--redis', server.url, '--namespace', ns, 'inspect', 'field-7']);
+    const plain = await cli(['--redis', pair.url, '--namespace', ns, 'inspect', 'field-7']);
     expect(plain.code).toBe(3);
     const list = await cli([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       ns,
       'list',
@@ -224,7 +193,7 @@ describe('pairlock inspect', () => {
     await worker(ns, 'alpha').run('from-env', () => 'yes');
     const res = await cli(['--namespace', ns, 'inspect', 'from-env', '--json'], 60_000, {
       ...baseEnv(),
-      REDIS_URL: server.url,
+      REDIS_URL: pair.url,
     });
     expect(res.code).toBe(0);
     expect(JSON.parse(res.stdout)).toMatchObject({ taskId: 'from-env', result: 'yes' });
@@ -233,7 +202,7 @@ describe('pairlock inspect', () => {
   it('exits 3 with a message on stderr for an unknown task', async () => {
     const res = await cli([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       freshNamespace(),
       'inspect',
@@ -262,7 +231,7 @@ describe('pairlock inspect', () => {
   });
 
   it('exits 1 on a usage error', async () => {
-    const res = await cli(['--redis', server.url, 'inspect']);
+    const res = await cli(['--redis', pair.url, 'inspect']);
     expect(res.code).toBe(1);
     expect(res.stderr).toContain("missing required argument 'taskId'");
   });
@@ -305,7 +274,7 @@ describe('pairlock list and stats', () => {
   it('lists every record, with a state filter and a limit', async () => {
     const all = await cli([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       ns,
       'list',
@@ -329,7 +298,7 @@ describe('pairlock list and stats', () => {
 
     const failed = await cli([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       ns,
       'list',
@@ -343,7 +312,7 @@ describe('pairlock list and stats', () => {
 
     const human = await cli([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       ns,
       'list',
@@ -358,12 +327,12 @@ describe('pairlock list and stats', () => {
     expect(lines.filter((l) => /^done-\d\s+done\s/.test(l))).toHaveLength(3);
     expect(human.stdout).toContain('--limit 3 reached');
 
-    const bad = await cli(['--redis', server.url, '--namespace', ns, 'list', '--state', 'bogus']);
+    const bad = await cli(['--redis', pair.url, '--namespace', ns, 'list', '--state', 'bogus']);
     expect(bad.code).toBe(1);
   });
 
   it('counts by state and shows live workers with what they hold', async () => {
-    const res = await cli(['--redis', server.url, '--namespace', ns, 'stats', '--json']);
+    const res = await cli(['--redis', pair.url, '--namespace', ns, 'stats', '--json']);
     expect(res.code).toBe(0);
     const s = JSON.parse(res.stdout) as {
       tasks: Record<string, number>;
@@ -383,10 +352,10 @@ describe('pairlock list and stats', () => {
     expect(h?.pid).toBe(process.pid);
     expect(h?.ttlMs).toBeGreaterThan(0);
     expect(s.workers.map((w) => w.worker)).toContain(
-      workers.find((w) => w.options.name === 'alpha' && w.options.namespace === ns)?.id,
+      pair.workers.find((w) => w.options.name === 'alpha' && w.options.namespace === ns)?.id,
     );
 
-    const human = await cli(['--redis', server.url, '--namespace', ns, 'stats']);
+    const human = await cli(['--redis', pair.url, '--namespace', ns, 'stats']);
     expect(human.code).toBe(0);
     expect(human.stdout).toContain(
       'tasks: 7 total, 1 running (0 orphaned), 5 done, 1 failed, 0 released',
@@ -399,8 +368,8 @@ describe('pairlock list and stats', () => {
 describe('pairlock watch', () => {
   it('prints claims, settles, releases and takeovers until SIGINT', async () => {
     const ns = freshNamespace();
-    const watch = Running.start(['--redis', server.url, '--namespace', ns, 'watch', '--json']);
-    const human = Running.start(['--redis', server.url, '--namespace', ns, 'watch']);
+    const watch = Running.start(['--redis', pair.url, '--namespace', ns, 'watch', '--json']);
+    const human = Running.start(['--redis', pair.url, '--namespace', ns, 'watch']);
     try {
       await watch.waitFor(
         () => watch.err.some((l) => l.startsWith('watching ')),
@@ -536,7 +505,7 @@ describe('pairlock run', () => {
     );
     const res = await cli([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       ns,
       'run',
@@ -556,7 +525,7 @@ describe('pairlock run', () => {
       expect(lines).toHaveLength(2);
       expect(lines.filter((l) => /role=(ran|took-over)/.test(l))).toHaveLength(1);
     }
-    const list = await cli(['--redis', server.url, '--namespace', ns, 'list', '--json']);
+    const list = await cli(['--redis', pair.url, '--namespace', ns, 'list', '--json']);
     const recs = JSON.parse(list.stdout) as {
       taskId: string;
       state: string;
@@ -592,7 +561,7 @@ describe('pairlock run', () => {
     );
     const res = await cli([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       ns,
       'run',
@@ -607,15 +576,7 @@ describe('pairlock run', () => {
     expect(res.stdout).toMatch(
       /took over fragile from crashy-[12]:\w+ \(session-expired, token 2\)/,
     );
-    const rec = await cli([
-      '--redis',
-      server.url,
-      '--namespace',
-      ns,
-      'inspect',
-      'fragile',
-      '--json',
-    ]);
+    const rec = await cli(['--redis', pair.url, '--namespace', ns, 'inspect', 'fragile', '--json']);
     expect(JSON.parse(rec.stdout)).toMatchObject({
       state: 'done',
       result: 'ok:fragile',
@@ -636,10 +597,10 @@ describe('pairlock run', () => {
       };\n`,
     );
     const { Redis } = await import('ioredis');
-    const redis = new Redis(server.url);
+    const redis = new Redis(pair.url);
     const run = Running.start([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       ns,
       'run',
@@ -687,7 +648,7 @@ describe('pairlock run', () => {
     );
     const run = Running.start([
       '--redis',
-      server.url,
+      pair.url,
       '--namespace',
       ns,
       'run',
@@ -717,7 +678,7 @@ describe('pairlock run', () => {
 
 describe.skipIf(!existsSync(join(root, 'src/demo/index.ts')))('pairlock demo', () => {
   it('runs on the Redis given with --redis and exits 0', async () => {
-    const res = await cli(['--redis', server.url, 'demo', '--tasks', '3'], 120_000);
+    const res = await cli(['--redis', pair.url, 'demo', '--tasks', '3'], 120_000);
     expect(res.code).toBe(0);
     expect(res.stdout).not.toContain('started redis-server');
     expect(res.stdout).toMatch(/took over push-\d/);

@@ -3,37 +3,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { nextTick, parseInterval, schedule, tickTaskId } from '../src/feeds/schedule.js';
 import { type StreamFeed, streamFeed } from '../src/feeds/stream.js';
 import { TaskFailedError, wrap } from '../src/feeds/wrap.js';
-import { type HandlerContext, PairedWorker, type PairedWorkerOptions } from '../src/index.js';
-import { RedisServer } from '../src/testing/index.js';
+import type { HandlerContext } from '../src/index.js';
+import { useRedisPair } from './support/redis-pair.js';
 
-let server: RedisServer;
+const pair = useRedisPair();
+const worker = pair.worker;
+const ns = () => pair.namespace('feeds');
 let redis: Redis;
-let open: PairedWorker[] = [];
 let feeds: StreamFeed[] = [];
-let nsCounter = 0;
-
-function ns(): string {
-  nsCounter += 1;
-  return `feeds${nsCounter}`;
-}
-
-function worker(
-  namespace: string,
-  name: string,
-  extra: Partial<PairedWorkerOptions> = {},
-): PairedWorker {
-  const w = new PairedWorker({
-    redis: server.url,
-    namespace,
-    name,
-    sessionTtlMs: 2_000,
-    firstAttemptIntervalMs: 500,
-    otherAttemptIntervalMs: 1_000,
-    ...extra,
-  });
-  open.push(w);
-  return w;
-}
 
 async function until(
   pred: () => boolean | Promise<boolean>,
@@ -52,21 +29,18 @@ async function pendingCount(stream: string, group: string): Promise<number> {
   return Number(summary[0]);
 }
 
-beforeAll(async () => {
-  server = await RedisServer.start();
-  redis = new Redis(server.url);
+beforeAll(() => {
+  redis = new Redis(pair.url);
 });
 
 afterEach(async () => {
   await Promise.allSettled(feeds.map((f) => f.stop({ drain: false })));
-  await Promise.allSettled(open.map((w) => w.close()));
+  await pair.closeWorkers();
   feeds = [];
-  open = [];
 });
 
-afterAll(async () => {
+afterAll(() => {
   redis?.disconnect();
-  await server?.stop();
 });
 
 describe('streamFeed', () => {
@@ -82,7 +56,7 @@ describe('streamFeed', () => {
     const b = worker(namespace, 'site-b');
     const outcomes: { side: string; id: string; role: string; result: unknown }[] = [];
     const fa = streamFeed(a, {
-      redis: server.url,
+      redis: pair.url,
       stream,
       startId: '0',
       handler,

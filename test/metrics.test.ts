@@ -1,30 +1,12 @@
 import { Registry } from 'prom-client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PairedWorker, type PairedWorkerOptions } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
 import { attachMetrics } from '../src/metrics.js';
 import { EventLoopMonitor } from '../src/runtime.js';
-import { RedisServer, TcpProxy } from '../src/testing/index.js';
+import { TcpProxy } from '../src/testing/index.js';
+import { useRedisPair } from './support/redis-pair.js';
 
-let server: RedisServer;
-const open: PairedWorker[] = [];
-
-function worker(
-  namespace: string,
-  name: string,
-  extra: Partial<PairedWorkerOptions> = {},
-): PairedWorker {
-  const w = new PairedWorker({
-    redis: server.url,
-    namespace,
-    name,
-    sessionTtlMs: 2_000,
-    firstAttemptIntervalMs: 500,
-    otherAttemptIntervalMs: 1_000,
-    ...extra,
-  });
-  open.push(w);
-  return w;
-}
+const pair = useRedisPair();
+const worker = pair.worker;
 
 async function value(
   registry: Registry,
@@ -51,15 +33,6 @@ function gate(): { wait: Promise<void>; open: () => void } {
   });
   return { wait, open };
 }
-
-beforeAll(async () => {
-  server = await RedisServer.start();
-});
-
-afterAll(async () => {
-  await Promise.allSettled(open.map((w) => w.close()));
-  await server?.stop();
-});
 
 describe('attachMetrics', () => {
   it('counts claims, standbys, takeovers, lease losses, outcomes and latency from the worker events', async () => {
@@ -157,7 +130,7 @@ describe('attachMetrics', () => {
 
   it('counts heartbeat failures when the link to Redis breaks, and event-loop lag from a monitor', async () => {
     const registry = new Registry();
-    const proxy = await TcpProxy.start({ targetPort: server.port });
+    const proxy = await TcpProxy.start({ targetPort: pair.server.port });
     const c = worker('m2', 'gamma', { redis: proxy.url, sessionTtlMs: 600, connectTimeoutMs: 500 });
     const monitor = new EventLoopMonitor({ thresholdMs: 100, intervalMs: 20 });
     const detach = attachMetrics(c, { registry, prefix: 'app_pl_', monitor });
