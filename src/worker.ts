@@ -139,6 +139,8 @@ export function driftMs(ttlMs: number): number {
 const now = () => performance.now();
 // One peek call checks this many watched tasks (a few ms of Redis time at most).
 const PEEK_BATCH = 1_000;
+// a lone surrogate (a surrogate code unit outside a valid pair), found without encoding
+const LONE_SURROGATE = /\p{Cs}/u;
 // Safety-net checks due within this window share peek calls: a standby covering
 // 100,000 tasks then sends about 100 calls per otherAttemptIntervalMs, not one per task.
 const PEEK_COALESCE_MS = 1_000;
@@ -443,7 +445,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (taskId.length === 0)
       throw new InvalidTaskIdError('Expected a task id to be a non-empty string');
     // A lone surrogate becomes U+FFFD in UTF-8: two different ids would name one record.
-    if (Buffer.from(taskId).toString() !== taskId) {
+    if (LONE_SURROGATE.test(taskId)) {
       throw new InvalidTaskIdError(
         'Expected a task id to be well-formed Unicode (it has a lone surrogate)',
       );
