@@ -23,7 +23,7 @@ export async function benchCommand(
   if (root === undefined || script === undefined || !existsSync(script)) {
     throw new CliError(
       'pairlock: the benchmarks ship with the source repository (bench/run.ts), not with the installed package.\n' +
-        'Clone the repository, run `npm install`, then `npx pairlock bench` (or `npm run bench`) there.',
+        'Clone the repository, run `npm ci`, then `npx pairlock bench` (or `npm run bench`) there.',
       ExitCode.Error,
     );
   }
