@@ -54,7 +54,9 @@ async function until(cond: () => Promise<boolean> | boolean, ms = 5_000): Promis
 }
 
 /** The store of a worker, to inject faults below the worker (not part of the public API). */
-function storeOf(w: PairedWorker): Store & { call(name: string, args: unknown[]): Promise<unknown> } {
+function storeOf(
+  w: PairedWorker,
+): Store & { call(name: string, args: unknown[]): Promise<unknown> } {
   return (w as unknown as { store: Store & { call(n: string, a: unknown[]): Promise<unknown> } })
     .store;
 }
@@ -107,10 +109,12 @@ describe('a claim reply lost to a client-side timeout', () => {
       const a = pair.worker(ns, 'a', { redis: proxy.url, connectTimeoutMs: 300, taskTimeoutMs });
       const b = pair.worker(ns, 'b');
       const bStarted = new Promise<void>((resolve) => {
-        void b.run('t', (ctx) => {
-          resolve();
-          return abortable(ctx);
-        }).catch(() => {});
+        void b
+          .run('t', (ctx) => {
+            resolve();
+            return abortable(ctx);
+          })
+          .catch(() => {});
       });
       await bStarted;
       let kind = '';
@@ -192,7 +196,7 @@ describe('a claim reply lost to a client-side timeout', () => {
       await until(async () => (await probe.info('replication')).includes('master_link_status:up'));
       const ns = pair.namespace('wait');
       const w = pair.worker(ns, 'a', {
-        replication: { waitReplicas: 1, waitTimeoutMs: 50 },
+        replication: { waitReplicas: 1, waitTimeoutMs: 500 },
         unavailableTimeoutMs: 1_500,
       });
       await w.start();
@@ -233,7 +237,7 @@ describe('close with handover', () => {
           await abortable(ctx).catch(() => {});
           await sleep(150); // cleanup after the signal
           aReturnedAt = now();
-          return 'a';
+          throw ctx.signal.reason;
         })
         .catch(() => {});
     });
@@ -245,9 +249,52 @@ describe('close with handover', () => {
     await sleep(100);
     await a.close({ handover: true });
     const outcome = await within(bRun, 5_000, "the peer's run()");
-    expect(outcome).toMatchObject({ state: 'done', result: 'b', role: 'took-over' });
+    expect(outcome).toMatchObject({ state: 'done', result: 'b', role: 'took-over', token: 2 });
     expect(aReturnedAt).toBeGreaterThan(0);
     expect(bStartedAt).toBeGreaterThanOrEqual(aReturnedAt);
+  });
+
+  it('settles a result the handler returned within the grace instead of handing it over', async () => {
+    const ns = pair.namespace('handover');
+    const a = pair.worker(ns, 'a');
+    const b = pair.worker(ns, 'b');
+    const aStarted = new Promise<void>((resolve) => {
+      void a
+        .run('t', async (ctx) => {
+          resolve();
+          await abortable(ctx).catch(() => {});
+          return 'finished by a';
+        })
+        .catch(() => {});
+    });
+    await aStarted;
+    const bRun = b.run('t', () => 'b');
+    await sleep(100);
+    await a.close({ handover: true });
+    const outcome = await within(bRun, 5_000, "the peer's run()");
+    expect(outcome).toMatchObject({ state: 'done', result: 'finished by a', role: 'watched' });
+  });
+
+  it('releases a task whose handler ignores its signal once the grace has passed', async () => {
+    const ns = pair.namespace('handover');
+    const a = pair.worker(ns, 'a');
+    const b = pair.worker(ns, 'b');
+    const aStarted = new Promise<void>((resolve) => {
+      void a
+        .run('t', () => {
+          resolve();
+          return new Promise(() => {}); // never returns
+        })
+        .catch(() => {});
+    });
+    await aStarted;
+    const bRun = b.run('t', () => 'b');
+    await sleep(100);
+    const closing = now();
+    await a.close({ handover: true, graceMs: 300 });
+    expect(now() - closing).toBeGreaterThanOrEqual(290);
+    const outcome = await within(bRun, 5_000, "the peer's run()");
+    expect(outcome).toMatchObject({ state: 'done', result: 'b', role: 'took-over' });
   });
 });
 
@@ -315,6 +362,7 @@ describe('a hung handler under the default safety-net intervals', () => {
     expect(outcome).toMatchObject({ state: 'done', role: 'took-over', result: 'b' });
     expect(tookOverAt - startedAt).toBeGreaterThanOrEqual(timing.taskTimeoutMs - 50);
     expect(tookOverAt - startedAt).toBeLessThan(timing.taskTimeoutMs + 600);
+    await a.close({ handover: true, graceMs: 10 });
   });
 });
 
