@@ -17,7 +17,8 @@
     { 1, token, attempt, serverNow, final, repeated }   settled
         final: 1 when a failure is final (no retry will be granted), else 0; always 0 for done
         repeated: 1 when the record already held this very outcome (the same session,
-        token and state: a retried settle whose first reply was lost); nothing is written
+        token, state and payload: a retried settle whose first reply was lost); nothing is
+        written. Any other settle of a settled record is -13.
     { -10 } unknown task   { -11, token, session } not owner
     { -12, token, session } token superseded   { -13, state } already settled
     { -14 } session expired   { -15, msLate } deadline passed
@@ -42,9 +43,9 @@ local function final(rec)
   return 0
 end
 
--- checkOwner answers -13 only to the grant's own session and token: a settle to the state
--- the record already has is this caller's earlier settle, applied, whose reply was lost
-if err and err[1] == -13 and r.state == state then
+-- checkOwner answers -13 only to the grant's own session and token: a settle of the very
+-- outcome the record holds is this caller's earlier settle, applied, whose reply was lost
+if err and err[1] == -13 and r.state == state and r.payload == ARGV[5] then
   return {1, r.token, r.attempt, now, final(r), 1}
 end
 if err then
