@@ -123,14 +123,8 @@ export class CliConnection {
 
   /** Keep the last connection error of a client: it names the address that failed. */
   private watchErrors<C extends Redis | Cluster>(client: C): C {
-    const note = (err: Error) => {
-      const prev = this.lastError.get(client);
-      // a sentinel that answers but knows no such master says so only here
-      const keep = prev?.includes('invalid reply') && !err.message.includes('invalid reply');
-      this.lastError.set(client, keep ? `${err.message}; ${prev}` : err.message);
-    };
+    const note = (err: Error) => this.lastError.set(client, err.message);
     client.on('error', note);
-    client.on('sentinelError', note);
     client.on('node error', (err: Error, address: string) =>
       note(new Error(`${address}: ${err.message}`)),
     );
@@ -215,6 +209,12 @@ export class CliConnection {
     const own =
       this.topology.kind === 'quorum' || !node ? undefined : this.lastError.get(node.client);
     const reason = own ?? (err as Error | undefined)?.message ?? String(err);
+    if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(reason)) {
+      return new CliError(
+        `pairlock: ${this.where} refused the credentials (${reason}).\nCheck --user and --password (PAIRLOCK_USER, PAIRLOCK_PASSWORD), or the user and password in the URL.`,
+        ExitCode.Unreachable,
+      );
+    }
     return new CliError(
       `pairlock: cannot reach ${this.where} (${reason}).\n${connectionHint(this.topology)}`,
       ExitCode.Unreachable,
@@ -228,6 +228,13 @@ export class CliConnection {
     } catch (err) {
       if (err instanceof RedisUnavailableError || isConnectionFault(err))
         throw this.unreachable(err);
+      const msg = (err as Error | undefined)?.message ?? '';
+      if (/NOPERM/.test(msg)) {
+        throw new CliError(
+          `pairlock: ${this.where} refused a command to this user (${msg}).\nThe commands the CLI sends are listed in docs/cli.md (Connection options).`,
+          ExitCode.Error,
+        );
+      }
       throw err;
     }
   }
