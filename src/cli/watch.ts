@@ -122,6 +122,15 @@ export async function watchCommand(
     );
   let sub: EventSubscription | undefined;
   let flag: NodeJS.Timeout | undefined;
+  // listening before anything is printed: a signal sent on seeing the first line is caught
+  let stopped!: () => void;
+  const stopping = new Promise<void>((resolve) => {
+    stopped = resolve;
+  });
+  const done = () => stopped();
+  process.once('SIGINT', done);
+  process.once('SIGTERM', done);
+  stop?.then(done, done);
   try {
     await conn.guard(async () => {
       // fresh claims travel on a side channel of their own, and only while a watcher
@@ -143,17 +152,10 @@ export async function watchCommand(
     });
     flag = setInterval(() => void keepFlag().catch(() => {}), WATCH_FLAG_TTL_MS / 3);
     io.err(`watching ${channel} on ${sub?.where ?? conn.where} (Ctrl-C to stop)`);
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        process.off('SIGINT', done);
-        process.off('SIGTERM', done);
-        resolve();
-      };
-      process.once('SIGINT', done);
-      process.once('SIGTERM', done);
-      stop?.then(done, done);
-    });
+    await stopping;
   } finally {
+    process.off('SIGINT', done);
+    process.off('SIGTERM', done);
     clearInterval(flag);
     sub?.close();
     await conn.close();
