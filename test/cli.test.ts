@@ -137,6 +137,59 @@ describe('pairlock inspect', () => {
     expect(list.code).toBe(2);
   });
 
+  it('exits 2 naming the addresses on a Cluster or quorum nodes that do not answer', async () => {
+    const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()];
+    const cluster = await cli(['--cluster', `127.0.0.1:${p1}`, '--timeout', '2000', 'stats']);
+    expect(cluster.code).toBe(2);
+    expect(cluster.stderr).toContain(`the Redis Cluster at 127.0.0.1:${p1}`);
+    expect(cluster.stderr).toContain('--cluster');
+    const nodes = [p1, p2, p3].map((p) => `redis://127.0.0.1:${p}`).join(',');
+    const quorum = await cli(['--nodes', nodes, '--timeout', '2000', 'inspect', 'x']);
+    expect(quorum.code).toBe(2);
+    for (const p of [p1, p2, p3]) expect(quorum.stderr).toContain(`127.0.0.1:${p} (`);
+    expect(quorum.stderr).toContain('--nodes');
+  });
+
+  it('exits 1 naming the option on an invalid connection option; the command line wins over the environment', async () => {
+    const res = await cli(['--sentinel', '127.0.0.1:26379', 'list']);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('--sentinel needs --master <name> (or PAIRLOCK_MASTER)');
+    const fromEnv = await cli(['list'], 60_000, { ...baseEnv(), PAIRLOCK_NODES: 'redis://a:1' });
+    expect(fromEnv.code).toBe(1);
+    expect(fromEnv.stderr).toContain('PAIRLOCK_NODES (--nodes): quorum mode needs an odd number');
+
+    const ns = freshNamespace();
+    await worker(ns, 'alpha').run('cli-wins', () => 1);
+    const wins = await cli(
+      ['--redis', pair.url, '--namespace', ns, 'inspect', 'cli-wins'],
+      60_000,
+      {
+        ...baseEnv(),
+        PAIRLOCK_CLUSTER: '127.0.0.1:1',
+      },
+    );
+    expect(wins.code).toBe(0);
+  });
+
+  it('--help names every connection option and its environment variable', async () => {
+    const res = await cli(['list', '--help']);
+    expect(res.code).toBe(0);
+    for (const [flag, env] of [
+      ['--redis <url>', 'REDIS_URL'],
+      ['--sentinel <host:port,…>', 'PAIRLOCK_SENTINEL'],
+      ['--master <name>', 'PAIRLOCK_MASTER'],
+      ['--cluster <host:port,…>', 'PAIRLOCK_CLUSTER'],
+      ['--nodes <url,url,url>', 'PAIRLOCK_NODES'],
+      ['--tls', 'PAIRLOCK_TLS'],
+      ['--tls-ca <file>', 'PAIRLOCK_TLS_CA'],
+      ['--user <name>', 'PAIRLOCK_USER'],
+      ['--password <secret>', 'PAIRLOCK_PASSWORD'],
+    ]) {
+      expect(res.stdout).toContain(flag);
+      expect(res.stdout).toMatch(new RegExp(`env:\\s+${env}\\)`));
+    }
+  });
+
   it('exits 1 on a usage error', async () => {
     const res = await cli(['--redis', pair.url, 'inspect']);
     expect(res.code).toBe(1);

@@ -123,11 +123,16 @@ export class CliConnection {
 
   /** Keep the last connection error of a client: it names the address that failed. */
   private watchErrors<C extends Redis | Cluster>(client: C): C {
-    const note = (err: Error) => this.lastError.set(client, err.message);
-    client.on('error', note);
-    client.on('node error', (err: Error, address: string) =>
-      note(new Error(`${address}: ${err.message}`)),
-    );
+    // a Cluster says only 'Failed to refresh slots cache': the nodes' own errors say why
+    const nodeErrors = new Map<string, string>();
+    client.on('error', (err: Error) => {
+      const plain = (m: string) => m.replace(/\.$/, '');
+      const nodes = [...nodeErrors].map(([address, m]) => `${address}: ${plain(m)}`).join('; ');
+      this.lastError.set(client, nodes ? `${plain(err.message)}; ${nodes}` : err.message);
+    });
+    client.on('node error', (err: Error, address: string) => {
+      nodeErrors.set(address, err.message);
+    });
     return client;
   }
 
