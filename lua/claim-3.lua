@@ -18,18 +18,16 @@
     ARGV[10] task ref (identifies the task in events)
     ARGV[11] minimum token (optional; quorum mode). When given, a grant's token is at least
              this (so a grant made on a majority of independent nodes can carry one token,
-             the highest of them), and a grant's reply carries the record it replaced, so
-             that a grant that did not win its quorum can be undone (undo-2.lua). When
-             absent, grants and replies are exactly as without it.
+             the highest of them), and the grant's record keeps the record it replaced (its
+             undo note, see includes/record.lua), so that a grant that did not win its
+             quorum can be undone exactly (undo-2.lua), even on a node whose answer never
+             reached the claimer. Replies are the same with or without it.
 
   Output:
     { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession }   granted
         kind: 0 fresh, 1 takeover (owner session expired), 2 takeover (deadline passed),
               3 retry after failure, 4 handover (released); fromSession: the previous
               owner ('' when fresh)
-    { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession, previousRecord }
-        granted, when ARGV[11] is given: previousRecord is the record the grant replaced,
-        as stored ('' when there was none)
     { 2, ownerSession, token, attempt, ownerPttl, deadlineInMs }     held by a live owner
     { 3, ownerSession, token, attempt, updatedAt, resultJson }       done
     { 4, ownerSession, token, attempt, updatedAt, errorJson, terminal, retryInMs }  failed
@@ -65,19 +63,17 @@ if err then return err end
 local function grant(token, attempt, kind, from)
   if dryRun then return {5, kind} end
   if token < minToken then token = minToken end
-  local previous = ''
-  if quorumMode and r then previous = encodeRecord(r) end
   local rec = {
     state = 'R', token = token, attempt = attempt, session = claimer,
     deadline = now + taskTimeout, claimedAt = now, updatedAt = now, progress = '', payload = ''
   }
+  if quorumMode then rec.undo = undoNote(r) end
   store(container, index, field, rec, now, taskTimeout + retention)
   if kind ~= 0 then
     publish(channel, 'claimed', ref, rec, {kind = kind, from = from})
   elseif watched(channel) then
     publish(channel .. ':claims', 'claimed', ref, rec, {kind = kind, from = from})
   end
-  if quorumMode then return {1, token, attempt, kind, taskTimeout, now, from, previous} end
   return {1, token, attempt, kind, taskTimeout, now, from}
 end
 
