@@ -540,12 +540,13 @@ describe('quorum store: undo, repair and late answers', () => {
     // C applies s2's claim 300 ms after it is sent, and its answer comes after the 400 ms bound
     proxy.setDelay(300);
     expect(await q2.claim(keys.task('job'), args(s2))).toMatchObject({ type: 'held', owner: s1 });
-    await sleep(400);
-    expect(await node[2]!.inspect(keys.task('job'))).toMatchObject({ found: true, session: s2 });
+    let granted = false;
     await until(
-      'the grant on C to be undone',
+      'the grant on C to be made, then undone',
       async () => {
-        return !(await node[2]!.inspect(keys.task('job'))).found;
+        const rec = await node[2]!.inspect(keys.task('job'));
+        if (rec.found && rec.session === s2) granted = true;
+        return granted && !rec.found;
       },
       3_000,
     );
@@ -567,6 +568,16 @@ describe('quorum store: undo, repair and late answers', () => {
     const s1 = 'one#1';
     expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
     for (const p of proxies) p.setDelay(300);
+    const granted = new Set<number>();
+    const watch = setInterval(() => {
+      node.forEach((n, i) => {
+        n.inspect(keys.task('job')).then(
+          (r) => r.found && r.session === s1 && granted.add(i),
+          () => {},
+        );
+      });
+    }, 20);
+    cleanup.push(async () => clearInterval(watch));
     await expect(q1.claim(keys.task('job'), args(s1))).rejects.toBeInstanceOf(NoQuorumError);
     for (const p of proxies) p.setDelay(0);
     await until(
@@ -577,5 +588,8 @@ describe('quorum store: undo, repair and late answers', () => {
       },
       3_000,
     );
+    clearInterval(watch);
+    // every node did grant, after the claimer had stopped waiting for it
+    expect([...granted].sort()).toEqual([0, 1, 2]);
   });
 });
