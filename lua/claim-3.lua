@@ -32,6 +32,11 @@
     { 3, ownerSession, token, attempt, updatedAt, resultJson }       done
     { 4, ownerSession, token, attempt, updatedAt, errorJson, terminal, retryInMs }  failed
     { 5, kind }                                                      claimable (dry run only)
+    { 6, token, attempt, kind, deadlineInMs, serverNow }             resumed: the claimer's own
+        session already holds the task (its earlier claim was granted, but the reply was
+        lost, say to a client-side timeout). Nothing is granted anew: the reply carries
+        that grant's token, attempt and real kind, and the server's remaining deadline, so
+        the claimer's lease ends when the server's does. Answered to a dry run too.
     { -1, excerpt }  corrupt record            { -2, version } record of a newer format
     { -3 }           claimer session expired   { -4, type }    key of another type
 
@@ -65,7 +70,8 @@ local function grant(token, attempt, kind, from)
   if token < minToken then token = minToken end
   local rec = {
     state = 'R', token = token, attempt = attempt, session = claimer,
-    deadline = now + taskTimeout, claimedAt = now, updatedAt = now, progress = '', payload = ''
+    deadline = now + taskTimeout, claimedAt = now, updatedAt = now, progress = '', kind = kind,
+    payload = ''
   }
   if quorumMode then rec.undo = undoNote(r) end
   store(container, index, field, rec, now, taskTimeout + retention)
@@ -85,6 +91,9 @@ end
 
 if r.state == 'R' then
   local pttl = sessionPttl(sessionPrefix, r.session)
+  if r.session == claimer and now < r.deadline then
+    return {6, r.token, r.attempt, r.kind, r.deadline - now, now}
+  end
   if pttl > 0 and now < r.deadline then
     if not dryRun and watched(channel) then
       publish(channel .. ':claims', 'standby', ref, r, {by = claimer})

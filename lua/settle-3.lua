@@ -10,9 +10,15 @@
     ARGV[5] payload: result JSON (done) or error JSON (failed)
     ARGV[6] retention ms   ARGV[7] retry backoff ms (failed only)
     ARGV[8] event channel ('' for none; '#<channel>': sharded, SPUBLISH)  ARGV[9] task ref
+    ARGV[10] max attempts: a failure settled at attempt >= this is final (the rule claim-3
+             applies to a failed record); 0: not asked (final is then 0)
 
   Output:
-    { 1, token, attempt, serverNow }   settled
+    { 1, token, attempt, serverNow, final, repeated }   settled
+        final: 1 when a failure is final (no retry will be granted), else 0; always 0 for done
+        repeated: 1 when the record already held this very outcome (the same session,
+        token, state and payload: a retried settle whose first reply was lost); nothing is
+        written. Any other settle of a settled record is -13.
     { -10 } unknown task   { -11, token, session } not owner
     { -12, token, session } token superseded   { -13, state } already settled
     { -14 } session expired   { -15, msLate } deadline passed
@@ -28,8 +34,20 @@
 --- @include "includes/owner"
 
 local container, index, field = KEYS[1], KEYS[2], ARGV[1]
+local state, maxAttempts = ARGV[4], tonumber(ARGV[10]) or 0
 local now = serverNowMs()
 local r, err = checkOwner(container, index, field, KEYS[3], ARGV[2], tonumber(ARGV[3]), now, true)
+
+local function final(rec)
+  if rec.state == 'F' and maxAttempts > 0 and rec.attempt >= maxAttempts then return 1 end
+  return 0
+end
+
+-- checkOwner answers -13 only to the grant's own session and token: a settle of the very
+-- outcome the record holds is this caller's earlier settle, applied, whose reply was lost
+if err and err[1] == -13 and r.state == state and r.payload == ARGV[5] then
+  return {1, r.token, r.attempt, now, final(r), 1}
+end
 if err then
   -- a holder that lost its lease tries to settle late: show it to a watcher
   local code = err[1]
@@ -40,13 +58,19 @@ if err then
   return err
 end
 
-r.state = ARGV[4]
+r.state = state
 r.payload = ARGV[5]
 r.updatedAt = now
 r.deadline = 0
-if r.state == 'F' then r.deadline = now + tonumber(ARGV[7]) end
-store(container, index, field, r, now, tonumber(ARGV[6]))
+local keep = tonumber(ARGV[6])
+if r.state == 'F' then
+  r.deadline = now + tonumber(ARGV[7])
+  -- kept until the retry time plus the retention: a failed record that expired before its
+  -- retry would let the task start again at token 1
+  keep = keep + tonumber(ARGV[7])
+end
+store(container, index, field, r, now, keep)
 local extra = nil
 if r.state == 'D' and #r.payload <= 16384 then extra = {p = r.payload} end
 publish(ARGV[8], 'settled', ARGV[9], r, extra)
-return {1, r.token, r.attempt, now}
+return {1, r.token, r.attempt, now, final(r), 0}

@@ -217,11 +217,8 @@ export class QuorumStore implements Store {
     loc: TaskLocation,
     a: { session: string; token: number; retentionMs: number },
   ): Promise<OwnerReply> {
-    return ownerWrite(
-      this.quorumNodes,
-      `release of task ${JSON.stringify(loc.taskId)}`,
-      (node) => node.release(loc, a),
-      (r) => !r.ok && r.reason === 'already-settled' && r.state === 'X',
+    return ownerWrite(this.quorumNodes, `release of task ${JSON.stringify(loc.taskId)}`, (node) =>
+      node.release(loc, a),
     );
   }
 

@@ -52,11 +52,30 @@ export type ClaimReply =
       terminal: boolean;
       retryInMs: number;
     }
+  | {
+      /** The claimer's own session already holds the task (its grant's reply was lost). */
+      type: 'resumed';
+      token: number;
+      attempt: number;
+      kind: GrantKind;
+      /** The server's remaining time to the grant's deadline. */
+      deadlineInMs: number;
+      serverNow: number;
+    }
   | { type: 'claimable'; kind: GrantKind }
   | { type: 'session-expired' };
 
 export type OwnerReply =
-  | { ok: true; token: number; attempt: number; serverNow: number }
+  | {
+      ok: true;
+      token: number;
+      attempt: number;
+      serverNow: number;
+      /** settle: a failure no retry will follow (the script's rule, as claim applies it). */
+      final?: boolean;
+      /** The record already held this outcome: a retried write whose first reply was lost. */
+      repeated?: boolean;
+    }
   | { ok: false; reason: RejectReason; token?: number; owner?: string; state?: string };
 
 export type SessionReply =
@@ -109,6 +128,8 @@ export interface SettleArgs {
   payload: string;
   retentionMs: number;
   backoffMs: number;
+  /** A failure settled at this attempt or later is final (reply `final`); 0 or absent: not asked. */
+  maxAttempts?: number;
 }
 
 /** What pairlock needs from Redis. One implementation per topology. */
@@ -226,6 +247,15 @@ export function decodeClaim(reply: Raw, loc: TaskLocation): ClaimReply {
         terminal: num(reply[6]) === 1,
         retryInMs: num(reply[7]),
       };
+    case ReplyCode.Resumed:
+      return {
+        type: 'resumed',
+        token: num(reply[1]),
+        attempt: num(reply[2]),
+        kind: grantKinds[num(reply[3])] ?? 'fresh',
+        deadlineInMs: num(reply[4]),
+        serverNow: num(reply[5]),
+      };
     case ReplyCode.Claimable:
       return { type: 'claimable', kind: grantKinds[num(reply[1])] ?? 'fresh' };
     case ReplyCode.ClaimerSessionExpired:
@@ -245,6 +275,8 @@ export function decodeOwner(reply: Raw, loc: TaskLocation): OwnerReply {
       token: num(reply[1] ?? 0),
       attempt: num(reply[2] ?? 0),
       serverNow: num(reply[3] ?? reply[1]),
+      final: num(reply[4] ?? 0) === 1,
+      repeated: num(reply[5] ?? 0) === 1,
     };
   }
   const reason = rejectReasons[code];
@@ -608,8 +640,11 @@ export class RedisStore implements Store {
 
   async claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply> {
     const args = this.claimArgv(loc, a);
-    if (!this.replication || a.dryRun) return decodeClaim(await this.call('claim', args), loc);
-    const { raw, acked } = await this.callAndWait('claim', args);
+    if (!this.replication) return decodeClaim(await this.call('claim', args), loc);
+    // a dry run writes nothing: WAIT only where its answer is acted on (below)
+    const { raw, acked } = a.dryRun
+      ? { raw: await this.call('claim', args), acked: -1 }
+      : await this.callAndWait('claim', args);
     const reply = decodeClaim(raw, loc);
     if (reply.type === 'done' || (reply.type === 'failed' && reply.terminal)) {
       // An outcome read from the master may be one a failover is about to lose (a settle
@@ -621,14 +656,18 @@ export class RedisStore implements Store {
       if (unsure) throw unsure;
       return reply;
     }
-    if (reply.type !== 'granted') return reply;
+    if (reply.type !== 'granted' && reply.type !== 'resumed') return reply;
+    // A resumed grant is one whose first WAIT may have failed: it runs only once replicas
+    // have it, like a new grant (WAIT counts what the connection wrote so far).
     const shortfall = this.replicationShortfall(
       `the grant of task ${JSON.stringify(loc.taskId)}`,
-      acked,
+      acked >= 0 ? acked : await this.waitForWhatWasRead(),
     );
     if (!shortfall) return reply;
     // Not counted: give it back (as a release, so that any worker may claim it at once)
-    // rather than run a task whose grant a failover could erase.
+    // rather than run a task whose grant a failover could erase. Should the give-back
+    // fail, the record stays this session's, and the next claim is answered 'resumed':
+    // that grant, too, runs only once replicas acknowledge it.
     await this.call(
       'release',
       this.releaseArgv(loc, { session: a.session, token: reply.token, retentionMs: a.retentionMs }),
@@ -715,15 +754,13 @@ export class RedisStore implements Store {
       a.backoffMs,
       this.eventChannel,
       loc.ref,
+      a.maxAttempts ?? 0,
     ];
     if (!this.replication) return decodeOwner(await this.call('settle', args), loc);
+    // a retried settle (the first was not acknowledged by enough replicas) is answered as
+    // settled, `repeated`, by the script itself
     const { raw, acked } = await this.callAndWait('settle', args);
-    let reply = decodeOwner(raw, loc);
-    // a retried settle (the first one was not acknowledged by enough replicas) finds its
-    // own outcome: the same session and token, already settled to the same state
-    if (!reply.ok && reply.reason === 'already-settled' && reply.state === a.state) {
-      reply = { ok: true, token: a.token, attempt: 0, serverNow: 0 };
-    }
+    const reply = decodeOwner(raw, loc);
     if (!reply.ok) return reply;
     const shortfall = this.replicationShortfall(
       `the settle of task ${JSON.stringify(loc.taskId)}`,

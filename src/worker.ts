@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { GrantKind } from './codes.js';
+import { DeadlineQueue } from './deadlines.js';
 import {
   ClosedError,
   InvalidOptionError,
@@ -72,7 +73,10 @@ export type LockCallback = (
 export interface RunOptions {
   /** Hash-field mode: the task record is the field `taskId` of this hash. */
   readonly hash?: { readonly key: string };
-  /** Stop waiting for the outcome (the run rejects with the signal's reason). */
+  /**
+   * Stop waiting for the outcome (the run rejects with the signal's reason). A handler
+   * already running here goes on, and settles; a later run() of the task joins it.
+   */
   readonly signal?: AbortSignal;
 }
 
@@ -119,8 +123,21 @@ export interface TaskInfo {
 }
 
 export interface CloseOptions {
-  /** Release held tasks so a peer takes them over at once; their handlers are aborted. @default false */
+  /**
+   * Hand held tasks to a peer at once: each handler's signal fires first (reason
+   * `handover`), the handler gets up to `graceMs` to return, and only then is its task
+   * released, so the peer (token + 1) never starts while this handler still runs. A
+   * handler that returned a result in that time has it settled instead.
+   * @default false
+   */
   readonly handover?: boolean;
+  /**
+   * How long an aborted handler may take to return before its task is released anyway
+   * (a handler that ignores its signal then overlaps the peer; fencing tokens still
+   * guard its writes).
+   * @default 1000
+   */
+  readonly graceMs?: number;
   /**
    * Without handover: how long running handlers may take to finish and settle. Tasks
    * still running then are handed over as with `handover: true`, so close() is bounded
@@ -148,14 +165,34 @@ const PEEK_COALESCE_MS = 1_000;
 const MAX_TIMER = 2_147_483_647;
 
 interface Execution {
-  readonly run: TaskRun<unknown>;
+  /** The run() this execution answers; a later run() of the task joins it (see run()). */
+  run: TaskRun<unknown>;
   readonly token: number;
   readonly attempt: number;
   readonly kind: GrantKind;
   readonly session: string;
   readonly controller: AbortController;
   readonly deadlineTimer: NodeJS.Timeout;
+  /** Resolves when the handler has returned (or thrown). */
+  readonly returned: Promise<void>;
+  handlerDone: boolean;
+  /** close(): the grant goes back to the peer instead of being settled (see doClose). */
   handedOver: boolean;
+  /** The grant was released already (the handler outlived the handover grace). */
+  released: boolean;
+  /** Resolves when the execution is over: settled, handed back or given up. */
+  readonly over: Promise<void>;
+}
+
+/** A grant to run: a new one, or this session's own grant resumed. */
+interface Grant {
+  readonly token: number;
+  readonly attempt: number;
+  readonly kind: GrantKind;
+  /** The server's remaining ms to the grant's deadline when it answered. */
+  readonly deadlineInMs: number;
+  /** The previous owner's session ('' when none or unknown). */
+  readonly from: string;
 }
 
 interface CoverGroup {
@@ -197,7 +234,9 @@ class TaskRun<T> {
    * could no longer be proven). The effect has happened: the next grant, or the same
    * grant if the session survived, settles it instead of running the handler again.
    */
-  unsettled: { token: number; kind: GrantKind; session: string; payload: string } | undefined;
+  unsettled:
+    | { token: number; kind: GrantKind; session: string; state: 'D' | 'F'; payload: string }
+    | undefined;
 
   constructor(
     readonly loc: TaskLocation,
@@ -251,6 +290,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   /** execute() calls in flight, settle included (close waits for them). */
   private readonly executing = new Set<Promise<void>>();
   private readonly cover = new Map<string, CoverGroup>();
+  /** The deadlines of covered tasks (hung handlers), behind one timer. */
+  private readonly deadlines = new DeadlineQueue<TaskRun<unknown>>((run) => this.wake(run), now);
   private peekQueue = new Set<TaskRun<unknown>>();
   private peekScheduled = false;
   private peekTimer: NodeJS.Timeout | undefined;
@@ -425,6 +466,10 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (existing) return existing.done.promise;
     const run = new TaskRun<T>(loc, handler);
     this.runs.set(loc.ref, run as TaskRun<unknown>);
+    // A handler still running here for an earlier run() that stopped waiting (its signal
+    // fired): this run joins that execution and gets its outcome; nothing runs twice.
+    const exec = this.executions.get(loc.ref);
+    if (exec) exec.run = run as TaskRun<unknown>;
     if (opts.signal) {
       const signal = opts.signal;
       const onAbort = () => this.finish(run as TaskRun<unknown>, undefined, signal.reason);
@@ -512,7 +557,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       sessionTtlMs: o.sessionTtlMs,
       taskTimeoutMs: o.taskTimeoutMs,
       retentionMs: o.retentionMs,
-      maxAttempts: o.failure.policy === 'give-up' ? 1 : o.failure.maxAttempts,
+      maxAttempts: this.maxAttempts(),
       dryRun,
     };
   }
@@ -540,7 +585,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       switch (reply.type) {
         case 'granted':
           if (
-            run.unsettled &&
+            run.unsettled?.state === 'D' &&
             reply.token === run.unsettled.token + 1 &&
             reply.from === run.unsettled.session
           ) {
@@ -557,26 +602,33 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
           }
           run.unsettled = undefined;
           slotHeld = false; // the execution owns the slot now
-          await this.track(run, reply.token, reply.attempt, reply.kind, sent, reply.from);
+          await this.track(run, reply, sent);
           return;
-        case 'held':
-          if (reply.owner === this.sessionId && run.unsettled?.token === reply.token) {
-            // our own grant, still alive: settle the result we already have
+        case 'resumed': {
+          // This session holds the task already: an earlier claim was granted and its
+          // reply lost. The script answers with that grant's token, kind and remaining
+          // deadline; it is never run twice under one token.
+          const kept = run.unsettled;
+          if (kept?.token === reply.token) {
             await this.conclude(
               run,
-              { ...reply, kind: run.unsettled.kind, session: this.sessionId },
-              'D',
-              run.unsettled.payload,
+              { ...reply, session: this.sessionId },
+              kept.state,
+              kept.payload,
             );
             return;
           }
-          if (reply.owner === this.sessionId) {
-            // A grant to this very session that the worker lost track of (its claim
-            // reply was lost to a timeout). The record says it is ours: run it.
-            slotHeld = false;
-            await this.track(run, reply.token, reply.attempt, 'fresh', sent, '');
-            return;
+          if (!slotHeld) {
+            // a paused (dry-run) claim holds no slot: the grant is ours, so it takes one
+            await this.acquireSlot();
+            slotHeld = true;
+            if (run.finished || this.closing || this.executionOf(run)) return;
           }
+          slotHeld = false;
+          await this.track(run, { ...reply, from: '' }, sent);
+          return;
+        }
+        case 'held':
           run.known = { state: 'R', token: reply.token };
           this.watch(run, reply.owner, reply.ownerPttl, reply.deadlineInMs, reply.token);
           return;
@@ -665,32 +717,22 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   // Running a grant
   // -------------------------------------------------------------------------------
 
-  private track(
-    run: TaskRun<unknown>,
-    token: number,
-    attempt: number,
-    kind: GrantKind,
-    sentAt: number,
-    from: string,
-  ): Promise<void> {
-    const p = this.execute(run, token, attempt, kind, sentAt, from);
+  private track(run: TaskRun<unknown>, grant: Grant, sentAt: number): Promise<void> {
+    const p = this.execute(run, grant, sentAt);
     this.executing.add(p);
     return p.finally(() => this.executing.delete(p));
   }
 
-  private async execute(
-    run: TaskRun<unknown>,
-    token: number,
-    attempt: number,
-    kind: GrantKind,
-    sentAt: number,
-    from: string,
-  ): Promise<void> {
+  private async execute(run: TaskRun<unknown>, grant: Grant, sentAt: number): Promise<void> {
+    const { token, attempt, kind, from } = grant;
     const { taskId } = run.loc;
     const o = this.options;
     const controller = new AbortController();
-    // the task's own lease: its deadline, measured from when the claim was sent
-    const deadlineIn = Math.max(0, sentAt + o.taskTimeoutMs - driftMs(o.taskTimeoutMs) - now());
+    // The task's own lease: the server's remaining deadline (a full taskTimeoutMs for a
+    // new grant), measured from when the claim was sent, less the drift margin.
+    const deadlineIn = Math.max(0, sentAt + grant.deadlineInMs - driftMs(o.taskTimeoutMs) - now());
+    let returned!: () => void;
+    let over!: () => void;
     const exec: Execution = {
       run,
       token,
@@ -698,7 +740,15 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       kind,
       session: this.sessionId,
       controller,
+      returned: new Promise<void>((r) => {
+        returned = r;
+      }),
+      handlerDone: false,
       handedOver: false,
+      released: false,
+      over: new Promise<void>((r) => {
+        over = r;
+      }),
       deadlineTimer: setTimeout(
         () =>
           this.abortExecution(
@@ -744,16 +794,71 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       state = 'F';
     } finally {
       clearTimeout(exec.deadlineTimer);
-      this.executions.delete(run.loc.ref);
+      exec.handlerDone = true;
+      returned();
       this.releaseSlot();
     }
-    if (exec.handedOver || this.closing) return;
-    await this.conclude(
-      run,
-      { token, attempt, kind, session: exec.session, controller },
-      state,
-      payload,
-    );
+    try {
+      if (exec.handedOver) {
+        await this.handBack(exec, state, payload);
+        return;
+      }
+      if (this.closing) return;
+      // exec.run: a run() that joined while the handler ran gets this outcome
+      await this.conclude(
+        exec.run,
+        { token, attempt, kind, session: exec.session, controller },
+        state,
+        payload,
+      );
+    } finally {
+      this.executions.delete(run.loc.ref);
+      over();
+    }
+  }
+
+  /**
+   * close() handed this grant over: a result the handler returned in its grace time is
+   * settled (nothing is lost or run again); otherwise the task goes back to the peer.
+   */
+  private async handBack(exec: Execution, state: 'D' | 'F', payload: string): Promise<void> {
+    if (exec.released) return;
+    const loc = exec.run.loc;
+    const o = this.options;
+    try {
+      if (state === 'D') {
+        await this.store.settle(loc, {
+          session: exec.session,
+          token: exec.token,
+          state,
+          payload,
+          retentionMs: o.retentionMs,
+          backoffMs: o.failure.backoffMs,
+          maxAttempts: this.maxAttempts(),
+        });
+      } else {
+        await this.release(exec);
+      }
+    } catch (err) {
+      this.logger.warn(
+        { err, taskId: loc.taskId },
+        'pairlock: hand-back failed; the peer takes over when the session expires',
+      );
+    }
+  }
+
+  private async release(exec: Execution): Promise<void> {
+    exec.released = true;
+    await this.store.release(exec.run.loc, {
+      session: exec.session,
+      token: exec.token,
+      retentionMs: this.options.retentionMs,
+    });
+  }
+
+  private maxAttempts(): number {
+    const f = this.options.failure;
+    return f.policy === 'give-up' ? 1 : f.maxAttempts;
   }
 
   /** Settle a grant and act on the answer: an outcome, a retry, or covering the new owner. */
@@ -776,7 +881,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (reply === 'unavailable') {
       // Redis stayed away past the lease. Keep the result: the effect happened, and
       // running the handler again would repeat it.
-      run.unsettled = state === 'D' ? { token, kind, session: grant.session, payload } : undefined;
+      run.unsettled = { token, kind, session: grant.session, state, payload };
       if (controller && !controller.signal.aborted) {
         this.emit('lease-lost', { taskId, token, reason: 'session' });
         controller.abort(
@@ -818,9 +923,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       return;
     }
     const o = this.options;
-    const maxAttempts = o.failure.policy === 'give-up' ? 1 : o.failure.maxAttempts;
-    if (attempt >= maxAttempts) {
-      // final by the same rule the claim script applies
+    if (reply.final) {
+      // the settle script says no retry will be granted
       this.finish(run, {
         taskId,
         state: 'failed',
@@ -857,6 +961,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
           payload,
           retentionMs: o.retentionMs,
           backoffMs: o.failure.backoffMs,
+          maxAttempts: this.maxAttempts(),
         });
       } catch (err) {
         if (!(err instanceof RedisUnavailableError)) throw err;
@@ -896,7 +1001,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   }
 
   private abortExecution(exec: Execution, reason: LeaseLostError['reason'], message: string): void {
-    if (exec.controller.signal.aborted) return;
+    // a handler that has returned is past its lease: what remains is its settle
+    if (exec.controller.signal.aborted || exec.handlerDone) return;
     const { taskId } = exec.run.loc;
     this.emit('lease-lost', { taskId, token: exec.token, reason });
     this.logger.warn({ taskId, token: exec.token, reason }, `pairlock: lease lost: ${message}`);
@@ -927,10 +1033,10 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       this.armGroup(holder, group, ownerPttl);
     }
     group.runs.add(run);
-    // a hung handler: the task's own deadline
-    if (deadlineInMs < ownerPttl + this.options.otherAttemptIntervalMs * 4) {
-      this.timer(run, deadlineInMs + 1, () => this.wake(run));
-    }
+    // A hung handler: the task's own deadline, whenever it comes (a safety-net re-check
+    // could come up to otherAttemptIntervalMs late). One timer for the earliest deadline
+    // of every covered task.
+    this.deadlines.set(run, now() + deadlineInMs + 1);
     this.scheduleSafetyNet(run);
   }
 
@@ -964,6 +1070,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   }
 
   private uncover(run: TaskRun<unknown>): void {
+    this.deadlines.delete(run);
     const holder = run.holder;
     if (holder === undefined) return;
     run.holder = undefined;
@@ -1200,6 +1307,46 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     return this.closePromise;
   }
 
+  /**
+   * Hand over whatever still runs (everything, with handover: true). The order is the
+   * safety argument: the handler's signal fires first, the handler gets `graceMs` to
+   * return, and only then is its task released, so the peer's grant (token + 1) does not
+   * start while this handler still runs, unless the handler ignores its signal.
+   */
+  private async handOver(graceMs: number): Promise<void> {
+    const execs = [...this.executions.values()].filter((e) => !e.handlerDone);
+    for (const exec of execs) {
+      exec.handedOver = true;
+      this.abortExecution(exec, 'handover', 'the worker is closing and hands the task over');
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(execs.map((e) => e.returned)),
+      new Promise((r) => {
+        timer = setTimeout(r, graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    await Promise.all(
+      execs.map(async (exec) => {
+        if (exec.handlerDone) {
+          await exec.over; // settled or released by execute() itself
+          return;
+        }
+        this.logger.warn(
+          { taskId: exec.run.loc.taskId, graceMs },
+          'pairlock: a handler did not return within the handover grace; releasing its task anyway',
+        );
+        await this.release(exec).catch((err: unknown) => {
+          this.logger.warn(
+            { err, taskId: exec.run.loc.taskId },
+            'pairlock: release failed; the peer takes over when the session expires',
+          );
+        });
+      }),
+    );
+  }
+
   private async doClose(opts: CloseOptions): Promise<void> {
     this.closeRequested = true;
     const wasStarted = this.started !== undefined;
@@ -1226,30 +1373,13 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         );
       }
     }
-    // hand over whatever still runs (everything, with handover: true)
-    await Promise.all(
-      [...this.executions.values()].map(async (exec) => {
-        exec.handedOver = true;
-        try {
-          await this.store.release(exec.run.loc, {
-            session: exec.session,
-            token: exec.token,
-            retentionMs: this.options.retentionMs,
-          });
-        } catch (err) {
-          this.logger.warn(
-            { err, taskId: exec.run.loc.taskId },
-            'pairlock: release failed; the peer takes over when the session expires',
-          );
-        }
-        this.abortExecution(exec, 'handover', 'the worker is closing and handed the task over');
-      }),
-    );
+    await this.handOver(opts.graceMs ?? 1_000);
     clearTimeout(this.peekTimer);
     clearTimeout(this.heartbeatTimer);
     clearTimeout(this.watchdogTimer);
     for (const group of this.cover.values()) clearTimeout(group.timer);
     this.cover.clear();
+    this.deadlines.clear();
     for (const run of [...this.runs.values()]) {
       this.finish(
         run,

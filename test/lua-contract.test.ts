@@ -35,6 +35,7 @@ const settle = (
   token: number,
   state: 'D' | 'F' = 'D',
   backoffMs = 0,
+  maxAttempts = 3,
 ) =>
   store.settle(loc, {
     session,
@@ -43,6 +44,7 @@ const settle = (
     payload: state === 'D' ? '"ok"' : '{"message":"x"}',
     retentionMs: 60_000,
     backoffMs,
+    maxAttempts,
   });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -228,6 +230,46 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
       type: 'session-expired',
     });
   });
+
+  it("6 resumed: the claimer's own grant, with its kind and the server's remaining deadline, on a dry run too", async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a));
+    await store.release(loc, { session: a, token: 1, retentionMs: 60_000 });
+    expect(await store.claim(loc, claimArgs(b))).toMatchObject({ type: 'granted', token: 2 });
+    await sleep(50);
+    for (const dryRun of [false, true]) {
+      const r = await store.claim(loc, claimArgs(b, { dryRun, taskTimeoutMs: 1 }));
+      expect(r).toMatchObject({ type: 'resumed', token: 2, attempt: 2, kind: 'handover' });
+      if (r.type === 'resumed') {
+        // the deadline of the grant (60 s), not of this call's taskTimeoutMs
+        expect(r.deadlineInMs).toBeGreaterThan(58_000);
+        expect(r.deadlineInMs).toBeLessThanOrEqual(59_950);
+      }
+    }
+    // nothing was granted anew
+    expect(await store.inspect(loc)).toMatchObject({ found: true, token: 2, attempt: 2 });
+  });
+
+  it('reads records of format 1 (no grant kind) and writes format 2', async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    const v1 = `1|R|4|2|${a}|9999999999999|1|1||`;
+    if (hash) {
+      await redis.hset(loc.container, loc.field, v1);
+    } else {
+      await redis.set(loc.container, v1);
+    }
+    expect(await store.claim(loc, claimArgs(a))).toMatchObject({
+      type: 'resumed',
+      token: 4,
+      kind: 'session-expired',
+    });
+    expect(await settle(loc, a, 4)).toMatchObject({ ok: true, token: 4 });
+    const raw = hash ? await redis.hget(loc.container, loc.field) : await redis.get(loc.container);
+    expect(raw).toMatch(/^2\|D\|4\|2\|/);
+  });
 });
 
 describe('faults: -1 corrupt, -2 newer format, -4 wrong type (claim, settle, release, progress, inspect, peek)', () => {
@@ -237,7 +279,7 @@ describe('faults: -1 corrupt, -2 newer format, -4 wrong type (claim, settle, rel
     const newer = task();
     const wrong = task();
     await redis.set(corrupt.container, 'garbage');
-    await redis.set(newer.container, '2|R|whatever');
+    await redis.set(newer.container, '3|R|whatever');
     await redis.rpush(wrong.container, 'x');
     const cases: [TaskLocation, string][] = [
       [corrupt, 'ERR_CORRUPT_RECORD'],
@@ -267,7 +309,7 @@ describe('faults: -1 corrupt, -2 newer format, -4 wrong type (claim, settle, rel
     ]);
     // nothing was overwritten
     expect(await redis.get(corrupt.container)).toBe('garbage');
-    expect(await redis.get(newer.container)).toBe('2|R|whatever');
+    expect(await redis.get(newer.container)).toBe('3|R|whatever');
     expect(await redis.lrange(wrong.container, 0, -1)).toEqual(['x']);
   });
 
@@ -333,6 +375,57 @@ describe.each([false, true])(
       expect(bigEvent).toMatchObject({ s: 'D', k: 1 });
       expect(bigEvent).not.toHaveProperty('p');
       expect(events.find((e) => e.r === failed.ref && e.e === 'settled')).not.toHaveProperty('p');
+    });
+
+    it('settle says whether a failure is final, and answers a repeat of itself as repeated', async () => {
+      const a = await session('a');
+      const loc = task(hash);
+      await store.claim(loc, claimArgs(a));
+      expect(await settle(loc, a, 1, 'F', 0, 2)).toMatchObject({
+        ok: true,
+        final: false,
+        repeated: false,
+      });
+      expect(await store.claim(loc, claimArgs(a))).toMatchObject({ type: 'granted', token: 2 });
+      expect(await settle(loc, a, 2, 'F', 0, 2)).toMatchObject({ ok: true, final: true });
+      // the same settle again (its reply was lost): ok, repeated, nothing written
+      expect(await settle(loc, a, 2, 'F', 0, 2)).toMatchObject({
+        ok: true,
+        token: 2,
+        final: true,
+        repeated: true,
+      });
+      // another state is a real conflict
+      expect(await settle(loc, a, 2, 'D')).toMatchObject({ ok: false, reason: 'already-settled' });
+      const done = task(hash);
+      await store.claim(done, claimArgs(a));
+      expect(await settle(done, a, 1)).toMatchObject({ ok: true, final: false, repeated: false });
+      expect(await settle(done, a, 1)).toMatchObject({ ok: true, repeated: true });
+      // a release repeated likewise
+      const rel = task(hash);
+      await store.claim(rel, claimArgs(a));
+      const release = () => store.release(rel, { session: a, token: 1, retentionMs: 60_000 });
+      expect(await release()).toMatchObject({ ok: true, repeated: false });
+      expect(await release()).toMatchObject({ ok: true, repeated: true });
+    });
+
+    it('a failed record is kept until its retry time plus the retention', async () => {
+      const a = await session('a');
+      const loc = task(hash);
+      await store.claim(loc, claimArgs(a));
+      await store.settle(loc, {
+        session: a,
+        token: 1,
+        state: 'F',
+        payload: '{}',
+        retentionMs: 1_000,
+        backoffMs: 5_000,
+        maxAttempts: 3,
+      });
+      const ttl = hash
+        ? Number(await redis.zscore(loc.index, loc.field)) - Date.now()
+        : await redis.pttl(loc.container);
+      expect(ttl).toBeGreaterThan(5_000);
     });
 
     it('-10 unknown task', async () => {

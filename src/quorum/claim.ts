@@ -13,6 +13,9 @@ import { atLeastOnQuorum, count, type NodeResult, type QuorumNodes } from './nod
  *     replaced, exactly): on the nodes that answered with it, and on every node that may
  *     have granted without our knowing, its answer failed or came after the timeout (an
  *     undo without a token: whichever grant of ours it holds, except the one we won).
+ *   - A majority of nodes that already hold our own grant with one token answer 'resumed'
+ *     (claim-3.lua): an earlier claim of ours won, and its answer was lost. That grant is
+ *     resumed, as on one Redis. Our own grant on fewer nodes is a leftover: undone.
  *   - A majority of grants with different tokens (a node missed grants while it was away)
  *     is made one: the lower ones are undone and claimed again with the highest token as
  *     the minimum. Any two majorities share a node, so each grant's token is above every
@@ -37,12 +40,13 @@ const CLAIM_ROUNDS = 3;
 const SPLITS_MAX = 10_000;
 
 type Granted = Extract<ClaimReply, { type: 'granted' }>;
+type Resumed = Extract<ClaimReply, { type: 'resumed' }>;
 
 /** One node's claim answer, as a vote. */
 type ClaimVote =
   | { kind: 'grant'; token: number; node: number; reply: Granted }
-  /** held by our own session: a grant of an earlier claim of ours, never counted as is */
-  | { kind: 'self'; token: number; node: number; reply: ClaimReply }
+  /** held by our own session already: a grant of an earlier claim of ours */
+  | { kind: 'self'; token: number; node: number; reply: Resumed }
   | { kind: 'other'; key: string; node: number; reply: ClaimReply }
   | { kind: 'fault'; key: string; node: number; error: CorruptRecordError };
 
@@ -57,9 +61,12 @@ const silent = (r: NodeResult<ClaimReply> | undefined) =>
 
 function voteKey(v: ClaimVote): string {
   if (v.kind === 'grant') return `g:${v.token}`;
-  if (v.kind === 'self') return 's';
+  if (v.kind === 'self') return `s:${v.token}`;
   return v.key;
 }
+/** The token of a majority of grants (g:) or of our own grant resumed (s:). */
+const ourToken = (key: string) =>
+  key.startsWith('g:') || key.startsWith('s:') ? Number(key.slice(2)) : undefined;
 
 export class QuorumClaims {
   /** ref -> consecutive split claims (bounded). */
@@ -85,11 +92,7 @@ export class QuorumClaims {
     );
   }
 
-  private vote(
-    i: number,
-    r: NodeResult<ClaimReply> | undefined,
-    a: ClaimArgs,
-  ): ClaimVote | undefined {
+  private vote(i: number, r: NodeResult<ClaimReply> | undefined): ClaimVote | undefined {
     if (!r) return undefined;
     if (!r.ok) {
       if (r.error instanceof CorruptRecordError)
@@ -100,10 +103,9 @@ export class QuorumClaims {
     switch (reply.type) {
       case 'granted':
         return { kind: 'grant', token: reply.token, node: i, reply };
+      case 'resumed':
+        return { kind: 'self', token: reply.token, node: i, reply };
       case 'held':
-        // a dry run changes nothing: our own grant is reported as it is
-        if (reply.owner === a.session && !a.dryRun)
-          return { kind: 'self', token: reply.token, node: i, reply };
         return { kind: 'other', key: `h:${reply.owner}`, node: i, reply };
       case 'done':
         return { kind: 'other', key: 'd', node: i, reply };
@@ -116,8 +118,8 @@ export class QuorumClaims {
     }
   }
 
-  private votes(results: readonly (NodeResult<ClaimReply> | undefined)[], a: ClaimArgs) {
-    return results.map((r, i) => this.vote(i, r, a)).filter((v) => v !== undefined);
+  private votes(results: readonly (NodeResult<ClaimReply> | undefined)[]) {
+    return results.map((r, i) => this.vote(i, r)).filter((v) => v !== undefined);
   }
 
   /**
@@ -171,8 +173,8 @@ export class QuorumClaims {
     const sent = now();
     const ttl = Math.min(a.sessionTtlMs, a.taskTimeoutMs);
     const validFor = () => ttl - (now() - sent) - drift(ttl);
-    /** The token of the grant we won, once we did: later answers with it are part of it. */
-    let won: number | undefined;
+    /** The grant we won (its vote key and token), once we did: late answers with it join it. */
+    let won: { key: string; token: number } | undefined;
 
     const decided = await this.nodes.gather<
       ClaimReply,
@@ -180,10 +182,11 @@ export class QuorumClaims {
     >(
       (_node, i) => this.claimOn(i, loc, a, 0),
       (results, done) => {
-        for (const [key, list] of count(this.votes(results, a), voteKey)) {
+        for (const [key, list] of count(this.votes(results), voteKey)) {
           // a majority for one answer cannot change whatever the others say
-          if (list.length >= q && list[0]?.kind !== 'self') {
-            if (key.startsWith('g:')) won = Number(key.slice(2));
+          if (list.length >= q) {
+            const token = ourToken(key);
+            if (token !== undefined) won = { key, token };
             return { results: [...results] };
           }
         }
@@ -193,21 +196,39 @@ export class QuorumClaims {
         // an answer after the decision: a grant that is not the one we won is taken back,
         // and so is whatever a node that failed or timed out may have granted
         if (silent(late)) {
-          void this.undo(loc, a, [], [i], won, false);
+          void this.undo(loc, a, [], [i], won?.token, false);
           return;
         }
-        const v = this.vote(i, late, a);
-        if (v && isOurs(v) && v.token !== won) void this.undo(loc, a, [v], [], undefined, false);
+        const v = this.vote(i, late);
+        if (v && isOurs(v) && voteKey(v) !== won?.key)
+          void this.undo(loc, a, [v], [], undefined, false);
       },
     );
 
     const results = decided.results;
-    const votes = this.votes(results, a);
+    const votes = this.votes(results);
     const ours = votes.filter(isOurs);
     const unknown = results.flatMap((r, i) => (silent(r) ? [i] : []));
     const groups = count(votes, voteKey);
 
-    // 1. a majority granted one token
+    // 1. a majority holds our own grant already (an earlier claim of ours was granted, and
+    //    its answer lost): that grant, resumed, as one Redis answers
+    for (const [key, list] of groups) {
+      if (!key.startsWith('s:') || list.length < q) continue;
+      const token = Number(key.slice(2));
+      won = { key, token };
+      void this.undo(
+        loc,
+        a,
+        ours.filter((v) => voteKey(v) !== key),
+        unknown,
+        token,
+        false,
+      );
+      return { type: 'reply', reply: this.resumedReply(list) };
+    }
+
+    // 2. a majority granted one token
     for (const [key, list] of groups) {
       if (!key.startsWith('g:') || list.length < q) continue;
       const token = Number(key.slice(2));
@@ -220,11 +241,13 @@ export class QuorumClaims {
           why: `the grant reached a majority after its validity (${Math.round(now() - sent)} ms)`,
         };
       }
-      won = token;
+      won = { key, token };
+      // our grant from an earlier claim is a leftover even with this token: it keeps its
+      // own, earlier deadline
       void this.undo(
         loc,
         a,
-        ours.filter((v) => v.token !== token),
+        ours.filter((v) => voteKey(v) !== key),
         unknown,
         token,
         false,
@@ -232,24 +255,24 @@ export class QuorumClaims {
       return { type: 'reply', reply: this.grantReply(list, token) };
     }
 
-    // 2. a majority granted, with different tokens (a node missed grants while it was away):
+    // 3. a majority granted, with different tokens (a node missed grants while it was away):
     //    one token for all, the highest; the others are undone and asked for at least it
     const answeredAll = results.every((r) => r !== undefined);
-    if (answeredAll && ours.length >= q && validFor() > 0) {
+    if (answeredAll && !a.dryRun && ours.length >= q && validFor() > 0) {
       const fixed = await this.fixUp(loc, a, ours, sent, ttl);
-      won = fixed?.token;
-      void this.undo(loc, a, [], unknown, won, false);
+      won = fixed && { key: `g:${fixed.token}`, token: fixed.token };
+      void this.undo(loc, a, [], unknown, fixed?.token, false);
       if (fixed) return { type: 'reply', reply: fixed.reply };
     } else {
       await this.undo(loc, a, ours, unknown, undefined, ours.length >= q);
     }
 
-    // 3. no grant: the majority view of the task
+    // 4. no grant: the majority view of the task
     const answered = votes.length;
     if (answered < q)
       throw this.nodes.noQuorum(`claim of task ${JSON.stringify(loc.taskId)}`, results, answered);
     for (const [key, list] of groups) {
-      if (key.startsWith('g:') || key === 's' || list.length < q) continue;
+      if (ourToken(key) !== undefined || list.length < q) continue;
       return { type: 'reply', reply: this.majorityReply(key, list) };
     }
     // no majority for anything: contention (several claimers split the nodes) or nodes
@@ -361,7 +384,7 @@ export class QuorumClaims {
         if (!answered) return undefined;
         try {
           const reply = await this.claimOn(v.node, loc, a, token);
-          return this.vote(v.node, { ok: true, value: reply }, a);
+          return this.vote(v.node, { ok: true, value: reply });
         } catch {
           failed.push(v.node); // it may have granted
           return undefined;
@@ -378,6 +401,17 @@ export class QuorumClaims {
     }
     await this.undo(loc, a, [...keep, ...regranted], failed, undefined, true);
     return undefined;
+  }
+
+  /** Our own grant on a majority: its kind, and the remaining deadline a majority vouches for. */
+  private resumedReply(list: readonly ClaimVote[]): ClaimReply {
+    const replies = list.flatMap((v) => (v.kind === 'self' ? [v.reply] : []));
+    const top = replies.reduce((x, y) => (y.attempt > x.attempt ? y : x));
+    const deadlines = replies.map((r) => r.deadlineInMs);
+    return {
+      ...top,
+      deadlineInMs: atLeastOnQuorum(deadlines, Math.min(this.nodes.quorum, deadlines.length)),
+    };
   }
 
   private grantReply(list: readonly ClaimVote[], token: number): ClaimReply {

@@ -15,17 +15,16 @@ const jitter = () => 20 + Math.floor(Math.random() * 80);
 /** Rounds of repair of a settle short of a majority. */
 const REPAIR_ROUNDS = 3;
 
+/** Release or progress: counts on a majority. A retried write of its own is answered ok. */
 export function ownerWrite(
   nodes: QuorumNodes,
   what: string,
   fn: (node: RedisStore) => Promise<OwnerReply>,
-  /** a rejection that means "already done, by this very owner" (a retried write) */
-  sameAsOk?: (r: OwnerReply) => boolean,
 ): Promise<OwnerReply> {
   const q = nodes.quorum;
   const keyOf = (r: NodeResult<OwnerReply> | undefined): string | undefined => {
     if (!r?.ok) return undefined;
-    if (r.value.ok || sameAsOk?.(r.value)) return 'ok';
+    if (r.value.ok) return 'ok';
     return `r:${r.value.reason}`;
   };
   return nodes.gather(fn, (results, done) => {
@@ -64,9 +63,8 @@ export async function settle(
   a: SettleArgs,
 ): Promise<OwnerReply> {
   const q = nodes.quorum;
-  const took = (r: NodeResult<OwnerReply> | undefined) =>
-    r?.ok === true &&
-    (r.value.ok || (r.value.reason === 'already-settled' && r.value.state === a.state));
+  // a node that already holds this very outcome (a retried settle, or a repair) says so: ok
+  const took = (r: NodeResult<OwnerReply> | undefined) => r?.ok === true && r.value.ok;
   const refused = (r: NodeResult<OwnerReply> | undefined) => r?.ok === true && !took(r);
   const accepted = (results: readonly (NodeResult<OwnerReply> | undefined)[]) => {
     for (const r of results) if (r?.ok && r.value.ok) return r.value;

@@ -99,7 +99,7 @@ describe('claim: optional minimum token (ARGV[11])', () => {
         kind: 'fresh',
       });
       // nothing was replaced: the note says so
-      expect(await raw(loc)).toMatch(/^1\|R\|1\|1\|[^|]+\|\d+\|\d+\|\d+\|\|-$/);
+      expect(await raw(loc)).toMatch(/^2\|R\|1\|1\|[^|]+\|\d+\|\d+\|\d+\|\|0\|-$/);
       await store.release(loc, { session: a, token: 1, retentionMs: 60_000 });
       const released = await raw(loc);
       expect(await store.claimAtLeast(loc, args(b), 7)).toMatchObject({
@@ -108,11 +108,11 @@ describe('claim: optional minimum token (ARGV[11])', () => {
         attempt: 2,
         kind: 'handover',
       });
-      expect((await raw(loc))?.endsWith(`||${released}`)).toBe(true);
+      expect((await raw(loc))?.endsWith(`||4|${released}`)).toBe(true);
       expect(await store.inspect(loc)).toMatchObject({ state: 'running', token: 7, payload: '' });
       // the first progress report replaces the note: the grant was used
       await store.progress(loc, { session: b, token: 7, progress: 1, note: '"half"' });
-      expect((await raw(loc))?.endsWith('|1|"half"')).toBe(true);
+      expect((await raw(loc))?.endsWith('|1|4|"half"')).toBe(true);
       // a minimum below the natural token changes nothing
       await store.release(loc, { session: b, token: 7, retentionMs: 60_000 });
       expect(await store.claimAtLeast(loc, args(a), 3)).toMatchObject({

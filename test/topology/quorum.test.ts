@@ -522,6 +522,50 @@ describe('quorum store: undo, repair and late answers', () => {
     }
   });
 
+  it('our own grant on a majority is resumed (as one Redis answers a claim whose reply was lost), not granted anew', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const keys = new Keys('pairlock', `resumed-${++nsCounter}`);
+    const q1 = await quorumStore(urls, keys);
+    const node = await nodeStores(urls, keys);
+    const s1 = 'one#1';
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    const loc = keys.task('job');
+    expect(await q1.claim(loc, args(s1, { taskTimeoutMs: 20_000 }))).toMatchObject({
+      type: 'granted',
+      token: 1,
+      kind: 'fresh',
+    });
+    for (const dryRun of [false, true]) {
+      const again = await q1.claim(loc, args(s1, { dryRun }));
+      expect(again).toMatchObject({ type: 'resumed', token: 1, attempt: 1, kind: 'fresh' });
+      if (again.type !== 'resumed') throw new Error('not resumed');
+      expect(again.deadlineInMs).toBeGreaterThan(0);
+      expect(again.deadlineInMs).toBeLessThanOrEqual(20_000);
+    }
+    for (const n of node) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 1 });
+    }
+  });
+
+  it('our own grant left on a minority by an earlier claim is undone when a new grant wins', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const keys = new Keys('pairlock', `leftover-${++nsCounter}`);
+    const q1 = await quorumStore(urls, keys);
+    const node = await nodeStores(urls, keys);
+    const s1 = 'one#1';
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    const loc = keys.task('job');
+    // an earlier claim of s1 that only node C granted, never undone
+    expect(await node[2]!.claimAtLeast(loc, args(s1), 0)).toMatchObject({ type: 'granted' });
+    expect(await q1.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: 1 });
+    await until('the leftover on C to be undone', async () => !(await node[2]!.inspect(loc)).found);
+    for (const n of [node[0]!, node[1]!]) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 1 });
+    }
+  });
+
   it('a grant made by a node that answered after the timeout is undone', async () => {
     const topo = await topology();
     const urls = topo.nodes.map((n) => n.url);
