@@ -86,7 +86,9 @@ export function handleSignals(
         failed = true;
         logger.error({ err }, 'pairlock: beforeClose failed');
       }
-      const results = await Promise.allSettled(list.map((w) => w.close({ handover, graceMs: opts.graceMs })));
+      const results = await Promise.allSettled(
+        list.map((w) => w.close({ handover, graceMs: opts.graceMs })),
+      );
       for (const r of results) {
         if (r.status === 'rejected') {
           failed = true;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { GrantKind } from './codes.js';
-import { DeadlineQueue } from './deadlines.js';
+import { Cover } from './cover.js';
 import {
   ClosedError,
   InvalidOptionError,
@@ -14,8 +14,8 @@ import {
   ResultError,
 } from './errors.js';
 import {
-  type NamespaceEvent,
   type PairedWorkerEvents,
+  parseNamespaceMessage,
   silentLogger,
   TypedEmitter,
 } from './events.js';
@@ -154,13 +154,8 @@ export function driftMs(ttlMs: number): number {
 }
 
 const now = () => performance.now();
-// One peek call checks this many watched tasks (a few ms of Redis time at most).
-const PEEK_BATCH = 1_000;
 // a lone surrogate (a surrogate code unit outside a valid pair), found without encoding
 const LONE_SURROGATE = /\p{Cs}/u;
-// Safety-net checks due within this window share peek calls: a standby covering
-// 100,000 tasks then sends about 100 calls per otherAttemptIntervalMs, not one per task.
-const PEEK_COALESCE_MS = 1_000;
 // setTimeout's ceiling; longer waits are re-armed
 const MAX_TIMER = 2_147_483_647;
 
@@ -193,11 +188,6 @@ interface Grant {
   readonly deadlineInMs: number;
   /** The previous owner's session ('' when none or unknown). */
   readonly from: string;
-}
-
-interface CoverGroup {
-  readonly runs: Set<TaskRun<unknown>>;
-  timer: NodeJS.Timeout | undefined;
 }
 
 class Deferred<T> {
@@ -289,12 +279,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private readonly executions = new Map<string, Execution>();
   /** execute() calls in flight, settle included (close waits for them). */
   private readonly executing = new Set<Promise<void>>();
-  private readonly cover = new Map<string, CoverGroup>();
-  /** The deadlines of covered tasks (hung handlers), behind one timer. */
-  private readonly deadlines = new DeadlineQueue<TaskRun<unknown>>((run) => this.wake(run), now);
-  private peekQueue = new Set<TaskRun<unknown>>();
-  private peekScheduled = false;
-  private peekTimer: NodeJS.Timeout | undefined;
+  private readonly covering: Cover<TaskRun<unknown>>;
 
   private active = 0;
   private readonly slotWaiters: (() => void)[] = [];
@@ -308,6 +293,14 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     // one Redis (standalone, Sentinel, Cluster) or quorum `nodes`; see src/topology.ts
     this.store = createStore(opts, options, this.keys);
     this.eventsAreRecords = this.store.eventsAreOutcomes === true;
+    this.covering = new Cover<TaskRun<unknown>>({
+      store: this.store,
+      firstAttemptIntervalMs: options.firstAttemptIntervalMs,
+      otherAttemptIntervalMs: options.otherAttemptIntervalMs,
+      wake: (run) => this.wake(run),
+      peerFailed: (holder, tasks) =>
+        this.emit('peer-failed', { session: holder, worker: workerOf(holder), tasks }),
+    });
   }
 
   /** The current session id, `<workerId>#<epoch>` ('' before start). */
@@ -336,8 +329,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       (msg) => this.onMessage(msg),
       () => {
         // pub/sub is at-most-once: after a reconnect, re-check every waiting task
+        this.covering.recheckAll();
         for (const run of this.runs.values())
-          if (run.holder !== undefined || run.known) this.queuePeek(run, true);
+          if (run.holder === undefined && run.known && !this.executionOf(run)) this.wake(run);
       },
     );
     this.scheduleHeartbeat();
@@ -511,8 +505,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (run.finished) return;
     run.finished = true;
     run.clearTimers();
-    this.uncover(run);
-    this.peekQueue.delete(run);
+    this.covering.uncover(run);
     if (this.runs.get(run.loc.ref) === run) this.runs.delete(run.loc.ref);
     if (outcome) {
       const { taskId, state, role, token, attempts } = outcome;
@@ -565,7 +558,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private async step(run: TaskRun<unknown>): Promise<void> {
     if (this.closing) return;
     run.clearTimers();
-    this.uncover(run);
+    this.covering.uncover(run);
     if (this.executionOf(run)) return;
     const dryRun = this.paused;
     if (!dryRun) await this.acquireSlot();
@@ -629,8 +622,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
           return;
         }
         case 'held':
-          run.known = { state: 'R', token: reply.token };
-          this.watch(run, reply.owner, reply.ownerPttl, reply.deadlineInMs, reply.token);
+          this.watch(run, reply);
           return;
         case 'done':
           this.finish(run, {
@@ -667,7 +659,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         case 'claimable':
           // paused: covering only; the safety net and events bring it back
           run.known = { state: 'claimable', token: 0 };
-          this.scheduleSafetyNet(run);
+          this.timer(run, this.options.otherAttemptIntervalMs, () => this.wake(run));
           return;
         case 'session-expired':
           // our session lapsed server-side; the heartbeat opens a new one and wakes us
@@ -1010,169 +1002,45 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   }
 
   // -------------------------------------------------------------------------------
-  // Covering a peer (standby)
+  // Covering a peer (standby): see cover.ts
   // -------------------------------------------------------------------------------
 
-  private watch(
-    run: TaskRun<unknown>,
-    holder: string,
-    ownerPttl: number,
-    deadlineInMs: number,
-    token: number,
-  ): void {
-    run.holder = holder;
+  private watch(run: TaskRun<unknown>, reply: Extract<ClaimReply, { type: 'held' }>): void {
+    run.known = { state: 'R', token: reply.token };
     if (!run.announcedStandby) {
       run.announcedStandby = true;
-      this.emit('standby', { taskId: run.loc.taskId, holder: workerOf(holder), token });
-    }
-    // Watching costs O(peers): one timer per holder session, at its server-reported expiry.
-    let group = this.cover.get(holder);
-    if (!group) {
-      group = { runs: new Set(), timer: undefined };
-      this.cover.set(holder, group);
-      this.armGroup(holder, group, ownerPttl);
-    }
-    group.runs.add(run);
-    // A hung handler: the task's own deadline, whenever it comes (a safety-net re-check
-    // could come up to otherAttemptIntervalMs late). One timer for the earliest deadline
-    // of every covered task.
-    this.deadlines.set(run, now() + deadlineInMs + 1);
-    this.scheduleSafetyNet(run);
-  }
-
-  private armGroup(holder: string, group: CoverGroup, inMs: number): void {
-    clearTimeout(group.timer);
-    group.timer = setTimeout(
-      () => void this.checkGroup(holder, group),
-      Math.min(inMs + 1, MAX_TIMER),
-    );
-  }
-
-  private async checkGroup(holder: string, group: CoverGroup): Promise<void> {
-    if (this.cover.get(holder) !== group || group.runs.size === 0) return;
-    let pttl = 0;
-    try {
-      const reply = await this.store.session('ttl', holder, 0);
-      pttl = reply.ok ? reply.pttl : 0;
-    } catch {
-      // Redis away: try again shortly; each run's own retry bounds the wait
-      this.armGroup(holder, group, 200);
-      return;
-    }
-    if (this.cover.get(holder) !== group) return;
-    if (pttl > 0) {
-      this.armGroup(holder, group, pttl);
-      return;
-    }
-    this.cover.delete(holder);
-    this.emit('peer-failed', { session: holder, worker: workerOf(holder), tasks: group.runs.size });
-    for (const run of group.runs) this.wake(run);
-  }
-
-  private uncover(run: TaskRun<unknown>): void {
-    this.deadlines.delete(run);
-    const holder = run.holder;
-    if (holder === undefined) return;
-    run.holder = undefined;
-    const group = this.cover.get(holder);
-    if (!group) return;
-    group.runs.delete(run);
-    if (group.runs.size === 0) {
-      clearTimeout(group.timer);
-      this.cover.delete(holder);
-    }
-  }
-
-  private scheduleSafetyNet(run: TaskRun<unknown>): void {
-    const o = this.options;
-    const delay = run.checks === 0 ? o.firstAttemptIntervalMs : o.otherAttemptIntervalMs;
-    this.timer(run, delay, () => {
-      run.checks += 1;
-      if (this.paused && run.known?.state === 'claimable') {
-        this.wake(run);
-        return;
-      }
-      this.queuePeek(run);
-    });
-  }
-
-  /** Check a watched task soon: at once after a reconnect, else within the coalescing window. */
-  private queuePeek(run: TaskRun<unknown>, urgent = false): void {
-    this.peekQueue.add(run);
-    if (urgent || this.peekQueue.size >= PEEK_BATCH) {
-      clearTimeout(this.peekTimer);
-      this.peekTimer = undefined;
-      if (!this.peekScheduled) {
-        this.peekScheduled = true;
-        setImmediate(() => void this.flushPeeks());
-      }
-      return;
-    }
-    if (this.peekScheduled || this.peekTimer) return;
-    const window = Math.min(PEEK_COALESCE_MS, Math.floor(this.options.firstAttemptIntervalMs / 4));
-    this.peekTimer = setTimeout(() => {
-      this.peekTimer = undefined;
-      this.peekScheduled = true;
-      void this.flushPeeks();
-    }, window);
-  }
-
-  /** The safety net, batched: one call checks up to PEEK_BATCH watched tasks. */
-  private async flushPeeks(): Promise<void> {
-    this.peekScheduled = false;
-    const queue = [...this.peekQueue].filter((r) => !r.finished && !r.claiming);
-    this.peekQueue = new Set();
-    for (let i = 0; i < queue.length; i += PEEK_BATCH) {
-      const batch = queue.slice(i, i + PEEK_BATCH);
-      let entries: Awaited<ReturnType<Store['peek']>>;
-      try {
-        entries = await this.store.peek(batch.map((r) => r.loc));
-      } catch {
-        for (const run of batch) this.wake(run);
-        continue;
-      }
-      batch.forEach((run, j) => {
-        const e = entries[j];
-        const known = run.known;
-        const unchanged =
-          e !== undefined &&
-          known !== undefined &&
-          'token' in e &&
-          e.state === known.state &&
-          e.token === known.token &&
-          !e.orphaned;
-        if (unchanged) this.scheduleSafetyNet(run);
-        else this.wake(run);
+      this.emit('standby', {
+        taskId: run.loc.taskId,
+        holder: workerOf(reply.owner),
+        token: reply.token,
       });
     }
+    this.covering.watch(run, reply.owner, reply.ownerPttl, reply.deadlineInMs, reply.ownerSeq);
   }
 
   private onMessage(msg: string): void {
-    let ev: NamespaceEvent;
-    try {
-      ev = JSON.parse(msg) as NamespaceEvent;
-    } catch {
-      return;
+    for (const ev of parseNamespaceMessage(msg)) {
+      this.emit('namespace-event', ev);
+      this.covering.onEvent(ev);
+      const run = this.runs.get(ev.r);
+      if (!run || run.finished || this.executions.has(ev.r)) continue;
+      // this worker's own transitions are handled where it made them
+      if (ev.o === this.sessionId) continue;
+      if (ev.e === 'settled' && ev.s === 'D' && ev.p !== undefined && this.eventsAreRecords) {
+        // the event was published by the settle script itself: it is the record's outcome
+        this.finish(run, {
+          taskId: run.loc.taskId,
+          state: 'done',
+          role: this.roleFor(run, ev.k),
+          result: parseResult(ev.p),
+          token: ev.k,
+          attempts: ev.a,
+          worker: workerOf(ev.o),
+        });
+        continue;
+      }
+      this.wake(run);
     }
-    this.emit('namespace-event', ev);
-    const run = this.runs.get(ev.r);
-    if (!run || run.finished || this.executions.has(ev.r)) return;
-    // this worker's own transitions are handled where it made them
-    if (ev.o === this.sessionId) return;
-    if (ev.e === 'settled' && ev.s === 'D' && ev.p !== undefined && this.eventsAreRecords) {
-      // the event was published by the settle script itself: it is the record's outcome
-      this.finish(run, {
-        taskId: run.loc.taskId,
-        state: 'done',
-        role: this.roleFor(run, ev.k),
-        result: parseResult(ev.p),
-        token: ev.k,
-        attempts: ev.a,
-        worker: workerOf(ev.o),
-      });
-      return;
-    }
-    this.wake(run);
   }
 
   // -------------------------------------------------------------------------------
@@ -1374,12 +1242,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       }
     }
     await this.handOver(opts.graceMs ?? 1_000);
-    clearTimeout(this.peekTimer);
     clearTimeout(this.heartbeatTimer);
     clearTimeout(this.watchdogTimer);
-    for (const group of this.cover.values()) clearTimeout(group.timer);
-    this.cover.clear();
-    this.deadlines.clear();
+    this.covering.clear();
     for (const run of [...this.runs.values()]) {
       this.finish(
         run,

@@ -63,7 +63,11 @@ beforeAll(async () => {
   sub = new Redis(server.url);
   store = new RedisStore(redis, keys, 5_000);
   await sub.subscribe(keys.channel, `${keys.channel}:claims`);
-  sub.on('message', (c, m) => events.push({ ...JSON.parse(m), channel: c }));
+  // a batch (settles, releases) publishes one array of events
+  sub.on('message', (c, m) => {
+    const v = JSON.parse(m) as Record<string, unknown> | Record<string, unknown>[];
+    for (const e of Array.isArray(v) ? v : [v]) events.push({ ...e, channel: c });
+  });
 });
 afterAll(async () => {
   sub.disconnect();
@@ -666,5 +670,101 @@ describe('scripts', () => {
       expect(def.command).toBe(`pl_${def.name}_${def.sha1.slice(0, 10)}`);
       expect(def.lua).not.toMatch(/@include/);
     }
+  });
+});
+
+describe('batches: one script call per kind per turn, each task decided alone', () => {
+  async function evalCalls(): Promise<number> {
+    const info = await redis.info('commandstats');
+    let total = 0;
+    for (const m of info.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) total += Number(m[1]);
+    return total;
+  }
+
+  it('claims of one turn: granted, held, done, failed, corrupt and wrong type in one call', async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const [held, done, failed, corrupt, fresh] = [task(), task(), task(), task(), task()];
+    const wrong = keys.task(`task-${++n}`, 'not-a-hash');
+    await store.claim(held, claimArgs(b));
+    await store.claim(done, claimArgs(b));
+    await settle(done, b, 1);
+    await store.claim(failed, claimArgs(b));
+    await settle(failed, b, 1, 'F', 60_000);
+    await redis.set(corrupt.container, 'not a record');
+    await redis.set(wrong.container, 'a string where a hash belongs');
+    const before = await evalCalls();
+    const replies = await Promise.allSettled(
+      [fresh, held, done, failed, corrupt, wrong].map((loc) => store.claim(loc, claimArgs(a))),
+    );
+    // the batch is one EVALSHA, plus the INFO call of this test
+    expect((await evalCalls()) - before).toBe(1);
+    expect(replies.map((r) => (r.status === 'fulfilled' ? r.value.type : r.reason.code))).toEqual([
+      'granted',
+      'held',
+      'done',
+      'failed',
+      'ERR_CORRUPT_RECORD',
+      'ERR_WRONG_TYPE',
+    ]);
+    const h = replies[1];
+    if (h?.status === 'fulfilled' && h.value.type === 'held') {
+      expect(h.value).toMatchObject({ owner: b, ownerSeq: 2 }); // b settled twice
+    }
+  });
+
+  it('settles of one turn: one call, one event array with the change sequence, a stale one refused alone', async () => {
+    const a = await session('a');
+    const locs = [task(), task(true), task()];
+    for (const loc of locs) await store.claim(loc, claimArgs(a));
+    const before = await evalCalls();
+    const replies = await Promise.all([
+      // the same caller arguments (retention, backoff, max attempts): one batch
+      settle(locs[0]!, a, 1, 'D', 0, 1),
+      settle(locs[1]!, a, 1, 'F', 0, 1),
+      settle(locs[2]!, a, 7, 'D', 0, 1), // not its token
+    ]);
+    expect((await evalCalls()) - before).toBe(1);
+    expect(replies).toMatchObject([
+      { ok: true, final: false },
+      { ok: true, final: true },
+      { ok: false, reason: 'not-owner' },
+    ]);
+    await sleep(30);
+    const settled = events.filter((e) => e.e === 'settled' && e.o === a);
+    expect(settled).toHaveLength(2);
+    expect(settled.map((e) => e.q)).toEqual([1, 1]);
+    expect(await store.cover(a)).toMatchObject({ seq: 1 });
+    expect((await store.cover(a)).pttl).toBeGreaterThan(9_000);
+  });
+
+  it('cover: one call for every holder, 0 for a session that is gone', async () => {
+    const a = await session('a');
+    const gone = 'gone:0#1';
+    const before = await evalCalls();
+    const [x, y] = await Promise.all([store.cover(a), store.cover(gone)]);
+    expect((await evalCalls()) - before).toBe(1);
+    expect(x).toMatchObject({ seq: 0 });
+    expect(x.pttl).toBeGreaterThan(0);
+    expect(y).toEqual({ pttl: 0, seq: 0 });
+  });
+
+  it('releases and progress reports of one turn share a call each', async () => {
+    const a = await session('a');
+    const locs = [task(), task(true)];
+    for (const loc of locs) await store.claim(loc, claimArgs(a));
+    let before = await evalCalls();
+    const progressed = await Promise.all(
+      locs.map((loc) => store.progress(loc, { session: a, token: 1, progress: 1, note: '' })),
+    );
+    expect((await evalCalls()) - before).toBe(1);
+    expect(progressed).toMatchObject([{ ok: true }, { ok: true }]);
+    before = await evalCalls();
+    const released = await Promise.all(
+      locs.map((loc) => store.release(loc, { session: a, token: 1, retentionMs: 60_000 })),
+    );
+    expect((await evalCalls()) - before).toBe(1);
+    expect(released).toMatchObject([{ ok: true }, { ok: true }]);
+    expect(await store.cover(a)).toMatchObject({ seq: 1 });
   });
 });

@@ -194,6 +194,7 @@ describe('a claim reply lost to a client-side timeout', () => {
     const probe = new Redis(replica.url);
     try {
       await until(async () => (await probe.info('replication')).includes('master_link_status:up'));
+      await until(async () => (await admin.wait(1, 200)) >= 1, 10_000);
       const ns = pair.namespace('wait');
       const w = pair.worker(ns, 'a', {
         replication: { waitReplicas: 1, waitTimeoutMs: 500 },

@@ -203,13 +203,19 @@ local function watched(channel)
   return rcall('EXISTS', plain .. ':watching') == 1
 end
 
+-- A message as it is (one event object, or an array of them for a batch).
+local function publishRaw(channel, text)
+  if channel == '' then return end
+  if string.byte(channel, 1) == 35 then
+    rcall('SPUBLISH', string.sub(channel, 2), text)
+  else
+    rcall('PUBLISH', channel, text)
+  end
+end
+
 local function publish(channel, event, ref, r, extra)
   if channel == '' then return end
   local msg = {e = event, r = ref, s = r.state, k = r.token, a = r.attempt, o = r.session}
   if extra then for key, value in pairs(extra) do msg[key] = value end end
-  if string.byte(channel, 1) == 35 then
-    rcall('SPUBLISH', string.sub(channel, 2), cjson.encode(msg))
-  else
-    rcall('PUBLISH', channel, cjson.encode(msg))
-  end
+  publishRaw(channel, cjson.encode(msg))
 end

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { grantKinds } from '../codes.js';
-import type { NamespaceEvent } from '../events.js';
+import { type NamespaceEvent, parseNamespaceMessage } from '../events.js';
 import { workerOf } from '../store.js';
 import { CliConnection, type GlobalOptions, type Io } from './common.js';
 import { type EventSubscription, subscribeEvents } from './events.js';
@@ -137,14 +137,10 @@ export async function watchCommand(
       // keeps the flag key alive (workers do not need them)
       sub = await subscribeEvents(conn, [channel, `${channel}:claims`], {
         message: (msg) => {
-          let ev: NamespaceEvent;
-          try {
-            ev = JSON.parse(msg) as NamespaceEvent;
-          } catch {
-            return;
+          for (const ev of parseNamespaceMessage(msg)) {
+            const w = decodeEvent(ev, Date.now());
+            io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
           }
-          const w = decodeEvent(ev, Date.now());
-          io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
         },
         status: io.err,
       });

@@ -45,6 +45,27 @@ const undo = (
     retentionMs: 60_000,
     announce: !!opts.announce,
   });
+/** claim.lua for one task, called directly (numkeys, then KEYS and ARGV as its header lists). */
+const claimScript = (loc: TaskLocation, a: string, channel: string, minToken?: number) =>
+  callScript(redis, 'claim', [
+    3,
+    keys.session(a),
+    loc.container,
+    loc.index,
+    a,
+    keys.sessionPrefix,
+    10_000,
+    60_000,
+    60_000,
+    3,
+    '0',
+    channel,
+    minToken === undefined ? '' : '1',
+    keys.seqPrefix,
+    loc.field,
+    loc.ref,
+    minToken ?? '',
+  ]);
 const raw = (loc: TaskLocation) =>
   loc.field ? redis.hget(loc.container, loc.field) : redis.get(loc.container);
 
@@ -59,30 +80,16 @@ afterAll(async () => {
 });
 
 describe('claim: optional minimum token (ARGV[11])', () => {
-  const plainClaim = (loc: TaskLocation, a: string, extra: (string | number)[] = []) =>
-    callScript(redis, 'claim', [
-      loc.container,
-      loc.index,
-      keys.session(a),
-      '',
-      a,
-      keys.sessionPrefix,
-      10_000,
-      60_000,
-      60_000,
-      3,
-      '0',
-      '',
-      loc.ref,
-      ...extra,
-    ]) as Promise<unknown[]>;
+  /** claim.lua called directly for one task: `minToken` undefined is the plain mode. */
+  const rawClaim = async (loc: TaskLocation, a: string, minToken?: number) =>
+    ((await claimScript(loc, a, '', minToken)) as unknown[][])[0] as unknown[];
 
   it('the grant reply is the same with it and without it (7 elements)', async () => {
     const a = await session('a');
-    const without = await plainClaim(task(), a);
+    const without = await rawClaim(task(), a);
     expect(without).toHaveLength(7);
     expect(without.slice(0, 4)).toEqual([1, 1, 1, 0]);
-    const withIt = await plainClaim(task(), a, [5]);
+    const withIt = await rawClaim(task(), a, 5);
     expect(withIt).toHaveLength(7);
     expect(withIt.slice(0, 4)).toEqual([1, 5, 1, 0]);
   });
@@ -288,21 +295,7 @@ describe("publish: '#<channel>' is sharded (SPUBLISH)", () => {
     sharded.on('smessage', (_c: string, m: string) => got.push(`sharded:${JSON.parse(m).e}`));
     // fresh grants are announced only while a watcher keeps this flag alive
     await redis.set(`${keys.channel}:watching`, '1', 'PX', 5_000);
-    await callScript(redis, 'claim', [
-      loc.container,
-      loc.index,
-      keys.session(a),
-      '',
-      a,
-      keys.sessionPrefix,
-      10_000,
-      60_000,
-      60_000,
-      3,
-      '0',
-      `#${keys.channel}`,
-      loc.ref,
-    ]);
+    await claimScript(loc, a, `#${keys.channel}`);
     for (let i = 0; i < 500 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
     // a classic message would have been published first, in the same script
     await new Promise((r) => setTimeout(r, 50));
