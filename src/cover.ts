@@ -147,8 +147,12 @@ export class Cover<R extends CoveredRun> {
     try {
       state = await this.ctx.store.cover(holder);
     } catch {
-      // Redis away: try again shortly; each run's own retry bounds the wait
-      if (this.groups.get(holder) === group) this.arm(holder, group, 200);
+      // Redis away: each run claims again, and its own retry (bounded by
+      // unavailableTimeoutMs) takes over; a claim answered 'held' covers it again
+      if (this.groups.get(holder) !== group) return;
+      this.groups.delete(holder);
+      clearTimeout(group.timer);
+      for (const run of group.runs) this.ctx.wake(run);
       return;
     }
     if (this.groups.get(holder) !== group) return;

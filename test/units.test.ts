@@ -160,6 +160,27 @@ describe('Cover', () => {
     expect(cover.holders).toBe(0);
   });
 
+  it('a cover call that fails wakes the covered tasks, whose own retries take over', async () => {
+    const woken: string[] = [];
+    const cover = new Cover<Run>({
+      store: {
+        cover: async () => {
+          throw new Error('Redis away');
+        },
+        peek: async () => [],
+      },
+      firstAttemptIntervalMs: 10,
+      otherAttemptIntervalMs: 10,
+      wake: (r) => woken.push(r.loc.taskId),
+      peerFailed: () => {},
+    });
+    for (const id of ['a', 'b']) cover.watch(run(id), 'h#1', 10_000, 60_000, 0);
+    await sleep(30);
+    expect(woken).toEqual(['a', 'b']);
+    expect(cover.holders).toBe(0);
+    cover.clear();
+  });
+
   it("a task's deadline wakes it, whatever the holder", async () => {
     const { cover } = setup({ pttl: 10_000, seq: 0 }, unchanged);
     const r = run('t');
