@@ -5,7 +5,7 @@
 
   Exactly: the record becomes the one the grant replaced, as it was stored, token included,
   or no record at all when there was none. The grant kept that record (its undo note, see
-  includes/record.lua, written by claim-3.lua in quorum mode), so an undo needs only the
+  includes/record.lua, written by claim.lua in quorum mode), so an undo needs only the
   grant's session, and its token when the claimer knows it. A grant that reported progress
   has no note any more: it was used, and is never undone.
 

@@ -5,7 +5,7 @@ import type { ClaimArgs, ClaimReply, RedisStore } from '../store.js';
 import { atLeastOnQuorum, count, type NodeResult, type QuorumNodes } from './nodes.js';
 
 /*
- * Quorum mode: the claim. Redlock over claim-3.lua and undo-2.lua.
+ * Quorum mode: the claim. Redlock over claim.lua and undo-2.lua.
  *
  *   - A claim is sent to every node; it is a grant when a majority granted one token within
  *     its validity: min(sessionTtl, taskTimeout) − elapsed − drift, from when it was sent.
@@ -14,7 +14,7 @@ import { atLeastOnQuorum, count, type NodeResult, type QuorumNodes } from './nod
  *     have granted without our knowing, its answer failed or came after the timeout (an
  *     undo without a token: whichever grant of ours it holds, except the one we won).
  *   - A majority of nodes that already hold our own grant with one token answer 'resumed'
- *     (claim-3.lua): an earlier claim of ours won, and its answer was lost. That grant is
+ *     (claim.lua): an earlier claim of ours won, and its answer was lost. That grant is
  *     resumed, as on one Redis. Our own grant on fewer nodes is a leftover: undone.
  *   - A majority of grants with different tokens (a node missed grants while it was away)
  *     is made one: the lower ones are undone and claimed again with the highest token as
