@@ -2,8 +2,9 @@
   repair: write a settled outcome onto a node that missed it (quorum mode). A settle counts
   once a majority of the nodes took it; a node that turned it away because it is behind
   (it never saw the grant, holds an older record, or lost the owner's session) is brought
-  up to date, so that the outcome survives the loss of any minority of the nodes. The same record is written when a reader finds a settled outcome
-  on some nodes and a claimable record on the others (read repair).
+  up to date, so that the outcome survives the loss of any minority of the nodes. The same
+  record is written when a reader finds a settled outcome on some nodes and a claimable
+  record on the others (read repair).
 
   Written only over: no record; a record of the owner session with a lower token (an
   earlier grant or outcome of its own); a record of another session with a lower token that

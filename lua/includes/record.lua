@@ -20,9 +20,10 @@
   payload   D: result JSON, F: error JSON, R: progress note JSON, X: ''
             Quorum mode: a grant's record holds, until its first progress report, its undo
             note in the payload instead: the record the grant replaced, encoded (in this
-            format), or '-' when there was none (undo-2.lua restores it). decodeRecord moves it to r.undo
-            (r.payload is then ''), so no other script sees it; encodeRecord writes it back
-            only while the record is that grant, untouched: running, no progress, no note.
+            format), or '-' when there was none (undo-2.lua restores it). decodeRecord
+            moves it to r.undo (r.payload is then ''), so no other script sees it;
+            encodeRecord writes it back only while the record is that grant, untouched:
+            running, no progress, no note.
 
   Hash-field mode keeps an index zset (KEYS[2]) of field -> server ms at which the field
   may be dropped, because a hash field has no TTL of its own before Redis 7.4. Every
