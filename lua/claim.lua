@@ -25,18 +25,17 @@
     ARGV[12 + 3(i-1)]  task ref of task i (identifies the task in events)
     ARGV[13 + 3(i-1)]  minimum token of task i (quorum mode; '' otherwise). A grant's token
              is at least this (so a grant made on a majority of independent nodes can
-             carry one token, the highest of them), and a grant's reply carries the record
-             it replaced, so that a grant that did not win its quorum can be undone
-             (undo-2.lua).
+             carry one token, the highest of them), and in quorum mode the grant's record
+             keeps the record it replaced (its undo note, see includes/record.lua), so that
+             a grant that did not win its quorum can be undone exactly (undo-2.lua), even
+             on a node whose answer never reached the claimer. Replies are the same in
+             both modes.
 
   Output: one reply per task, in order:
     { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession }   granted
         kind: 0 fresh, 1 takeover (owner session expired), 2 takeover (deadline passed),
               3 retry after failure, 4 handover (released); fromSession: the previous
               owner ('' when fresh)
-    { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession, previousRecord }
-        granted in quorum mode: previousRecord is the record the grant replaced, as
-        stored ('' when there was none)
     { 2, ownerSession, token, attempt, ownerPttl, deadlineInMs, ownerSeq }
         held by a live owner; ownerSeq: the owner's change sequence now (0 when none), from
         which a standby can tell later whether it missed one of the owner's events
@@ -97,20 +96,18 @@ local function claimOne(container, index, field, ref, minToken)
   local function grant(token, attempt, kind, from)
     if dryRun then return {5, kind} end
     if token < minToken then token = minToken end
-    local previous = ''
-    if quorumMode and r then previous = encodeRecord(r) end
     local rec = {
       state = 'R', token = token, attempt = attempt, session = claimer,
       deadline = now + taskTimeout, claimedAt = now, updatedAt = now, progress = '', kind = kind,
       payload = ''
     }
+    if quorumMode then rec.undo = undoNote(r) end
     store(container, index, field, rec, now, taskTimeout + retention)
     if kind ~= 0 then
       publish(channel, 'claimed', ref, rec, {kind = kind, from = from})
     elseif isWatched then
       publish(channel .. ':claims', 'claimed', ref, rec, {kind = kind, from = from})
     end
-    if quorumMode then return {1, token, attempt, kind, taskTimeout, now, from, previous} end
     return {1, token, attempt, kind, taskTimeout, now, from}
   end
 

@@ -31,7 +31,6 @@ import {
   type SessionReply,
   type SettleArgs,
   type Store,
-  str,
 } from './replies.js';
 import { callScript, defineScripts, loadScripts, type ScriptName } from './scripts.js';
 import { ClusterSubscriber } from './topology-cluster.js';
@@ -320,35 +319,31 @@ export class RedisStore implements Store {
   }
 
   /**
-   * Quorum mode: claim with a minimum token; a grant's reply also carries the record it
-   * replaced ('' when none), for undo().
+   * Quorum mode: claim with a minimum token. A grant keeps the record it replaced on the
+   * node (its undo note), so that undo() can restore it exactly.
    */
-  async claimAtLeast(
-    loc: TaskLocation,
-    a: ClaimArgs,
-    minToken: number,
-  ): Promise<{ reply: ClaimReply; previous: string }> {
-    const { raw } = await this.claimRaw(loc, a, minToken);
-    const reply = decodeClaim(raw, loc);
-    return { reply, previous: reply.type === 'granted' ? str(raw[7]) : '' };
+  async claimAtLeast(loc: TaskLocation, a: ClaimArgs, minToken: number): Promise<ClaimReply> {
+    return decodeClaim((await this.claimRaw(loc, a, minToken)).raw, loc);
   }
 
   /**
-   * Quorum mode: take back a grant that did not win its quorum; the record returns to
-   * `previous` and keeps the grant's token. True when undone, false when the record is no
-   * longer that grant. `announce`: publish an 'undone' event (waiters re-claim at once).
+   * Quorum mode: take back a grant that did not win its quorum; the record becomes the one
+   * the grant replaced (see undo-2.lua). `token`: the grant's, or undefined for whichever
+   * grant of the session the node holds, except `keep` (a node whose answer never came).
+   * True when undone, false when the node holds no such grant. `announce`: publish an
+   * 'undone' event (waiters re-claim at once).
    */
   async undo(
     loc: TaskLocation,
-    a: { session: string; token: number; previous: string; retentionMs: number; announce: boolean },
+    a: { session: string; token?: number; keep?: number; retentionMs: number; announce: boolean },
   ): Promise<boolean> {
     const raw = await this.call('undo', [
       loc.container,
       loc.index,
       loc.field,
       a.session,
-      a.token,
-      a.previous,
+      a.token ?? '',
+      a.keep ?? '',
       a.retentionMs,
       a.announce ? this.eventChannel : '',
       loc.ref,
@@ -360,9 +355,15 @@ export class RedisStore implements Store {
 
   /**
    * Quorum mode: write a settled outcome onto this node if it missed it (see repair-2.lua).
-   * True when the node has the outcome now, false when it holds something newer.
+   * `counted`: a majority took it; until then a node that holds the grant itself keeps it.
+   * 'written': the node has the outcome now; 'kept': it keeps what it has (something newer,
+   * or the grant itself); 'later': another session's older grant runs there, which may be
+   * gone soon.
    */
-  async repair(loc: TaskLocation, a: SettleArgs & { attempt: number }): Promise<boolean> {
+  async repair(
+    loc: TaskLocation,
+    a: SettleArgs & { attempt: number; counted: boolean },
+  ): Promise<'written' | 'kept' | 'later'> {
     const raw = await this.call('repair', [
       loc.container,
       loc.index,
@@ -374,10 +375,12 @@ export class RedisStore implements Store {
       a.payload,
       a.retentionMs,
       a.backoffMs,
+      a.counted ? '1' : '0',
     ]);
     const fault = faultToError(raw, loc);
     if (fault) throw fault;
-    return raw[0] === ReplyCode.Ok;
+    if (raw[0] === ReplyCode.Ok) return 'written';
+    return raw[0] === ReplyCode.Absent ? 'kept' : 'later';
   }
 
   private readonly settles = new Batcher<SettleGroup, SettleItem, Answer>(async (g, items) => {

@@ -18,6 +18,12 @@
             passed, 3 retry after failure, 4 handover (so that a claimer that lost its
             grant's reply is told the grant's real kind when it asks again)
   payload   D: result JSON, F: error JSON, R: progress note JSON, X: ''
+            Quorum mode: a grant's record holds, until its first progress report, its undo
+            note in the payload instead: the record the grant replaced, encoded (in this
+            format), or '-' when there was none (undo-2.lua restores it). decodeRecord
+            moves it to r.undo (r.payload is then ''), so no other script sees it;
+            encodeRecord writes it back only while the record is that grant, untouched:
+            running, no progress, no note.
 
   Hash-field mode keeps an index zset (KEYS[2]) of field -> server ms at which the field
   may be dropped, because a hash field has no TTL of its own before Redis 7.4. Every
@@ -60,19 +66,37 @@ local function decodeRecord(raw)
     kind = 1
     if attempt <= 1 then kind = 0 end
   end
+  local undo = nil
+  if s == 'R' and p == '' and payload ~= '' then
+    undo = payload
+    payload = ''
+  end
   return {
     state = s, token = tonumber(k), attempt = attempt, session = o,
     deadline = tonumber(d), claimedAt = tonumber(c), updatedAt = tonumber(u),
-    progress = p, kind = kind, payload = payload
+    progress = p, kind = kind, payload = payload, undo = undo
   }, nil
 end
 
 local function encodeRecord(r)
+  local payload = r.payload
+  if r.undo and r.state == 'R' and r.progress == '' and payload == '' then payload = r.undo end
   return '2|' .. r.state .. '|' .. string.format('%d', r.token) .. '|' ..
     string.format('%d', r.attempt) .. '|' .. r.session .. '|' ..
     string.format('%d', r.deadline) .. '|' .. string.format('%d', r.claimedAt) .. '|' ..
     string.format('%d', r.updatedAt) .. '|' .. r.progress .. '|' ..
-    string.format('%d', r.kind or 0) .. '|' .. r.payload
+    string.format('%d', r.kind or 0) .. '|' .. payload
+end
+
+-- The undo note a quorum grant keeps: the record it replaces (false: none), encoded, but
+-- without that record's own note: only the latest grant of a task can be undone.
+local function undoNote(replaced)
+  if not replaced then return '-' end
+  local note = replaced.undo
+  replaced.undo = nil
+  local raw = encodeRecord(replaced)
+  replaced.undo = note
+  return raw
 end
 
 local function sweep(container, index, now)
@@ -138,6 +162,16 @@ local function store(container, index, field, r, now, keepMs)
   for _, key in ipairs({container, index}) do
     if rcall('PTTL', key) < keepMs then rcall('PEXPIRE', key, keepMs) end
   end
+end
+
+-- No record at all, as if the task had never been claimed (undo of a first grant).
+local function remove(container, index, field)
+  if field == '' then
+    rcall('DEL', container)
+    return
+  end
+  rcall('HDEL', container, field)
+  rcall('ZREM', index, field)
 end
 
 -- Keep the record and its remaining lifetime; only the value changes.
