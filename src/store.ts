@@ -9,11 +9,11 @@ import {
   describeClient,
   isClient,
   type RedisStoreOptions,
-  ReplicationError,
   withTimeout,
 } from './connection.js';
 import type { Keys, TaskLocation } from './keys.js';
 import type { RedisConnection } from './options.js';
+import { Replication } from './replication.js';
 import {
   type ClaimArgs,
   type ClaimReply,
@@ -32,7 +32,7 @@ import {
   type SettleArgs,
   type Store,
 } from './replies.js';
-import { callScript, defineScripts, loadScripts, type ScriptName } from './scripts.js';
+import { callScript, defineScripts, type ScriptName } from './scripts.js';
 import { ClusterSubscriber } from './topology-cluster.js';
 
 export * from './connection.js';
@@ -80,7 +80,8 @@ export class RedisStore implements Store {
   private readonly owned: boolean;
   private subscriber: Client | ClusterSubscriber | undefined;
   private readonly prefix: string;
-  private readonly replication: RedisStoreOptions['replication'];
+  /** WAIT after writes (option `replication`); undefined without it. */
+  private readonly replicas: Replication | undefined;
   readonly eventsAreOutcomes: boolean;
   private readonly pubsubMode: NonNullable<RedisStoreOptions['pubsub']>;
   /** The channel argument of the scripts: the namespace channel, '#'-marked for SPUBLISH. */
@@ -103,7 +104,9 @@ export class RedisStore implements Store {
     const clientOpts =
       this.client instanceof Cluster ? this.client.options.redisOptions : this.client.options;
     this.prefix = clientOpts?.keyPrefix ?? '';
-    this.replication = opts.replication;
+    this.replicas = opts.replication
+      ? new Replication(this.client, opts.replication, timeoutMs, `${keys.base}replication-fence`)
+      : undefined;
     this.eventsAreOutcomes = !opts.replication;
     this.pubsubMode = this.client instanceof Cluster ? (opts.pubsub ?? 'auto') : 'classic';
     this.eventChannel = this.pubsubMode === 'sharded' ? `#${this.shardChannel}` : keys.channel;
@@ -134,89 +137,6 @@ export class RedisStore implements Store {
     });
   }
 
-  /**
-   * Run a script and `WAIT` on one connection, back to back (one pipeline), so that WAIT
-   * counts the replicas that acknowledged this very write. Returns the reply and the
-   * number of replicas that acknowledged it in time.
-   */
-  private async callAndWait(
-    name: ScriptName,
-    args: (string | number)[],
-  ): Promise<{ raw: Raw; acked: number }> {
-    const r = this.replication;
-    if (!r) throw new Error('callAndWait without replication options');
-    const def = loadScripts()[name];
-    // scripts of a variable key count take it as their first argument
-    const numberOfKeys = def.numberOfKeys ?? Number(args[0]);
-    if (def.numberOfKeys === undefined) args = args.slice(1);
-    const attempt = async (load: boolean): Promise<{ raw: Raw; acked: number } | undefined> => {
-      const pipe = this.client.pipeline();
-      // EVALSHA first; EVAL only when the server does not know the script yet, so that the
-      // script and its WAIT always leave together (ioredis would resend a NOSCRIPT eval alone)
-      if (load) pipe.eval(def.lua, numberOfKeys, ...args);
-      else pipe.evalsha(def.sha1, numberOfKeys, ...args);
-      pipe.wait(r.waitReplicas, r.waitTimeoutMs);
-      const res = await pipe.exec();
-      const [scriptRes, waitRes] = res ?? [];
-      const scriptErr = scriptRes?.[0];
-      if (scriptErr) {
-        if (!load && /NOSCRIPT/.test(scriptErr.message)) return undefined;
-        throw scriptErr;
-      }
-      if (waitRes?.[0]) throw waitRes[0];
-      return { raw: scriptRes?.[1] as Raw, acked: Number(waitRes?.[1] ?? 0) };
-    };
-    const run = async () => (await attempt(false)) ?? (await attempt(true));
-    const out = await withTimeout(
-      run(),
-      this.timeoutMs + r.waitTimeoutMs,
-      () =>
-        `${describeClient(this.client)} did not answer within ${this.timeoutMs + r.waitTimeoutMs} ms (options \`connectTimeoutMs\` + \`replication.waitTimeoutMs\`)`,
-    ).catch((err: unknown) => {
-      throw asUnavailable(err, this.client);
-    });
-    if (out === undefined) throw new Error(`script ${name} could not be loaded`);
-    return out;
-  }
-
-  /**
-   * WAIT counts the replicas that have this connection's own writes; a read writes
-   * nothing. A small write after it (one key per namespace, same slot) comes later in the
-   * replication stream than whatever was read, so a replica that acknowledged it has that
-   * too. Returns how many did in time.
-   */
-  private async waitForWhatWasRead(): Promise<number> {
-    const r = this.replication;
-    if (!r) return 0;
-    const fence = `${this.keys.base}replication-fence`;
-    const res = await withTimeout(
-      this.client
-        .pipeline()
-        .set(fence, '1', 'PX', 60_000)
-        .wait(r.waitReplicas, r.waitTimeoutMs)
-        .exec(),
-      this.timeoutMs + r.waitTimeoutMs,
-      () =>
-        `${describeClient(this.client)} did not answer WAIT within ${this.timeoutMs + r.waitTimeoutMs} ms`,
-    ).catch((err: unknown) => {
-      throw asUnavailable(err, this.client);
-    });
-    const [setRes, waitRes] = res ?? [];
-    if (setRes?.[0]) throw asUnavailable(setRes[0], this.client);
-    if (waitRes?.[0]) throw asUnavailable(waitRes[0], this.client);
-    return Number(waitRes?.[1] ?? 0);
-  }
-
-  /** A write that replicas did not acknowledge in time: reject it, or accept it as made. */
-  private replicationShortfall(what: string, acked: number): ReplicationError | undefined {
-    const r = this.replication;
-    if (!r || acked >= r.waitReplicas || r.onTimeout === 'accept') return undefined;
-    return new ReplicationError(
-      `${what}: ${acked} of ${r.waitReplicas} replica(s) of ${describeClient(this.client)} acknowledged it within ${r.waitTimeoutMs} ms (option \`replication\`); it was not counted`,
-      acked,
-    );
-  }
-
   async connect(): Promise<void> {
     await connectClient(this.client, this.timeoutMs);
     if (this.pubsubMode === 'auto' && this.client instanceof Cluster) {
@@ -241,8 +161,8 @@ export class RedisStore implements Store {
 
   /** Run a batch script, and WAIT for replicas after it when `wait` (replication safety). */
   private async batch(name: ScriptName, args: (string | number)[], wait: boolean): Promise<Batch> {
-    if (wait && this.replication) {
-      const { raw, acked } = await this.callAndWait(name, args);
+    if (wait && this.replicas) {
+      const { raw, acked } = await this.replicas.callAndWait(name, args);
       return { replies: raw as unknown as Raw[], acked };
     }
     return { replies: (await this.call(name, args)) as unknown as Raw[], acked: -1 };
@@ -287,13 +207,14 @@ export class RedisStore implements Store {
   async claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply> {
     const { raw, acked } = await this.claimRaw(loc, a, undefined);
     const reply = decodeClaim(raw, loc);
-    if (!this.replication) return reply;
+    const replicas = this.replicas;
+    if (!replicas) return reply;
     if (reply.type === 'done' || (reply.type === 'failed' && reply.terminal)) {
       // An outcome read from the master may be one a failover is about to lose (a settle
       // its replicas do not have yet): it counts once a replica has it.
-      const unsure = this.replicationShortfall(
+      const unsure = replicas.shortfall(
         `the outcome of task ${JSON.stringify(loc.taskId)}`,
-        await this.waitForWhatWasRead(),
+        await replicas.waitForWhatWasRead(),
       );
       if (unsure) throw unsure;
       return reply;
@@ -301,9 +222,9 @@ export class RedisStore implements Store {
     if (reply.type !== 'granted' && reply.type !== 'resumed') return reply;
     // A resumed grant is one whose first WAIT may have failed: it runs only once replicas
     // have it, like a new grant (WAIT counts what the connection wrote so far).
-    const shortfall = this.replicationShortfall(
+    const shortfall = replicas.shortfall(
       `the grant of task ${JSON.stringify(loc.taskId)}`,
-      acked >= 0 ? acked : await this.waitForWhatWasRead(),
+      acked >= 0 ? acked : await replicas.waitForWhatWasRead(),
     );
     if (!shortfall) return reply;
     // Not counted: give it back (as a release, so that any worker may claim it at once)
@@ -416,8 +337,8 @@ export class RedisStore implements Store {
     // a retried settle (the first was not acknowledged by enough replicas) is answered as
     // settled, `repeated`, by the script itself
     const reply = decodeOwner(raw, loc);
-    if (!reply.ok || !this.replication) return reply;
-    const shortfall = this.replicationShortfall(
+    if (!reply.ok || !this.replicas) return reply;
+    const shortfall = this.replicas.shortfall(
       `the settle of task ${JSON.stringify(loc.taskId)}`,
       acked,
     );
@@ -499,14 +420,14 @@ export class RedisStore implements Store {
     desc = '',
   ): Promise<SessionReply> {
     const args = [this.keys.session(sessionId), op, ttlMs, desc];
-    if (!this.replication || (op !== 'open' && op !== 'renew')) {
+    if (!this.replicas || (op !== 'open' && op !== 'renew')) {
       return decodeSession(await this.call('session', args));
     }
     // a renewal that a failover could erase would let the peer take over too early
-    const { raw, acked } = await this.callAndWait('session', args);
+    const { raw, acked } = await this.replicas.callAndWait('session', args);
     const reply = decodeSession(raw);
     if (!reply.ok) return reply;
-    const shortfall = this.replicationShortfall(`the ${op} of session ${sessionId}`, acked);
+    const shortfall = this.replicas.shortfall(`the ${op} of session ${sessionId}`, acked);
     if (shortfall) throw shortfall;
     return reply;
   }
