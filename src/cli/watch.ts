@@ -97,6 +97,92 @@ export function formatEvent(w: WatchEvent): string {
 /** While a watch runs it keeps this flag alive; claim scripts publish fresh claims only then. */
 const WATCH_FLAG_TTL_MS = 30_000;
 
+export interface NamespaceFeedHandlers {
+  /** Every event of the namespace channel (and, while the flag is kept, fresh claims). */
+  onEvent(ev: NamespaceEvent, receivedAt: number): void;
+  /** The subscriber lost its connection; it reconnects by itself. */
+  onDown?(err: Error): void;
+  /** The subscriber is connected again; events sent meanwhile were not seen. */
+  onUp?(): void;
+}
+
+export interface NamespaceFeed {
+  /** Stop keeping the flag and close the subscriber. */
+  close(): void;
+}
+
+/**
+ * Subscribe to the namespace's events and keep the watch flag alive, so that claim
+ * scripts publish fresh claims, standbys and refused settles too (`pairlock watch`,
+ * `pairlock dashboard`). The flag is the only key this writes. Pub/sub is
+ * at-most-once: events published while the subscriber is down are not seen.
+ */
+export async function subscribeNamespace(
+  conn: CliConnection,
+  handlers: NamespaceFeedHandlers,
+): Promise<NamespaceFeed> {
+  // the subscriber reconnects for as long as the feed runs
+  const sub = conn.client.duplicate({
+    lazyConnect: true,
+    enableOfflineQueue: true,
+    retryStrategy: (times: number) => Math.min(100 * times, 2_000),
+  }) as Redis;
+  let down = false;
+  sub.on('error', (err: Error) => {
+    if (!down) handlers.onDown?.(err);
+    down = true;
+  });
+  sub.on('ready', () => {
+    if (down) handlers.onUp?.();
+    down = false;
+  });
+  sub.on('message', (_channel: string, msg: string) => {
+    let ev: NamespaceEvent;
+    try {
+      ev = JSON.parse(msg) as NamespaceEvent;
+    } catch {
+      return;
+    }
+    handlers.onEvent(ev, Date.now());
+  });
+  const flagKey = `${conn.keys.channel}:watching`;
+  try {
+    await conn.guard(async () => {
+      await sub.connect();
+      // fresh claims travel on a side channel of their own, and only while a watcher
+      // keeps the flag key alive (workers do not need them)
+      await sub.subscribe(conn.keys.channel, `${conn.keys.channel}:claims`);
+      await conn.client.set(flagKey, '1', 'PX', WATCH_FLAG_TTL_MS);
+    });
+  } catch (err) {
+    sub.disconnect();
+    throw err;
+  }
+  const flag = setInterval(() => {
+    conn.client.set(flagKey, '1', 'PX', WATCH_FLAG_TTL_MS).catch(() => {});
+  }, WATCH_FLAG_TTL_MS / 3);
+  return {
+    close() {
+      clearInterval(flag);
+      sub.disconnect();
+    },
+  };
+}
+
+/** Resolves on SIGINT or SIGTERM, or when `stop` settles (for embedding). */
+export function untilStopped(stop?: Promise<unknown>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+      resolve();
+    };
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+    stop?.then(done, done);
+  });
+}
+
 /**
  * `pairlock watch`: print every event of the namespace channel until SIGINT/SIGTERM
  * (or until `stop` resolves, for embedding). Pub/sub is at-most-once: events published
@@ -109,59 +195,22 @@ export async function watchCommand(
   stop?: Promise<unknown>,
 ): Promise<void> {
   const conn = await CliConnection.open(g);
-  // the subscriber reconnects for as long as the watch runs
-  const sub = conn.client.duplicate({
-    lazyConnect: true,
-    enableOfflineQueue: true,
-    retryStrategy: (times: number) => Math.min(100 * times, 2_000),
-  }) as Redis;
-  let down = false;
-  sub.on('error', (err: Error) => {
-    if (!down) io.err(`pairlock: connection to ${conn.where} lost (${err.message}); reconnecting…`);
-    down = true;
-  });
-  sub.on('ready', () => {
-    if (down) io.err(`pairlock: reconnected to ${conn.where}; events sent meanwhile were not seen`);
-    down = false;
-  });
-  sub.on('message', (_channel: string, msg: string) => {
-    let ev: NamespaceEvent;
-    try {
-      ev = JSON.parse(msg) as NamespaceEvent;
-    } catch {
-      return;
-    }
-    const w = decodeEvent(ev, Date.now());
-    io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
-  });
-  let flag: NodeJS.Timeout | undefined;
+  let feed: NamespaceFeed | undefined;
   try {
-    await conn.guard(async () => {
-      await sub.connect();
-      // fresh claims travel on a side channel of their own, and only while a watcher
-      // keeps the flag key alive (workers do not need them)
-      await sub.subscribe(conn.keys.channel, `${conn.keys.channel}:claims`);
-      await conn.client.set(`${conn.keys.channel}:watching`, '1', 'PX', WATCH_FLAG_TTL_MS);
+    feed = await subscribeNamespace(conn, {
+      onEvent: (ev, receivedAt) => {
+        const w = decodeEvent(ev, receivedAt);
+        io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
+      },
+      onDown: (err) =>
+        io.err(`pairlock: connection to ${conn.where} lost (${err.message}); reconnecting…`),
+      onUp: () =>
+        io.err(`pairlock: reconnected to ${conn.where}; events sent meanwhile were not seen`),
     });
-    flag = setInterval(() => {
-      conn.client
-        .set(`${conn.keys.channel}:watching`, '1', 'PX', WATCH_FLAG_TTL_MS)
-        .catch(() => {});
-    }, WATCH_FLAG_TTL_MS / 3);
     io.err(`watching ${conn.keys.channel} on ${conn.where} (Ctrl-C to stop)`);
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        process.off('SIGINT', done);
-        process.off('SIGTERM', done);
-        resolve();
-      };
-      process.once('SIGINT', done);
-      process.once('SIGTERM', done);
-      stop?.then(done, done);
-    });
+    await untilStopped(stop);
   } finally {
-    clearInterval(flag);
-    sub.disconnect();
+    feed?.close();
     await conn.close();
   }
 }
