@@ -34,7 +34,7 @@ export interface ListOptions {
  */
 export async function* records(
   conn: CliConnection,
-  opts: { hash?: string; count: number },
+  opts: { hash?: string; count: number; pace?: () => Promise<void> },
   warn: (line: string) => void,
 ): AsyncGenerator<TaskInfo, void, void> {
   const { keys, client, inspector } = conn;
@@ -64,6 +64,8 @@ export async function* records(
       ),
     );
     for (const info of infos) if (info) yield info;
+    // a long-running reader (the dashboard) spaces its pages out
+    await opts.pace?.();
   }
 }
 

@@ -12,6 +12,7 @@ import {
   parsePositiveInt,
   stdio,
 } from './common.js';
+import { registerDashboard } from './dashboard/index.js';
 import { registerDemo } from './demo.js';
 import { registerInspect } from './inspect.js';
 import { registerList } from './list.js';
@@ -76,6 +77,7 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
   registerList(program, globals, io);
   registerStats(program, globals, io);
   registerWatch(program, globals, io);
+  registerDashboard(program, globals, io);
   registerDemo(program, io, explicitRedis);
   registerBench(program, io, explicitRedis, setExit);
   registerRun(program, globals, io, setExit);
