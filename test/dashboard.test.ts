@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import type { SeriesSnapshot } from '../src/cli/dashboard/series.js';
 import type { summary } from '../src/cli/dashboard/server.js';
 import type { DashboardState, TimelineItem } from '../src/cli/dashboard/state.js';
 import { main } from '../src/cli/program.js';
@@ -20,7 +21,7 @@ import { useRedisPair } from './support/redis-pair.js';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const pair = useRedisPair();
 
-type Summary = ReturnType<typeof summary>;
+type Summary = ReturnType<typeof summary> & { series: SeriesSnapshot };
 type Running = ReturnType<DashboardState['running']>;
 /** Error answers carry `error`; the rest are typed by the caller. */
 type Answer<T> = T & { error?: string };

@@ -7,6 +7,7 @@ const PAGE = 25;
 
 const state = {
   summary: null,
+  series: null,
   /** server's Date.now() minus ours, from the last summary */
   skew: 0,
   timeline: [],
@@ -83,6 +84,11 @@ function connect() {
     renderSummary(s);
     if (s.version !== state.runningVersion) scheduleRunning(0);
   });
+  es.addEventListener('series', (e) => {
+    state.series = JSON.parse(e.data);
+    renderCounters();
+    renderCharts();
+  });
   es.addEventListener('events', (e) => {
     const items = JSON.parse(e.data);
     for (const it of items) state.timeline.push(it);
@@ -116,9 +122,9 @@ function setStatus(s) {
 // Summary: header, counters, charts, workers
 // ---------------------------------------------------------------------------------
 
-function sum(arr, from) {
+function sum(arr, from, to) {
   let t = 0;
-  for (let i = Math.max(0, from); i < arr.length; i++) t += arr[i];
+  for (let i = Math.max(0, from); i < Math.min(arr.length, to); i++) t += arr[i];
   return t;
 }
 
@@ -127,12 +133,23 @@ function renderSummary(s) {
   $('hash').textContent = s.hash ? `(hash ${s.hash})` : '';
   $('redis').textContent = s.where.replace(/^Redis at /, '');
   document.title = `pairlock · ${s.namespace}`;
+  renderCounters();
+  renderWorkers(s);
 
+  const census = s.census.at
+    ? `counted ${duration(s.now - s.census.at)} ago in ${duration(s.census.durationMs)}`
+    : 'counting…';
+  $('footer').textContent =
+    `${census}${s.census.error ? ` · last count failed: ${s.census.error}` : ''}` +
+    `${s.capped ? ` · more than ${num(s.maxTasks)} running: lists show ${num(s.maxTasks)} of them, counts cover all` : ''}` +
+    `${s.warnings.length ? ` · ${s.warnings[s.warnings.length - 1]}` : ''}`;
+}
+
+function renderCounters() {
+  const s = state.summary;
+  const se = state.series;
+  if (!s) return;
   const c = s.counts;
-  const se = s.series;
-  const n = se.done.length;
-  const outcomes10 =
-    (sum(se.done, n - 10) + sum(se.failed, n - 10) + sum(se.released, n - 10)) / 10;
   const live = s.workers.filter((w) => !w.gone).length;
   const card = (label, value, extra, cls) =>
     h(
@@ -142,7 +159,7 @@ function renderSummary(s) {
       h('div', { class: 'label' }, label),
       extra ? h('div', { class: 'extra' }, extra) : null,
     );
-  $('counters').replaceChildren(
+  const cards = [
     card(
       'running',
       num(c.running),
@@ -158,33 +175,43 @@ function renderSummary(s) {
       num(live),
       s.workers.length > live ? `${s.workers.length - live} gone` : null,
     ),
-    card('outcomes/s', outcomes10.toFixed(1), 'last 10 s'),
-    card(
-      'takeovers',
-      num(sum(se.takeovers, n - 60)),
-      'last minute',
-      sum(se.takeovers, n - 60) ? 'alert' : '',
-    ),
-    card(
-      'latency p50 / p99',
-      `${duration(se.latency.p50)} / ${duration(se.latency.p99)}`,
-      `${num(se.latency.samples)} outcomes, last minute`,
-      'wide',
-    ),
-  );
+  ];
+  if (se) {
+    // the current second is still filling up: rates use the 10 s before it
+    const n = se.done.length - 1;
+    const outcomes10 =
+      (sum(se.done, n - 10, n) + sum(se.failed, n - 10, n) + sum(se.released, n - 10, n)) / 10;
+    const takeovers = sum(se.takeovers, n - 59, n + 1);
+    cards.push(
+      card('outcomes/s', outcomes10.toFixed(1), 'last 10 s'),
+      card('takeovers', num(takeovers), 'last minute', takeovers ? 'alert' : ''),
+      card(
+        'latency p50 / p99',
+        `${duration(se.latency.p50)} / ${duration(se.latency.p99)}`,
+        `claim → outcome, ${num(se.latency.samples)} in the last minute`,
+        'wide',
+      ),
+    );
+  }
+  $('counters').replaceChildren(...cards);
+}
 
-  drawOutcomes(se);
-  drawTakeovers(se);
-  drawLatency(se);
-  renderWorkers(s);
+/** Seconds the charts span: the time this dashboard has watched, from 1 to 5 minutes. */
+function span() {
+  const s = state.summary;
+  const watched = s ? Math.round((s.now - s.startedAt) / 1000) : 300;
+  return Math.min(300, Math.max(60, watched));
+}
 
-  const census = s.census.at
-    ? `counted ${duration(s.now - s.census.at)} ago in ${duration(s.census.durationMs)}`
-    : 'counting…';
-  $('footer').textContent =
-    `${census}${s.census.error ? ` · last count failed: ${s.census.error}` : ''}` +
-    `${s.capped ? ` · more than ${num(s.maxTasks)} running: lists show ${num(s.maxTasks)} of them, counts cover all` : ''}` +
-    `${s.warnings.length ? ` · ${s.warnings[s.warnings.length - 1]}` : ''}`;
+function renderCharts() {
+  const se = state.series;
+  if (!se) return;
+  const secs = span();
+  const label = secs < 120 ? `−${secs} s` : `−${Math.round(secs / 60)} min`;
+  for (const el of document.querySelectorAll('.axis span:first-child')) el.textContent = label;
+  drawOutcomes(se, secs);
+  drawTakeovers(se, secs);
+  drawLatency(se, secs);
 }
 
 function polyline(values, max, w, hgt, cls) {
@@ -233,18 +260,18 @@ function gridAndMax(el, max, unit) {
 function niceMax(v) {
   if (v <= 0) return 1;
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
+  for (const m of [1, 1.5, 2, 3, 4, 5, 6, 8, 10]) if (v <= m * p) return m * p;
   return 10 * p;
 }
 
-function drawOutcomes(se) {
+function drawOutcomes(se, secs) {
   const el = $('chart-outcomes');
-  // the current second is still filling up: leave it out
-  const cut = (a) => a.slice(0, a.length - 1);
+  // the last `secs` seconds, without the current one (still filling up)
+  const cut = (a) => a.slice(a.length - 1 - secs, a.length - 1);
   const done = cut(se.done);
   const failed = cut(se.failed);
   const released = cut(se.released);
-  const max = niceMax(Math.max(1, ...done, ...failed, ...released));
+  const max = niceMax(Math.max(1, ...done, ...failed, ...released) * 1.1);
   gridAndMax(el, max, (m) => `${m}/s`);
   el.append(
     ...polyline(released, max, 600, 140, 'l-released'),
@@ -253,34 +280,39 @@ function drawOutcomes(se) {
   );
 }
 
-function drawTakeovers(se) {
+function drawTakeovers(se, secs) {
   const el = $('chart-takeovers');
-  const bars = se.takeoversPerMinute;
-  const max = niceMax(Math.max(1, ...bars));
+  // at each second, the takeovers of the minute up to it (a rolling count)
+  const t = se.takeovers;
+  const rolling = [];
+  let acc = 0;
+  for (let i = 0; i < t.length - 1; i++) {
+    acc += t[i] - (i >= 60 ? t[i - 60] : 0);
+    rolling.push(acc);
+  }
+  const values = rolling.slice(-secs);
+  const max = niceMax(Math.max(1, ...values) * 1.1);
   gridAndMax(el, max, (m) => `${m}/min`);
-  const bw = 600 / bars.length;
-  bars.forEach((v, i) => {
-    const hgt = (v / max) * 136;
-    el.append(
-      svg('rect', { x: i * bw + 8, y: 140 - hgt, width: bw - 16, height: hgt, class: 'tbar' }),
-    );
-    if (v > 0) {
-      const t = svg('text', { x: i * bw + bw / 2, y: Math.max(14, 136 - hgt), class: 'barlabel' });
-      t.textContent = String(v);
-      el.append(t);
-    }
-  });
+  const step = values.length > 1 ? 600 / (values.length - 1) : 600;
+  const pts = values.map(
+    (v, i) => `${(i * step).toFixed(1)},${(140 - (v / max) * 136).toFixed(1)}`,
+  );
+  el.append(
+    svg('polygon', { points: `0,140 ${pts.join(' ')} 600,140`, class: 'area-takeover' }),
+    ...polyline(values, max, 600, 140, 'l-takeover'),
+  );
   const kinds = Object.entries(se.takeoverKinds);
   $('takeover-kinds').textContent = kinds.length
     ? kinds.map(([k, v]) => `${k} ${v}`).join(' · ')
-    : 'none in 5 min';
+    : 'none yet';
 }
 
-function drawLatency(se) {
+function drawLatency(se, secs) {
   const el = $('chart-latency');
-  const p50 = se.latency.windows.map((w) => w.p50);
-  const p99 = se.latency.windows.map((w) => w.p99);
-  const max = niceMax(Math.max(1, ...p99.filter((v) => v !== null)));
+  const windows = se.latency.windows.slice(-Math.ceil(secs / 10));
+  const p50 = windows.map((w) => w.p50);
+  const p99 = windows.map((w) => w.p99);
+  const max = niceMax(Math.max(1, ...p99.filter((v) => v !== null)) * 1.1);
   gridAndMax(el, max, (m) => duration(m));
   el.append(...polyline(p99, max, 600, 140, 'l-p99'), ...polyline(p50, max, 600, 140, 'l-p50'));
 }
@@ -373,7 +405,8 @@ function leaseLeft(item, worker) {
   if (worker && !worker.gone) ends.push(worker.at + worker.ttlMs);
   if (item.deadlineAt) ends.push(item.deadlineAt);
   if (!ends.length) return null;
-  return Math.min(...ends) - now();
+  // extrapolated from the last TTL reading: the next reading shows the renewal
+  return Math.max(0, Math.min(...ends) - now());
 }
 
 function renderRunning() {

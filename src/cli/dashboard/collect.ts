@@ -1,7 +1,8 @@
 /**
  * The dashboard's reads of Redis, each bounded:
  *
- * - every second, one pipeline: `TIME` and the `PTTL` of each known session (O(workers));
+ * - twice a second, one pipeline: `TIME` and the `PTTL` of each known session (O(workers)),
+ *   so that a TTL bar follows even a short session TTL;
  * - every few seconds, and when an event names a session it does not know, a `SCAN` of
  *   the session keys (`liveSessions`, as `pairlock stats`);
  * - a census of the records (`records`, as `pairlock list`: SCAN pages, each record
@@ -28,7 +29,7 @@ export interface CollectorOptions {
   hash?: string;
   /** SCAN COUNT hint. */
   count: number;
-  /** TTL readings of known sessions. @default 1000 */
+  /** TTL readings of known sessions. @default 500 */
   readEveryMs?: number;
   /** Scan for sessions. @default 5000 */
   discoverEveryMs?: number;
@@ -60,7 +61,7 @@ export class Collector {
     private readonly state: DashboardState,
     opts: CollectorOptions,
   ) {
-    this.opts = { readEveryMs: 1_000, discoverEveryMs: 5_000, censusEveryMs: 2_000, ...opts };
+    this.opts = { readEveryMs: 500, discoverEveryMs: 5_000, censusEveryMs: 2_000, ...opts };
   }
 
   /** First reads (so the page opens on data), then the timers. */

@@ -7,7 +7,9 @@
  *   GET /api/events       timeline entries after ?after=<seq>
  *   GET /api/running      running records by holder: ?limit=n&at=<session>:<offset>…
  *   GET /api/task         one record: ?id=<taskId>[&hash=<key>], as `pairlock inspect`
- *   GET /api/stream       server-sent events: `summary` every second, `events` as they come
+ *   GET /api/stream       server-sent events: `events` as they come (every 200 ms), `summary`
+ *                         (without the series) every 500 ms and as soon as records moved,
+ *                         `series` every second
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -23,8 +25,9 @@ import type { DashboardState } from './state.js';
 const MAX_STREAMS = 32;
 /** A stream whose client reads slower than this much buffered output is dropped. */
 const MAX_BUFFERED = 1 << 20;
-const SUMMARY_EVERY_MS = 1_000;
-const EVENTS_EVERY_MS = 200;
+const TICK_MS = 200;
+const SUMMARY_EVERY_MS = 500;
+const SERIES_EVERY_MS = 1_000;
 /** Events per stream message; a storm beyond it shows its latest ones (the counts stay exact). */
 const EVENTS_PER_MESSAGE = 500;
 
@@ -123,10 +126,15 @@ function send(res: ServerResponse, status: number, body: unknown, extra = {}): v
   res.end(res.req.method === 'HEAD' ? undefined : text);
 }
 
+/** When the dashboard started (local ms): the charts span at most the time since. */
+const startedAt = Date.now();
+
+/** What the page shows but the charts; `series()` is sent apart, less often. */
 export function summary(o: ServerOptions) {
   const { state, collector, conn } = o;
   return {
     namespace: conn.opts.namespace,
+    startedAt,
     hash: o.hash ?? null,
     where: conn.where,
     now: Date.now(),
@@ -137,7 +145,6 @@ export function summary(o: ServerOptions) {
     maxTasks: state.maxTasks,
     census: state.census,
     workers: state.workers(),
-    series: state.seriesNow(),
     lastSeq: state.lastSeq,
     version: state.version,
     warnings: state.warnings,
@@ -258,7 +265,7 @@ export async function startServer(o: ServerOptions): Promise<DashboardServer> {
     }
     switch (url.pathname) {
       case '/api/summary':
-        return send(res, 200, summary(o));
+        return send(res, 200, { ...summary(o), series: o.state.seriesNow() });
       case '/api/events': {
         const after = intParam(url, 'after', 0, 0, Number.MAX_SAFE_INTEGER);
         if (typeof after !== 'number') return send(res, 400, after);
@@ -282,6 +289,7 @@ export async function startServer(o: ServerOptions): Promise<DashboardServer> {
         streams.add(s);
         req.on('close', () => streams.delete(s));
         write(s, `retry: 2000\nevent: summary\ndata: ${JSON.stringify(summary(o))}\n\n`);
+        write(s, `event: series\ndata: ${JSON.stringify(o.state.seriesNow())}\n\n`);
         pushEvents(s);
         return;
       }
@@ -305,14 +313,28 @@ export async function startServer(o: ServerOptions): Promise<DashboardServer> {
     });
   });
 
+  // one tick: new events to every stream; the summary when records moved (so that the
+  // page's lists and counts move with the events) or every SUMMARY_EVERY_MS; the series
+  // every SERIES_EVERY_MS. Each is serialized once for all streams.
+  let summaryAt = 0;
+  let summaryVersion = -1;
+  let seriesAt = 0;
   const tick = setInterval(() => {
-    if (streams.size === 0) return;
-    const chunk = `event: summary\ndata: ${JSON.stringify(summary(o))}\n\n`;
-    for (const s of streams) write(s, chunk);
-  }, SUMMARY_EVERY_MS);
-  const events = setInterval(() => {
     for (const s of streams) pushEvents(s);
-  }, EVENTS_EVERY_MS);
+    const now = Date.now();
+    if (streams.size === 0) return;
+    if (o.state.version !== summaryVersion || now - summaryAt >= SUMMARY_EVERY_MS) {
+      summaryAt = now;
+      summaryVersion = o.state.version;
+      const chunk = `event: summary\ndata: ${JSON.stringify(summary(o))}\n\n`;
+      for (const s of streams) write(s, chunk);
+    }
+    if (now - seriesAt >= SERIES_EVERY_MS) {
+      seriesAt = now;
+      const chunk = `event: series\ndata: ${JSON.stringify(o.state.seriesNow())}\n\n`;
+      for (const s of streams) write(s, chunk);
+    }
+  }, TICK_MS);
 
   const addr = server.address() as AddressInfo;
   const hostPart = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -320,7 +342,6 @@ export async function startServer(o: ServerOptions): Promise<DashboardServer> {
     url: `http://${hostPart}:${addr.port}/`,
     close: async () => {
       clearInterval(tick);
-      clearInterval(events);
       for (const s of streams) s.res.end();
       streams.clear();
       server.closeAllConnections();
