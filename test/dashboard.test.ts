@@ -377,6 +377,9 @@ describe('pairlock dashboard: the command line', () => {
       expect.arrayContaining([
         'web/dashboard/index.html',
         'web/dashboard/app.js',
+        'web/dashboard/charts.js',
+        'web/dashboard/timeline.js',
+        'web/dashboard/util.js',
         'web/dashboard/style.css',
       ]),
     );

@@ -2,6 +2,10 @@
 // no build step, no network access but its own server. Every text from Redis (task ids,
 // notes, worker names) is set with textContent, never parsed as HTML.
 
+import { drawLatency, drawOutcomes, drawTakeovers } from './charts.js';
+import { renderFilters, renderTimeline } from './timeline.js';
+import { $, clock, duration, h, num, sessionTail, sum } from './util.js';
+
 const TIMELINE_KEEP = 500;
 const PAGE = 25;
 
@@ -19,56 +23,7 @@ const state = {
   fetching: false,
 };
 
-const $ = (id) => document.getElementById(id);
 const now = () => Date.now() + state.skew;
-
-/** Element builder: h('td', { class: 'num' }, 'text', child…) */
-function h(tag, attrs, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') el.className = v;
-    else if (k === 'dataset') Object.assign(el.dataset, v);
-    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
-    else el.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of children.flat()) {
-    if (c === undefined || c === null || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return el;
-}
-
-function svg(tag, attrs) {
-  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
-  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
-  return el;
-}
-
-function duration(ms) {
-  if (ms === undefined || ms === null || !Number.isFinite(ms)) return '–';
-  const a = Math.abs(ms);
-  const sign = ms < 0 ? '−' : '';
-  if (a < 1000) return `${sign}${Math.round(a)} ms`;
-  if (a < 60_000) return `${sign}${(a / 1000).toFixed(1)} s`;
-  if (a < 3_600_000) return `${sign}${(a / 60_000).toFixed(1)} min`;
-  return `${sign}${(a / 3_600_000).toFixed(1)} h`;
-}
-
-function clock(ms) {
-  if (!ms) return '–';
-  const d = new Date(ms);
-  const p = (n, w = 2) => String(n).padStart(w, '0');
-  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
-}
-
-const fmt = new Intl.NumberFormat('en');
-const num = (n) => (n === null || n === undefined ? '–' : fmt.format(n));
-
-/** The part of a session id after the worker id: `#epoch`. */
-function sessionTail(session, worker) {
-  return session.startsWith(worker) ? session.slice(worker.length) : session;
-}
 
 // ---------------------------------------------------------------------------------
 // Stream
@@ -94,7 +49,7 @@ function connect() {
     for (const it of items) state.timeline.push(it);
     if (state.timeline.length > TIMELINE_KEEP)
       state.timeline.splice(0, state.timeline.length - TIMELINE_KEEP);
-    renderTimeline();
+    renderTimeline(state, lookup);
     if (items.some((it) => it.token !== undefined && it.event !== 'standby')) scheduleRunning(150);
   });
   es.onerror = () => setStatus(null);
@@ -121,12 +76,6 @@ function setStatus(s) {
 // ---------------------------------------------------------------------------------
 // Summary: header, counters, charts, workers
 // ---------------------------------------------------------------------------------
-
-function sum(arr, from, to) {
-  let t = 0;
-  for (let i = Math.max(0, from); i < Math.min(arr.length, to); i++) t += arr[i];
-  return t;
-}
 
 function renderSummary(s) {
   $('ns').textContent = s.namespace;
@@ -212,109 +161,6 @@ function renderCharts() {
   drawOutcomes(se, secs);
   drawTakeovers(se, secs);
   drawLatency(se, secs);
-}
-
-function polyline(values, max, w, hgt, cls) {
-  const step = values.length > 1 ? w / (values.length - 1) : w;
-  const parts = [];
-  let seg = [];
-  values.forEach((v, i) => {
-    if (v === null || v === undefined) {
-      if (seg.length) parts.push(seg);
-      seg = [];
-      return;
-    }
-    seg.push(`${(i * step).toFixed(1)},${(hgt - (v / max) * (hgt - 4)).toFixed(1)}`);
-  });
-  if (seg.length) parts.push(seg);
-  return parts.map((p) =>
-    p.length === 1
-      ? svg('circle', { cx: p[0].split(',')[0], cy: p[0].split(',')[1], r: 2.5, class: cls })
-      : svg('polyline', { points: p.join(' '), class: cls, 'vector-effect': 'non-scaling-stroke' }),
-  );
-}
-
-function gridAndMax(el, max, unit) {
-  const W = 600;
-  const H = 140;
-  const nodes = [];
-  for (const f of [0.5, 1]) {
-    const y = H - f * (H - 4);
-    nodes.push(
-      svg('line', {
-        x1: 0,
-        x2: W,
-        y1: y,
-        y2: y,
-        class: 'grid',
-        'vector-effect': 'non-scaling-stroke',
-      }),
-    );
-  }
-  el.replaceChildren(...nodes);
-  const label = el.parentElement.querySelector('.ymax') || h('span', { class: 'ymax' });
-  label.textContent = `${unit(max)}`;
-  el.parentElement.append(label);
-}
-
-function niceMax(v) {
-  if (v <= 0) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 1.5, 2, 3, 4, 5, 6, 8, 10]) if (v <= m * p) return m * p;
-  return 10 * p;
-}
-
-function drawOutcomes(se, secs) {
-  const el = $('chart-outcomes');
-  // the last `secs` seconds, without the current one (still filling up)
-  const cut = (a) => a.slice(a.length - 1 - secs, a.length - 1);
-  const done = cut(se.done);
-  const failed = cut(se.failed);
-  const released = cut(se.released);
-  const max = niceMax(Math.max(1, ...done, ...failed, ...released) * 1.1);
-  gridAndMax(el, max, (m) => `${m}/s`);
-  el.append(
-    ...polyline(released, max, 600, 140, 'l-released'),
-    ...polyline(failed, max, 600, 140, 'l-failed'),
-    ...polyline(done, max, 600, 140, 'l-done'),
-  );
-}
-
-function drawTakeovers(se, secs) {
-  const el = $('chart-takeovers');
-  // at each second, the takeovers of the minute up to it (a rolling count)
-  const t = se.takeovers;
-  const rolling = [];
-  let acc = 0;
-  for (let i = 0; i < t.length - 1; i++) {
-    acc += t[i] - (i >= 60 ? t[i - 60] : 0);
-    rolling.push(acc);
-  }
-  const values = rolling.slice(-secs);
-  const max = niceMax(Math.max(1, ...values) * 1.1);
-  gridAndMax(el, max, (m) => `${m}/min`);
-  const step = values.length > 1 ? 600 / (values.length - 1) : 600;
-  const pts = values.map(
-    (v, i) => `${(i * step).toFixed(1)},${(140 - (v / max) * 136).toFixed(1)}`,
-  );
-  el.append(
-    svg('polygon', { points: `0,140 ${pts.join(' ')} 600,140`, class: 'area-takeover' }),
-    ...polyline(values, max, 600, 140, 'l-takeover'),
-  );
-  const kinds = Object.entries(se.takeoverKinds);
-  $('takeover-kinds').textContent = kinds.length
-    ? kinds.map(([k, v]) => `${k} ${v}`).join(' · ')
-    : 'none yet';
-}
-
-function drawLatency(se, secs) {
-  const el = $('chart-latency');
-  const windows = se.latency.windows.slice(-Math.ceil(secs / 10));
-  const p50 = windows.map((w) => w.p50);
-  const p99 = windows.map((w) => w.p99);
-  const max = niceMax(Math.max(1, ...p99.filter((v) => v !== null)) * 1.1);
-  gridAndMax(el, max, (m) => duration(m));
-  el.append(...polyline(p99, max, 600, 140, 'l-p99'), ...polyline(p50, max, 600, 140, 'l-p50'));
 }
 
 function ttlBar(w) {
@@ -521,102 +367,6 @@ function page(session, offset) {
 // Timeline
 // ---------------------------------------------------------------------------------
 
-const kinds = [
-  ['claimed', 'claims'],
-  ['standby', 'standbys'],
-  ['took-over', 'takeovers'],
-  ['done', 'done'],
-  ['failed', 'failed'],
-  ['released', 'released'],
-  ['rejected', 'refused settles'],
-  ['session', 'sessions'],
-];
-
-function kindOf(ev) {
-  return ev.event.startsWith('session-') ? 'session' : ev.event;
-}
-
-function describe(ev) {
-  switch (ev.event) {
-    case 'took-over':
-      return `from ${ev.from || '?'} (${ev.kind})`;
-    case 'standby':
-      return `held by ${ev.worker}, covered by ${ev.by || '?'}`;
-    case 'rejected':
-      return `late settle refused: ${ev.reason}`;
-    case 'session-gone':
-      return `session ${ev.reason}`;
-    case 'session-new':
-      return 'session opened';
-    default:
-      return '';
-  }
-}
-
-function renderTimeline() {
-  const items = [];
-  for (let i = state.timeline.length - 1; i >= 0 && items.length < 200; i--) {
-    const ev = state.timeline[i];
-    if (state.hidden.has(kindOf(ev))) continue;
-    items.push(
-      h(
-        'li',
-        {
-          class: `ev ev-${ev.event}`,
-          dataset: { event: ev.event, task: ev.task || '', worker: ev.worker || '' },
-        },
-        h('time', {}, clock(ev.at)),
-        h('span', { class: 'badge' }, ev.event === 'took-over' ? `took over` : ev.event),
-        ev.task
-          ? h(
-              'a',
-              { href: '#', class: 'task mono', onclick: (e) => lookup(e, ev.task, ev.hash) },
-              ev.task,
-            )
-          : null,
-        ev.event === 'standby' || ev.event.startsWith('session-')
-          ? null
-          : h('span', { class: 'who' }, ev.worker),
-        ev.token !== undefined ? h('span', { class: 'dim' }, `token ${ev.token}`) : null,
-        h('span', { class: 'detail' }, describe(ev)),
-      ),
-    );
-  }
-  $('timeline').replaceChildren(
-    ...(items.length
-      ? items
-      : [
-          h(
-            'li',
-            { class: 'empty' },
-            'no events yet (events are shown from the moment the page is served)',
-          ),
-        ]),
-  );
-  $('timeline-sub').textContent = `last ${state.timeline.length}`;
-}
-
-function renderFilters() {
-  $('filters').replaceChildren(
-    ...kinds.map(([k, label]) =>
-      h(
-        'label',
-        { class: `filter f-${k}` },
-        h('input', {
-          type: 'checkbox',
-          checked: !state.hidden.has(k),
-          onchange: (e) => {
-            if (e.target.checked) state.hidden.delete(k);
-            else state.hidden.add(k);
-            renderTimeline();
-          },
-        }),
-        label,
-      ),
-    ),
-  );
-}
-
 // ---------------------------------------------------------------------------------
 // Lookup
 // ---------------------------------------------------------------------------------
@@ -675,8 +425,8 @@ document.addEventListener('DOMContentLoaded', () => {
     e.preventDefault();
     runLookup();
   });
-  renderFilters();
-  renderTimeline();
+  renderFilters(state, lookup);
+  renderTimeline(state, lookup);
   connect();
   setInterval(tick, 250);
 });

@@ -3,8 +3,8 @@
  *
  * - twice a second, one pipeline: `TIME` and the `PTTL` of each known session (O(workers)),
  *   so that a TTL bar follows even a short session TTL;
- * - every few seconds, and when an event names a session it does not know, a `SCAN` of
- *   the session keys (`liveSessions`, as `pairlock stats`);
+ * - every 5 s (or 10 × the last scan's duration, if longer), and when an event names a
+ *   session it does not know, a `SCAN` of the session keys (`liveSessions`, as `pairlock stats`);
  * - a census of the records (`records`, as `pairlock list`: SCAN pages, each record
  *   decoded by the `inspect` script), paced: after each page it waits as long as the page
  *   took, and the next census starts after 4 × the last one's duration (at least
@@ -53,6 +53,8 @@ export class Collector {
   private timers: NodeJS.Timeout[] = [];
   private discovering: Promise<void> | undefined;
   private lastDiscovery = 0;
+  private lastDiscoveryMs = 0;
+  private discoverSoon: NodeJS.Timeout | undefined;
   private census: Promise<void> | undefined;
   private readonly opts: Required<Omit<CollectorOptions, 'hash'>> & { hash?: string };
 
@@ -80,13 +82,19 @@ export class Collector {
       this.timers.push(t);
     };
     every(this.opts.readEveryMs, () => this.readTtls());
-    every(this.opts.discoverEveryMs, () => this.discover());
+    // a scan of a large keyspace takes longer: scan at most a tenth of the time
+    every(this.opts.discoverEveryMs, () =>
+      Date.now() - this.lastDiscovery >= 10 * this.lastDiscoveryMs
+        ? this.discover()
+        : Promise.resolve(),
+    );
     every(250, () => this.enrich());
     this.census = this.censusLoop();
   }
 
   async stop(): Promise<void> {
     this.abort.abort();
+    clearTimeout(this.discoverSoon);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     await this.census?.catch(() => {});
@@ -105,10 +113,13 @@ export class Collector {
 
   /** A session named by an event is unknown: scan for sessions soon (at most twice a second). */
   sessionSeen(session: string): void {
-    if (this.state.sessions.has(session) || this.discovering) return;
+    if (this.state.sessions.has(session) || this.discovering || this.discoverSoon) return;
     const wait = Math.max(0, this.lastDiscovery + 500 - Date.now());
-    const t = setTimeout(() => void this.discover(), wait);
-    t.unref();
+    this.discoverSoon = setTimeout(() => {
+      this.discoverSoon = undefined;
+      if (!this.abort.signal.aborted) void this.discover();
+    }, wait);
+    this.discoverSoon.unref();
   }
 
   /** A grant seen in an event: read its record for the deadline and progress. */
@@ -121,7 +132,8 @@ export class Collector {
       try {
         this.lastDiscovery = Date.now();
         const found = await liveSessions(this.conn, this.opts.count);
-        this.state.discover(found, Date.now());
+        this.lastDiscoveryMs = Date.now() - this.lastDiscovery;
+        this.state.sessions.discover(found, Date.now());
         this.healthy();
       } catch (err) {
         this.failed(err);
@@ -133,7 +145,7 @@ export class Collector {
   }
 
   private async readTtls(): Promise<void> {
-    const sessions = this.state.liveSessions();
+    const sessions = this.state.sessions.live();
     const pipe = (this.conn.client as Redis).pipeline();
     pipe.time();
     for (const s of sessions) pipe.pttl(this.conn.keys.session(s));
@@ -152,7 +164,7 @@ export class Collector {
         const [err, pttl] = replies[i + 1] ?? [];
         if (!err) values.push([s, Number(pttl)]);
       });
-      this.state.readings(values, at);
+      this.state.sessions.readings(values, at);
       this.healthy();
     } catch (err) {
       this.failed(err);

@@ -2,7 +2,7 @@
  * The dashboard's HTTP server: Node's `http`, the static page from web/dashboard/, JSON
  * endpoints and one server-sent-events stream. Read-only: only GET and HEAD.
  *
- *   GET /                 the page (index.html, app.js, style.css)
+ *   GET /                 the page (index.html, style.css, app.js and the modules it imports)
  *   GET /api/summary      workers, counts, census, rates and latencies
  *   GET /api/events       timeline entries after ?after=<seq>
  *   GET /api/running      running records by holder: ?limit=n&at=<session>:<offset>…
@@ -56,6 +56,9 @@ export interface DashboardServer {
 const assetTypes: Record<string, string> = {
   'index.html': 'text/html; charset=utf-8',
   'app.js': 'text/javascript; charset=utf-8',
+  'charts.js': 'text/javascript; charset=utf-8',
+  'timeline.js': 'text/javascript; charset=utf-8',
+  'util.js': 'text/javascript; charset=utf-8',
   'style.css': 'text/css; charset=utf-8',
 };
 
@@ -126,15 +129,12 @@ function send(res: ServerResponse, status: number, body: unknown, extra = {}): v
   res.end(res.req.method === 'HEAD' ? undefined : text);
 }
 
-/** When the dashboard started (local ms): the charts span at most the time since. */
-const startedAt = Date.now();
-
 /** What the page shows but the charts; `series()` is sent apart, less often. */
 export function summary(o: ServerOptions) {
   const { state, collector, conn } = o;
   return {
     namespace: conn.opts.namespace,
-    startedAt,
+    startedAt: state.startedAt,
     hash: o.hash ?? null,
     where: conn.where,
     now: Date.now(),

@@ -1,8 +1,7 @@
 /**
  * What the dashboard knows of a namespace, kept in memory and bounded:
  *
- * - sessions: one row per worker session, alive (with its last TTL reading) or gone
- *   (kept for GONE_KEEP_MS, marked);
+ * - sessions (sessions.ts);
  * - running records: a census (a paced SCAN of every record, see collect.ts) gives
  *   exact counts and the detail of up to `maxTasks` running records; between
  *   censuses the namespace events move them (a grant sets the holder, a settle or a
@@ -20,11 +19,10 @@ import { workerOf } from '../../store.js';
 import type { TaskInfo } from '../../worker.js';
 import { decodeEvent, type WatchEvent } from '../watch.js';
 import { Series, type SeriesSnapshot } from './series.js';
+import { Sessions } from './sessions.js';
 
 /** Events kept for the timeline. */
 export const TIMELINE_SIZE = 1_000;
-/** How long a session that expired or closed stays on the page. */
-export const GONE_KEEP_MS = 120_000;
 /** Events kept while a census runs, to apply again on its result; beyond it the next census corrects. */
 const CENSUS_LOG_MAX = 20_000;
 /** Longest note text kept per running record. */
@@ -44,23 +42,6 @@ export interface RunningEntry {
   deadlineAt?: number;
   progress?: number;
   note?: string;
-}
-
-export interface SessionRow {
-  session: string;
-  worker: string;
-  host?: string;
-  pid?: number;
-  startedAt?: number;
-  /** Remaining TTL at `at` (local ms of the reading). */
-  ttlMs: number;
-  at: number;
-  /** The longest TTL seen: the session's TTL, once a renewal was seen. */
-  ttlMaxMs: number;
-  /** Local ms of the last renewal, estimated from the readings once one was seen. */
-  renewedAt?: number;
-  renewSeen?: boolean;
-  gone?: { at: number; reason: 'expired' | 'closed' };
 }
 
 /** A timeline entry: a decoded namespace event, or a session that started or ended. */
@@ -126,7 +107,7 @@ export function entryOf(
 }
 
 export class DashboardState {
-  readonly sessions = new Map<string, SessionRow>();
+  readonly sessions: Sessions;
   private readonly entries = new Map<string, RunningEntry>();
   private readonly bySession = new Map<string, Set<string>>();
   /** Counts moved by events; used beyond `maxTasks`, reset by each census. */
@@ -134,7 +115,6 @@ export class DashboardState {
   private counts = zero();
   private capped = false;
   private censusLog: Change[] | undefined;
-  private discovered = false;
   private readonly timeline: TimelineItem[] = [];
   private seq = 0;
   private readonly sorted = new Map<string, { version: number; refs: RunningEntry[] }>();
@@ -154,14 +134,15 @@ export class DashboardState {
     private readonly now: () => number = Date.now,
   ) {
     this.series = new Series(now);
+    this.sessions = new Sessions((item) => this.push(item));
   }
 
   // -------------------------------------------------------------------------------
   // Events
   // -------------------------------------------------------------------------------
 
-  /** One namespace event. Returns the owner session when the dashboard does not know it yet. */
-  onEvent(ev: NamespaceEvent, at: number): string | undefined {
+  /** One namespace event: on the timeline, in the rates, and applied to the running records. */
+  onEvent(ev: NamespaceEvent, at: number): void {
     const w = decodeEvent(ev, at);
     this.push({ ...w, at });
     const ref = String(ev.r);
@@ -170,7 +151,7 @@ export class DashboardState {
     } else if (w.event === 'done' || w.event === 'failed' || w.event === 'released') {
       this.series.outcome(ref, w.token, w.event, at);
     } else {
-      return undefined; // standby, rejected: no record changed
+      return; // standby, rejected: no record changed
     }
     const entry: RunningEntry = {
       ref,
@@ -194,8 +175,10 @@ export class DashboardState {
     if (ev.from) change.fromSession = String(ev.from);
     this.apply(change, true);
     if (this.censusLog && this.censusLog.length < CENSUS_LOG_MAX) this.censusLog.push(change);
-    return change.running && !this.sessions.has(w.session) ? w.session : undefined;
   }
+
+  /** Local ms this dashboard started: its charts span at most the time since. */
+  readonly startedAt = Date.now();
 
   private push(item: Omit<TimelineItem, 'seq'>): void {
     this.seq += 1;
@@ -329,88 +312,6 @@ export class DashboardState {
   }
 
   // -------------------------------------------------------------------------------
-  // Sessions
-  // -------------------------------------------------------------------------------
-
-  /** Every live session found by a scan: new ones are added, missing ones marked gone. */
-  discover(
-    found: {
-      session: string;
-      worker: string;
-      host?: string;
-      pid?: number;
-      startedAt?: number;
-      ttlMs: number;
-    }[],
-    at: number,
-  ): void {
-    const seen = new Set<string>();
-    for (const f of found) {
-      seen.add(f.session);
-      const row = this.sessions.get(f.session);
-      if (row?.gone) continue; // a session id is never opened again
-      if (row) {
-        this.reading(row, f.ttlMs, at);
-        continue;
-      }
-      const fresh: SessionRow = { ...f, at, ttlMaxMs: f.ttlMs };
-      this.sessions.set(f.session, fresh);
-      if (this.discovered) {
-        this.push({ at, event: 'session-new', worker: f.worker, session: f.session });
-      }
-    }
-    for (const row of this.sessions.values())
-      if (!row.gone && !seen.has(row.session)) this.markGone(row, at);
-    this.discovered = true;
-    this.prune(at);
-  }
-
-  /** Known live sessions, for the TTL readings between scans. */
-  liveSessions(): string[] {
-    return [...this.sessions.values()].filter((r) => !r.gone).map((r) => r.session);
-  }
-
-  /** TTL readings (`-2`: the key is gone). */
-  readings(values: [string, number][], at: number): void {
-    for (const [session, pttl] of values) {
-      const row = this.sessions.get(session);
-      if (!row || row.gone) continue;
-      if (pttl < 0) this.markGone(row, at);
-      else this.reading(row, pttl, at);
-    }
-    this.prune(at);
-  }
-
-  private reading(row: SessionRow, pttl: number, at: number): void {
-    // a TTL above what is left of the last reading: the session was renewed in between.
-    // Once a renewal was seen, the longest TTL seen is the session's TTL, and the time
-    // since the last renewal is what is missing from it.
-    if (pttl > row.ttlMs - (at - row.at) + 20) row.renewSeen = true;
-    row.ttlMaxMs = Math.max(row.ttlMaxMs, pttl);
-    row.ttlMs = pttl;
-    row.at = at;
-    if (row.renewSeen) row.renewedAt = at - (row.ttlMaxMs - pttl);
-  }
-
-  private markGone(row: SessionRow, at: number): void {
-    // gone with (almost) nothing left of its TTL: it expired; else it was closed
-    const left = row.ttlMs - (at - row.at);
-    row.gone = { at, reason: left <= 250 ? 'expired' : 'closed' };
-    this.push({
-      at,
-      event: 'session-gone',
-      worker: row.worker,
-      session: row.session,
-      reason: row.gone.reason,
-    });
-  }
-
-  private prune(at: number): void {
-    for (const [s, row] of this.sessions)
-      if (row.gone && at - row.gone.at > GONE_KEEP_MS) this.sessions.delete(s);
-  }
-
-  // -------------------------------------------------------------------------------
   // Views
   // -------------------------------------------------------------------------------
 
@@ -421,8 +322,7 @@ export class DashboardState {
   }
 
   private alive(session: string): boolean {
-    const row = this.sessions.get(session);
-    return row !== undefined && !row.gone;
+    return this.sessions.alive(session);
   }
 
   private holderSessions(): string[] {
@@ -491,7 +391,7 @@ export class DashboardState {
   }
 
   workers() {
-    const rows = [...this.sessions.values()].map((r) => ({ ...r, holds: this.held(r.session) }));
+    const rows = this.sessions.rows().map((r) => ({ ...r, holds: this.held(r.session) }));
     rows.sort((a, b) => {
       const ga = a.gone ? 1 : 0;
       const gb = b.gone ? 1 : 0;
