@@ -152,12 +152,14 @@ export class Collector {
     const sent = Date.now();
     try {
       const replies = (await pipe.exec()) ?? [];
-      const at = Date.now();
+      const received = Date.now();
+      // the readings were taken between sending and receiving
+      const at = Math.round((sent + received) / 2);
       const time = replies[0]?.[1] as [string, string] | undefined;
       if (replies[0]?.[0]) throw replies[0][0];
       if (time) {
         const serverMs = Number(time[0]) * 1_000 + Math.floor(Number(time[1]) / 1_000);
-        this.serverOffsetMs = serverMs - (sent + at) / 2;
+        this.serverOffsetMs = serverMs - at;
       }
       const values: [string, number][] = [];
       sessions.forEach((s, i) => {

@@ -7,6 +7,8 @@ import type { TimelineItem } from './state.js';
 
 /** How long a session that expired or closed stays on the page. */
 export const GONE_KEEP_MS = 120_000;
+/** A TTL higher than expected by more than this was renewed (readings are not instants). */
+const RENEW_TOLERANCE_MS = 50;
 
 export interface SessionRow {
   session: string;
@@ -72,11 +74,9 @@ export class Sessions {
     for (const f of found) {
       seen.add(f.session);
       const row = this.rowsBySession.get(f.session);
-      if (row?.gone) continue; // a session id is never opened again
-      if (row) {
-        this.reading(row, f.ttlMs, at);
-        continue;
-      }
+      // a known row: its TTL readings come from `readings` (a scan's are less exact: the
+      // scan may take long between a key's PTTL and `at`); a session id never comes back
+      if (row) continue;
       this.rowsBySession.set(f.session, { ...f, at, ttlMaxMs: f.ttlMs });
       // the sessions found by the first scan were there before: not news
       if (this.discovered) {
@@ -104,7 +104,7 @@ export class Sessions {
     // a TTL above what is left of the last reading: the session was renewed in between.
     // Once a renewal was seen, the longest TTL seen is the session's TTL, and the time
     // since the last renewal is what is missing from it.
-    if (pttl > row.ttlMs - (at - row.at) + 20) row.renewSeen = true;
+    if (pttl > row.ttlMs - (at - row.at) + RENEW_TOLERANCE_MS) row.renewSeen = true;
     row.ttlMaxMs = Math.max(row.ttlMaxMs, pttl);
     row.ttlMs = pttl;
     row.at = at;
