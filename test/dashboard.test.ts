@@ -10,11 +10,13 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import type { SeriesSnapshot } from '../src/cli/dashboard/series.js';
 import type { summary } from '../src/cli/dashboard/server.js';
 import type { DashboardState, TimelineItem } from '../src/cli/dashboard/state.js';
 import { main } from '../src/cli/program.js';
+import { RedisServer } from '../src/testing/index.js';
 import { type Dashboard, SseReader, startDashboard, until } from './support/dashboard.js';
 import { useRedisPair } from './support/redis-pair.js';
 
@@ -241,6 +243,52 @@ describe('pairlock dashboard: the server', () => {
     } finally {
       g.release();
       await Promise.all(runs);
+    }
+  });
+
+  it('comes back after Redis restarts: reads again, and sets the watch flag again at once', async () => {
+    const own = await RedisServer.start();
+    const probe = new Redis(own.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+    const ns = 'restart';
+    const flag = `pairlock:{${ns}}:events:watching`;
+    try {
+      await withDashboard(ns, { redis: own.url }, async (d) => {
+        await probe.connect();
+        expect(await probe.pttl(flag)).toBeGreaterThan(0);
+        probe.disconnect();
+        await own.kill();
+        await until(async () => {
+          const { body } = await getJson<Summary>(`${d.url}api/summary`);
+          return body.redis.ok || body.feed.ok ? undefined : body;
+        }, 'the page to say Redis is unreachable');
+        await own.restart();
+        const back = Date.now();
+        await probe.connect();
+        // the flag is set again when the connection is back, not at its next renewal
+        await until(
+          async () => ((await probe.pttl(flag)) > 0 ? true : undefined),
+          'the watch flag',
+          3_000,
+        );
+        await until(async () => {
+          const { body } = await getJson<Summary>(`${d.url}api/summary`);
+          return body.redis.ok && body.feed.ok ? true : undefined;
+        }, 'the page to say Redis is back');
+        console.log(`watch flag back ${Date.now() - back} ms after the restart`);
+        // so a fresh claim is published again, and seen
+        const stream = new SseReader(`${d.url}api/stream`);
+        const w = pair.worker(ns, 'after', { redis: own.url });
+        await w.run('after-restart', () => 1);
+        await until(
+          () => stream.events().find((e) => e.event === 'claimed' && e.task === 'after-restart'),
+          'the fresh claim on the stream',
+        );
+        stream.close();
+        await w.close();
+      });
+    } finally {
+      probe.disconnect();
+      await own.stop();
     }
   });
 

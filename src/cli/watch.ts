@@ -94,6 +94,14 @@ export function formatEvent(w: WatchEvent): string {
   return `${w.time}  ${w.event.padEnd(9)}  ${task}  token ${w.token}  attempt ${w.attempt}  by ${w.worker}${tail}`;
 }
 
+/**
+ * The CLI's client gives up after a few failed attempts (a one-shot command must answer);
+ * a command that runs for hours (watch, dashboard) must come back after a Redis restart.
+ */
+export function keepReconnecting(client: Redis): void {
+  client.options.retryStrategy = (times: number) => Math.min(100 * times, 2_000);
+}
+
 /** While a watch runs it keeps this flag alive; claim scripts publish fresh claims only then. */
 const WATCH_FLAG_TTL_MS = 30_000;
 
@@ -158,12 +166,18 @@ export async function subscribeNamespace(
     sub.disconnect();
     throw err;
   }
-  const flag = setInterval(() => {
+  // the command client keeps the flag: it too must come back after a Redis restart, and
+  // set the flag again at once (a restarted Redis has lost it)
+  keepReconnecting(conn.client);
+  const setFlag = () => {
     conn.client.set(flagKey, '1', 'PX', WATCH_FLAG_TTL_MS).catch(() => {});
-  }, WATCH_FLAG_TTL_MS / 3);
+  };
+  conn.client.on('ready', setFlag);
+  const flag = setInterval(setFlag, WATCH_FLAG_TTL_MS / 3);
   return {
     close() {
       clearInterval(flag);
+      conn.client.off('ready', setFlag);
       sub.disconnect();
     },
   };

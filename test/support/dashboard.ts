@@ -11,8 +11,10 @@ export interface Dashboard {
 export async function startDashboard(
   redis: string,
   namespace: string,
-  extra: Partial<DashboardOptions> = {},
+  /** Options of the command; `redis` overrides the address. */
+  extra: Partial<DashboardOptions> & { redis?: string } = {},
 ): Promise<Dashboard> {
+  const { redis: redisUrl = redis, ...options } = extra;
   let stop!: () => void;
   const stopped = new Promise<void>((resolve) => {
     stop = resolve;
@@ -24,8 +26,8 @@ export async function startDashboard(
     listening = resolve;
   });
   const done = dashboardCommand(
-    { port: 0, host: '127.0.0.1', maxTasks: 10_000, count: 500, ...extra },
-    { redis, namespace, keyPrefix: 'pairlock', timeout: 5_000 },
+    { port: 0, host: '127.0.0.1', maxTasks: 10_000, count: 500, ...options },
+    { redis: redisUrl, namespace, keyPrefix: 'pairlock', timeout: 5_000 },
     { out: (l) => out.push(l), err: (l) => err.push(l) },
     stopped,
     listening,

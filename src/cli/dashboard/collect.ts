@@ -252,11 +252,3 @@ export class Collector {
     return r.durationMs;
   }
 }
-
-/**
- * The CLI's client gives up after a few failed attempts (a one-shot command must answer);
- * a dashboard runs for hours and must come back after a Redis restart.
- */
-export function keepReconnecting(client: Redis): void {
-  client.options.retryStrategy = (times: number) => Math.min(100 * times, 2_000);
-}

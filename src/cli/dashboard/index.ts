@@ -8,7 +8,7 @@ import {
   parsePositiveInt,
 } from '../common.js';
 import { type NamespaceFeed, subscribeNamespace, untilStopped } from '../watch.js';
-import { Collector, type Health, keepReconnecting } from './collect.js';
+import { Collector, type Health } from './collect.js';
 import { type Credentials, type DashboardServer, isLoopback, startServer } from './server.js';
 import { DashboardState } from './state.js';
 
@@ -71,7 +71,7 @@ export async function dashboardCommand(
   onListening?: (url: string) => void,
 ): Promise<void> {
   const conn = await CliConnection.open(g);
-  keepReconnecting(conn.client);
+  // subscribeNamespace keeps conn.client reconnecting: the reads below come back with it
   const state = new DashboardState(opts.maxTasks);
   const collector = new Collector(conn, state, { hash: opts.hash, count: opts.count });
   const feed: Health = { ok: true, since: Date.now() };
