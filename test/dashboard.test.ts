@@ -347,7 +347,7 @@ describe('pairlock dashboard: the command line', () => {
     expect(r.err).toContain('--max-tasks must be a positive integer');
   });
 
-  it('names --port when the port is taken, and the address when Redis is unreachable', async () => {
+  it('names --port when the port is taken, --host when the address is not here, and the Redis address when it is unreachable', async () => {
     const taken = createServer();
     await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
     const port = (taken.address() as { port: number }).port;
@@ -365,6 +365,11 @@ describe('pairlock dashboard: the command line', () => {
     } finally {
       taken.close();
     }
+    // an address of no interface here (TEST-NET-3): nothing is sent, the bind fails
+    const elsewhere = await run(['dashboard', '--host', '203.0.113.7', '--port', '0']);
+    expect(elsewhere.code).toBe(1);
+    expect(elsewhere.err).toContain('cannot listen on 203.0.113.7:0 (EADDRNOTAVAIL)');
+    expect(elsewhere.err).toContain('--host');
     const down = await main(
       ['node', 'pairlock', '--redis', `redis://127.0.0.1:${port}`, '--timeout', '500', 'dashboard'],
       {

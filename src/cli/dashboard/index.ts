@@ -107,7 +107,10 @@ export async function dashboardCommand(
         hash: opts.hash,
       });
     } catch (err) {
-      throw listenError(err as NodeJS.ErrnoException, opts);
+      const syscall = (err as NodeJS.ErrnoException).syscall;
+      if (syscall === 'listen' || syscall === 'bind' || syscall === 'getaddrinfo')
+        throw listenError(err as NodeJS.ErrnoException, opts);
+      throw err;
     }
     if (!isLoopback(opts.host)) {
       io.err(

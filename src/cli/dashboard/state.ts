@@ -128,11 +128,14 @@ export class DashboardState {
     error?: string;
   } = { inProgress: false };
   readonly warnings: string[] = [];
+  /** Local ms this dashboard started: its charts span at most the time since. */
+  readonly startedAt: number;
 
   constructor(
     readonly maxTasks: number,
-    private readonly now: () => number = Date.now,
+    now: () => number = Date.now,
   ) {
+    this.startedAt = now();
     this.series = new Series(now);
     this.sessions = new Sessions((item) => this.push(item));
   }
@@ -176,9 +179,6 @@ export class DashboardState {
     this.apply(change, true);
     if (this.censusLog && this.censusLog.length < CENSUS_LOG_MAX) this.censusLog.push(change);
   }
-
-  /** Local ms this dashboard started: its charts span at most the time since. */
-  readonly startedAt = Date.now();
 
   private push(item: Omit<TimelineItem, 'seq'>): void {
     this.seq += 1;
