@@ -6,6 +6,7 @@ import {
   type ClaimArgs,
   type ClaimReply,
   describeClient,
+  type HolderState,
   type InspectReply,
   isClient,
   type OwnerReply,
@@ -836,6 +837,29 @@ export class QuorumStore implements Store {
             Math.min(q, found.length),
           ),
         };
+      },
+    );
+  }
+
+  /**
+   * A holder is alive while its session lives on a majority (the pttl is the shortest
+   * among that majority). Each node keeps its own change sequence, so a standby cannot
+   * match them against events: the sequence is reported unknown (-1), and the standby
+   * re-reads what it covers at each safety-net check, as without sequences.
+   */
+  async cover(session: string): Promise<HolderState> {
+    const q = this.quorum;
+    return this.gather(
+      (node) => node.cover(session),
+      (results, done) => {
+        const answers = results.flatMap((r) => (r?.ok ? [r.value.pttl] : []));
+        if (answers.length < q) {
+          if (done) throw this.noQuorum('cover', results, answers.length);
+          return undefined;
+        }
+        if (!done && answers.length < results.length) return undefined;
+        const alive = answers.filter((p) => p > 0).sort((x, y) => y - x);
+        return { pttl: alive.length >= q ? (alive[q - 1] as number) : 0, seq: -1 };
       },
     );
   }

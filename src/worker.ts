@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { GrantKind } from './codes.js';
+import { Cover } from './cover.js';
 import {
   ClosedError,
   InvalidOptionError,
@@ -13,8 +14,8 @@ import {
   ResultError,
 } from './errors.js';
 import {
-  type NamespaceEvent,
   type PairedWorkerEvents,
+  parseNamespaceMessage,
   silentLogger,
   TypedEmitter,
 } from './events.js';
@@ -72,7 +73,10 @@ export type LockCallback = (
 export interface RunOptions {
   /** Hash-field mode: the task record is the field `taskId` of this hash. */
   readonly hash?: { readonly key: string };
-  /** Stop waiting for the outcome (the run rejects with the signal's reason). */
+  /**
+   * Stop waiting for the outcome (the run rejects with the signal's reason). A handler
+   * already running here goes on, and settles; a later run() of the task joins it.
+   */
   readonly signal?: AbortSignal;
 }
 
@@ -119,8 +123,21 @@ export interface TaskInfo {
 }
 
 export interface CloseOptions {
-  /** Release held tasks so a peer takes them over at once; their handlers are aborted. @default false */
+  /**
+   * Hand held tasks to a peer at once: each handler's signal fires first (reason
+   * `handover`), the handler gets up to `graceMs` to return, and only then is its task
+   * released, so the peer (token + 1) never starts while this handler still runs. A
+   * handler that returned a result in that time has it settled instead.
+   * @default false
+   */
   readonly handover?: boolean;
+  /**
+   * How long an aborted handler may take to return before its task is released anyway
+   * (a handler that ignores its signal then overlaps the peer; fencing tokens still
+   * guard its writes).
+   * @default 1000
+   */
+  readonly graceMs?: number;
   /**
    * Without handover: how long running handlers may take to finish and settle. Tasks
    * still running then are handed over as with `handover: true`, so close() is bounded
@@ -137,30 +154,40 @@ export function driftMs(ttlMs: number): number {
 }
 
 const now = () => performance.now();
-// One peek call checks this many watched tasks (a few ms of Redis time at most).
-const PEEK_BATCH = 1_000;
 // a lone surrogate (a surrogate code unit outside a valid pair), found without encoding
 const LONE_SURROGATE = /\p{Cs}/u;
-// Safety-net checks due within this window share peek calls: a standby covering
-// 100,000 tasks then sends about 100 calls per otherAttemptIntervalMs, not one per task.
-const PEEK_COALESCE_MS = 1_000;
 // setTimeout's ceiling; longer waits are re-armed
 const MAX_TIMER = 2_147_483_647;
 
 interface Execution {
-  readonly run: TaskRun<unknown>;
+  /** The run() this execution answers; a later run() of the task joins it (see run()). */
+  run: TaskRun<unknown>;
   readonly token: number;
   readonly attempt: number;
   readonly kind: GrantKind;
   readonly session: string;
   readonly controller: AbortController;
   readonly deadlineTimer: NodeJS.Timeout;
+  /** Resolves when the handler has returned (or thrown). */
+  readonly returned: Promise<void>;
+  handlerDone: boolean;
+  /** close(): the grant goes back to the peer instead of being settled (see doClose). */
   handedOver: boolean;
+  /** The grant was released already (the handler outlived the handover grace). */
+  released: boolean;
+  /** Resolves when the execution is over: settled, handed back or given up. */
+  readonly over: Promise<void>;
 }
 
-interface CoverGroup {
-  readonly runs: Set<TaskRun<unknown>>;
-  timer: NodeJS.Timeout | undefined;
+/** A grant to run: a new one, or this session's own grant resumed. */
+interface Grant {
+  readonly token: number;
+  readonly attempt: number;
+  readonly kind: GrantKind;
+  /** The server's remaining ms to the grant's deadline when it answered. */
+  readonly deadlineInMs: number;
+  /** The previous owner's session ('' when none or unknown). */
+  readonly from: string;
 }
 
 class Deferred<T> {
@@ -197,7 +224,9 @@ class TaskRun<T> {
    * could no longer be proven). The effect has happened: the next grant, or the same
    * grant if the session survived, settles it instead of running the handler again.
    */
-  unsettled: { token: number; kind: GrantKind; session: string; payload: string } | undefined;
+  unsettled:
+    | { token: number; kind: GrantKind; session: string; state: 'D' | 'F'; payload: string }
+    | undefined;
 
   constructor(
     readonly loc: TaskLocation,
@@ -250,10 +279,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private readonly executions = new Map<string, Execution>();
   /** execute() calls in flight, settle included (close waits for them). */
   private readonly executing = new Set<Promise<void>>();
-  private readonly cover = new Map<string, CoverGroup>();
-  private peekQueue = new Set<TaskRun<unknown>>();
-  private peekScheduled = false;
-  private peekTimer: NodeJS.Timeout | undefined;
+  private readonly covering: Cover<TaskRun<unknown>>;
 
   private active = 0;
   private readonly slotWaiters: (() => void)[] = [];
@@ -267,6 +293,14 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     // one Redis (standalone, Sentinel, Cluster) or quorum `nodes`; see src/topology.ts
     this.store = createStore(opts, options, this.keys);
     this.eventsAreRecords = this.store.eventsAreOutcomes === true;
+    this.covering = new Cover<TaskRun<unknown>>({
+      store: this.store,
+      firstAttemptIntervalMs: options.firstAttemptIntervalMs,
+      otherAttemptIntervalMs: options.otherAttemptIntervalMs,
+      wake: (run) => this.wake(run),
+      peerFailed: (holder, tasks) =>
+        this.emit('peer-failed', { session: holder, worker: workerOf(holder), tasks }),
+    });
   }
 
   /** The current session id, `<workerId>#<epoch>` ('' before start). */
@@ -295,8 +329,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       (msg) => this.onMessage(msg),
       () => {
         // pub/sub is at-most-once: after a reconnect, re-check every waiting task
+        this.covering.recheckAll();
         for (const run of this.runs.values())
-          if (run.holder !== undefined || run.known) this.queuePeek(run, true);
+          if (run.holder === undefined && run.known && !this.executionOf(run)) this.wake(run);
       },
     );
     this.scheduleHeartbeat();
@@ -425,6 +460,10 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (existing) return existing.done.promise;
     const run = new TaskRun<T>(loc, handler);
     this.runs.set(loc.ref, run as TaskRun<unknown>);
+    // A handler still running here for an earlier run() that stopped waiting (its signal
+    // fired): this run joins that execution and gets its outcome; nothing runs twice.
+    const exec = this.executions.get(loc.ref);
+    if (exec) exec.run = run as TaskRun<unknown>;
     if (opts.signal) {
       const signal = opts.signal;
       const onAbort = () => this.finish(run as TaskRun<unknown>, undefined, signal.reason);
@@ -466,8 +505,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (run.finished) return;
     run.finished = true;
     run.clearTimers();
-    this.uncover(run);
-    this.peekQueue.delete(run);
+    this.covering.uncover(run);
     if (this.runs.get(run.loc.ref) === run) this.runs.delete(run.loc.ref);
     if (outcome) {
       const { taskId, state, role, token, attempts } = outcome;
@@ -512,7 +550,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       sessionTtlMs: o.sessionTtlMs,
       taskTimeoutMs: o.taskTimeoutMs,
       retentionMs: o.retentionMs,
-      maxAttempts: o.failure.policy === 'give-up' ? 1 : o.failure.maxAttempts,
+      maxAttempts: this.maxAttempts(),
       dryRun,
     };
   }
@@ -520,7 +558,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private async step(run: TaskRun<unknown>): Promise<void> {
     if (this.closing) return;
     run.clearTimers();
-    this.uncover(run);
+    this.covering.uncover(run);
     if (this.executionOf(run)) return;
     const dryRun = this.paused;
     if (!dryRun) await this.acquireSlot();
@@ -540,7 +578,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       switch (reply.type) {
         case 'granted':
           if (
-            run.unsettled &&
+            run.unsettled?.state === 'D' &&
             reply.token === run.unsettled.token + 1 &&
             reply.from === run.unsettled.session
           ) {
@@ -557,28 +595,34 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
           }
           run.unsettled = undefined;
           slotHeld = false; // the execution owns the slot now
-          await this.track(run, reply.token, reply.attempt, reply.kind, sent, reply.from);
+          await this.track(run, reply, sent);
           return;
-        case 'held':
-          if (reply.owner === this.sessionId && run.unsettled?.token === reply.token) {
-            // our own grant, still alive: settle the result we already have
+        case 'resumed': {
+          // This session holds the task already: an earlier claim was granted and its
+          // reply lost. The script answers with that grant's token, kind and remaining
+          // deadline; it is never run twice under one token.
+          const kept = run.unsettled;
+          if (kept?.token === reply.token) {
             await this.conclude(
               run,
-              { ...reply, kind: run.unsettled.kind, session: this.sessionId },
-              'D',
-              run.unsettled.payload,
+              { ...reply, session: this.sessionId },
+              kept.state,
+              kept.payload,
             );
             return;
           }
-          if (reply.owner === this.sessionId) {
-            // A grant to this very session that the worker lost track of (its claim
-            // reply was lost to a timeout). The record says it is ours: run it.
-            slotHeld = false;
-            await this.track(run, reply.token, reply.attempt, 'fresh', sent, '');
-            return;
+          if (!slotHeld) {
+            // a paused (dry-run) claim holds no slot: the grant is ours, so it takes one
+            await this.acquireSlot();
+            slotHeld = true;
+            if (run.finished || this.closing || this.executionOf(run)) return;
           }
-          run.known = { state: 'R', token: reply.token };
-          this.watch(run, reply.owner, reply.ownerPttl, reply.deadlineInMs, reply.token);
+          slotHeld = false;
+          await this.track(run, { ...reply, from: '' }, sent);
+          return;
+        }
+        case 'held':
+          this.watch(run, reply);
           return;
         case 'done':
           this.finish(run, {
@@ -615,7 +659,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         case 'claimable':
           // paused: covering only; the safety net and events bring it back
           run.known = { state: 'claimable', token: 0 };
-          this.scheduleSafetyNet(run);
+          this.timer(run, this.options.otherAttemptIntervalMs, () => this.wake(run));
           return;
         case 'session-expired':
           // our session lapsed server-side; the heartbeat opens a new one and wakes us
@@ -665,32 +709,22 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   // Running a grant
   // -------------------------------------------------------------------------------
 
-  private track(
-    run: TaskRun<unknown>,
-    token: number,
-    attempt: number,
-    kind: GrantKind,
-    sentAt: number,
-    from: string,
-  ): Promise<void> {
-    const p = this.execute(run, token, attempt, kind, sentAt, from);
+  private track(run: TaskRun<unknown>, grant: Grant, sentAt: number): Promise<void> {
+    const p = this.execute(run, grant, sentAt);
     this.executing.add(p);
     return p.finally(() => this.executing.delete(p));
   }
 
-  private async execute(
-    run: TaskRun<unknown>,
-    token: number,
-    attempt: number,
-    kind: GrantKind,
-    sentAt: number,
-    from: string,
-  ): Promise<void> {
+  private async execute(run: TaskRun<unknown>, grant: Grant, sentAt: number): Promise<void> {
+    const { token, attempt, kind, from } = grant;
     const { taskId } = run.loc;
     const o = this.options;
     const controller = new AbortController();
-    // the task's own lease: its deadline, measured from when the claim was sent
-    const deadlineIn = Math.max(0, sentAt + o.taskTimeoutMs - driftMs(o.taskTimeoutMs) - now());
+    // The task's own lease: the server's remaining deadline (a full taskTimeoutMs for a
+    // new grant), measured from when the claim was sent, less the drift margin.
+    const deadlineIn = Math.max(0, sentAt + grant.deadlineInMs - driftMs(o.taskTimeoutMs) - now());
+    let returned!: () => void;
+    let over!: () => void;
     const exec: Execution = {
       run,
       token,
@@ -698,7 +732,15 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       kind,
       session: this.sessionId,
       controller,
+      returned: new Promise<void>((r) => {
+        returned = r;
+      }),
+      handlerDone: false,
       handedOver: false,
+      released: false,
+      over: new Promise<void>((r) => {
+        over = r;
+      }),
       deadlineTimer: setTimeout(
         () =>
           this.abortExecution(
@@ -744,16 +786,71 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       state = 'F';
     } finally {
       clearTimeout(exec.deadlineTimer);
-      this.executions.delete(run.loc.ref);
+      exec.handlerDone = true;
+      returned();
       this.releaseSlot();
     }
-    if (exec.handedOver || this.closing) return;
-    await this.conclude(
-      run,
-      { token, attempt, kind, session: exec.session, controller },
-      state,
-      payload,
-    );
+    try {
+      if (exec.handedOver) {
+        await this.handBack(exec, state, payload);
+        return;
+      }
+      if (this.closing) return;
+      // exec.run: a run() that joined while the handler ran gets this outcome
+      await this.conclude(
+        exec.run,
+        { token, attempt, kind, session: exec.session, controller },
+        state,
+        payload,
+      );
+    } finally {
+      this.executions.delete(run.loc.ref);
+      over();
+    }
+  }
+
+  /**
+   * close() handed this grant over: a result the handler returned in its grace time is
+   * settled (nothing is lost or run again); otherwise the task goes back to the peer.
+   */
+  private async handBack(exec: Execution, state: 'D' | 'F', payload: string): Promise<void> {
+    if (exec.released) return;
+    const loc = exec.run.loc;
+    const o = this.options;
+    try {
+      if (state === 'D') {
+        await this.store.settle(loc, {
+          session: exec.session,
+          token: exec.token,
+          state,
+          payload,
+          retentionMs: o.retentionMs,
+          backoffMs: o.failure.backoffMs,
+          maxAttempts: this.maxAttempts(),
+        });
+      } else {
+        await this.release(exec);
+      }
+    } catch (err) {
+      this.logger.warn(
+        { err, taskId: loc.taskId },
+        'pairlock: hand-back failed; the peer takes over when the session expires',
+      );
+    }
+  }
+
+  private async release(exec: Execution): Promise<void> {
+    exec.released = true;
+    await this.store.release(exec.run.loc, {
+      session: exec.session,
+      token: exec.token,
+      retentionMs: this.options.retentionMs,
+    });
+  }
+
+  private maxAttempts(): number {
+    const f = this.options.failure;
+    return f.policy === 'give-up' ? 1 : f.maxAttempts;
   }
 
   /** Settle a grant and act on the answer: an outcome, a retry, or covering the new owner. */
@@ -776,7 +873,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (reply === 'unavailable') {
       // Redis stayed away past the lease. Keep the result: the effect happened, and
       // running the handler again would repeat it.
-      run.unsettled = state === 'D' ? { token, kind, session: grant.session, payload } : undefined;
+      run.unsettled = { token, kind, session: grant.session, state, payload };
       if (controller && !controller.signal.aborted) {
         this.emit('lease-lost', { taskId, token, reason: 'session' });
         controller.abort(
@@ -818,9 +915,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       return;
     }
     const o = this.options;
-    const maxAttempts = o.failure.policy === 'give-up' ? 1 : o.failure.maxAttempts;
-    if (attempt >= maxAttempts) {
-      // final by the same rule the claim script applies
+    if (reply.final) {
+      // the settle script says no retry will be granted
       this.finish(run, {
         taskId,
         state: 'failed',
@@ -857,6 +953,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
           payload,
           retentionMs: o.retentionMs,
           backoffMs: o.failure.backoffMs,
+          maxAttempts: this.maxAttempts(),
         });
       } catch (err) {
         if (!(err instanceof RedisUnavailableError)) throw err;
@@ -896,7 +993,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   }
 
   private abortExecution(exec: Execution, reason: LeaseLostError['reason'], message: string): void {
-    if (exec.controller.signal.aborted) return;
+    // a handler that has returned is past its lease: what remains is its settle
+    if (exec.controller.signal.aborted || exec.handlerDone) return;
     const { taskId } = exec.run.loc;
     this.emit('lease-lost', { taskId, token: exec.token, reason });
     this.logger.warn({ taskId, token: exec.token, reason }, `pairlock: lease lost: ${message}`);
@@ -904,168 +1002,45 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   }
 
   // -------------------------------------------------------------------------------
-  // Covering a peer (standby)
+  // Covering a peer (standby): see cover.ts
   // -------------------------------------------------------------------------------
 
-  private watch(
-    run: TaskRun<unknown>,
-    holder: string,
-    ownerPttl: number,
-    deadlineInMs: number,
-    token: number,
-  ): void {
-    run.holder = holder;
+  private watch(run: TaskRun<unknown>, reply: Extract<ClaimReply, { type: 'held' }>): void {
+    run.known = { state: 'R', token: reply.token };
     if (!run.announcedStandby) {
       run.announcedStandby = true;
-      this.emit('standby', { taskId: run.loc.taskId, holder: workerOf(holder), token });
-    }
-    // Watching costs O(peers): one timer per holder session, at its server-reported expiry.
-    let group = this.cover.get(holder);
-    if (!group) {
-      group = { runs: new Set(), timer: undefined };
-      this.cover.set(holder, group);
-      this.armGroup(holder, group, ownerPttl);
-    }
-    group.runs.add(run);
-    // a hung handler: the task's own deadline
-    if (deadlineInMs < ownerPttl + this.options.otherAttemptIntervalMs * 4) {
-      this.timer(run, deadlineInMs + 1, () => this.wake(run));
-    }
-    this.scheduleSafetyNet(run);
-  }
-
-  private armGroup(holder: string, group: CoverGroup, inMs: number): void {
-    clearTimeout(group.timer);
-    group.timer = setTimeout(
-      () => void this.checkGroup(holder, group),
-      Math.min(inMs + 1, MAX_TIMER),
-    );
-  }
-
-  private async checkGroup(holder: string, group: CoverGroup): Promise<void> {
-    if (this.cover.get(holder) !== group || group.runs.size === 0) return;
-    let pttl = 0;
-    try {
-      const reply = await this.store.session('ttl', holder, 0);
-      pttl = reply.ok ? reply.pttl : 0;
-    } catch {
-      // Redis away: try again shortly; each run's own retry bounds the wait
-      this.armGroup(holder, group, 200);
-      return;
-    }
-    if (this.cover.get(holder) !== group) return;
-    if (pttl > 0) {
-      this.armGroup(holder, group, pttl);
-      return;
-    }
-    this.cover.delete(holder);
-    this.emit('peer-failed', { session: holder, worker: workerOf(holder), tasks: group.runs.size });
-    for (const run of group.runs) this.wake(run);
-  }
-
-  private uncover(run: TaskRun<unknown>): void {
-    const holder = run.holder;
-    if (holder === undefined) return;
-    run.holder = undefined;
-    const group = this.cover.get(holder);
-    if (!group) return;
-    group.runs.delete(run);
-    if (group.runs.size === 0) {
-      clearTimeout(group.timer);
-      this.cover.delete(holder);
-    }
-  }
-
-  private scheduleSafetyNet(run: TaskRun<unknown>): void {
-    const o = this.options;
-    const delay = run.checks === 0 ? o.firstAttemptIntervalMs : o.otherAttemptIntervalMs;
-    this.timer(run, delay, () => {
-      run.checks += 1;
-      if (this.paused && run.known?.state === 'claimable') {
-        this.wake(run);
-        return;
-      }
-      this.queuePeek(run);
-    });
-  }
-
-  /** Check a watched task soon: at once after a reconnect, else within the coalescing window. */
-  private queuePeek(run: TaskRun<unknown>, urgent = false): void {
-    this.peekQueue.add(run);
-    if (urgent || this.peekQueue.size >= PEEK_BATCH) {
-      clearTimeout(this.peekTimer);
-      this.peekTimer = undefined;
-      if (!this.peekScheduled) {
-        this.peekScheduled = true;
-        setImmediate(() => void this.flushPeeks());
-      }
-      return;
-    }
-    if (this.peekScheduled || this.peekTimer) return;
-    const window = Math.min(PEEK_COALESCE_MS, Math.floor(this.options.firstAttemptIntervalMs / 4));
-    this.peekTimer = setTimeout(() => {
-      this.peekTimer = undefined;
-      this.peekScheduled = true;
-      void this.flushPeeks();
-    }, window);
-  }
-
-  /** The safety net, batched: one call checks up to PEEK_BATCH watched tasks. */
-  private async flushPeeks(): Promise<void> {
-    this.peekScheduled = false;
-    const queue = [...this.peekQueue].filter((r) => !r.finished && !r.claiming);
-    this.peekQueue = new Set();
-    for (let i = 0; i < queue.length; i += PEEK_BATCH) {
-      const batch = queue.slice(i, i + PEEK_BATCH);
-      let entries: Awaited<ReturnType<Store['peek']>>;
-      try {
-        entries = await this.store.peek(batch.map((r) => r.loc));
-      } catch {
-        for (const run of batch) this.wake(run);
-        continue;
-      }
-      batch.forEach((run, j) => {
-        const e = entries[j];
-        const known = run.known;
-        const unchanged =
-          e !== undefined &&
-          known !== undefined &&
-          'token' in e &&
-          e.state === known.state &&
-          e.token === known.token &&
-          !e.orphaned;
-        if (unchanged) this.scheduleSafetyNet(run);
-        else this.wake(run);
+      this.emit('standby', {
+        taskId: run.loc.taskId,
+        holder: workerOf(reply.owner),
+        token: reply.token,
       });
     }
+    this.covering.watch(run, reply.owner, reply.ownerPttl, reply.deadlineInMs, reply.ownerSeq);
   }
 
   private onMessage(msg: string): void {
-    let ev: NamespaceEvent;
-    try {
-      ev = JSON.parse(msg) as NamespaceEvent;
-    } catch {
-      return;
+    for (const ev of parseNamespaceMessage(msg)) {
+      this.emit('namespace-event', ev);
+      this.covering.onEvent(ev);
+      const run = this.runs.get(ev.r);
+      if (!run || run.finished || this.executions.has(ev.r)) continue;
+      // this worker's own transitions are handled where it made them
+      if (ev.o === this.sessionId) continue;
+      if (ev.e === 'settled' && ev.s === 'D' && ev.p !== undefined && this.eventsAreRecords) {
+        // the event was published by the settle script itself: it is the record's outcome
+        this.finish(run, {
+          taskId: run.loc.taskId,
+          state: 'done',
+          role: this.roleFor(run, ev.k),
+          result: parseResult(ev.p),
+          token: ev.k,
+          attempts: ev.a,
+          worker: workerOf(ev.o),
+        });
+        continue;
+      }
+      this.wake(run);
     }
-    this.emit('namespace-event', ev);
-    const run = this.runs.get(ev.r);
-    if (!run || run.finished || this.executions.has(ev.r)) return;
-    // this worker's own transitions are handled where it made them
-    if (ev.o === this.sessionId) return;
-    if (ev.e === 'settled' && ev.s === 'D' && ev.p !== undefined && this.eventsAreRecords) {
-      // the event was published by the settle script itself: it is the record's outcome
-      this.finish(run, {
-        taskId: run.loc.taskId,
-        state: 'done',
-        role: this.roleFor(run, ev.k),
-        result: parseResult(ev.p),
-        token: ev.k,
-        attempts: ev.a,
-        worker: workerOf(ev.o),
-      });
-      return;
-    }
-    this.wake(run);
   }
 
   // -------------------------------------------------------------------------------
@@ -1200,6 +1175,46 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     return this.closePromise;
   }
 
+  /**
+   * Hand over whatever still runs (everything, with handover: true). The order is the
+   * safety argument: the handler's signal fires first, the handler gets `graceMs` to
+   * return, and only then is its task released, so the peer's grant (token + 1) does not
+   * start while this handler still runs, unless the handler ignores its signal.
+   */
+  private async handOver(graceMs: number): Promise<void> {
+    const execs = [...this.executions.values()].filter((e) => !e.handlerDone);
+    for (const exec of execs) {
+      exec.handedOver = true;
+      this.abortExecution(exec, 'handover', 'the worker is closing and hands the task over');
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(execs.map((e) => e.returned)),
+      new Promise((r) => {
+        timer = setTimeout(r, graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    await Promise.all(
+      execs.map(async (exec) => {
+        if (exec.handlerDone) {
+          await exec.over; // settled or released by execute() itself
+          return;
+        }
+        this.logger.warn(
+          { taskId: exec.run.loc.taskId, graceMs },
+          'pairlock: a handler did not return within the handover grace; releasing its task anyway',
+        );
+        await this.release(exec).catch((err: unknown) => {
+          this.logger.warn(
+            { err, taskId: exec.run.loc.taskId },
+            'pairlock: release failed; the peer takes over when the session expires',
+          );
+        });
+      }),
+    );
+  }
+
   private async doClose(opts: CloseOptions): Promise<void> {
     this.closeRequested = true;
     const wasStarted = this.started !== undefined;
@@ -1226,30 +1241,10 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         );
       }
     }
-    // hand over whatever still runs (everything, with handover: true)
-    await Promise.all(
-      [...this.executions.values()].map(async (exec) => {
-        exec.handedOver = true;
-        try {
-          await this.store.release(exec.run.loc, {
-            session: exec.session,
-            token: exec.token,
-            retentionMs: this.options.retentionMs,
-          });
-        } catch (err) {
-          this.logger.warn(
-            { err, taskId: exec.run.loc.taskId },
-            'pairlock: release failed; the peer takes over when the session expires',
-          );
-        }
-        this.abortExecution(exec, 'handover', 'the worker is closing and handed the task over');
-      }),
-    );
-    clearTimeout(this.peekTimer);
+    await this.handOver(opts.graceMs ?? 1_000);
     clearTimeout(this.heartbeatTimer);
     clearTimeout(this.watchdogTimer);
-    for (const group of this.cover.values()) clearTimeout(group.timer);
-    this.cover.clear();
+    this.covering.clear();
     for (const run of [...this.runs.values()]) {
       this.finish(
         run,

@@ -16,7 +16,8 @@ import type { SeriesSnapshot } from '../src/cli/dashboard/series.js';
 import type { summary } from '../src/cli/dashboard/server.js';
 import type { DashboardState, TimelineItem } from '../src/cli/dashboard/state.js';
 import { main } from '../src/cli/program.js';
-import { RedisServer } from '../src/testing/index.js';
+import { RedisServer, redisServerAvailable, startIndependent } from '../src/testing/index.js';
+import { PairedWorker } from '../src/worker.js';
 import { type Dashboard, SseReader, startDashboard, until } from './support/dashboard.js';
 import { useRedisPair } from './support/redis-pair.js';
 
@@ -320,6 +321,68 @@ describe('pairlock dashboard: the server', () => {
   });
 });
 
+describe.skipIf(!redisServerAvailable())('pairlock dashboard on quorum nodes (--nodes)', () => {
+  it('shows the sessions and records a majority holds, each event once, and goes on without a minority', async () => {
+    const topo = await startIndependent(3);
+    const urls = topo.nodes.map((n) => n.url);
+    const ns = 'quorum';
+    const make = (name: string) =>
+      new PairedWorker({
+        nodes: urls,
+        namespace: ns,
+        name,
+        sessionTtlMs: 2_000,
+        firstAttemptIntervalMs: 500,
+        otherAttemptIntervalMs: 1_000,
+      });
+    const a = make('alpha');
+    const b = make('beta');
+    const d = await startDashboard('', ns, { nodes: urls.join(',') });
+    try {
+      const stream = new SseReader(`${d.url}api/stream`);
+      const g = gate();
+      const ranA = a.run('job', g.handler);
+      await g.running;
+      const ranB = b.run('job', async () => 'covered');
+      await until(async () => {
+        const { body } = await getJson<Summary>(`${d.url}api/summary`);
+        const live = body.workers.filter((w) => !w.gone && w.ttlMs > 0);
+        return live.length === 2 && body.counts.running === 1 ? body : undefined;
+      }, 'both sessions and the running record');
+      const running = (await getJson<Running>(`${d.url}api/running`)).body;
+      expect(running.groups.map((x) => [x.worker, x.items.map((i) => i.task)])).toEqual([
+        [a.id, ['job']],
+      ]);
+      // one node goes away: the majority still answers, the sessions stay alive
+      await topo.nodes[2]?.kill();
+      await new Promise((r) => setTimeout(r, 1_500));
+      const s = (await getJson<Summary>(`${d.url}api/summary`)).body;
+      expect(s.redis.ok).toBe(true);
+      expect(
+        s.workers
+          .filter((w) => !w.gone)
+          .map((w) => w.worker)
+          .sort(),
+      ).toEqual([a.id, b.id].sort());
+      g.release();
+      expect(await ranA).toMatchObject({ state: 'done', role: 'ran' });
+      expect(await ranB).toMatchObject({ state: 'done', role: 'watched' });
+      await until(
+        () => stream.events().find((e) => e.event === 'done' && e.task === 'job'),
+        'the settle on the stream',
+      );
+      // every node publishes each event: the page shows it once
+      const claims = stream.events().filter((e) => e.event === 'claimed' && e.task === 'job');
+      expect(claims).toHaveLength(1);
+      stream.close();
+    } finally {
+      await Promise.allSettled([a.close(), b.close()]);
+      await d.stop();
+      await topo.close();
+    }
+  });
+});
+
 describe('pairlock dashboard: the command line', () => {
   async function run(args: string[]) {
     const out: string[] = [];
@@ -455,10 +518,12 @@ describe('pairlock dashboard: the command line', () => {
         ],
         { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
       );
+      const err: string[] = [];
+      createInterface({ input: child.stderr }).on('line', (l) => err.push(l));
       try {
         const url = await new Promise<string>((resolve, reject) => {
           createInterface({ input: child.stdout }).once('line', resolve);
-          child.once('exit', (code) => reject(new Error(`exited ${code}`)));
+          child.once('exit', (code) => reject(new Error(`exited ${code}: ${err.join('\n')}`)));
         });
         const js = await fetch(`${url}app.js`);
         expect(js.status).toBe(200);

@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
-import type { Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { grantKinds } from '../codes.js';
-import type { NamespaceEvent } from '../events.js';
+import { type NamespaceEvent, parseNamespaceMessage } from '../events.js';
 import { workerOf } from '../store.js';
 import { CliConnection, type GlobalOptions, type Io } from './common.js';
+import { type EventSubscription, subscribeEvents } from './events.js';
 
 export interface WatchOptions {
   json?: boolean;
@@ -94,107 +95,91 @@ export function formatEvent(w: WatchEvent): string {
   return `${w.time}  ${w.event.padEnd(9)}  ${task}  token ${w.token}  attempt ${w.attempt}  by ${w.worker}${tail}`;
 }
 
-/**
- * The CLI's client gives up after a few failed attempts (a one-shot command must answer);
- * a command that runs for hours (watch, dashboard) must come back after a Redis restart.
- */
-export function keepReconnecting(client: Redis): void {
-  client.options.retryStrategy = (times: number) => Math.min(100 * times, 2_000);
-}
-
 /** While a watch runs it keeps this flag alive; claim scripts publish fresh claims only then. */
 const WATCH_FLAG_TTL_MS = 30_000;
 
+/**
+ * The CLI's clients give up after a few failed attempts (a one-shot command must answer);
+ * a command that runs for hours (watch, dashboard) must come back after a Redis restart.
+ */
+export function keepReconnecting(client: Redis | Cluster): void {
+  const backoff = (times: number) => Math.min(100 * times, 2_000);
+  if (client instanceof Cluster) client.options.clusterRetryStrategy = backoff;
+  else {
+    client.options.retryStrategy = backoff;
+    client.options.sentinelRetryStrategy = backoff;
+  }
+}
+
 export interface NamespaceFeedHandlers {
-  /** Every event of the namespace channel (and, while the flag is kept, fresh claims). */
+  /** Every event of the namespace (and, while the flag is kept, fresh claims and standbys). */
   onEvent(ev: NamespaceEvent, receivedAt: number): void;
-  /** The subscriber lost its connection; it reconnects by itself. */
-  onDown?(err: Error): void;
-  /** The subscriber is connected again; events sent meanwhile were not seen. */
-  onUp?(): void;
+  /** A subscriber lost or regained its connection (`up`); events in between were not seen. */
+  status(line: string, up: boolean): void;
 }
 
 export interface NamespaceFeed {
-  /** Stop keeping the flag and close the subscriber. */
+  /** Where the events are read, for messages. */
+  readonly where: string;
+  /** Stop keeping the flag and close the subscribers. */
   close(): void;
 }
 
 /**
- * Subscribe to the namespace's events and keep the watch flag alive, so that claim
- * scripts publish fresh claims, standbys and refused settles too (`pairlock watch`,
- * `pairlock dashboard`). The flag is the only key this writes. Pub/sub is
- * at-most-once: events published while the subscriber is down are not seen.
+ * Subscribe to the namespace's events and keep the watch flag alive on every node, so that
+ * claim scripts publish fresh claims, standbys and refused settles too (`pairlock watch`,
+ * `pairlock dashboard`). The flag is the only key this writes. The command clients are
+ * kept reconnecting, and set the flag again as soon as they are back (a restarted Redis has
+ * lost it). Pub/sub is at-most-once: events published while a subscriber is down are not seen.
  */
 export async function subscribeNamespace(
   conn: CliConnection,
-  handlers: NamespaceFeedHandlers,
+  h: NamespaceFeedHandlers,
 ): Promise<NamespaceFeed> {
-  // the subscriber reconnects for as long as the feed runs
-  const sub = conn.client.duplicate({
-    lazyConnect: true,
-    enableOfflineQueue: true,
-    retryStrategy: (times: number) => Math.min(100 * times, 2_000),
-  }) as Redis;
-  let down = false;
-  sub.on('error', (err: Error) => {
-    if (!down) handlers.onDown?.(err);
-    down = true;
-  });
-  sub.on('ready', () => {
-    if (down) handlers.onUp?.();
-    down = false;
-  });
-  sub.on('message', (_channel: string, msg: string) => {
-    let ev: NamespaceEvent;
-    try {
-      ev = JSON.parse(msg) as NamespaceEvent;
-    } catch {
-      return;
-    }
-    handlers.onEvent(ev, Date.now());
-  });
-  const flagKey = `${conn.keys.channel}:watching`;
-  try {
-    await conn.guard(async () => {
-      await sub.connect();
-      // fresh claims travel on a side channel of their own, and only while a watcher
-      // keeps the flag key alive (workers do not need them)
-      await sub.subscribe(conn.keys.channel, `${conn.keys.channel}:claims`);
-      await conn.client.set(flagKey, '1', 'PX', WATCH_FLAG_TTL_MS);
+  const { channel } = conn.keys;
+  const flagKey = `${channel}:watching`;
+  // on every node: each one's claim script reads its own copy of the flag
+  const keepFlag = () =>
+    Promise.all(
+      conn.nodes.map((n) =>
+        n.client.set(flagKey, '1', 'PX', WATCH_FLAG_TTL_MS).catch((err: unknown) => {
+          if (conn.topology.kind !== 'quorum') throw err;
+        }),
+      ),
+    );
+  let sub: EventSubscription | undefined;
+  await conn.guard(async () => {
+    // fresh claims travel on a side channel of their own, and only while a watcher
+    // keeps the flag key alive (workers do not need them)
+    sub = await subscribeEvents(conn, [channel, `${channel}:claims`], {
+      message: (msg) => {
+        const at = Date.now();
+        for (const ev of parseNamespaceMessage(msg)) h.onEvent(ev, at);
+      },
+      status: h.status,
     });
-  } catch (err) {
-    sub.disconnect();
-    throw err;
+    try {
+      await keepFlag();
+    } catch (err) {
+      sub.close();
+      throw err;
+    }
+  });
+  const setFlag = () => void keepFlag().catch(() => {});
+  for (const n of conn.nodes) {
+    keepReconnecting(n.client);
+    n.client.on('ready', setFlag);
   }
-  // the command client keeps the flag: it too must come back after a Redis restart, and
-  // set the flag again at once (a restarted Redis has lost it)
-  keepReconnecting(conn.client);
-  const setFlag = () => {
-    conn.client.set(flagKey, '1', 'PX', WATCH_FLAG_TTL_MS).catch(() => {});
-  };
-  conn.client.on('ready', setFlag);
   const flag = setInterval(setFlag, WATCH_FLAG_TTL_MS / 3);
+  const opened = sub as EventSubscription | undefined;
   return {
+    where: opened?.where ?? conn.where,
     close() {
       clearInterval(flag);
-      conn.client.off('ready', setFlag);
-      sub.disconnect();
+      for (const n of conn.nodes) n.client.off('ready', setFlag);
+      opened?.close();
     },
   };
-}
-
-/** Resolves on SIGINT or SIGTERM, or when `stop` settles (for embedding). */
-export function untilStopped(stop?: Promise<unknown>): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      process.off('SIGINT', done);
-      process.off('SIGTERM', done);
-      resolve();
-    };
-    process.once('SIGINT', done);
-    process.once('SIGTERM', done);
-    stop?.then(done, done);
-  });
 }
 
 /**
@@ -208,25 +193,50 @@ export async function watchCommand(
   io: Io,
   stop?: Promise<unknown>,
 ): Promise<void> {
-  const conn = await CliConnection.open(g);
+  const conn = await CliConnection.open(g, io.err);
   let feed: NamespaceFeed | undefined;
+  // listening before anything is printed: a signal sent on seeing the first line is caught
+  const stopping = untilStopped(stop);
   try {
     feed = await subscribeNamespace(conn, {
       onEvent: (ev, receivedAt) => {
         const w = decodeEvent(ev, receivedAt);
         io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
       },
-      onDown: (err) =>
-        io.err(`pairlock: connection to ${conn.where} lost (${err.message}); reconnecting…`),
-      onUp: () =>
-        io.err(`pairlock: reconnected to ${conn.where}; events sent meanwhile were not seen`),
+      status: (line) => io.err(line),
     });
-    io.err(`watching ${conn.keys.channel} on ${conn.where} (Ctrl-C to stop)`);
-    await untilStopped(stop);
+    io.err(`watching ${conn.keys.channel} on ${feed.where} (Ctrl-C to stop)`);
+    await stopping.until;
   } finally {
+    stopping.dispose();
     feed?.close();
     await conn.close();
   }
+}
+
+/**
+ * SIGINT, SIGTERM or `stop` settling (for embedding). Listens from the call on, so a signal
+ * sent as soon as the command printed its first line is caught.
+ */
+export function untilStopped(stop?: Promise<unknown>): {
+  until: Promise<void>;
+  dispose(): void;
+} {
+  let stopped!: () => void;
+  const until = new Promise<void>((resolve) => {
+    stopped = resolve;
+  });
+  const done = () => stopped();
+  process.once('SIGINT', done);
+  process.once('SIGTERM', done);
+  stop?.then(done, done);
+  return {
+    until,
+    dispose() {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+    },
+  };
 }
 
 export function registerWatch(program: Command, globals: () => GlobalOptions, io: Io): void {

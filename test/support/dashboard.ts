@@ -1,3 +1,4 @@
+import { parseConnection } from '../../src/cli/connection.js';
 import { type DashboardOptions, dashboardCommand } from '../../src/cli/dashboard/index.js';
 
 /** A `pairlock dashboard` served from this process, on a free port. */
@@ -11,10 +12,10 @@ export interface Dashboard {
 export async function startDashboard(
   redis: string,
   namespace: string,
-  /** Options of the command; `redis` overrides the address. */
-  extra: Partial<DashboardOptions> & { redis?: string } = {},
+  /** Options of the command; `redis` overrides the address, `nodes` asks for quorum mode. */
+  extra: Partial<DashboardOptions> & { redis?: string; nodes?: string } = {},
 ): Promise<Dashboard> {
-  const { redis: redisUrl = redis, ...options } = extra;
+  const { redis: redisUrl = redis, nodes, ...options } = extra;
   let stop!: () => void;
   const stopped = new Promise<void>((resolve) => {
     stop = resolve;
@@ -27,7 +28,16 @@ export async function startDashboard(
   });
   const done = dashboardCommand(
     { port: 0, host: '127.0.0.1', maxTasks: 10_000, count: 500, ...options },
-    { redis: redisUrl, namespace, keyPrefix: 'pairlock', timeout: 5_000 },
+    {
+      connection: parseConnection(
+        nodes === undefined
+          ? { redis: { value: redisUrl, source: 'cli' } }
+          : { nodes: { value: nodes, source: 'cli' } },
+      ),
+      namespace,
+      keyPrefix: 'pairlock',
+      timeout: 5_000,
+    },
     { out: (l) => out.push(l), err: (l) => err.push(l) },
     stopped,
     listening,

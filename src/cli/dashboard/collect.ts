@@ -1,8 +1,8 @@
 /**
  * The dashboard's reads of Redis, each bounded:
  *
- * - twice a second, one pipeline: `TIME` and the `PTTL` of each known session (O(workers)),
- *   so that a TTL bar follows even a short session TTL;
+ * - twice a second, one pipeline per node: `TIME` and the `PTTL` of each known session
+ *   (O(workers)), so that a TTL bar follows even a short session TTL;
  * - every 5 s (or 10 × the last scan's duration, if longer), and when an event names a
  *   session it does not know, a `SCAN` of the session keys (`liveSessions`, as `pairlock stats`);
  * - a census of the records (`records`, as `pairlock list`: SCAN pages, each record
@@ -15,9 +15,8 @@
  * Nothing is written but the watch flag (subscribeNamespace).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Redis } from 'ioredis';
 import type { CliConnection } from '../common.js';
-import { records } from '../list.js';
+import { records } from '../read.js';
 import { liveSessions } from '../stats.js';
 import { type CensusResult, type DashboardState, entryOf } from './state.js';
 
@@ -144,27 +143,56 @@ export class Collector {
     return this.discovering;
   }
 
+  /**
+   * The TTL of each known session, read on every node that answered at start (one node
+   * outside quorum mode). In quorum mode a session lives while a majority holds it, and
+   * its TTL is the one a majority still reaches, as `liveSessions` decides.
+   */
   private async readTtls(): Promise<void> {
     const sessions = this.state.sessions.live();
-    const pipe = (this.conn.client as Redis).pipeline();
-    pipe.time();
-    for (const s of sessions) pipe.pttl(this.conn.keys.session(s));
+    const nodes = this.conn.upNodes;
     const sent = Date.now();
     try {
-      const replies = (await pipe.exec()) ?? [];
+      const replies = await Promise.all(
+        nodes.map((n, i) => {
+          const pipe = n.client.pipeline();
+          if (i === 0) pipe.time();
+          for (const s of sessions) pipe.pttl(this.conn.keys.session(s));
+          // a quorum node may be away: the others decide, as for the workers
+          return pipe.exec().then(
+            (r) => r ?? [],
+            (err: unknown) => (nodes.length > 1 ? null : Promise.reject(err)),
+          );
+        }),
+      );
+      if (replies.every((r) => r === null)) throw new Error('no node answered');
       const received = Date.now();
       // the readings were taken between sending and receiving
       const at = Math.round((sent + received) / 2);
-      const time = replies[0]?.[1] as [string, string] | undefined;
-      if (replies[0]?.[0]) throw replies[0][0];
+      const first = replies[0] ?? [];
+      if (first[0]?.[0]) throw first[0][0];
+      const time = first[0]?.[1] as [string, string] | undefined;
       if (time) {
         const serverMs = Number(time[0]) * 1_000 + Math.floor(Number(time[1]) / 1_000);
         this.serverOffsetMs = serverMs - at;
       }
       const values: [string, number][] = [];
-      sessions.forEach((s, i) => {
-        const [err, pttl] = replies[i + 1] ?? [];
-        if (!err) values.push([s, Number(pttl)]);
+      sessions.forEach((s, k) => {
+        const ttls: number[] = [];
+        let answered = 0;
+        replies.forEach((r, i) => {
+          if (r === null) return;
+          const [err, pttl] = r[k + (i === 0 ? 1 : 0)] ?? [new Error('no reply')];
+          if (err) return;
+          answered += 1;
+          if (Number(pttl) >= 0) ttls.push(Number(pttl));
+        });
+        if (answered < this.conn.majority) return; // too few answers to say
+        ttls.sort((a, b) => b - a);
+        values.push([
+          s,
+          ttls.length >= this.conn.majority ? (ttls[this.conn.majority - 1] ?? -2) : -2,
+        ]);
       });
       this.state.sessions.readings(values, at);
       this.healthy();

@@ -70,8 +70,10 @@ export async function dashboardCommand(
   stop?: Promise<unknown>,
   onListening?: (url: string) => void,
 ): Promise<void> {
-  const conn = await CliConnection.open(g);
-  // subscribeNamespace keeps conn.client reconnecting: the reads below come back with it
+  const conn = await CliConnection.open(g, io.err);
+  // listening from here on: a signal sent as soon as the address is printed is caught
+  const stopping = untilStopped(stop);
+  // subscribeNamespace keeps the clients reconnecting: the reads below come back with them
   const state = new DashboardState(opts.maxTasks);
   const collector = new Collector(conn, state, { hash: opts.hash, count: opts.count });
   const feed: Health = { ok: true, since: Date.now() };
@@ -84,14 +86,11 @@ export async function dashboardCommand(
         for (const s of [ev.o, ev.by]) if (s) collector.sessionSeen(String(s));
         if (ev.e === 'claimed') collector.granted(String(ev.r));
       },
-      onDown: (err) => {
-        Object.assign(feed, { ok: false, since: Date.now(), error: err.message });
-        io.err(`pairlock: connection to ${conn.where} lost (${err.message}); reconnecting…`);
-      },
-      onUp: () => {
-        Object.assign(feed, { ok: true, since: Date.now() });
-        delete feed.error;
-        io.err(`pairlock: reconnected to ${conn.where}; events sent meanwhile were not seen`);
+      status: (line, up) => {
+        if (up !== feed.ok) Object.assign(feed, { ok: up, since: Date.now() });
+        if (up) delete feed.error;
+        else feed.error = line;
+        io.err(line);
       },
     });
     await collector.start();
@@ -120,12 +119,11 @@ export async function dashboardCommand(
       );
     }
     io.out(server.url);
-    io.err(
-      `dashboard of namespace ${g.namespace} on ${conn.where}: ${server.url} (Ctrl-C to stop)`,
-    );
+    io.err(`dashboard of namespace ${g.namespace} on ${sub.where}: ${server.url} (Ctrl-C to stop)`);
     onListening?.(server.url);
-    await untilStopped(stop);
+    await stopping.until;
   } finally {
+    stopping.dispose();
     await server?.close();
     await collector.stop();
     sub?.close();
