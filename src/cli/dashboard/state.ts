@@ -176,7 +176,7 @@ export class DashboardState {
     };
     if (w.kind !== undefined) change.kind = w.kind;
     if (ev.from) change.fromSession = String(ev.from);
-    this.apply(change, true);
+    this.apply(change, 'live');
     if (this.censusLog && this.censusLog.length < CENSUS_LOG_MAX) this.censusLog.push(change);
   }
 
@@ -228,17 +228,21 @@ export class DashboardState {
 
   /**
    * Apply a grant or an outcome. An event older than what is known (a lower token)
-   * changes nothing; so does one applied twice. `counting`: move the counts too
-   * (not when events seen during a census are applied again to its result).
+   * changes nothing; so does one applied twice. `counting`: how the counts move:
+   * - 'live': with every event;
+   * - 'replay': an event seen while a census ran, applied again to its complete result:
+   *   a grant the census did not reflect counts, and an outcome counts only if the census
+   *   saw the record running (else it read the outcome itself);
+   * - 'none': not at all (a partial census: the next one corrects them).
    */
-  private apply(c: Change, counting: boolean): void {
+  private apply(c: Change, counting: 'live' | 'replay' | 'none'): void {
     const e = this.entries.get(c.ref);
     if (c.running) {
       if (e && e.token >= c.token) return;
       const prev = e?.session ?? c.fromSession;
       if (e) this.removeEntry(e);
       this.addEntry(c.entry);
-      if (counting) {
+      if (counting !== 'none') {
         if (c.kind === 'fresh') {
           this.counts.total += 1;
           this.counts.running += 1;
@@ -254,7 +258,7 @@ export class DashboardState {
     } else {
       if (e && e.token > c.token) return;
       if (e) this.removeEntry(e);
-      if (counting) {
+      if (counting === 'live' || (counting === 'replay' && e)) {
         this.counts.running = Math.max(0, this.counts.running - 1);
         if (c.state === 'done' || c.state === 'failed' || c.state === 'released')
           this.counts[c.state] += 1;
@@ -296,7 +300,7 @@ export class DashboardState {
     this.counts = { ...r.counts };
     // events seen while the census ran: each record was read at some moment of it, so
     // apply them again; the token rule keeps what the census already reflects
-    for (const c of log) this.apply(c, false);
+    for (const c of log) this.apply(c, r.capped ? 'none' : 'replay');
     this.census = { at: r.startedAt, durationMs: r.durationMs, inProgress: false };
     this.version += 1;
   }
