@@ -12,6 +12,7 @@ import {
   stdio,
 } from './common.js';
 import { addConnectionOptions, connectionInput, parseConnection } from './connection.js';
+import { registerDashboard } from './dashboard/index.js';
 import { registerDemo } from './demo.js';
 import { registerInspect } from './inspect.js';
 import { registerList } from './list.js';
@@ -77,6 +78,7 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
   registerList(program, globals, io);
   registerStats(program, globals, io);
   registerWatch(program, globals, io);
+  registerDashboard(program, globals, io);
   registerDemo(program, globals, io);
   registerBench(program, globals, io, setExit);
   registerRun(program, globals, io, setExit);
