@@ -15,7 +15,7 @@ import { check } from './chaos/check.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('chaos run (small)', () => {
-  it('two pairs under kills, pauses, cuts, delays, partitions and Redis restarts: every invariant holds', async () => {
+  it('two pairs under kills, pauses, cuts, delays, partitions, Redis restarts, caller aborts, client-side timeouts and handovers: every invariant holds', async () => {
     const args = [
       '--import',
       'tsx',
@@ -48,6 +48,10 @@ describe('chaos run (small)', () => {
     expect(out).toMatch(/\| lost tasks +\| 0 +\| ok/);
     expect(out).toMatch(/\| fenced double commits +\| 0 +\| ok/);
     expect(out).toMatch(/\| stale settles accepted +\| 0 +\| ok/);
+    expect(out).toMatch(
+      /\| overlapping executions not caused by pause, cut or partition +\| 0 +\| ok/,
+    );
+    expect(out).toMatch(/\| run\(\) calls unanswered within .*\| 0 +\| ok/);
     expect(code).toBe(0);
   }, 240_000);
 });
@@ -147,6 +151,23 @@ describe('the checker', () => {
   });
   const t = 1_000_000;
   const task = 'task-0';
+  /** A fault of `kind` on slot `w` (undefined: every slot), optionally on one node. */
+  const faultOn = (
+    f: Fixture,
+    kind: string,
+    w: number | undefined,
+    from: number,
+    to: number,
+    node?: number,
+  ) => {
+    const at = {
+      kind,
+      ...(w === undefined ? {} : { w, p: `w${w}.1` }),
+      ...(node === undefined ? {} : { node }),
+    };
+    f.parent.push({ t: from, ev: 'fault', ...at, phase: 'start' });
+    f.parent.push({ t: to, ev: 'fault', ...at, phase: 'end' });
+  };
   // w1 takes the task over with token 2 while w0 (token 1) still runs
   const takeover = (f: Fixture) => {
     f.w1.splice(2, 0, {
@@ -218,7 +239,63 @@ describe('the checker', () => {
     [
       'executions overlapping without a fault',
       takeover,
-      (r) => r.duplicates.filter((d) => d.cause === 'none').length,
+      (r) => r.duplicates.filter((d) => !d.allowed).length,
+    ],
+    ...(['handover', 'timeout', 'abort', 'delay', 'kill'] as const).map(
+      (kind) =>
+        [
+          `executions overlapping under fault '${kind}' of the older holder`,
+          (f: Fixture) => {
+            takeover(f);
+            faultOn(f, kind, 0, t + 1, t + 4);
+          },
+          (r: ReturnType<typeof check>) => r.duplicates.filter((d) => !d.allowed).length,
+        ] as [string, (f: Fixture) => void, (r: ReturnType<typeof check>) => number],
+    ),
+    [
+      'executions overlapping where the handler was told only after the newer one started (a handover that released before it aborted)',
+      (f) => {
+        takeover(f);
+        faultOn(f, 'handover', 0, t + 1, t + 4);
+        f.w0.splice(4, 0, { t: t + 3.5, ev: 'exec-signal', task, token: 1, reason: 'handover' });
+      },
+      (r) => r.duplicates.filter((d) => !d.allowed).length,
+    ],
+    [
+      'executions overlapping in quorum mode with only one node away (cut-node)',
+      (f) => {
+        f.summary.nodes = 3;
+        takeover(f);
+        faultOn(f, 'cut-node', 0, t + 1, t + 4, 1);
+      },
+      (r) => r.duplicates.filter((d) => !d.allowed).length,
+    ],
+    [
+      'a run() call that never answers (hung run() call)',
+      (f) => {
+        f.summary.runBoundMs = 1_000;
+        f.w1.splice(1, 0, { t: t + 1, ev: 'run-call', task, call: 1 });
+        f.parent.push({ t: t + 5_000, ev: 'end', reason: 'test', released: 1 });
+      },
+      (r) => r.hungRunCalls.length,
+    ],
+    [
+      'a run() call still waiting long after its task had an outcome (hung run() call)',
+      (f) => {
+        f.summary.runBoundMs = 60_000;
+        f.summary.noticeBoundMs = 2_000;
+        f.w0.push({ t: t + 10, ev: 'run-call', task, call: 2 });
+        f.w0.push({
+          t: t + 3_000,
+          ev: 'run-error',
+          call: 2,
+          task,
+          code: 'ERR_CLOSED',
+          message: 'closed',
+          final: false,
+        });
+      },
+      (r) => r.hungRunCalls.length,
     ],
     [
       'one grant executed twice',
@@ -254,13 +331,53 @@ describe('the checker', () => {
     expect(cli.status).toBe(1);
   });
 
-  it('attributes an overlap to the fault that hit the older holder', () => {
+  it.each(['pause', 'cut', 'partition'] as const)(
+    'allows an overlap under a %s of the older holder',
+    (kind) => {
+      const dir = fixture((f) => {
+        takeover(f);
+        faultOn(f, kind, 0, t + 1, t + 4);
+      });
+      expect(check(dir).duplicates.map((d) => [d.cause, d.allowed])).toEqual([[kind, true]]);
+    },
+  );
+
+  it('allows an overlap whose handler had been told and ignored its signal', () => {
     const dir = fixture((f) => {
       takeover(f);
-      f.parent.push({ t: t + 1, ev: 'fault', kind: 'pause', w: 0, p: 'w0.1', phase: 'start' });
-      f.parent.push({ t: t + 4, ev: 'fault', kind: 'pause', w: 0, p: 'w0.1', phase: 'end' });
+      faultOn(f, 'handover', 0, t + 1, t + 4);
+      f.w0.splice(3, 0, { t: t + 2, ev: 'exec-signal', task, token: 1, reason: 'handover' });
     });
-    expect(check(dir).duplicates.map((d) => d.cause)).toEqual(['pause']);
+    expect(check(dir).duplicates.map((d) => [d.cause, d.allowed])).toEqual([
+      ['handler ignored its abort signal', true],
+    ]);
+  });
+
+  it('allows an overlap in quorum mode when a majority of the nodes was away from the holder', () => {
+    const dir = fixture((f) => {
+      f.summary.nodes = 3;
+      takeover(f);
+      faultOn(f, 'cut-node', 0, t + 1, t + 4, 1);
+      faultOn(f, 'slow-minority', undefined, t + 2, t + 5, 2);
+    });
+    const [d] = check(dir).duplicates;
+    expect(d?.allowed).toBe(true);
+    expect(d?.cause).toMatch(/cut-node\+slow-minority \(a majority of the nodes away\)/);
+  });
+
+  it('the new fault kinds and invariants show in the table', () => {
+    const dir = fixture((f) => {
+      f.summary.faults = { abort: 1, timeout: 2, handover: 3 };
+    });
+    const cli = spawnSync(process.execPath, ['--import', 'tsx', 'test/chaos/check.ts', dir], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    expect(cli.stdout).toMatch(/\| faults injected +\| 6: abort 1, timeout 2, handover 3 +\|/);
+    expect(cli.stdout).toMatch(
+      /\| overlapping executions not caused by pause, cut or partition +\| 0 +\| ok/,
+    );
+    expect(cli.stdout).toMatch(/\| run\(\) calls unanswered within [\d.]+ s .*\| 0 +\| ok/);
   });
 });
 

@@ -10,8 +10,12 @@
  *   stale settles accepted = 0 no settle was accepted for a token older than the newest grant
  *   disagreements = 0          every participant of a pair got the same outcome, and it is the
  *                              one Redis holds
- *   unattributed duplicates = 0  two executions of a task overlapping in time happen only where
- *                              the older holder was paused, cut off, delayed or Redis restarted
+ *   unexplained overlaps = 0   two executions of a task overlap in time only where the older
+ *                              holder was paused, cut off or partitioned (from every node, or
+ *                              from a majority of them), had already been told it lost the
+ *                              task, or its event loop stalled; never under a handover, a
+ *                              client-side timeout, a caller's abort or a delay alone
+ *   hung run() calls = 0       every run() call resolved or rejected within a bound
  *   unexpected worker exits = 0
  *
  * and reports takeover latencies (fault start → took-over). Exit code 1 when an invariant fails.
@@ -24,6 +28,8 @@ import { fileURLToPath } from 'node:url';
 import {
   type FaultKind,
   faultKinds,
+  nodeFaults,
+  overlapFaults,
   type ParentLine,
   percentile,
   SIDES,
@@ -45,8 +51,10 @@ interface Exec {
 
 interface FaultInterval {
   kind: FaultKind;
-  /** undefined: every slot (Redis restart). */
+  /** undefined: every slot (a node fault: Redis restart, node loss, slow minority). */
   slot: number | undefined;
+  /** The node it hit (node faults); undefined: every node of the slot. */
+  node: number | undefined;
   start: number;
   end: number;
 }
@@ -59,6 +67,8 @@ export interface Duplicate {
   newerInstance: string;
   overlapMs: number;
   cause: string;
+  /** Explained by a fault under which the older holder could not know (see overlapFaults). */
+  allowed: boolean;
 }
 
 export interface Report {
@@ -87,6 +97,15 @@ export interface Report {
   disagreements: string[];
   duplicates: Duplicate[];
   sameTokenReexecutions: string[];
+  /** run() calls made (and aborted by their caller), the longest one (ms), and the bounds. */
+  runCalls: {
+    count: number;
+    longestMs: number;
+    boundMs: number;
+    noticeMs: number;
+    aborted: number;
+  };
+  hungRunCalls: string[];
   recommits: number;
   unexpectedExits: number;
   takeover: Record<string, { n: number; p50?: number; p99?: number; max?: number }>;
@@ -128,6 +147,9 @@ export function check(dir: string): Report {
   const summary = JSON.parse(readFileSync(path.join(dir, 'summary.json'), 'utf8')) as {
     seed: number;
     topology?: string;
+    nodes?: number;
+    runBoundMs?: number;
+    noticeBoundMs?: number;
     released: number;
     faults: Record<string, number>;
     faultsSkipped: Record<string, number>;
@@ -164,11 +186,13 @@ export function check(dir: string): Report {
   const open = new Map<string, FaultInterval>();
   for (const l of parent) {
     if (l.ev !== 'fault' || l.detail?.startsWith('skipped')) continue;
-    const key = `${l.kind}:${l.kind === 'redis-restart' ? '' : l.w}`;
+    const wide = l.w === undefined || (nodeFaults.includes(l.kind) && l.kind !== 'cut-node');
+    const key = `${l.kind}:${wide ? '' : l.w}:${l.node ?? ''}`;
     if (l.phase === 'start') {
       const f: FaultInterval = {
         kind: l.kind,
-        slot: l.kind === 'redis-restart' ? undefined : l.w,
+        slot: wide ? undefined : l.w,
+        node: l.node ?? (l.kind === 'redis-restart' ? 0 : undefined),
         start: l.t,
         end: endOfRun,
       };
@@ -180,6 +204,7 @@ export function check(dir: string): Report {
       open.delete(key);
     }
   }
+  const endLine = parent.find((l) => l.ev === 'end');
 
   // ---- worker logs -----------------------------------------------------------------
   const grants = new Map<
@@ -201,6 +226,17 @@ export function check(dir: string): Report {
   /** First lease-lost of (instance, task, token), and each instance's event-loop stalls. */
   const lostAt = new Map<string, number>();
   const lags = new Map<string, { start: number; end: number }[]>();
+  /** First time the handler of (instance, task, token) was told it lost the task. */
+  const signalAt = new Map<string, number>();
+  const runCalls: {
+    instance: string;
+    task: string;
+    call: number;
+    start: number;
+    end?: number;
+    how?: string;
+  }[] = [];
+  let callerAborts = 0;
   let staleSettlesRejected = 0;
   let retried = 0;
   let finalRunErrors = 0;
@@ -213,8 +249,30 @@ export function check(dir: string): Report {
     const workerId =
       (lines.find((l) => l.ev === 'start') as { worker?: string } | undefined)?.worker ?? instance;
     const openExec = new Map<string, Exec>();
+    const callsOf = new Map<number, (typeof runCalls)[number]>();
+    const answer = (call: number | undefined, t: number, how: string) => {
+      const c = call === undefined ? undefined : callsOf.get(call);
+      if (c && c.end === undefined) {
+        c.end = t;
+        c.how = how;
+      }
+    };
     for (const l of lines) {
       switch (l.ev) {
+        case 'run-call': {
+          const c = { instance, task: l.task, call: l.call, start: l.t };
+          runCalls.push(c);
+          callsOf.set(l.call, c);
+          break;
+        }
+        case 'exec-signal': {
+          const key = `${instance}#${l.task}#${l.token}`;
+          if (!signalAt.has(key)) signalAt.set(key, l.t);
+          break;
+        }
+        case 'caller-abort':
+          callerAborts++;
+          break;
         case 'claimed':
         case 'took-over':
           push(grants, l.task, {
@@ -264,11 +322,15 @@ export function check(dir: string): Report {
           break;
         case 'outcome':
           push(outcomes, l.task, { line: l, instance, slot });
+          answer(l.call, l.t, l.state);
           break;
         case 'lag':
           push(lags, instance, { start: l.t - l.ms, end: l.t });
           break;
         case 'run-error':
+          // closed at the end of the run: the call was still waiting then
+          if (!(l.code === 'ERR_CLOSED' && endLine && l.t >= endLine.t))
+            answer(l.call, l.t, l.code);
           if (l.final) {
             finalRunErrors++;
             push(finalErrors, l.task, { slot, code: l.code, message: l.message });
@@ -461,6 +523,20 @@ export function check(dir: string): Report {
     faults.filter(
       (f) => (f.slot === undefined || f.slot === slot) && f.start <= to && f.end >= from - 1,
     );
+  const nodes = summary.nodes ?? 1;
+  const majority = Math.floor(nodes / 2) + 1;
+  /** Node faults that, at some moment of [from, to], kept a majority of nodes from `slot`. */
+  const majorityAway = (hits: FaultInterval[], from: number, to: number): FaultInterval[] => {
+    const away = hits.filter((f) => nodeFaults.includes(f.kind));
+    const moments = away.map((f) => Math.max(f.start, from)).filter((t) => t <= to);
+    for (const t of moments) {
+      const at = away.filter((f) => f.start <= t && f.end >= t);
+      const gone = new Set(at.map((f) => f.node ?? -1));
+      if (gone.has(-1) || gone.size >= majority) return at;
+    }
+    return [];
+  };
+  const kindsOf = (list: FaultInterval[]) => [...new Set(list.map((f) => f.kind))].join('+');
   for (const [task, list] of execs) {
     const sorted = [...list].sort((a, b) => a.token - b.token);
     for (let i = 0; i < sorted.length; i++) {
@@ -470,14 +546,25 @@ export function check(dir: string): Report {
         if (!a || !b || a.token === b.token) continue;
         if (b.start >= a.end) continue;
         const hits = faultsOn(a.slot, a.start, b.start);
-        let cause = hits.length > 0 ? [...new Set(hits.map((f) => f.kind))].join('+') : 'none';
-        if (cause === 'none') {
-          const knew = (lostAt.get(`${a.instance}#${task}#${a.token}`) ?? Infinity) <= b.start;
-          const stalled = [...(lags.get(a.instance) ?? []), ...parentLags].some(
-            (l) => l.end >= a.start && l.start <= b.start,
-          );
-          if (knew) cause = 'handler ignored its abort signal';
-          else if (stalled) cause = 'event-loop stall';
+        const frozen = hits.filter((f) => overlapFaults.includes(f.kind));
+        const away = majorityAway(hits, a.start, b.start);
+        const told = Math.min(
+          lostAt.get(`${a.instance}#${task}#${a.token}`) ?? Infinity,
+          signalAt.get(`${a.instance}#${task}#${a.token}`) ?? Infinity,
+        );
+        const stalled = [...(lags.get(a.instance) ?? []), ...parentLags].some(
+          (l) => l.end >= a.start && l.start <= b.start,
+        );
+        let cause: string;
+        let allowed = true;
+        if (frozen.length > 0) cause = kindsOf(frozen);
+        else if (away.length > 0)
+          cause = `${kindsOf(away)} (${nodes > 1 ? 'a majority of the nodes' : 'Redis'} away)`;
+        else if (told <= b.start) cause = 'handler ignored its abort signal';
+        else if (stalled) cause = 'event-loop stall';
+        else {
+          cause = hits.length > 0 ? kindsOf(hits) : 'none';
+          allowed = false;
         }
         duplicates.push({
           task,
@@ -487,6 +574,7 @@ export function check(dir: string): Report {
           newerInstance: b.instance,
           overlapMs: Math.round(Math.min(a.end, b.end) - b.start),
           cause,
+          allowed,
         });
       }
     }
@@ -506,6 +594,35 @@ export function check(dir: string): Report {
   }
   let recommits = 0;
   for (const list of accepted.values()) if (list.length > 1) recommits += list.length - 1;
+
+  // ---- every run() call answers ----------------------------------------------------
+  // Two bounds: on the whole call, and on how long it goes on once its task has an outcome
+  // (a call that waits for an outcome Redis already holds is hung, whatever ends it later).
+  const boundMs = summary.runBoundMs ?? 60_000;
+  const noticeMs = summary.noticeBoundMs ?? boundMs;
+  const outcomeAt = new Map<string, number>();
+  for (const [task, outs] of outcomes) outcomeAt.set(task, Math.min(...outs.map((o) => o.line.t)));
+  const hungRunCalls: string[] = [];
+  let longestMs = 0;
+  for (const c of runCalls) {
+    const until = c.end ?? exitAt.get(c.instance) ?? endOfRun;
+    const ms = until - c.start;
+    longestMs = Math.max(longestMs, ms);
+    const after = until - Math.max(c.start, outcomeAt.get(c.task) ?? Infinity);
+    const how =
+      c.end === undefined
+        ? `had no answer${exitAt.has(c.instance) ? ' when its process ended' : ''}`
+        : `was answered (${c.how})`;
+    if (ms > boundMs) {
+      hungRunCalls.push(
+        `${short(c.task)}: run() call ${c.call} of ${c.instance} ${how} after ${Math.round(ms)} ms`,
+      );
+    } else if (after > noticeMs) {
+      hungRunCalls.push(
+        `${short(c.task)}: run() call ${c.call} of ${c.instance} ${how} ${Math.round(after)} ms after the task's outcome was settled`,
+      );
+    }
+  }
 
   // ---- takeover latency ------------------------------------------------------------
   const lat: Record<string, number[]> = {};
@@ -555,7 +672,7 @@ export function check(dir: string): Report {
   for (const list of grants.values())
     for (const g of list) grantKinds[g.kind] = (grantKinds[g.kind] ?? 0) + 1;
 
-  const unattributed = duplicates.filter((d) => d.cause === 'none');
+  const unattributed = duplicates.filter((d) => !d.allowed);
   if (summary.released < plan.tasks.length)
     problems.push(`only ${summary.released} of ${plan.tasks.length} tasks were released in time`);
   const ok =
@@ -566,6 +683,7 @@ export function check(dir: string): Report {
     disagreements.length === 0 &&
     unattributed.length === 0 &&
     sameTokenReexecutions.length === 0 &&
+    hungRunCalls.length === 0 &&
     summary.unexpectedExits === 0;
 
   return {
@@ -597,6 +715,14 @@ export function check(dir: string): Report {
     disagreements,
     duplicates,
     sameTokenReexecutions,
+    runCalls: {
+      count: runCalls.length,
+      longestMs: Math.round(longestMs),
+      boundMs,
+      noticeMs,
+      aborted: callerAborts,
+    },
+    hungRunCalls,
     recommits,
     unexpectedExits: summary.unexpectedExits,
     takeover,
@@ -645,17 +771,34 @@ export function formatReport(r: Report): string {
   rows.push(['results settled under a later grant (kept results)', String(r.keptResults), '']);
   inv('stale settles accepted', r.staleSettlesAccepted.length);
   inv('pair disagreements', r.disagreements.length);
-  const byCause: Record<string, number> = {};
-  for (const d of r.duplicates) byCause[d.cause] = (byCause[d.cause] ?? 0) + 1;
-  const unattributed = byCause.none ?? 0;
-  delete byCause.none;
+  const allowedBy: Record<string, number> = {};
+  const unexplainedBy: Record<string, number> = {};
+  for (const d of r.duplicates) {
+    const m = d.allowed ? allowedBy : unexplainedBy;
+    m[d.cause] = (m[d.cause] ?? 0) + 1;
+  }
+  const allowedCount = r.duplicates.filter((d) => d.allowed).length;
+  const unexplained = r.duplicates.length - allowedCount;
   rows.push([
-    'unfenced duplicate executions (overlapping)',
-    `${r.duplicates.length - unattributed}${r.duplicates.length - unattributed > 0 ? ` (${fmtMap(byCause)})` : ''}`,
+    'overlapping executions (holder frozen, cut off, or told)',
+    `${allowedCount}${allowedCount > 0 ? ` (${fmtMap(allowedBy)})` : ''}`,
     'allowed',
   ]);
-  inv('duplicate executions without a fault', unattributed);
+  inv(
+    'overlapping executions not caused by pause, cut or partition',
+    unexplained,
+    unexplained > 0 ? ` (${fmtMap(unexplainedBy)})` : '',
+  );
   inv('grants executed twice (same token)', r.sameTokenReexecutions.length);
+  rows.push([
+    'run() calls (aborted by the caller)',
+    `${r.runCalls.count} (${r.runCalls.aborted}), longest ${(r.runCalls.longestMs / 1_000).toFixed(1)} s`,
+    '',
+  ]);
+  inv(
+    `run() calls unanswered within ${r.runCalls.boundMs / 1_000} s (${r.runCalls.noticeMs / 1_000} s after the outcome)`,
+    r.hungRunCalls.length,
+  );
   rows.push(['effects committed more than once (at-least-once)', String(r.recommits), '']);
   inv('unexpected worker exits', r.unexpectedExits);
   for (const [k, v] of Object.entries(r.takeover).sort()) {
@@ -683,8 +826,9 @@ export function formatReport(r: Report): string {
     ['final-effect-mismatch', r.finalEffectMismatch.length],
     ['stale-settles-accepted', r.staleSettlesAccepted.length],
     ['disagreements', r.disagreements.length],
-    ['unattributed-duplicates', unattributed],
+    ['unexplained-overlaps', unexplained],
     ['same-token-reexecutions', r.sameTokenReexecutions.length],
+    ['hung-run-calls', r.hungRunCalls.length],
     ['unexpected-exits', r.unexpectedExits],
   ] as const;
   out.push('');
@@ -704,12 +848,24 @@ export function formatReport(r: Report): string {
   detail('stale settles accepted', r.staleSettlesAccepted);
   detail('disagreements', r.disagreements);
   detail('grants executed twice', r.sameTokenReexecutions);
+  detail('hung run() calls', r.hungRunCalls);
   detail(
-    'duplicate executions',
-    r.duplicates.map(
-      (d) =>
-        `${short(d.task)}: token ${d.olderToken} (${d.olderInstance}) still ran ${d.overlapMs} ms into token ${d.newerToken} (${d.newerInstance}); cause: ${d.cause}`,
-    ),
+    'overlapping executions not caused by pause, cut or partition',
+    r.duplicates
+      .filter((d) => !d.allowed)
+      .map(
+        (d) =>
+          `${short(d.task)}: token ${d.olderToken} (${d.olderInstance}) still ran ${d.overlapMs} ms into token ${d.newerToken} (${d.newerInstance}); cause: ${d.cause}`,
+      ),
+  );
+  detail(
+    'overlapping executions (allowed)',
+    r.duplicates
+      .filter((d) => d.allowed)
+      .map(
+        (d) =>
+          `${short(d.task)}: token ${d.olderToken} (${d.olderInstance}) still ran ${d.overlapMs} ms into token ${d.newerToken} (${d.newerInstance}); cause: ${d.cause}`,
+      ),
   );
   detail('notes', r.problems);
   return out.join('\n');

@@ -30,18 +30,46 @@ export function derive(seed: number, salt: number): () => number {
 export const PAIRS = 2;
 export const SIDES = 2;
 
-/** Chaos-run settings of every worker (small leases, so that faults cause takeovers quickly). */
+/**
+ * Chaos-run settings of every worker: small leases, so that faults cause takeovers quickly.
+ * `connectTimeoutMs` stays well below the session TTL so that a reply that comes too late for
+ * the client (the `timeout` fault) can leave the lease intact (a renewal sent after the
+ * late replies still answers in time); `taskTimeoutMs` is short enough
+ * for some handlers to run past it (the deadline path is exercised too).
+ */
 export const workerTiming = {
   sessionTtlMs: 1_000,
   heartbeatIntervalMs: 250,
-  taskTimeoutMs: 20_000,
+  taskTimeoutMs: 3_000,
   firstAttemptIntervalMs: 1_000,
   otherAttemptIntervalMs: 2_000,
-  connectTimeoutMs: 1_500,
+  connectTimeoutMs: 400,
   unavailableTimeoutMs: 15_000,
   failure: { policy: 'takeover' as const, maxAttempts: 3, backoffMs: 100 },
   concurrency: 64,
 };
+
+/**
+ * The longest a run() call may take before the checker calls it hung: Redis away for
+ * `unavailableTimeoutMs`, then every attempt running to its deadline and being taken over
+ * after a session TTL and a safety-net interval, plus 10 s of slack for pauses and stalls.
+ */
+export function runCallBoundMs(t: typeof workerTiming = workerTiming): number {
+  return (
+    t.unavailableTimeoutMs +
+    t.failure.maxAttempts * (t.taskTimeoutMs + t.sessionTtlMs + t.otherAttemptIntervalMs) +
+    10_000
+  );
+}
+
+/**
+ * How long a run() call may go on once its task has an outcome in Redis: it learns of it at
+ * the latest at its next safety-net check, or gives up after `unavailableTimeoutMs` when
+ * Redis stays away, plus a pause's worth of slack.
+ */
+export function noticeBoundMs(t: typeof workerTiming = workerTiming): number {
+  return t.unavailableTimeoutMs + t.otherAttemptIntervalMs + 3 * t.sessionTtlMs;
+}
 
 export type FailMode = 'none' | 'first' | 'always';
 
@@ -58,6 +86,8 @@ export interface TaskSpec {
   fail: FailMode;
   /** A careful handler stops when its signal fires; a careless one carries on to the sink. */
   careful: boolean;
+  /** The first attempt runs this long past `taskTimeoutMs` (a handler that overruns its deadline). */
+  overrunMs?: number;
 }
 
 /** Which task ids carry characters that need care (separators, braces, newlines...). */
@@ -87,12 +117,26 @@ export function planTasks(seed: number, count: number): TaskSpec[] {
       careful: r() < 0.5,
     };
     if (i % 3 === 0) spec.hash = `batch-${Math.floor(i / 60)}`;
+    // 3%: the first attempt overruns the task's deadline (the standby takes over)
+    if (r() < 0.03) spec.overrunMs = 100 + Math.floor(r() * 900);
     out.push(spec);
   }
   return out;
 }
 
-export type FaultKind = 'kill' | 'pause' | 'redis-restart' | 'cut' | 'delay' | 'partition';
+export type FaultKind =
+  | 'kill'
+  | 'pause'
+  | 'redis-restart'
+  | 'cut'
+  | 'delay'
+  | 'partition'
+  | 'abort'
+  | 'timeout'
+  | 'handover'
+  | 'cut-node'
+  | 'node-loss'
+  | 'slow-minority';
 export const faultKinds: readonly FaultKind[] = [
   'kill',
   'pause',
@@ -100,18 +144,56 @@ export const faultKinds: readonly FaultKind[] = [
   'cut',
   'delay',
   'partition',
+  'abort',
+  'timeout',
+  'handover',
+  'cut-node',
+  'node-loss',
+  'slow-minority',
+];
+/** Fault kinds that only mean something with several coordination nodes (quorum mode). */
+export const quorumOnlyFaults: readonly FaultKind[] = ['cut-node', 'slow-minority'];
+/** The fault kinds a run injects unless told otherwise. */
+export function defaultFaults(nodes: number): FaultKind[] {
+  return faultKinds.filter((k) => nodes > 1 || !quorumOnlyFaults.includes(k));
+}
+
+/**
+ * Faults under which two executions of one task may overlap in time: the older holder could
+ * not know it had lost its lease (it was frozen, or cut off from a majority of the nodes).
+ * Overlaps under any other fault (a handover, a client-side timeout, a caller's abort, a
+ * delay, a minority of nodes away) are defects.
+ */
+export const overlapFaults: readonly FaultKind[] = ['pause', 'cut', 'partition'];
+/**
+ * Faults that make a node unreachable for a worker. When they add up to a majority of the
+ * nodes at once (one Redis: any of them), the worker is cut off, as by `cut`.
+ */
+export const nodeFaults: readonly FaultKind[] = [
+  'redis-restart',
+  'node-loss',
+  'cut-node',
+  'slow-minority',
 ];
 
 /** A planned fault: when (ms after the start), what, on which worker slot, for how long. */
 export interface FaultPlan {
   atMs: number;
   kind: FaultKind;
-  /** Worker slot index (pair * SIDES + side); kill prefers a slot that holds a task. */
+  /** Worker slot index (pair * SIDES + side); kill, pause and handover prefer a slot that holds a task. */
   slot: number;
-  /** pause/cut/delay/partition: how long; kill: how long until the restart. */
+  /**
+   * pause/cut/delay/partition/cut-node: how long; kill/handover: how long until the restart;
+   * node-loss: how long the node stays down; abort: how long until run() is called again;
+   * timeout/slow-minority: how long replies are held back.
+   */
   durationMs: number;
   /** delay: one-way ms added per chunk. */
   delayMs?: number;
+  /** timeout/slow-minority/handover: ms each reply is held back (handover: 0 for none). */
+  replyDelayMs?: number;
+  /** cut-node/node-loss/slow-minority/redis-restart: which node (quorum; one Redis: 0). */
+  node?: number;
   /** redis-restart: a crash (SIGKILL) or a clean stop (SIGTERM). */
   crash?: boolean;
 }
@@ -121,10 +203,12 @@ export function planFaults(
   horizonMs: number,
   meanGapMs: number,
   kinds: readonly FaultKind[] = faultKinds,
+  nodes = 1,
 ): FaultPlan[] {
   const r = derive(seed, 2);
   const out: FaultPlan[] = [];
   const ttl = workerTiming.sessionTtlMs;
+  const timeout = workerTiming.connectTimeoutMs;
   let t = 1_500 + r() * meanGapMs;
   while (t < horizonMs) {
     const kind = kinds[Math.floor(r() * kinds.length)] ?? 'kill';
@@ -140,6 +224,7 @@ export function planFaults(
         break;
       case 'redis-restart':
         f.crash = r() < 0.5;
+        f.node = Math.floor(r() * nodes);
         break;
       case 'cut':
       case 'partition':
@@ -147,7 +232,36 @@ export function planFaults(
         break;
       case 'delay':
         f.durationMs = Math.round(1_000 + r() * 3_000);
-        f.delayMs = 20 + Math.round(r() * 300);
+        // a round trip stays under connectTimeoutMs: slow, not timed out
+        f.delayMs = 20 + Math.round(r() * (timeout / 2 - 70));
+        // (a round trip of at most connectTimeoutMs - 100 ms)
+        break;
+      case 'abort':
+        f.durationMs = 20 + Math.round(r() * 480);
+        break;
+      case 'timeout':
+        // past connectTimeoutMs, but short enough that the lease survives: the commands
+        // sent in this window were applied, the client gave up on their replies
+        f.durationMs = 30 + Math.round(r() * 70);
+        f.replyDelayMs = timeout + 50 + Math.round(r() * 100);
+        break;
+      case 'handover':
+        f.durationMs = 200 + Math.round(r() * 1_500);
+        // half of them on a slow link: the release's reply comes late
+        f.replyDelayMs = r() < 0.5 ? 0 : 30 + Math.round(r() * 270);
+        break;
+      case 'cut-node':
+        f.durationMs = Math.round(ttl * (0.3 + r() * 2.7));
+        f.node = Math.floor(r() * nodes);
+        break;
+      case 'node-loss':
+        f.durationMs = 500 + Math.round(r() * 2_500);
+        f.node = Math.floor(r() * nodes);
+        break;
+      case 'slow-minority':
+        f.durationMs = 500 + Math.round(r() * 2_500);
+        f.replyDelayMs = timeout + 100 + Math.round(r() * 1_400);
+        f.node = Math.floor(r() * nodes);
         break;
     }
     out.push(f);
@@ -179,7 +293,11 @@ export type WorkerLine =
       from?: string;
     }
   | { t: number; ev: 'standby'; task: string; holder: string; token: number }
+  /** run() is called (`call` counts the calls of this process). */
+  | { t: number; ev: 'run-call'; task: string; call: number }
   | { t: number; ev: 'exec-start'; task: string; token: number; attempt: number; session: string }
+  /** The handler's signal fired (the worker told it that it lost the task). */
+  | { t: number; ev: 'exec-signal'; task: string; token: number; reason: string }
   | { t: number; ev: 'sink'; task: string; token: number; ok: boolean; current: number }
   | {
       t: number;
@@ -194,6 +312,7 @@ export type WorkerLine =
   | {
       t: number;
       ev: 'outcome';
+      call: number;
       task: string;
       state: string;
       role: string;
@@ -203,7 +322,19 @@ export type WorkerLine =
       result?: unknown;
       error?: { name: string; message: string; code?: string };
     }
-  | { t: number; ev: 'run-error'; task: string; code: string; message: string; final: boolean }
+  | {
+      t: number;
+      ev: 'run-error';
+      call: number;
+      task: string;
+      code: string;
+      message: string;
+      final: boolean;
+    }
+  /** The feed aborted run() call `call` through its signal (`running`: the handler was running). */
+  | { t: number; ev: 'caller-abort'; task: string; call: number; running: boolean }
+  /** A signal (SIGTERM) started a close with handover. */
+  | { t: number; ev: 'closing'; signal: string }
   | { t: number; ev: 'renew-failed'; session: string; sessionLost: boolean }
   | { t: number; ev: 'peer-failed'; session: string; tasks: number }
   /** The event loop ran `ms` late (a stall or a SIGSTOP); logged when it resumes. */
@@ -230,6 +361,8 @@ export type ParentLine =
       kind: FaultKind;
       w?: number;
       p?: string;
+      /** The node a node fault hit (quorum), or 0 on one Redis. */
+      node?: number;
       phase: 'start' | 'end';
       detail?: string;
     }
@@ -249,12 +382,21 @@ export interface SinkEntry {
 }
 
 /** IPC: parent → worker. */
-export type ToWorker = { type: 'run'; tasks: TaskSpec[] } | { type: 'stop' };
+export type ToWorker =
+  | { type: 'run'; tasks: TaskSpec[] }
+  /**
+   * Abort, through its signal, the run() of the task whose handler has the longest still to
+   * go, and call run() again at most `afterMs` later (while the handler still runs).
+   */
+  | { type: 'abort'; afterMs: number }
+  | { type: 'stop' };
 /** IPC: worker → parent. */
 export type FromWorker =
   | { type: 'ready'; worker: string }
   | { type: 'exec'; task: string; running: boolean }
   | { type: 'outcome'; task: string }
+  /** This worker's settle of `task` was accepted. */
+  | { type: 'settled'; task: string }
   | { type: 'closed' };
 
 /** Sink key and journal of a task (on the sink Redis). */

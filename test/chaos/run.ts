@@ -15,8 +15,10 @@
  *   --drain-seconds <n>    (default 60)
  *   --rate <n>             tasks released per second, both pairs together (default 60)
  *   --fault-gap-ms <n>     mean time between two faults (default 2000)
- *   --faults <list>        fault kinds, comma-separated (default all:
- *                          kill,pause,redis-restart,cut,delay,partition)
+ *   --faults <list>        fault kinds, comma-separated (default all that apply:
+ *                          kill,pause,redis-restart,cut,delay,partition,abort,timeout,handover,
+ *                          and with --topology quorum also cut-node,node-loss,slow-minority;
+ *                          node-loss also applies to one Redis)
  *   --topology single|quorum   quorum: three independent masters (PairedWorker `nodes`); a
  *                          Redis restart then restarts one node of the three (a minority)
  *   --persistence aof|none AOF with fsync always (default), or none: a restart loses the data
@@ -43,22 +45,27 @@ import { fencedRead, PairedWorker } from '../../src/index.js';
 import { RedisServer, TcpProxy } from '../../src/testing/index.js';
 import { check, formatReport } from './check.js';
 import {
+  defaultFaults,
   derive,
   type FaultKind,
   type FaultPlan,
   type FromWorker,
   faultKinds,
   namespaceOf,
+  noticeBoundMs,
   PAIRS,
   type ParentLine,
   planFaults,
   planTasks,
+  quorumOnlyFaults,
+  runCallBoundMs,
   SIDES,
   SINK_JOURNAL,
   sinkKey,
   stamp,
   type TaskSpec,
   type ToWorker,
+  workerTiming,
 } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -97,16 +104,6 @@ const maxSeconds = int('max-seconds', args['max-seconds'], 1);
 const drainSeconds = int('drain-seconds', args['drain-seconds'], 1);
 const rate = int('rate', args.rate, 1);
 const faultGapMs = int('fault-gap-ms', args['fault-gap-ms'], 100);
-const kinds: FaultKind[] = (args.faults ?? faultKinds.join(','))
-  .split(',')
-  .filter((k) => k !== '')
-  .map((k) => {
-    if (!(faultKinds as readonly string[]).includes(k)) {
-      console.error(`chaos: unknown fault kind '${k}' (known: ${faultKinds.join(', ')})`);
-      process.exit(2);
-    }
-    return k as FaultKind;
-  });
 const topology = args.topology;
 if (topology !== 'single' && topology !== 'quorum') {
   console.error(`chaos: --topology must be 'single' or 'quorum', got '${topology}'`);
@@ -120,9 +117,30 @@ if (topology === 'quorum' && !existsSync(path.join(root, 'src/quorum.ts'))) {
 }
 /** Coordination nodes: one Redis, or three independent masters (quorum mode). */
 const nodeCount = topology === 'quorum' ? 3 : 1;
+const kinds: FaultKind[] = (args.faults ?? defaultFaults(nodeCount).join(','))
+  .split(',')
+  .filter((k) => k !== '')
+  .map((k) => {
+    if (!(faultKinds as readonly string[]).includes(k)) {
+      console.error(`chaos: unknown fault kind '${k}' (known: ${faultKinds.join(', ')})`);
+      process.exit(2);
+    }
+    if (nodeCount === 1 && (quorumOnlyFaults as readonly string[]).includes(k)) {
+      console.error(`chaos: fault kind '${k}' needs --topology quorum`);
+      process.exit(2);
+    }
+    return k as FaultKind;
+  });
 const persistence = args.persistence;
 if (persistence !== 'aof' && persistence !== 'none') {
   console.error(`chaos: --persistence must be 'aof' or 'none', got '${persistence}'`);
+  process.exit(2);
+}
+const runBoundMs = runCallBoundMs();
+if (drainSeconds * 1_000 <= runBoundMs) {
+  console.error(
+    `chaos: --drain-seconds must exceed the run() bound (${runBoundMs / 1_000} s), or a hung run() could go unseen`,
+  );
   process.exit(2);
 }
 
@@ -156,6 +174,8 @@ interface Slot {
   readonly pair: number;
   /** One proxy per coordination node: this worker's own links. */
   proxies: TcpProxy[];
+  /** Reply delays asked for each proxy, by the fault that asked (the largest applies). */
+  readonly replyDelays: Map<string, number>[];
   child: ChildProcess | undefined;
   instance: string;
   instances: number;
@@ -164,10 +184,18 @@ interface Slot {
   readonly pending: Map<string, TaskSpec>;
   /** Tasks whose handler runs now in this slot's process (holder detection). */
   readonly running: Set<string>;
-  /** The process is down on purpose (kill) or frozen (pause). */
-  state: 'up' | 'killed' | 'paused' | 'stopping';
-  /** The proxy is faulted (cut, delay, partition). */
+  /**
+   * The process is down on purpose (kill), frozen (pause), closing on SIGTERM (handover),
+   * or being stopped at the end of the run.
+   */
+  state: 'up' | 'killed' | 'paused' | 'handover' | 'stopping';
+  /** The proxy is faulted (cut, delay, partition, timeout, cut-node). */
   linkFault: boolean;
+  /**
+   * After an `abort`, the process is not killed or handed over for a while: its second
+   * run() call must be seen to answer (or not) before the process goes away.
+   */
+  keepUntil: number;
 }
 
 const coordNodes: RedisServer[] = [];
@@ -177,6 +205,22 @@ const specs = planTasks(seed, taskCount);
 /** Tasks with at least one outcome on some side of their pair. */
 const settledAnywhere = new Set<string>();
 let unexpectedExits = 0;
+/** Called on every settle a worker reports (node-loss waits for one). */
+let onSettle: (() => void) | undefined;
+
+function setReplyDelay(slot: Slot, node: number, source: string, ms: number): void {
+  const asked = slot.replyDelays[node];
+  const proxy = slot.proxies[node];
+  if (!asked || !proxy) return;
+  if (ms > 0) asked.set(source, ms);
+  else asked.delete(source);
+  proxy.setReplyDelay(Math.max(0, ...asked.values()));
+}
+
+/** The same reply delay on every link of a slot. */
+function setLinkReplyDelay(slot: Slot, source: string, ms: number): void {
+  for (let n = 0; n < slot.proxies.length; n++) setReplyDelay(slot, n, source, ms);
+}
 
 function spawnWorker(slot: Slot): void {
   slot.instances += 1;
@@ -219,6 +263,9 @@ function spawnWorker(slot: Slot): void {
         slot.pending.delete(msg.task);
         settledAnywhere.add(msg.task);
         break;
+      case 'settled':
+        onSettle?.();
+        break;
       case 'closed':
         break;
     }
@@ -228,6 +275,14 @@ function spawnWorker(slot: Slot): void {
     if (slot.instance !== instance) return;
     slot.child = undefined;
     slot.ready = false;
+    if (slot.state === 'handover') {
+      // a close with handover ends with exit code 0; anything else is a failure of its own
+      if (code !== 0) {
+        unexpectedExits += 1;
+        say(`worker ${instance} did not close cleanly on SIGTERM (code ${code}, signal ${signal})`);
+      }
+      return;
+    }
     if (slot.state === 'up' || slot.state === 'paused') {
       // nobody asked it to go: a crash of the worker itself
       unexpectedExits += 1;
@@ -253,18 +308,26 @@ function deliver(slot: Slot, tasks: TaskSpec[]): void {
 // ---------------------------------------------------------------------------------------
 
 const faultRng = derive(seed, 3);
-let redisRestarting = false;
+/** One node at a time is restarted, lost or slow (a minority: the others keep a quorum). */
+let nodeFaultBusy = false;
 const faultsDone: Record<string, number> = {};
 const faultsSkipped: Record<string, number> = {};
 const inFlight = new Set<Promise<void>>();
+/**
+ * A `timeout` fault waits for the next release of tasks to its slot's pair: the replies to
+ * that slot's claims are held back past connectTimeoutMs while Redis has applied them.
+ */
+let armedTimeout: { f: FaultPlan; slot: Slot; armedAt: number } | undefined;
 
 function track(p: Promise<void>): void {
   inFlight.add(p);
   void p.finally(() => inFlight.delete(p));
 }
 
-function pickHolder(preferred: Slot): Slot | undefined {
-  const up = slots.filter((s) => s.state === 'up' && s.child && s.ready);
+function pickHolder(preferred: Slot, ending = false): Slot | undefined {
+  const up = slots.filter(
+    (s) => s.state === 'up' && s.child && s.ready && (!ending || s.keepUntil <= stamp()),
+  );
   const holders = up.filter((s) => s.running.size > 0);
   if (holders.includes(preferred)) return preferred;
   if (holders.length > 0) return holders[Math.floor(faultRng() * holders.length)];
@@ -282,33 +345,42 @@ function inject(f: FaultPlan): void {
     faultsDone[f.kind] = (faultsDone[f.kind] ?? 0) + 1;
   };
   switch (f.kind) {
-    case 'kill': {
-      const slot = pickHolder(target);
+    case 'kill':
+    case 'handover': {
+      const slot = pickHolder(target, true);
       if (!slot?.child) {
         skip('no live worker');
         return;
       }
       const child = slot.child;
-      slot.state = 'killed';
+      const handover = f.kind === 'handover';
+      slot.state = handover ? 'handover' : 'killed';
+      const slow = handover && (f.replyDelayMs ?? 0) > 0;
       plog({
         ev: 'fault',
-        kind: 'kill',
+        kind: f.kind,
         w: slot.index,
         p: slot.instance,
         phase: 'start',
-        detail: `holding ${slot.running.size}`,
+        detail: `holding ${slot.running.size}${slow ? `, replies ${f.replyDelayMs} ms late` : ''}`,
       });
-      child.kill('SIGKILL');
+      // a slow link: the release's reply (and what the worker does after it) comes late
+      if (slow) setLinkReplyDelay(slot, 'handover', f.replyDelayMs ?? 0);
+      child.kill(handover ? 'SIGTERM' : 'SIGKILL');
       done();
       track(
         (async () => {
+          // a handover: the process closes and exits by itself (bounded by its handleSignals)
+          for (let i = 0; i < 150 && slot.child === child; i++) await sleep(100);
+          if (slot.child === child) child.kill('SIGKILL');
+          setLinkReplyDelay(slot, 'handover', 0);
           await sleep(f.durationMs);
-          if (slot.state !== 'killed') return;
+          if (slot.state !== 'killed' && slot.state !== 'handover') return;
           slot.state = 'up';
           spawnWorker(slot);
           plog({
             ev: 'fault',
-            kind: 'kill',
+            kind: f.kind,
             w: slot.index,
             p: slot.instance,
             phase: 'end',
@@ -346,59 +418,145 @@ function inject(f: FaultPlan): void {
       );
       return;
     }
-    case 'redis-restart': {
-      if (redisRestarting) {
-        skip('a restart is in progress');
+    case 'abort': {
+      // the feed of a worker whose handler runs gives up on that run() and calls it again
+      const slot = pickHolder(target);
+      if (!slot?.child?.connected || slot.running.size === 0) {
+        skip('no running handler');
         return;
       }
-      redisRestarting = true;
-      // quorum: one node of three (a minority)
-      const nodeIndex = Math.floor(faultRng() * coordNodes.length);
-      const node = coordNodes[nodeIndex];
-      if (!node) return;
       plog({
         ev: 'fault',
-        kind: 'redis-restart',
+        kind: 'abort',
+        w: slot.index,
+        p: slot.instance,
         phase: 'start',
-        detail: `${f.crash ? 'SIGKILL' : 'SIGTERM'}${coordNodes.length > 1 ? ` node ${nodeIndex}` : ''}`,
+        detail: `run() called again within ${f.durationMs} ms`,
       });
+      slot.child.send({ type: 'abort', afterMs: f.durationMs } satisfies ToWorker);
+      slot.keepUntil = stamp() + f.durationMs + noticeBoundMs() + 5_000;
       done();
+      const instance = slot.instance;
       track(
         (async () => {
-          try {
-            if (f.crash) await node.kill();
-            await node.restart();
-          } finally {
-            redisRestarting = false;
-            plog({ ev: 'fault', kind: 'redis-restart', phase: 'end' });
-          }
+          await sleep(f.durationMs);
+          plog({ ev: 'fault', kind: 'abort', w: slot.index, p: instance, phase: 'end' });
         })(),
       );
       return;
     }
+    case 'redis-restart':
+    case 'node-loss': {
+      if (nodeFaultBusy) {
+        skip('another node fault is in progress');
+        return;
+      }
+      nodeFaultBusy = true;
+      const nodeIndex = f.node ?? 0;
+      const node = coordNodes[nodeIndex];
+      if (!node) return;
+      done();
+      const go = async () => {
+        const crash = f.kind === 'node-loss' || f.crash;
+        plog({
+          ev: 'fault',
+          kind: f.kind,
+          node: nodeIndex,
+          phase: 'start',
+          detail: `${crash ? 'SIGKILL' : 'SIGTERM'}${coordNodes.length > 1 ? ` node ${nodeIndex}` : ''}`,
+        });
+        try {
+          if (crash) await node.kill();
+          // node-loss: the node stays away a while (the others must keep a quorum)
+          if (f.kind === 'node-loss') await sleep(f.durationMs);
+          await node.restart();
+        } finally {
+          nodeFaultBusy = false;
+          plog({ ev: 'fault', kind: f.kind, node: nodeIndex, phase: 'end' });
+        }
+      };
+      if (f.kind === 'redis-restart') {
+        track(go());
+        return;
+      }
+      // node-loss: right after the next settle a worker reports (or in 2 s at the latest)
+      track(
+        new Promise<void>((resolve) => {
+          const fire = () => {
+            clearTimeout(timer);
+            onSettle = undefined;
+            void go().finally(resolve);
+          };
+          const timer = setTimeout(fire, 2_000);
+          onSettle = fire;
+        }),
+      );
+      return;
+    }
+    case 'slow-minority': {
+      if (nodeFaultBusy) {
+        skip('another node fault is in progress');
+        return;
+      }
+      nodeFaultBusy = true;
+      const nodeIndex = f.node ?? 0;
+      plog({
+        ev: 'fault',
+        kind: 'slow-minority',
+        node: nodeIndex,
+        phase: 'start',
+        detail: `node ${nodeIndex} answers ${f.replyDelayMs} ms late for ${f.durationMs} ms`,
+      });
+      for (const slot of slots)
+        setReplyDelay(slot, nodeIndex, 'slow-minority', f.replyDelayMs ?? 0);
+      done();
+      track(
+        (async () => {
+          await sleep(f.durationMs);
+          for (const slot of slots) setReplyDelay(slot, nodeIndex, 'slow-minority', 0);
+          // the replies held back are still on their way
+          await sleep(f.replyDelayMs ?? 0);
+          nodeFaultBusy = false;
+          plog({ ev: 'fault', kind: 'slow-minority', node: nodeIndex, phase: 'end' });
+        })(),
+      );
+      return;
+    }
+    case 'timeout': {
+      if (target.linkFault || armedTimeout) {
+        skip('the link is already faulted');
+        return;
+      }
+      target.linkFault = true;
+      armedTimeout = { f, slot: target, armedAt: stamp() };
+      return;
+    }
     case 'cut':
     case 'partition':
-    case 'delay': {
+    case 'delay':
+    case 'cut-node': {
       if (target.linkFault) {
         skip('the link is already faulted');
         return;
       }
       target.linkFault = true;
-      const links = target.proxies;
+      const one = f.kind === 'cut-node' ? (f.node ?? 0) : undefined;
+      const links = one === undefined ? target.proxies : target.proxies.slice(one, one + 1);
       const detail =
         f.kind === 'delay'
           ? `${f.delayMs} ms one-way for ${f.durationMs} ms`
-          : `${f.durationMs} ms`;
+          : `${f.durationMs} ms${one === undefined ? '' : ` from node ${one}`}`;
       plog({
         ev: 'fault',
         kind: f.kind,
         w: target.index,
         p: target.instance,
+        ...(one === undefined ? {} : { node: one }),
         phase: 'start',
         detail,
       });
       for (const proxy of links) {
-        if (f.kind === 'cut') proxy.cut();
+        if (f.kind === 'cut' || f.kind === 'cut-node') proxy.cut();
         else if (f.kind === 'partition') proxy.blackhole({ hold: true });
         else proxy.setDelay(f.delayMs ?? 100);
       }
@@ -411,12 +569,61 @@ function inject(f: FaultPlan): void {
             else proxy.heal();
           }
           target.linkFault = false;
-          plog({ ev: 'fault', kind: f.kind, w: target.index, p: target.instance, phase: 'end' });
+          plog({
+            ev: 'fault',
+            kind: f.kind,
+            w: target.index,
+            p: target.instance,
+            ...(one === undefined ? {} : { node: one }),
+            phase: 'end',
+          });
         })(),
       );
       return;
     }
   }
+}
+
+/**
+ * An armed `timeout` fault goes off when tasks are released to its pair, preferably one whose
+ * handler will overrun its deadline (or after 3 s): the slot's replies are held back past
+ * connectTimeoutMs for a short window, and the slot gets the tasks a moment before its peer,
+ * so that its claims win and their replies come too late. (A grant whose reply was lost must
+ * still end its handler by the deadline Redis applies.)
+ * Returns the slot whose peer must get its share of this release a round later.
+ */
+function fireTimeout(batch: TaskSpec[][]): Slot | undefined {
+  const armed = armedTimeout;
+  if (!armed) return undefined;
+  const { f, slot } = armed;
+  const share = batch[slot.index] ?? [];
+  const waited = stamp() - armed.armedAt;
+  const hasTasks = share.length > 0;
+  const wanted = share.some((t) => t.overrunMs !== undefined);
+  if (!(wanted || (hasTasks && waited >= 3_000) || waited >= 6_000)) return undefined;
+  armedTimeout = undefined;
+  const late = f.replyDelayMs ?? workerTiming.connectTimeoutMs * 2;
+  plog({
+    ev: 'fault',
+    kind: 'timeout',
+    w: slot.index,
+    p: slot.instance,
+    phase: 'start',
+    detail: `replies ${late} ms late for ${f.durationMs} ms`,
+  });
+  setLinkReplyDelay(slot, 'timeout', late);
+  faultsDone.timeout = (faultsDone.timeout ?? 0) + 1;
+  track(
+    (async () => {
+      await sleep(f.durationMs);
+      setLinkReplyDelay(slot, 'timeout', 0);
+      // the replies held back are still on their way
+      await sleep(late);
+      slot.linkFault = false;
+      plog({ ev: 'fault', kind: 'timeout', w: slot.index, p: slot.instance, phase: 'end' });
+    })(),
+  );
+  return hasTasks ? slot : undefined;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -486,6 +693,7 @@ async function main(): Promise<void> {
       index: i,
       pair: Math.floor(i / SIDES),
       proxies,
+      replyDelays: proxies.map(() => new Map()),
       child: undefined,
       instance: '',
       instances: 0,
@@ -494,6 +702,7 @@ async function main(): Promise<void> {
       running: new Set(),
       state: 'up',
       linkFault: false,
+      keepUntil: 0,
     });
   }
   for (const slot of slots) spawnWorker(slot);
@@ -502,7 +711,7 @@ async function main(): Promise<void> {
   say('workers ready');
 
   const horizonMs = maxSeconds * 1_000;
-  const faults = planFaults(seed, horizonMs, faultGapMs, kinds);
+  const faults = planFaults(seed, horizonMs, faultGapMs, kinds, nodeCount);
   writeFileSync(path.join(outDir, 'plan.json'), JSON.stringify({ seed, tasks: specs, faults }));
   const start = stamp();
   let released = 0;
@@ -510,6 +719,12 @@ async function main(): Promise<void> {
   const windowPerPair = 400;
   let lastReport = start;
   let endReason = 'all tasks released and settled';
+  /** Shares of a release held back one round (the peer of a `timeout` fault's slot). */
+  let deferred: [Slot, TaskSpec[]][] = [];
+  const deliverDeferred = () => {
+    for (const [slot, tasks] of deferred) deliver(slot, tasks);
+    deferred = [];
+  };
 
   // release tasks at `rate`, inject faults on schedule, until every task is out or time is up
   for (;;) {
@@ -522,6 +737,7 @@ async function main(): Promise<void> {
       const f = faults[nextFault++];
       if (f) inject(f);
     }
+    deliverDeferred();
     const due = Math.min(taskCount, Math.floor((elapsed / 1000) * rate));
     const batch: TaskSpec[][] = slots.map(() => []);
     while (released < due) {
@@ -537,8 +753,17 @@ async function main(): Promise<void> {
         batch[slot.index]?.push(spec);
       }
     }
-    for (const slot of slots) deliver(slot, batch[slot.index] ?? []);
-    if (released >= taskCount) break;
+    const first = fireTimeout(batch);
+    for (const slot of slots) {
+      const share = batch[slot.index] ?? [];
+      if (first && slot.pair === first.pair && slot !== first) deferred.push([slot, share]);
+      else deliver(slot, share);
+    }
+    if (released >= taskCount) {
+      await sleep(20);
+      deliverDeferred();
+      break;
+    }
     if (stamp() - lastReport > 10_000) {
       lastReport = stamp();
       say(
@@ -547,16 +772,24 @@ async function main(): Promise<void> {
     }
     await sleep(20);
   }
+  deliverDeferred();
+  if (armedTimeout) {
+    armedTimeout.slot.linkFault = false;
+    faultsSkipped.timeout = (faultsSkipped.timeout ?? 0) + 1;
+    armedTimeout = undefined;
+  }
   plog({ ev: 'released', count: released });
   say(`released ${released} tasks; letting the remaining faults run their course`);
 
   // faults already scheduled before the horizon still end (heal, restart); none start now
   await Promise.allSettled([...inFlight]);
   for (const slot of slots) {
-    for (const proxy of slot.proxies) {
+    slot.proxies.forEach((proxy, n) => {
       proxy.setDelay(0);
+      for (const source of [...(slot.replyDelays[n]?.keys() ?? [])])
+        setReplyDelay(slot, n, source, 0);
       proxy.heal();
-    }
+    });
   }
 
   const drainUntil = stamp() + drainSeconds * 1_000;
@@ -586,6 +819,9 @@ async function main(): Promise<void> {
       topology === 'quorum'
         ? `quorum of ${nodeCount} independent masters, persistence ${persistence}`
         : `single Redis, persistence ${persistence}`,
+    nodes: nodeCount,
+    runBoundMs,
+    noticeBoundMs: noticeBoundMs(),
     tasksPlanned: taskCount,
     released,
     faults: faultsDone,

@@ -8,7 +8,13 @@
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { Redis } from 'ioredis';
-import { fencedWrite, type Outcome, PairedWorker, PairlockError } from '../../src/index.js';
+import {
+  fencedWrite,
+  handleSignals,
+  type Outcome,
+  PairedWorker,
+  PairlockError,
+} from '../../src/index.js';
 import { loadScripts } from '../../src/scripts.js';
 import {
   type FromWorker,
@@ -70,9 +76,10 @@ worker.on('took-over', (e) =>
 worker.on('standby', (e) =>
   log({ ev: 'standby', task: e.taskId, holder: e.holder, token: e.token }),
 );
-worker.on('settled', (e) =>
-  log({ ev: 'settled', task: e.taskId, token: e.token, state: e.state, attempt: e.attempt }),
-);
+worker.on('settled', (e) => {
+  log({ ev: 'settled', task: e.taskId, token: e.token, state: e.state, attempt: e.attempt });
+  send({ type: 'settled', task: e.taskId });
+});
 worker.on('lease-lost', (e) => {
   const line: Line = { ev: 'lease-lost', task: e.taskId, token: e.token, reason: e.reason };
   if (e.rejected !== undefined) line.rejected = e.rejected;
@@ -139,55 +146,123 @@ async function commit(spec: TaskSpec, token: number): Promise<{ ok: boolean; cur
 }
 
 const pending = new Map<string, TaskSpec>();
+/** The current run() call of each task: its number and the feed's abort controller. */
+const calls = new Map<string, { call: number; controller: AbortController }>();
+/** Tasks whose handler runs in this process now: when each is planned to end, and whether past its deadline. */
+const handling = new Map<string, { endsAt: number; overrun: boolean }>();
+let callCount = 0;
+let stopping = false;
+
+function handler(spec: TaskSpec) {
+  return async ({
+    signal,
+    token,
+    attempt,
+  }: {
+    signal: AbortSignal;
+    token: number;
+    attempt: number;
+  }) => {
+    log({ ev: 'exec-start', task: spec.id, token, attempt, session: worker.session });
+    const onSignal = () =>
+      log({
+        ev: 'exec-signal',
+        task: spec.id,
+        token,
+        reason: String((signal.reason as { reason?: string } | undefined)?.reason ?? 'unknown'),
+      });
+    signal.addEventListener('abort', onSignal, { once: true });
+    const overrun = attempt === 1 && spec.overrunMs !== undefined;
+    const ms = overrun ? workerTiming.taskTimeoutMs + (spec.overrunMs ?? 0) : spec.durationMs;
+    handling.set(spec.id, { endsAt: stamp() + ms, overrun });
+    send({ type: 'exec', task: spec.id, running: true });
+    try {
+      await sleep(ms, spec.careful ? signal : undefined);
+      if (spec.fail === 'always' || (spec.fail === 'first' && attempt === 1)) {
+        throw new Error(`simulated failure of ${spec.id} (attempt ${attempt})`);
+      }
+      const res = await commit(spec, token);
+      log({ ev: 'sink', task: spec.id, token, ok: res.ok, current: res.current });
+      if (!res.ok) throw new Error(`fenced out: the sink has token ${res.current}`);
+      log({ ev: 'exec-end', task: spec.id, token, status: 'ok' });
+      return { task: spec.id, token, by: worker.id };
+    } catch (err) {
+      const aborted = signal.aborted && err === signal.reason;
+      log({
+        ev: 'exec-end',
+        task: spec.id,
+        token,
+        status: aborted ? 'aborted' : 'threw',
+        message: (err as Error).message,
+      });
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onSignal);
+      handling.delete(spec.id);
+      send({ type: 'exec', task: spec.id, running: false });
+    }
+  };
+}
+
+/** The feed aborted this call on purpose (the `abort` fault). */
+class CallerAbort extends Error {
+  constructor(readonly afterMs: number) {
+    super('the feed aborted run()');
+    this.name = 'CallerAbort';
+  }
+}
 
 async function runTask(spec: TaskSpec): Promise<void> {
   const opts = spec.hash === undefined ? {} : { hash: { key: spec.hash } };
+  /** Closed before an answer: the task stays pending for the orchestrator (the next process). */
+  let closed = false;
   // a feed that redelivers: a run that gave up (Redis away too long) is tried again
-  for (let delivery = 1; delivery <= 20; delivery++) {
+  for (let delivery = 1; delivery <= 20; ) {
     let outcome: Outcome<unknown>;
+    const call = ++callCount;
+    const controller = new AbortController();
+    calls.set(spec.id, { call, controller });
+    log({ ev: 'run-call', task: spec.id, call });
     try {
-      outcome = await worker.run(
-        spec.id,
-        async ({ signal, token, attempt }) => {
-          log({ ev: 'exec-start', task: spec.id, token, attempt, session: worker.session });
-          send({ type: 'exec', task: spec.id, running: true });
-          try {
-            await sleep(spec.durationMs, spec.careful ? signal : undefined);
-            if (spec.fail === 'always' || (spec.fail === 'first' && attempt === 1)) {
-              throw new Error(`simulated failure of ${spec.id} (attempt ${attempt})`);
-            }
-            const res = await commit(spec, token);
-            log({ ev: 'sink', task: spec.id, token, ok: res.ok, current: res.current });
-            if (!res.ok) throw new Error(`fenced out: the sink has token ${res.current}`);
-            log({ ev: 'exec-end', task: spec.id, token, status: 'ok' });
-            return { task: spec.id, token, by: worker.id };
-          } catch (err) {
-            const aborted = signal.aborted && err === signal.reason;
-            log({
-              ev: 'exec-end',
-              task: spec.id,
-              token,
-              status: aborted ? 'aborted' : 'threw',
-              message: (err as Error).message,
-            });
-            throw err;
-          } finally {
-            send({ type: 'exec', task: spec.id, running: false });
-          }
-        },
-        opts,
-      );
+      outcome = await worker.run(spec.id, handler(spec), { ...opts, signal: controller.signal });
     } catch (err) {
+      if (err instanceof CallerAbort) {
+        // the feed gave up on this call while the handler runs; it asks again shortly
+        log({
+          ev: 'run-error',
+          call,
+          task: spec.id,
+          code: 'CALLER_ABORT',
+          message: err.message,
+          final: false,
+        });
+        await sleep(err.afterMs);
+        if (stopping) break;
+        continue;
+      }
       const code = err instanceof PairlockError ? err.code : 'UNKNOWN';
       // unavailability (one Redis away, or no quorum of nodes reachable): redeliver
       const retry = (code === 'ERR_REDIS_UNAVAILABLE' || code === 'ERR_NO_QUORUM') && delivery < 20;
-      log({ ev: 'run-error', task: spec.id, code, message: (err as Error).message, final: !retry });
+      // closed (handover, or the end of the run): the next process gets the task again
+      closed = code === 'ERR_CLOSED' && stopping;
+      log({
+        ev: 'run-error',
+        call,
+        task: spec.id,
+        code,
+        message: (err as Error).message,
+        final: !retry && !closed,
+      });
       if (!retry) break;
+      delivery++;
       await sleep(250);
       continue;
+    } finally {
+      if (calls.get(spec.id)?.call === call) calls.delete(spec.id);
     }
     const line: Line = {
       ev: 'outcome',
+      call,
       task: spec.id,
       state: outcome.state,
       role: outcome.role,
@@ -201,10 +276,9 @@ async function runTask(spec: TaskSpec): Promise<void> {
     break;
   }
   pending.delete(spec.id);
-  send({ type: 'outcome', task: spec.id });
+  if (!closed) send({ type: 'outcome', task: spec.id });
 }
 
-let stopping = false;
 process.on('message', (msg: ToWorker) => {
   if (msg.type === 'run') {
     for (const spec of msg.tasks) {
@@ -212,11 +286,41 @@ process.on('message', (msg: ToWorker) => {
       pending.set(spec.id, spec);
       void runTask(spec);
     }
+  } else if (msg.type === 'abort') {
+    // the handler with the longest still to go, so that run() is called again while it
+    // runs; one that will end within its deadline if there is one (it settles normally)
+    let task: string | undefined;
+    let endsAt = 0;
+    let overrun = true;
+    for (const [id, h] of handling) {
+      if (!calls.has(id)) continue;
+      const better = overrun && !h.overrun ? true : h.overrun === overrun && h.endsAt > endsAt;
+      if (better) {
+        task = id;
+        endsAt = h.endsAt;
+        overrun = h.overrun;
+      }
+    }
+    const current = task === undefined ? undefined : calls.get(task);
+    if (task === undefined || !current) return;
+    log({ ev: 'caller-abort', task, call: current.call, running: true });
+    const afterMs = Math.min(msg.afterMs, Math.max(5, (endsAt - stamp()) / 2));
+    current.controller.abort(new CallerAbort(Math.round(afterMs)));
   } else if (msg.type === 'stop') {
     void stop();
   }
 });
 process.on('disconnect', () => void stop());
+
+// SIGTERM (the `handover` fault): close with handover, as an application using
+// handleSignals does; the process exits once the worker is closed
+handleSignals(worker, {
+  timeoutMs: 10_000,
+  beforeClose: (signal) => {
+    stopping = true;
+    log({ ev: 'closing', signal });
+  },
+});
 
 async function stop(): Promise<void> {
   if (stopping) return;
