@@ -92,11 +92,11 @@ describe('the checker', () => {
         { t, ev: 'start', w: 0, p: 'w0.1', pid: 1, worker: 'w0:a', session: 'w0:a#1' },
         { t: t + 1, ev: 'claimed', task, token: 1, attempt: 1, kind: 'fresh' },
         { t: t + 1, ev: 'exec-start', task, token: 1, attempt: 1, session: 'w0:a#1' },
-        { t: t + 5, ev: 'sink', task, token: 1, ok: true, current: 0 },
-        { t: t + 5, ev: 'exec-end', task, token: 1, status: 'ok' },
-        { t: t + 6, ev: 'settled', task, token: 1, state: 'done', attempt: 1 },
+        { t: t + 400, ev: 'sink', task, token: 1, ok: true, current: 0 },
+        { t: t + 400, ev: 'exec-end', task, token: 1, status: 'ok' },
+        { t: t + 401, ev: 'settled', task, token: 1, state: 'done', attempt: 1 },
         {
-          t: t + 6,
+          t: t + 401,
           ev: 'outcome',
           task,
           state: 'done',
@@ -111,7 +111,7 @@ describe('the checker', () => {
         { t, ev: 'start', w: 1, p: 'w1.1', pid: 2, worker: 'w1:b', session: 'w1:b#1' },
         { t: t + 2, ev: 'standby', task, holder: 'w0:a', token: 1 },
         {
-          t: t + 7,
+          t: t + 402,
           ev: 'outcome',
           task,
           state: 'done',
@@ -257,7 +257,7 @@ describe('the checker', () => {
       (f) => {
         takeover(f);
         faultOn(f, 'handover', 0, t + 1, t + 4);
-        f.w0.splice(4, 0, { t: t + 3.5, ev: 'exec-signal', task, token: 1, reason: 'handover' });
+        f.w0.splice(3, 0, { t: t + 300, ev: 'exec-signal', task, token: 1, reason: 'handover' });
       },
       (r) => r.duplicates.filter((d) => !d.allowed).length,
     ],
@@ -351,6 +351,20 @@ describe('the checker', () => {
     expect(check(dir).duplicates.map((d) => [d.cause, d.allowed])).toEqual([
       ['handler ignored its abort signal', true],
     ]);
+  });
+
+  it('allows an overlap only as long as the older holder was stalled', () => {
+    const stalled = (from: number, to: number) =>
+      check(
+        fixture((f) => {
+          takeover(f);
+          f.w0.push({ t: t + to, ev: 'lag', ms: to - from });
+        }),
+      ).duplicates.map((d) => [d.cause, d.allowed]);
+    // frozen from before the newer start until it ended: it could not have stopped sooner
+    expect(stalled(0, 400)).toEqual([['event-loop stall', true]]);
+    // a short stall while it went on for 400 ms unaware explains nothing
+    expect(stalled(200, 250)).toEqual([['none', false]]);
   });
 
   it('allows an overlap in quorum mode when a majority of the nodes was away from the holder', () => {

@@ -1,14 +1,24 @@
 /**
- * Pieces shared by the chaos orchestrator (run.ts), its worker processes (worker.ts) and the
- * checker (check.ts): the seeded random source, the task plan, the fault schedule, and the
- * shapes of the JSON lines every process logs.
+ * Pieces shared by the orchestrator (run.ts), its worker processes (worker.ts) and the
+ * checker (check.ts) of `npm run chaos` and `pairlock verify`: the seeded random source, the
+ * task plan, the fault schedule, the key layout of the fenced sink, and the shapes of the
+ * JSON lines every process logs.
  */
 import { performance } from 'node:perf_hooks';
+import type { RedisOptions } from 'ioredis';
 
 /** Monotonic ms on a clock shared (to ~1 ms) by every process of the run. */
 export function stamp(): number {
   return performance.timeOrigin + performance.now();
 }
+
+/**
+ * Every process samples its event loop every LAG_SAMPLE_MS and logs a stall ('lag') when a
+ * sample comes more than LAG_LOG_MS after the previous one: a loop that cannot run cannot
+ * fire a handler's signal on time, and the checker needs to see stalls of a few tens of ms.
+ */
+export const LAG_SAMPLE_MS = 10;
+export const LAG_LOG_MS = 35;
 
 /** mulberry32: small, fast, good enough to derive a schedule from a seed. */
 export function rng(seed: number): () => number {
@@ -153,9 +163,17 @@ export const faultKinds: readonly FaultKind[] = [
 ];
 /** Fault kinds that only mean something with several coordination nodes (quorum mode). */
 export const quorumOnlyFaults: readonly FaultKind[] = ['cut-node', 'slow-minority'];
+/**
+ * Fault kinds that stop or restart a Redis server: only where the run owns its servers
+ * (`npm run chaos`). Every other kind acts on the workers or on their proxies.
+ */
+export const serverFaults: readonly FaultKind[] = ['redis-restart', 'node-loss'];
 /** The fault kinds a run injects unless told otherwise. */
-export function defaultFaults(nodes: number): FaultKind[] {
-  return faultKinds.filter((k) => nodes > 1 || !quorumOnlyFaults.includes(k));
+export function defaultFaults(nodes: number, ownsServers = true): FaultKind[] {
+  return faultKinds.filter(
+    (k) =>
+      (nodes > 1 || !quorumOnlyFaults.includes(k)) && (ownsServers || !serverFaults.includes(k)),
+  );
 }
 
 /**
@@ -247,8 +265,9 @@ export function planFaults(
         break;
       case 'handover':
         f.durationMs = 200 + Math.round(r() * 1_500);
-        // half of them on a slow link: the release's reply comes late
-        f.replyDelayMs = r() < 0.5 ? 0 : 30 + Math.round(r() * 270);
+        // half of them on a slow link: the release's reply comes late (well past the
+        // lateness the checker grants an event loop, but within connectTimeoutMs)
+        f.replyDelayMs = r() < 0.5 ? 0 : 100 + Math.round(r() * 250);
         break;
       case 'cut-node':
         f.durationMs = Math.round(ttl * (0.3 + r() * 2.7));
@@ -371,6 +390,13 @@ export type ParentLine =
   | { t: number; ev: 'lag'; ms: number }
   | { t: number; ev: 'end'; reason: string; released: number };
 
+/** A parent line as written (the timestamp is added by the writer). */
+export type ParentEntry = ParentLine extends infer L
+  ? L extends { t: number }
+    ? Omit<L, 't'>
+    : never
+  : never;
+
 /** An entry of the sink's journal: every write attempt, in the order the sink applied them. */
 export interface SinkEntry {
   task: string;
@@ -381,8 +407,30 @@ export interface SinkEntry {
   session: string;
 }
 
+/** What the orchestrator tells a worker process (the first IPC message). */
+export interface WorkerConfig {
+  slot: number;
+  pair: number;
+  instance: string;
+  namespace: string;
+  keyPrefix: string;
+  /** One: a single Redis; three or more: quorum mode. Each reaches its node through a proxy. */
+  coord: RedisOptions[];
+  /** The fenced sink's Redis, reached directly. */
+  sink: RedisOptions;
+  /** Prefix of the sink's keys (see sinkKey). */
+  sinkBase: string;
+  /** Expiry of the sink's keys; 0: none. */
+  sinkTtlMs: number;
+  /** How long task records are kept (PairedWorker option); undefined: the default. */
+  retentionMs?: number;
+  logFile: string;
+}
+
 /** IPC: parent → worker. */
 export type ToWorker =
+  /** The first message: the process's configuration (worker.ts WorkerConfig). */
+  | { type: 'config'; config: WorkerConfig }
   | { type: 'run'; tasks: TaskSpec[] }
   /**
    * Abort, through its signal, the run() of the task whose handler has the longest still to
@@ -399,14 +447,17 @@ export type FromWorker =
   | { type: 'settled'; task: string }
   | { type: 'closed' };
 
-/** Sink key and journal of a task (on the sink Redis). */
-export function sinkKey(pair: number, spec: { id: string; hash?: string }): string {
-  return `sink:${pair}:${spec.hash ?? ''}:${spec.id}`;
+/**
+ * Where the fenced sink keeps its keys: `base` is prepended to every one of them (the chaos
+ * run's sink is a Redis of its own and uses none; `pairlock verify` keeps them in its
+ * namespace, `<prefix>:{<namespace>}:`, so that they share its hash tag and its cleanup).
+ */
+export function sinkKey(base: string, pair: number, spec: { id: string; hash?: string }): string {
+  return `${base}sink:${pair}:${spec.hash ?? ''}:${spec.id}`;
 }
-export const SINK_JOURNAL = 'sink:journal';
-export function taskRef(spec: { id: string; hash?: string }): string {
-  return spec.hash === undefined ? `t:${spec.id}` : `h:${spec.hash}:${spec.id}`;
+export function sinkJournal(base: string): string {
+  return `${base}sink:journal`;
 }
-export function namespaceOf(pair: number): string {
-  return `chaos-p${pair}`;
+export function sinkWarmup(base: string, instance: string): string {
+  return `${base}sink:warmup:${instance}`;
 }

@@ -1,45 +1,44 @@
 /**
- * One worker process of the chaos run. Started by run.ts as
- *   node --import tsx test/chaos/worker.ts <json config>
- * It reaches the coordination Redis through its own TCP proxy (so the orchestrator can cut
- * or delay just this worker), commits every task's effect to the fenced sink (a separate
- * Redis no fault touches), and logs every step as a JSON line with a monotonic timestamp.
- * Lines are written synchronously, so a SIGKILL loses none that were logged.
+ * One worker process of `npm run chaos` and `pairlock verify`. The orchestrator (run.ts)
+ * starts it (workerCommand) and sends its configuration as the first IPC message. It reaches
+ * the coordination Redis through its own TCP proxies (so the orchestrator can cut or delay
+ * just this worker), commits every task's effect to the fenced sink (reached directly: no
+ * fault touches it), and logs every step as a JSON line with a monotonic timestamp. Lines
+ * are written synchronously, so a SIGKILL loses none that were logged.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { Redis } from 'ioredis';
-import {
-  fencedWrite,
-  handleSignals,
-  type Outcome,
-  PairedWorker,
-  PairlockError,
-} from '../../src/index.js';
-import { loadScripts } from '../../src/scripts.js';
+import { PairlockError } from '../errors.js';
+import { fencedWrite } from '../fencing.js';
+import { handleSignals } from '../runtime.js';
+import { loadScripts } from '../scripts.js';
+import { type Outcome, PairedWorker } from '../worker.js';
 import {
   type FromWorker,
-  namespaceOf,
-  SINK_JOURNAL,
+  LAG_LOG_MS,
+  LAG_SAMPLE_MS,
   type SinkEntry,
+  sinkJournal,
   sinkKey,
+  sinkWarmup,
   stamp,
   type TaskSpec,
   type ToWorker,
+  type WorkerConfig,
   type WorkerLine,
   workerTiming,
 } from './common.js';
 
-interface Config {
-  slot: number;
-  pair: number;
-  instance: string;
-  /** One URL: a single Redis; three: quorum mode over independent masters. */
-  redisUrls: string[];
-  sinkUrl: string;
-  logFile: string;
-}
-
-const config = JSON.parse(process.argv[2] ?? '{}') as Config;
+const config = await new Promise<WorkerConfig>((resolve) => {
+  const onMessage = (msg: ToWorker) => {
+    if (msg.type !== 'config') return;
+    process.off('message', onMessage);
+    resolve(msg.config);
+  };
+  process.on('message', onMessage);
+  // the orchestrator went away before it configured this process
+  process.once('disconnect', () => process.exit(0));
+});
 const fd = openSync(config.logFile, 'a');
 
 type Line = WorkerLine extends infer L ? (L extends { t: number } ? Omit<L, 't'> : never) : never;
@@ -52,12 +51,15 @@ function send(msg: FromWorker): void {
 }
 
 const worker = new PairedWorker({
-  ...(config.redisUrls.length > 1 ? { nodes: config.redisUrls } : { redis: config.redisUrls[0] }),
-  namespace: namespaceOf(config.pair),
+  ...(config.coord.length > 1 ? { nodes: config.coord } : { redis: config.coord[0] }),
+  namespace: config.namespace,
+  keyPrefix: config.keyPrefix,
   name: `w${config.slot}`,
   ...workerTiming,
+  ...(config.retentionMs === undefined ? {} : { retentionMs: config.retentionMs }),
 });
-const sink = new Redis(config.sinkUrl, { maxRetriesPerRequest: 3 });
+const sink = new Redis({ ...config.sink, maxRetriesPerRequest: 3 });
+sink.on('error', () => {});
 const fenceCommand = loadScripts().fencedWrite.command;
 
 worker.on('claimed', (e) =>
@@ -90,13 +92,14 @@ worker.on('renew-failed', (e) =>
 );
 worker.on('peer-failed', (e) => log({ ev: 'peer-failed', session: e.session, tasks: e.tasks }));
 
-// event-loop stalls (CPU starvation, SIGSTOP): a holder that cannot run cannot notice it lost its lease
+// event-loop stalls (CPU starvation, SIGSTOP): a holder that cannot run cannot notice it
+// lost its lease. Sampled finely: a timer 30 ms late already makes a deadline's signal late.
 let tick = stamp();
 setInterval(() => {
   const now = stamp();
-  if (now - tick > 250) log({ ev: 'lag', ms: Math.round(now - tick - 50) });
+  if (now - tick > LAG_LOG_MS) log({ ev: 'lag', ms: Math.round(now - tick - LAG_SAMPLE_MS) });
   tick = now;
-}, 50).unref();
+}, LAG_SAMPLE_MS).unref();
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -132,10 +135,13 @@ async function commit(spec: TaskSpec, token: number): Promise<{ ok: boolean; cur
   const value = JSON.stringify({ token, by: worker.id });
   const tx = sink.multi() as unknown as Record<string, (...a: (string | number)[]) => unknown> & {
     rpush(k: string, v: string): unknown;
+    pexpire(k: string, ms: number): unknown;
     exec(): Promise<[Error | null, unknown][] | null>;
   };
-  tx[fenceCommand]?.(sinkKey(config.pair, spec), token, value, 0);
-  tx.rpush(SINK_JOURNAL, JSON.stringify(entry));
+  const journal = sinkJournal(config.sinkBase);
+  tx[fenceCommand]?.(sinkKey(config.sinkBase, config.pair, spec), token, value, config.sinkTtlMs);
+  tx.rpush(journal, JSON.stringify(entry));
+  if (config.sinkTtlMs > 0) tx.pexpire(journal, config.sinkTtlMs);
   const res = await tx.exec();
   const first = res?.[0];
   if (!first || first[0]) throw first?.[0] ?? new Error('sink transaction aborted');
@@ -335,7 +341,9 @@ async function stop(): Promise<void> {
 
 async function main(): Promise<void> {
   // load the fence script on the sink once, so the transaction's EVALSHA finds it
-  await fencedWrite(sink, `sink:warmup:${config.instance}`, 1, 'x', { ttlMs: 60_000 });
+  await fencedWrite(sink, sinkWarmup(config.sinkBase, config.instance), 1, 'x', {
+    ttlMs: 60_000,
+  });
   for (let i = 1; ; i++) {
     try {
       await worker.start();
@@ -358,6 +366,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`chaos worker ${config.slot} failed to start: ${String(err)}\n`);
+  process.stderr.write(`worker ${config.slot} failed to start: ${String(err)}\n`);
   process.exit(2);
 });
