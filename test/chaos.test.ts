@@ -262,6 +262,16 @@ describe('the checker', () => {
       (r) => r.duplicates.filter((d) => !d.allowed).length,
     ],
     [
+      'a handler that ended by itself just after the newer one started, told only long after',
+      (f) => {
+        takeover(f);
+        faultOn(f, 'handover', 0, t + 1, t + 4);
+        for (const line of f.w0) if (line.ev === 'sink' || line.ev === 'exec-end') line.t = t + 9;
+        f.w0.push({ t: t + 300, ev: 'lease-lost', task, token: 1, reason: 'handover' });
+      },
+      (r) => r.duplicates.filter((d) => !d.allowed).length,
+    ],
+    [
       'executions overlapping in quorum mode with only one node away (cut-node)',
       (f) => {
         f.summary.nodes = 3;

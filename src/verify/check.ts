@@ -297,8 +297,10 @@ export function check(dir: string): Report {
           signalAt.get(`${a.instance}#${task}#${a.token}`) ?? Infinity,
         );
         // frozen for as long as it was late: the stalls of the older holder (and of the
-        // proxies) around the newer start cover the time it went on without being told
-        const until = Math.min(told, a.end);
+        // proxies) around the newer start cover the time until it was told (or, never told,
+        // until its handler ended): a handler that ended by itself soon after the newer
+        // start but was told only much later was not merely late on its timers
+        const until = Number.isFinite(told) ? told : a.end;
         const stalled =
           coverage([...(lags.get(a.instance) ?? []), ...parentLags], b.start - 100, until) >=
           until - b.start - STALL_SLACK_MS;
