@@ -12,6 +12,7 @@ export const ReplyCode = {
   Done: 3,
   Failed: 4,
   Claimable: 5,
+  Resumed: 6,
   // faults
   Corrupt: -1,
   NewerFormat: -2,

@@ -24,6 +24,26 @@ export interface NamespaceEvent {
   by?: string;
   /** rejected (watched only): the reply code of the refused settle */
   why?: number;
+  /** settled, released: the owner's change sequence after the batch (see cover.lua) */
+  q?: number;
+}
+
+/**
+ * One message on a namespace channel: one event object, or a JSON array of the events of
+ * one batch (settles, releases). Anything else yields nothing.
+ */
+export function parseNamespaceMessage(msg: string): NamespaceEvent[] {
+  let v: unknown;
+  try {
+    v = JSON.parse(msg);
+  } catch {
+    return [];
+  }
+  const list = Array.isArray(v) ? v : [v];
+  return list.filter(
+    (e): e is NamespaceEvent =>
+      typeof e === 'object' && e !== null && typeof (e as NamespaceEvent).r === 'string',
+  );
 }
 
 /** Every event a PairedWorker emits, with its one payload object. */

@@ -7,6 +7,7 @@
  *   <prefix>:{<ns>}:h:<key>           hash of task records (hash-field mode), field = task id
  *   <prefix>:{<ns>}:hx:<key>          index zset of that hash: field -> drop time (server ms)
  *   <prefix>:{<ns>}:s:<sessionId>     a worker's session (liveness lease)
+ *   <prefix>:{<ns>}:q:<sessionId>     its change sequence: +1 per batch of its settles and releases
  *   <prefix>:{<ns>}:events            pub/sub channel of the namespace (takeovers, settles, releases)
  *   <prefix>:{<ns>}:events:claims     fresh claims, published only while <channel>:watching exists
  *   <prefix>:{<ns>}:events:watching  flag kept alive by `pairlock watch`
@@ -29,15 +30,22 @@ export class Keys {
   readonly base: string;
   readonly channel: string;
   readonly sessionPrefix: string;
+  readonly seqPrefix: string;
 
   constructor(keyPrefix: string, namespace: string) {
     this.base = `${keyPrefix}:{${namespace}}:`;
     this.channel = `${this.base}events`;
     this.sessionPrefix = `${this.base}s:`;
+    this.seqPrefix = `${this.base}q:`;
   }
 
   session(sessionId: string): string {
     return this.sessionPrefix + sessionId;
+  }
+
+  /** The change sequence of a session: lets a standby tell whether it missed an event. */
+  seq(sessionId: string): string {
+    return this.seqPrefix + sessionId;
   }
 
   task(taskId: string, hashKey?: string): TaskLocation {

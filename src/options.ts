@@ -26,7 +26,11 @@ export interface FailureOptions {
    * @default 3
    */
   readonly maxAttempts?: number;
-  /** Wait after a reported failure before the task may be claimed again. @default 1000 */
+  /**
+   * Wait after a reported failure before the task may be claimed again. At most
+   * `retentionMs` (the failed record is kept until the retry time plus the retention).
+   * @default 1000
+   */
   readonly backoffMs?: number;
 }
 
@@ -267,6 +271,15 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
       Math.max(firstAttemptIntervalMs, defaults.otherAttemptIntervalMs),
     { min: 1 },
   );
+  const retentionMs = number('retentionMs', opts.retentionMs ?? defaults.retentionMs, {
+    min: 1,
+    max: MAX_RETENTION_MS,
+  });
+  if (failure.backoffMs > retentionMs) {
+    throw new InvalidOptionError(
+      `Expected \`failure.backoffMs\` (${failure.backoffMs}) to be at most \`retentionMs\` (${retentionMs}): a failed task waiting for its retry must keep its record, or its fencing token would start again at 1`,
+    );
+  }
   const topology = resolveTopology(opts);
   return {
     ...topology,
@@ -279,10 +292,7 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
     failure,
     firstAttemptIntervalMs,
     otherAttemptIntervalMs,
-    retentionMs: number('retentionMs', opts.retentionMs ?? defaults.retentionMs, {
-      min: 1,
-      max: MAX_RETENTION_MS,
-    }),
+    retentionMs,
     maxResultBytes: number('maxResultBytes', opts.maxResultBytes ?? defaults.maxResultBytes, {
       min: 0,
     }),

@@ -12,6 +12,12 @@ import type { PairedWorker } from './worker.js';
 export interface HandleSignalsOptions {
   /** Release held tasks so the peer takes them over at once (token + 1). @default true */
   readonly handover?: boolean;
+  /**
+   * With handover: how long an aborted handler may take to return before its task is
+   * released anyway (see CloseOptions.graceMs).
+   * @default 1000
+   */
+  readonly graceMs?: number;
   /** @default ['SIGTERM', 'SIGINT'] */
   readonly signals?: readonly NodeJS.Signals[];
   /** Exit the process once the workers are closed (code 0, or 1 when a close failed). @default true */
@@ -80,7 +86,9 @@ export function handleSignals(
         failed = true;
         logger.error({ err }, 'pairlock: beforeClose failed');
       }
-      const results = await Promise.allSettled(list.map((w) => w.close({ handover })));
+      const results = await Promise.allSettled(
+        list.map((w) => w.close({ handover, graceMs: opts.graceMs })),
+      );
       for (const r of results) {
         if (r.status === 'rejected') {
           failed = true;

@@ -20,6 +20,7 @@ export const scriptNames = [
   'session',
   'inspect',
   'peek',
+  'cover',
   'fencedWrite',
   'undo',
   'repair',
@@ -38,13 +39,14 @@ export interface ScriptDef {
 const luaDir = fileURLToPath(new URL('../lua/', import.meta.url));
 
 const fileOf: Record<ScriptName, string> = {
-  claim: 'claim-3.lua',
-  settle: 'settle-3.lua',
-  release: 'release-3.lua',
-  progress: 'progress-3.lua',
+  claim: 'claim.lua',
+  settle: 'settle.lua',
+  release: 'release.lua',
+  progress: 'progress.lua',
   session: 'session-1.lua',
   inspect: 'inspect-2.lua',
   peek: 'peek.lua',
+  cover: 'cover.lua',
   fencedWrite: 'fencedWrite-1.lua',
   undo: 'undo-2.lua',
   repair: 'repair-2.lua',

@@ -2,7 +2,7 @@ import { type Cluster, Redis } from 'ioredis';
 
 /*
  * Redis Cluster support that ioredis does not give in the shape pairlock needs: a
- * subscription to one namespace channel, kept on whichever node owns the channel's slot,
+ * subscription to a namespace's channel (or channels of the same hash slot), kept on whichever node owns the channel's slot,
  * with a callback after every re-subscription (pub/sub is at-most-once: the worker
  * re-checks its waiting tasks then). Sharded (SSUBSCRIBE, Redis 7) by default; a classic
  * SUBSCRIBE would work on any node, as every node relays classic messages, but it is kept
@@ -41,26 +41,33 @@ export class ClusterSubscriber {
   private closed = false;
   private resubscribing = false;
   private readonly slot: number;
+  private readonly channels: readonly string[];
   private readonly onRefresh = () => {
     if (!this.closed && !this.resubscribing && this.ownerKey() !== this.nodeKey)
       void this.resubscribe();
   };
 
+  /** `channel`: one channel, or several that share a hash slot (one namespace's). */
   constructor(
     private readonly cluster: Cluster,
-    private readonly channel: string,
+    channel: string | readonly string[],
     private readonly onMessage: (msg: string) => void,
     private readonly onReconnect: () => void,
     private readonly timeoutMs: number,
     private readonly sharded = true,
   ) {
-    this.slot = keySlot(channel);
+    this.channels = typeof channel === 'string' ? [channel] : channel;
+    this.slot = keySlot(this.channels[0] ?? '');
   }
 
   /** Subscribe once; throws when the owner of the slot cannot be reached in time. */
   async start(): Promise<void> {
     this.cluster.on('refresh', this.onRefresh);
     await this.subscribeOnce();
+  }
+
+  private get name(): string {
+    return this.channels.join(', ');
   }
 
   private ownerKey(): string {
@@ -72,7 +79,7 @@ export class ClusterSubscriber {
     const node = this.cluster
       .nodes('master')
       .find((n) => `${n.options.host}:${n.options.port}` === key);
-    if (!node) throw new Error(`no node of the cluster owns slot ${this.slot} of ${this.channel}`);
+    if (!node) throw new Error(`no node of the cluster owns slot ${this.slot} of ${this.name}`);
     const conn = new Redis({
       ...node.options,
       // the channel is already named like the keys; ioredis must not prefix it again
@@ -94,12 +101,12 @@ export class ClusterSubscriber {
       await Promise.race([
         (async () => {
           await conn.connect();
-          if (this.sharded) await conn.ssubscribe(this.channel);
-          else await conn.subscribe(this.channel);
+          if (this.sharded) await conn.ssubscribe(...this.channels);
+          else await conn.subscribe(...this.channels);
         })(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
-            () => reject(new Error(`subscribing to ${this.channel} timed out`)),
+            () => reject(new Error(`subscribing to ${this.name} timed out`)),
             this.timeoutMs,
           );
         }),

@@ -1,214 +1,56 @@
 import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import type { GrantKind } from './codes.js';
+import { callbackRun, checkTaskId, toTaskInfo } from './compat.js';
+import { Cover } from './cover.js';
+import { ClosedError, InvalidOptionError, RedisUnavailableError } from './errors.js';
 import {
-  ClosedError,
-  InvalidOptionError,
-  InvalidTaskIdError,
-  LeaseLostError,
-  PairlockError,
-  RedisUnavailableError,
-  RejectedError,
-  ResultError,
-} from './errors.js';
-import {
-  type NamespaceEvent,
   type PairedWorkerEvents,
+  parseNamespaceMessage,
   silentLogger,
   TypedEmitter,
 } from './events.js';
-import { Keys, type TaskLocation } from './keys.js';
+import { Executor } from './execution.js';
+import { Keys } from './keys.js';
 import { type PairedWorkerOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import {
-  parseError,
-  parseResult,
-  type SerializedError,
-  serializeError,
-  serializeResult,
-} from './serialize.js';
-import { type ClaimReply, type OwnerReply, type Store, workerOf } from './store.js';
+import { type ClaimReply, type Store, workerOf } from './replies.js';
+import { Session } from './session.js';
+import { Slots } from './slots.js';
+import { type AnyRun, TaskRun } from './task-run.js';
 import { createStore } from './topology.js';
+import type {
+  CloseOptions,
+  Handler,
+  LockCallback,
+  Outcome,
+  RunOptions,
+  TaskInfo,
+} from './types.js';
+
+export { driftMs } from './session.js';
+export type {
+  CloseOptions,
+  Handler,
+  HandlerContext,
+  LockCallback,
+  Outcome,
+  Role,
+  RunOptions,
+  TaskInfo,
+} from './types.js';
 
 /*
- * A PairedWorker runs each task it is given in one of three roles, decided per task by
- * the claim script in Redis:
- *
- *   claim ──granted──▶ RUNNING (handler, lease watched) ──settle──▶ outcome
- *     │                    └── lease lost / settle rejected ──▶ claim again
- *     ├──held──────▶ WAITING (standby: pub/sub, holder-session timer, deadline timer,
- *     │                       safety-net re-checks) ──wake──▶ claim again
- *     ├──failed, retry later──▶ WAITING until the retry time ──▶ claim again
- *     └──done / failed (final)──▶ outcome
- *
- * Local time is only ever `performance.now()` (monotonic) and only schedules work or
- * bounds this worker's own belief in its lease; every expiry decision is the server's.
+ * A PairedWorker is made of parts, each in its own file and each testable alone:
+ *   session.ts    its liveness lease and heartbeat
+ *   store.ts      the transport to Redis, coalescing the transitions of one turn
+ *                 (batcher.ts) into one script call per kind
+ *   execution.ts  running a grant: handler, signal, deadline, progress, settle
+ *   cover.ts      covering peers as a standby, O(peers)
+ *   task-run.ts   one run() call's life: the state machine, written in its header
+ * This file ties them together: run() and its claim step, events, concurrency slots,
+ * and the public API.
  */
 
-/** What a handler receives. */
-export interface HandlerContext {
-  readonly taskId: string;
-  /** Fires when this worker can no longer prove it holds the task; `signal.reason` is a LeaseLostError. */
-  readonly signal: AbortSignal;
-  /** Fencing token of this grant: pass it to every downstream write. */
-  readonly token: number;
-  /** Grants so far, this one included. */
-  readonly attempt: number;
-  /** How this grant came about. */
-  readonly kind: GrantKind;
-  /** Record progress (and an optional JSON note) in the task record. Rejects when the lease is gone. */
-  progress(value: number, note?: unknown): Promise<void>;
-}
-
-export type Handler<T> = (ctx: HandlerContext) => T | Promise<T>;
-
-/** The callback of `lock()` / `hlock()`, as in redis-paired-worker. */
-export type LockCallback = (
-  error: Error | null,
-  acquired: boolean,
-  done: (ok?: boolean) => void,
-) => void;
-
-export interface RunOptions {
-  /** Hash-field mode: the task record is the field `taskId` of this hash. */
-  readonly hash?: { readonly key: string };
-  /** Stop waiting for the outcome (the run rejects with the signal's reason). */
-  readonly signal?: AbortSignal;
-}
-
-export type Role = 'ran' | 'watched' | 'took-over';
-
-/** What run() resolves to on every participant. */
-export interface Outcome<T = unknown> {
-  readonly taskId: string;
-  readonly state: 'done' | 'failed';
-  /** ran: this worker ran the final attempt; took-over: it ran it after taking over; watched: a peer did. */
-  readonly role: Role;
-  readonly result?: T;
-  readonly error?: SerializedError;
-  /** Fencing token of the final attempt. */
-  readonly token: number;
-  /** Grants made for the task. */
-  readonly attempts: number;
-  /** Worker id (`<name>:<random>`) that ran the final attempt. */
-  readonly worker: string;
-}
-
-/** inspect(): a task record as stored, with its remaining lease. */
-export interface TaskInfo {
-  readonly taskId: string;
-  readonly state: 'running' | 'done' | 'failed' | 'released';
-  readonly token: number;
-  readonly attempt: number;
-  readonly worker: string;
-  readonly session: string;
-  /** running: ms until the record is orphaned (owner session expiry or deadline, whichever first). */
-  readonly leaseRemainingMs: number | undefined;
-  /** running: ms until the deadline. failed: ms until a retry may be granted. */
-  readonly deadlineInMs: number | undefined;
-  readonly ownerAlive: boolean;
-  readonly progress: number | undefined;
-  readonly note?: unknown;
-  readonly result?: unknown;
-  readonly error?: SerializedError;
-  /** Server ms of the grant and of the last transition. */
-  readonly claimedAt: number;
-  readonly updatedAt: number;
-  /** ms the record is still kept (-1: no expiry). */
-  readonly keepMs: number;
-}
-
-export interface CloseOptions {
-  /** Release held tasks so a peer takes them over at once; their handlers are aborted. @default false */
-  readonly handover?: boolean;
-  /**
-   * Without handover: how long running handlers may take to finish and settle. Tasks
-   * still running then are handed over as with `handover: true`, so close() is bounded
-   * and nothing is lost.
-   * @default 30000
-   */
-  readonly timeoutMs?: number;
-}
-
-// Lease validity, as in Redlock: 1% of the TTL for clock-rate drift, plus 2 ms for
-// the precision of Redis expiry. Measured from when the request was sent.
-export function driftMs(ttlMs: number): number {
-  return Math.floor(ttlMs * 0.01) + 2;
-}
-
 const now = () => performance.now();
-// One peek call checks this many watched tasks (a few ms of Redis time at most).
-const PEEK_BATCH = 1_000;
-// a lone surrogate (a surrogate code unit outside a valid pair), found without encoding
-const LONE_SURROGATE = /\p{Cs}/u;
-// Safety-net checks due within this window share peek calls: a standby covering
-// 100,000 tasks then sends about 100 calls per otherAttemptIntervalMs, not one per task.
-const PEEK_COALESCE_MS = 1_000;
-// setTimeout's ceiling; longer waits are re-armed
-const MAX_TIMER = 2_147_483_647;
-
-interface Execution {
-  readonly run: TaskRun<unknown>;
-  readonly token: number;
-  readonly attempt: number;
-  readonly kind: GrantKind;
-  readonly session: string;
-  readonly controller: AbortController;
-  readonly deadlineTimer: NodeJS.Timeout;
-  handedOver: boolean;
-}
-
-interface CoverGroup {
-  readonly runs: Set<TaskRun<unknown>>;
-  timer: NodeJS.Timeout | undefined;
-}
-
-class Deferred<T> {
-  readonly promise: Promise<T>;
-  resolve!: (v: T) => void;
-  reject!: (e: unknown) => void;
-  constructor() {
-    this.promise = new Promise<T>((res, rej) => {
-      this.resolve = res;
-      this.reject = rej;
-    });
-  }
-}
-
-/** One run() call's life on this worker. */
-class TaskRun<T> {
-  readonly done = new Deferred<Outcome<T>>();
-  finished = false;
-  claiming = false;
-  wakePending = false;
-  /** The holder this run covers, while waiting. */
-  holder: string | undefined;
-  /** What this run last knew of the record (safety-net comparison). */
-  known: { state: string; token: number } | undefined;
-  checks = 0;
-  timers: NodeJS.Timeout[] = [];
-  unavailableSince: number | undefined;
-  announcedStandby = false;
-  readonly startedAt = now();
-  /** This worker's last settled grant of the task (it may be the final one). */
-  lastOwn: { token: number; kind: GrantKind } | undefined;
-  /**
-   * A result this worker produced but could not settle (Redis was away until its lease
-   * could no longer be proven). The effect has happened: the next grant, or the same
-   * grant if the session survived, settles it instead of running the handler again.
-   */
-  unsettled: { token: number; kind: GrantKind; session: string; payload: string } | undefined;
-
-  constructor(
-    readonly loc: TaskLocation,
-    readonly handler: Handler<T>,
-  ) {}
-
-  clearTimers(): void {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers = [];
-  }
-}
 
 /**
  * A participant of a worker pair. Give every worker of the pair the same tasks; for
@@ -230,14 +72,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
    * there the standby reads the record (Store.eventsAreOutcomes).
    */
   private readonly eventsAreRecords: boolean;
-
-  private sessionId = '';
-  private epoch = 0;
-  /** Monotonic ms until which this worker can prove its session is alive. */
-  private validUntil = 0;
-  private heartbeatTimer: NodeJS.Timeout | undefined;
-  private watchdogTimer: NodeJS.Timeout | undefined;
-  private renewing: Promise<void> | undefined;
+  private readonly lease: Session;
+  private readonly executor: Executor;
+  private readonly covering: Cover<AnyRun>;
 
   private started: Promise<void> | undefined;
   private closing = false;
@@ -246,17 +83,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private closePromise: Promise<void> | undefined;
   private paused = false;
 
-  private readonly runs = new Map<string, TaskRun<unknown>>();
-  private readonly executions = new Map<string, Execution>();
-  /** execute() calls in flight, settle included (close waits for them). */
-  private readonly executing = new Set<Promise<void>>();
-  private readonly cover = new Map<string, CoverGroup>();
-  private peekQueue = new Set<TaskRun<unknown>>();
-  private peekScheduled = false;
-  private peekTimer: NodeJS.Timeout | undefined;
+  private readonly runs = new Map<string, AnyRun>();
 
-  private active = 0;
-  private readonly slotWaiters: (() => void)[] = [];
+  private readonly slots: Slots;
 
   constructor(opts: PairedWorkerOptions) {
     const options = resolveOptions(opts);
@@ -267,11 +96,49 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     // one Redis (standalone, Sentinel, Cluster) or quorum `nodes`; see src/topology.ts
     this.store = createStore(opts, options, this.keys);
     this.eventsAreRecords = this.store.eventsAreOutcomes === true;
+    this.slots = new Slots(options.concurrency);
+    this.lease = new Session({
+      workerId: this.id,
+      store: this.store,
+      sessionTtlMs: options.sessionTtlMs,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      logger: this.logger,
+      onLapse: (sessionId) => this.executor.lapse(sessionId),
+      onReopened: () => {
+        // waiting runs that could not claim with the old session try again
+        for (const run of this.runs.values()) if (!this.executionOf(run)) this.wake(run);
+      },
+      renewFailed: (sessionId, error, sessionLost) =>
+        this.emit('renew-failed', { sessionId, error, sessionLost }),
+      fault: (error) => this.emit('error', { error }),
+    });
+    this.executor = new Executor({
+      workerId: this.id,
+      store: this.store,
+      options,
+      logger: this.logger,
+      session: this.lease,
+      emit: (name, payload) => this.emit(name, payload),
+      isClosing: () => this.closing,
+      releaseSlot: () => this.slots.release(),
+      finish: (run, outcome) => this.finish(run, outcome),
+      wake: (run) => this.wake(run),
+      wakeLater: (run, ms) => run.after(ms, () => this.wake(run)),
+      maxAttempts: () => this.maxAttempts(),
+    });
+    this.covering = new Cover<AnyRun>({
+      store: this.store,
+      firstAttemptIntervalMs: options.firstAttemptIntervalMs,
+      otherAttemptIntervalMs: options.otherAttemptIntervalMs,
+      wake: (run) => this.wake(run),
+      peerFailed: (holder, tasks) =>
+        this.emit('peer-failed', { session: holder, worker: workerOf(holder), tasks }),
+    });
   }
 
   /** The current session id, `<workerId>#<epoch>` ('' before start). */
   get session(): string {
-    return this.sessionId;
+    return this.lease.id;
   }
 
   get isPaused(): boolean {
@@ -290,114 +157,26 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
 
   private async doStart(): Promise<void> {
     await this.store.connect();
-    await this.openSession();
+    await this.lease.open();
     await this.store.subscribe(
       (msg) => this.onMessage(msg),
       () => {
         // pub/sub is at-most-once: after a reconnect, re-check every waiting task
+        this.covering.recheckAll();
         for (const run of this.runs.values())
-          if (run.holder !== undefined || run.known) this.queuePeek(run, true);
+          if (run.holder === undefined && run.known && !this.executionOf(run)) this.wake(run);
       },
     );
-    this.scheduleHeartbeat();
+    this.lease.start();
   }
 
-  // -------------------------------------------------------------------------------
-  // Session: one liveness lease per worker, renewed by one call, whatever it holds
-  // -------------------------------------------------------------------------------
-
-  private async openSession(): Promise<void> {
-    this.epoch += 1;
-    const sessionId = `${this.id}#${this.epoch}`;
-    const desc = JSON.stringify({
-      worker: this.id,
-      host: hostname(),
-      pid: process.pid,
-      startedAt: Date.now(),
-    });
-    const sent = now();
-    const reply = await this.store.session('open', sessionId, this.options.sessionTtlMs, desc);
-    if (!reply.ok)
-      throw new PairlockError(
-        'ERR_LEASE_LOST',
-        `could not open session ${sessionId}: ${reply.reason}`,
-      );
-    this.sessionId = sessionId;
-    this.setValidUntil(sent);
+  private executionOf(run: AnyRun) {
+    return this.executor.get(run.loc.ref);
   }
 
-  private setValidUntil(sentAt: number): void {
-    const ttl = this.options.sessionTtlMs;
-    this.validUntil = sentAt + ttl - driftMs(ttl);
-    clearTimeout(this.watchdogTimer);
-    this.watchdogTimer = setTimeout(
-      () => this.checkLease(),
-      Math.max(0, this.validUntil - now()) + 1,
-    );
-    this.watchdogTimer.unref();
-  }
-
-  /** The lease can no longer be proven: abort every handler running under the session. */
-  private checkLease(): void {
-    if (now() < this.validUntil) return;
-    for (const exec of [...this.executions.values()]) {
-      if (exec.session === this.sessionId) {
-        this.abortExecution(
-          exec,
-          'session',
-          `the session ${this.sessionId} could not be renewed in time`,
-        );
-      }
-    }
-  }
-
-  private scheduleHeartbeat(delay = this.options.heartbeatIntervalMs): void {
-    if (this.closing) return;
-    clearTimeout(this.heartbeatTimer);
-    this.heartbeatTimer = setTimeout(() => {
-      this.renewing = this.heartbeat().finally(() => {
-        this.renewing = undefined;
-      });
-    }, delay);
-  }
-
-  private async heartbeat(): Promise<void> {
-    const sessionId = this.sessionId;
-    const sent = now();
-    try {
-      const reply = await this.store.session('renew', sessionId, this.options.sessionTtlMs);
-      if (this.closing) return;
-      if (reply.ok) {
-        this.setValidUntil(sent);
-        this.scheduleHeartbeat();
-        return;
-      }
-      // The server let the session expire (a pause or partition longer than the TTL).
-      // It is never revived: its grants may already be someone else's.
-      const error = new LeaseLostError('', 'session', `session ${sessionId} expired on the server`);
-      this.emit('renew-failed', { sessionId, error, sessionLost: true });
-      this.logger.warn({ sessionId }, 'pairlock: session expired; opening a new one');
-      this.validUntil = 0;
-      this.checkLease();
-      await this.openSession();
-      this.scheduleHeartbeat();
-      // waiting runs that could not claim with the old session try again
-      for (const run of this.runs.values()) if (!this.executionOf(run)) this.wake(run);
-    } catch (err) {
-      if (this.closing) return;
-      this.emit('renew-failed', { sessionId, error: err as Error, sessionLost: false });
-      // Redis being away is expected weather; anything else (a refused command, a
-      // script error) is a fault the operator must see
-      if (!(err instanceof RedisUnavailableError)) this.emit('error', { error: err as Error });
-      this.logger.warn({ err, sessionId }, 'pairlock: session renewal failed; retrying');
-      this.checkLease();
-      // retry sooner than the interval: the lease is running out
-      this.scheduleHeartbeat(Math.min(this.options.heartbeatIntervalMs, 250));
-    }
-  }
-
-  private executionOf(run: TaskRun<unknown>): Execution | undefined {
-    return this.executions.get(run.loc.ref);
+  private maxAttempts(): number {
+    const f = this.options.failure;
+    return f.policy === 'give-up' ? 1 : f.maxAttempts;
   }
 
   // -------------------------------------------------------------------------------
@@ -409,7 +188,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
    * Resolves to the task's outcome on every participant.
    */
   async run<T>(taskId: string, handler: Handler<T>, opts: RunOptions = {}): Promise<Outcome<T>> {
-    this.validateTaskId(taskId);
+    checkTaskId(taskId, this.options.maxTaskIdBytes);
     if (typeof handler !== 'function')
       throw new InvalidOptionError('Expected `handler` to be a function');
     const hashKey = opts.hash?.key;
@@ -424,50 +203,29 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     // the same task twice on one worker: one race, one outcome
     if (existing) return existing.done.promise;
     const run = new TaskRun<T>(loc, handler);
-    this.runs.set(loc.ref, run as TaskRun<unknown>);
+    this.runs.set(loc.ref, run as AnyRun);
+    // A handler still running here for an earlier run() that stopped waiting (its signal
+    // fired): this run joins that execution and gets its outcome; nothing runs twice.
+    const exec = this.executor.get(loc.ref);
+    if (exec) exec.run = run as AnyRun;
     if (opts.signal) {
       const signal = opts.signal;
-      const onAbort = () => this.finish(run as TaskRun<unknown>, undefined, signal.reason);
+      const onAbort = () => this.finish(run as AnyRun, undefined, signal.reason);
       signal.addEventListener('abort', onAbort, { once: true });
       run.done.promise.then(
         () => signal.removeEventListener('abort', onAbort),
         () => signal.removeEventListener('abort', onAbort),
       );
     }
-    this.wake(run as TaskRun<unknown>);
+    this.wake(run as AnyRun);
     return run.done.promise;
   }
 
-  private validateTaskId(taskId: unknown): asserts taskId is string {
-    if (typeof taskId !== 'string') {
-      throw new InvalidTaskIdError(`Expected a task id to be a string, got ${typeof taskId}`);
-    }
-    if (taskId.length === 0)
-      throw new InvalidTaskIdError('Expected a task id to be a non-empty string');
-    // A lone surrogate becomes U+FFFD in UTF-8: two different ids would name one record.
-    if (LONE_SURROGATE.test(taskId)) {
-      throw new InvalidTaskIdError(
-        'Expected a task id to be well-formed Unicode (it has a lone surrogate)',
-      );
-    }
-    const bytes = Buffer.byteLength(taskId);
-    if (bytes > this.options.maxTaskIdBytes) {
-      throw new InvalidTaskIdError(
-        `the task id is ${bytes} bytes, over \`maxTaskIdBytes\` (${this.options.maxTaskIdBytes})`,
-      );
-    }
-  }
-
-  private finish(
-    run: TaskRun<unknown>,
-    outcome: Outcome<unknown> | undefined,
-    error?: unknown,
-  ): void {
+  private finish(run: AnyRun, outcome: Outcome<unknown> | undefined, error?: unknown): void {
     if (run.finished) return;
     run.finished = true;
     run.clearTimers();
-    this.uncover(run);
-    this.peekQueue.delete(run);
+    this.covering.uncover(run);
     if (this.runs.get(run.loc.ref) === run) this.runs.delete(run.loc.ref);
     if (outcome) {
       const { taskId, state, role, token, attempts } = outcome;
@@ -484,7 +242,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   }
 
   /** Claim again now (or as soon as the current claim returns). */
-  private wake(run: TaskRun<unknown>): void {
+  private wake(run: AnyRun): void {
     if (run.finished) return;
     if (run.claiming) {
       run.wakePending = true;
@@ -508,22 +266,22 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private claimArgs(dryRun: boolean) {
     const o = this.options;
     return {
-      session: this.sessionId,
+      session: this.lease.id,
       sessionTtlMs: o.sessionTtlMs,
       taskTimeoutMs: o.taskTimeoutMs,
       retentionMs: o.retentionMs,
-      maxAttempts: o.failure.policy === 'give-up' ? 1 : o.failure.maxAttempts,
+      maxAttempts: this.maxAttempts(),
       dryRun,
     };
   }
 
-  private async step(run: TaskRun<unknown>): Promise<void> {
+  private async step(run: AnyRun): Promise<void> {
     if (this.closing) return;
     run.clearTimers();
-    this.uncover(run);
+    this.covering.uncover(run);
     if (this.executionOf(run)) return;
     const dryRun = this.paused;
-    if (!dryRun) await this.acquireSlot();
+    if (!dryRun) await this.slots.acquire();
     let slotHeld = !dryRun;
     try {
       if (run.finished || this.closing) return;
@@ -539,69 +297,37 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       if (run.finished || this.closing) return;
       switch (reply.type) {
         case 'granted':
-          if (
-            run.unsettled &&
-            reply.token === run.unsettled.token + 1 &&
-            reply.from === run.unsettled.session
-          ) {
-            // The work is done already and nobody held the task since: report it under
-            // this grant. (Had another holder come in between, it may have run the task
-            // to the end, and our result would be stale: then the handler runs again.)
-            await this.conclude(
-              run,
-              { ...reply, session: this.sessionId },
-              'D',
-              run.unsettled.payload,
-            );
+        case 'resumed': {
+          // resumed: this session holds the task already (an earlier claim was granted
+          // and its reply lost); the script answers with that grant's token, kind and
+          // remaining deadline, and it never runs twice under one token
+          const grant = reply.type === 'granted' ? reply : { ...reply, from: '' };
+          const kept = this.executor.keptFor(run, grant, reply.type === 'resumed');
+          if (kept) {
+            const owner = { ...grant, session: this.lease.id };
+            await this.executor.conclude(run, owner, kept.state, kept.payload);
             return;
           }
           run.unsettled = undefined;
+          if (!slotHeld) {
+            // a paused (dry-run) claim holds no slot: the grant is ours, so it takes one
+            await this.slots.acquire();
+            slotHeld = true;
+            if (run.finished || this.closing || this.executionOf(run)) return;
+          }
           slotHeld = false; // the execution owns the slot now
-          await this.track(run, reply.token, reply.attempt, reply.kind, sent, reply.from);
+          await this.executor.track(run, grant, sent);
           return;
+        }
         case 'held':
-          if (reply.owner === this.sessionId && run.unsettled?.token === reply.token) {
-            // our own grant, still alive: settle the result we already have
-            await this.conclude(
-              run,
-              { ...reply, kind: run.unsettled.kind, session: this.sessionId },
-              'D',
-              run.unsettled.payload,
-            );
-            return;
-          }
-          if (reply.owner === this.sessionId) {
-            // A grant to this very session that the worker lost track of (its claim
-            // reply was lost to a timeout). The record says it is ours: run it.
-            slotHeld = false;
-            await this.track(run, reply.token, reply.attempt, 'fresh', sent, '');
-            return;
-          }
-          run.known = { state: 'R', token: reply.token };
-          this.watch(run, reply.owner, reply.ownerPttl, reply.deadlineInMs, reply.token);
+          this.watch(run, reply);
           return;
         case 'done':
-          this.finish(run, {
-            taskId: run.loc.taskId,
-            state: 'done',
-            role: this.roleFor(run, reply.token),
-            result: parseResult(reply.payload),
-            token: reply.token,
-            attempts: reply.attempt,
-            worker: workerOf(reply.owner),
-          });
-          return;
         case 'failed': {
-          if (reply.terminal) {
-            this.finish(run, {
-              taskId: run.loc.taskId,
-              state: 'failed',
-              role: this.roleFor(run, reply.token),
-              error: parseError(reply.payload),
-              token: reply.token,
-              attempts: reply.attempt,
-              worker: workerOf(reply.owner),
-            });
+          if (reply.type === 'done' || reply.terminal) {
+            const { owner, token, attempt, payload } = reply;
+            const state = reply.type === 'done' ? 'D' : 'F';
+            this.finish(run, run.outcomeOf(state, owner, token, attempt, payload));
             return;
           }
           run.known = { state: 'F', token: reply.token };
@@ -609,32 +335,27 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
           // interval longer than the backoff before trying the task again itself.
           const mine = workerOf(reply.owner) === this.id;
           const delay = reply.retryInMs + (mine ? this.options.firstAttemptIntervalMs : 0);
-          this.timer(run, delay, () => this.wake(run));
+          run.after(delay, () => this.wake(run));
           return;
         }
         case 'claimable':
           // paused: covering only; the safety net and events bring it back
           run.known = { state: 'claimable', token: 0 };
-          this.scheduleSafetyNet(run);
+          run.after(this.options.otherAttemptIntervalMs, () => this.wake(run));
           return;
         case 'session-expired':
           // our session lapsed server-side; the heartbeat opens a new one and wakes us
-          this.checkLease();
-          this.timer(run, Math.min(this.options.heartbeatIntervalMs, 100), () => this.wake(run));
-          if (!this.renewing) this.scheduleHeartbeat(0);
+          this.lease.check();
+          run.after(Math.min(this.options.heartbeatIntervalMs, 100), () => this.wake(run));
+          this.lease.renewSoon();
           return;
       }
     } finally {
-      if (slotHeld) this.releaseSlot();
+      if (slotHeld) this.slots.release();
     }
   }
 
-  private roleFor(run: TaskRun<unknown>, token: number): Role {
-    if (run.lastOwn?.token !== token) return 'watched';
-    return run.lastOwn.kind === 'fresh' ? 'ran' : 'took-over';
-  }
-
-  private retryLater(run: TaskRun<unknown>, err: unknown): void {
+  private retryLater(run: AnyRun, err: unknown): void {
     if (!(err instanceof RedisUnavailableError)) {
       this.finish(run, undefined, err);
       return;
@@ -646,448 +367,41 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       return;
     }
     const waited = t - run.unavailableSince;
-    this.timer(run, Math.min(100 + waited / 4, 2_000), () => this.wake(run));
+    run.after(Math.min(100 + waited / 4, 2_000), () => this.wake(run));
   }
 
-  private timer(run: TaskRun<unknown>, ms: number, fn: () => void): void {
-    const t = setTimeout(
-      () => {
-        run.timers = run.timers.filter((x) => x !== t);
-        if (ms > MAX_TIMER) this.timer(run, ms - MAX_TIMER, fn);
-        else fn();
-      },
-      Math.min(Math.max(0, ms), MAX_TIMER),
-    );
-    run.timers.push(t);
-  }
-
-  // -------------------------------------------------------------------------------
-  // Running a grant
-  // -------------------------------------------------------------------------------
-
-  private track(
-    run: TaskRun<unknown>,
-    token: number,
-    attempt: number,
-    kind: GrantKind,
-    sentAt: number,
-    from: string,
-  ): Promise<void> {
-    const p = this.execute(run, token, attempt, kind, sentAt, from);
-    this.executing.add(p);
-    return p.finally(() => this.executing.delete(p));
-  }
-
-  private async execute(
-    run: TaskRun<unknown>,
-    token: number,
-    attempt: number,
-    kind: GrantKind,
-    sentAt: number,
-    from: string,
-  ): Promise<void> {
-    const { taskId } = run.loc;
-    const o = this.options;
-    const controller = new AbortController();
-    // the task's own lease: its deadline, measured from when the claim was sent
-    const deadlineIn = Math.max(0, sentAt + o.taskTimeoutMs - driftMs(o.taskTimeoutMs) - now());
-    const exec: Execution = {
-      run,
-      token,
-      attempt,
-      kind,
-      session: this.sessionId,
-      controller,
-      handedOver: false,
-      deadlineTimer: setTimeout(
-        () =>
-          this.abortExecution(
-            exec,
-            'deadline',
-            `task ${taskId} ran past \`taskTimeoutMs\` (${o.taskTimeoutMs} ms)`,
-          ),
-        Math.min(deadlineIn, MAX_TIMER),
-      ),
-    };
-    this.executions.set(run.loc.ref, exec);
-    run.known = undefined;
-    if (kind === 'fresh') this.emit('claimed', { taskId, token, attempt, kind });
-    else this.emit('took-over', { taskId, token, attempt, kind, from: workerOf(from) });
-
-    let state: 'D' | 'F';
-    let payload: string;
-    let result: unknown;
-    try {
-      const ctx: HandlerContext = {
-        taskId,
-        signal: controller.signal,
-        token,
-        attempt,
-        kind,
-        progress: (value, note) => this.reportProgress(exec, value, note),
-      };
-      result = await run.handler(ctx);
-      try {
-        payload = serializeResult(result, o.maxResultBytes);
-        state = 'D';
-      } catch (err) {
-        if (!(err instanceof ResultError)) throw err;
-        this.logger.warn(
-          { err, taskId },
-          'pairlock: handler returned a result that cannot be stored',
-        );
-        payload = serializeError(err);
-        state = 'F';
-      }
-    } catch (err) {
-      payload = serializeError(err);
-      state = 'F';
-    } finally {
-      clearTimeout(exec.deadlineTimer);
-      this.executions.delete(run.loc.ref);
-      this.releaseSlot();
-    }
-    if (exec.handedOver || this.closing) return;
-    await this.conclude(
-      run,
-      { token, attempt, kind, session: exec.session, controller },
-      state,
-      payload,
-    );
-  }
-
-  /** Settle a grant and act on the answer: an outcome, a retry, or covering the new owner. */
-  private async conclude(
-    run: TaskRun<unknown>,
-    grant: {
-      token: number;
-      attempt: number;
-      kind: GrantKind;
-      session: string;
-      controller?: AbortController;
-    },
-    state: 'D' | 'F',
-    payload: string,
-  ): Promise<void> {
-    const { taskId } = run.loc;
-    const { token, attempt, kind, controller } = grant;
-    const reply = await this.settleWithRetry(run.loc, grant.session, token, state, payload);
-    if (run.finished) return;
-    if (reply === 'unavailable') {
-      // Redis stayed away past the lease. Keep the result: the effect happened, and
-      // running the handler again would repeat it.
-      run.unsettled = state === 'D' ? { token, kind, session: grant.session, payload } : undefined;
-      if (controller && !controller.signal.aborted) {
-        this.emit('lease-lost', { taskId, token, reason: 'session' });
-        controller.abort(
-          new LeaseLostError(taskId, 'session', 'Redis was unavailable until the lease ran out'),
-        );
-      }
-      this.wake(run);
-      return;
-    }
-    run.unsettled = undefined;
-    if (!reply.ok) {
-      // reported even when the signal already fired: this is the proof the stale write was refused
-      this.emit('lease-lost', { taskId, token, reason: 'rejected', rejected: reply.reason });
-      if (controller && !controller.signal.aborted) {
-        controller.abort(
-          new LeaseLostError(taskId, 'rejected', `settle rejected: ${reply.reason}`),
-        );
-      }
-      this.logger.warn(
-        { taskId, token, reason: reply.reason },
-        'pairlock: settle rejected; this worker lost the task',
-      );
-      this.wake(run);
-      return;
-    }
-    this.emit('settled', { taskId, state: state === 'D' ? 'done' : 'failed', token, attempt });
-    run.lastOwn = { token, kind };
-    if (state === 'D') {
-      this.finish(run, {
-        taskId,
-        state: 'done',
-        role: kind === 'fresh' ? 'ran' : 'took-over',
-        // the stored JSON, as every other participant gets it
-        result: parseResult(payload),
-        token,
-        attempts: attempt,
-        worker: this.id,
-      });
-      return;
-    }
-    const o = this.options;
-    const maxAttempts = o.failure.policy === 'give-up' ? 1 : o.failure.maxAttempts;
-    if (attempt >= maxAttempts) {
-      // final by the same rule the claim script applies
-      this.finish(run, {
-        taskId,
-        state: 'failed',
-        role: kind === 'fresh' ? 'ran' : 'took-over',
-        error: parseError(payload),
-        token,
-        attempts: attempt,
-        worker: this.id,
-      });
-      return;
-    }
-    // The peer retries first: it was woken by this settle. This worker tries the task
-    // again itself only a safety-net interval after the backoff (a peer's claim wakes it
-    // sooner, to cover the peer).
-    run.known = { state: 'F', token };
-    this.timer(run, o.failure.backoffMs + o.firstAttemptIntervalMs, () => this.wake(run));
-  }
-
-  private async settleWithRetry(
-    loc: TaskLocation,
-    session: string,
-    token: number,
-    state: 'D' | 'F',
-    payload: string,
-  ): Promise<OwnerReply | 'unavailable'> {
-    const o = this.options;
-    let delay = 50;
-    for (;;) {
-      try {
-        return await this.store.settle(loc, {
-          session,
-          token,
-          state,
-          payload,
-          retentionMs: o.retentionMs,
-          backoffMs: o.failure.backoffMs,
-        });
-      } catch (err) {
-        if (!(err instanceof RedisUnavailableError)) throw err;
-        if (now() > this.validUntil || this.closing) {
-          this.logger.warn({ err, taskId: loc.taskId }, 'pairlock: settle failed');
-          return 'unavailable';
-        }
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 1_000);
-      }
-    }
-  }
-
-  private async reportProgress(exec: Execution, value: number, note: unknown): Promise<void> {
-    if (typeof value !== 'number' || !Number.isFinite(value)) {
-      throw new InvalidOptionError(
-        `Expected progress to be a finite number, got \`${String(value)}\``,
-      );
-    }
-    exec.controller.signal.throwIfAborted();
-    const text = note === undefined ? '' : serializeResult(note, this.options.maxResultBytes);
-    const reply = await this.store.progress(exec.run.loc, {
-      session: exec.session,
-      token: exec.token,
-      progress: value,
-      note: text,
-    });
-    if (!reply.ok) {
-      const err = new RejectedError(
-        exec.run.loc.taskId,
-        reply.reason,
-        `progress rejected: ${reply.reason}`,
-      );
-      this.abortExecution(exec, 'rejected', err.message);
-      throw err;
-    }
-  }
-
-  private abortExecution(exec: Execution, reason: LeaseLostError['reason'], message: string): void {
-    if (exec.controller.signal.aborted) return;
-    const { taskId } = exec.run.loc;
-    this.emit('lease-lost', { taskId, token: exec.token, reason });
-    this.logger.warn({ taskId, token: exec.token, reason }, `pairlock: lease lost: ${message}`);
-    exec.controller.abort(new LeaseLostError(taskId, reason, message));
-  }
-
-  // -------------------------------------------------------------------------------
-  // Covering a peer (standby)
-  // -------------------------------------------------------------------------------
-
-  private watch(
-    run: TaskRun<unknown>,
-    holder: string,
-    ownerPttl: number,
-    deadlineInMs: number,
-    token: number,
-  ): void {
-    run.holder = holder;
+  private watch(run: AnyRun, reply: Extract<ClaimReply, { type: 'held' }>): void {
+    run.known = { state: 'R', token: reply.token };
     if (!run.announcedStandby) {
       run.announcedStandby = true;
-      this.emit('standby', { taskId: run.loc.taskId, holder: workerOf(holder), token });
-    }
-    // Watching costs O(peers): one timer per holder session, at its server-reported expiry.
-    let group = this.cover.get(holder);
-    if (!group) {
-      group = { runs: new Set(), timer: undefined };
-      this.cover.set(holder, group);
-      this.armGroup(holder, group, ownerPttl);
-    }
-    group.runs.add(run);
-    // a hung handler: the task's own deadline
-    if (deadlineInMs < ownerPttl + this.options.otherAttemptIntervalMs * 4) {
-      this.timer(run, deadlineInMs + 1, () => this.wake(run));
-    }
-    this.scheduleSafetyNet(run);
-  }
-
-  private armGroup(holder: string, group: CoverGroup, inMs: number): void {
-    clearTimeout(group.timer);
-    group.timer = setTimeout(
-      () => void this.checkGroup(holder, group),
-      Math.min(inMs + 1, MAX_TIMER),
-    );
-  }
-
-  private async checkGroup(holder: string, group: CoverGroup): Promise<void> {
-    if (this.cover.get(holder) !== group || group.runs.size === 0) return;
-    let pttl = 0;
-    try {
-      const reply = await this.store.session('ttl', holder, 0);
-      pttl = reply.ok ? reply.pttl : 0;
-    } catch {
-      // Redis away: try again shortly; each run's own retry bounds the wait
-      this.armGroup(holder, group, 200);
-      return;
-    }
-    if (this.cover.get(holder) !== group) return;
-    if (pttl > 0) {
-      this.armGroup(holder, group, pttl);
-      return;
-    }
-    this.cover.delete(holder);
-    this.emit('peer-failed', { session: holder, worker: workerOf(holder), tasks: group.runs.size });
-    for (const run of group.runs) this.wake(run);
-  }
-
-  private uncover(run: TaskRun<unknown>): void {
-    const holder = run.holder;
-    if (holder === undefined) return;
-    run.holder = undefined;
-    const group = this.cover.get(holder);
-    if (!group) return;
-    group.runs.delete(run);
-    if (group.runs.size === 0) {
-      clearTimeout(group.timer);
-      this.cover.delete(holder);
-    }
-  }
-
-  private scheduleSafetyNet(run: TaskRun<unknown>): void {
-    const o = this.options;
-    const delay = run.checks === 0 ? o.firstAttemptIntervalMs : o.otherAttemptIntervalMs;
-    this.timer(run, delay, () => {
-      run.checks += 1;
-      if (this.paused && run.known?.state === 'claimable') {
-        this.wake(run);
-        return;
-      }
-      this.queuePeek(run);
-    });
-  }
-
-  /** Check a watched task soon: at once after a reconnect, else within the coalescing window. */
-  private queuePeek(run: TaskRun<unknown>, urgent = false): void {
-    this.peekQueue.add(run);
-    if (urgent || this.peekQueue.size >= PEEK_BATCH) {
-      clearTimeout(this.peekTimer);
-      this.peekTimer = undefined;
-      if (!this.peekScheduled) {
-        this.peekScheduled = true;
-        setImmediate(() => void this.flushPeeks());
-      }
-      return;
-    }
-    if (this.peekScheduled || this.peekTimer) return;
-    const window = Math.min(PEEK_COALESCE_MS, Math.floor(this.options.firstAttemptIntervalMs / 4));
-    this.peekTimer = setTimeout(() => {
-      this.peekTimer = undefined;
-      this.peekScheduled = true;
-      void this.flushPeeks();
-    }, window);
-  }
-
-  /** The safety net, batched: one call checks up to PEEK_BATCH watched tasks. */
-  private async flushPeeks(): Promise<void> {
-    this.peekScheduled = false;
-    const queue = [...this.peekQueue].filter((r) => !r.finished && !r.claiming);
-    this.peekQueue = new Set();
-    for (let i = 0; i < queue.length; i += PEEK_BATCH) {
-      const batch = queue.slice(i, i + PEEK_BATCH);
-      let entries: Awaited<ReturnType<Store['peek']>>;
-      try {
-        entries = await this.store.peek(batch.map((r) => r.loc));
-      } catch {
-        for (const run of batch) this.wake(run);
-        continue;
-      }
-      batch.forEach((run, j) => {
-        const e = entries[j];
-        const known = run.known;
-        const unchanged =
-          e !== undefined &&
-          known !== undefined &&
-          'token' in e &&
-          e.state === known.state &&
-          e.token === known.token &&
-          !e.orphaned;
-        if (unchanged) this.scheduleSafetyNet(run);
-        else this.wake(run);
+      this.emit('standby', {
+        taskId: run.loc.taskId,
+        holder: workerOf(reply.owner),
+        token: reply.token,
       });
     }
+    this.covering.watch(run, reply.owner, reply.ownerPttl, reply.deadlineInMs, reply.ownerSeq);
   }
 
   private onMessage(msg: string): void {
-    let ev: NamespaceEvent;
-    try {
-      ev = JSON.parse(msg) as NamespaceEvent;
-    } catch {
-      return;
+    for (const ev of parseNamespaceMessage(msg)) {
+      this.emit('namespace-event', ev);
+      this.covering.onEvent(ev);
+      const run = this.runs.get(ev.r);
+      if (!run || run.finished || this.executor.get(ev.r) !== undefined) continue;
+      // this worker's own transitions are handled where it made them
+      if (ev.o === this.lease.id) continue;
+      if (ev.e === 'settled' && ev.s === 'D' && ev.p !== undefined && this.eventsAreRecords) {
+        // the event was published by the settle script itself: it is the record's outcome
+        this.finish(run, run.outcomeOf('D', ev.o, ev.k, ev.a, ev.p));
+        continue;
+      }
+      this.wake(run);
     }
-    this.emit('namespace-event', ev);
-    const run = this.runs.get(ev.r);
-    if (!run || run.finished || this.executions.has(ev.r)) return;
-    // this worker's own transitions are handled where it made them
-    if (ev.o === this.sessionId) return;
-    if (ev.e === 'settled' && ev.s === 'D' && ev.p !== undefined && this.eventsAreRecords) {
-      // the event was published by the settle script itself: it is the record's outcome
-      this.finish(run, {
-        taskId: run.loc.taskId,
-        state: 'done',
-        role: this.roleFor(run, ev.k),
-        result: parseResult(ev.p),
-        token: ev.k,
-        attempts: ev.a,
-        worker: workerOf(ev.o),
-      });
-      return;
-    }
-    this.wake(run);
   }
 
   // -------------------------------------------------------------------------------
-  // Concurrency
-  // -------------------------------------------------------------------------------
-
-  private acquireSlot(): Promise<void> {
-    if (this.active < this.options.concurrency) {
-      this.active += 1;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.slotWaiters.push(resolve));
-  }
-
-  private releaseSlot(): void {
-    const next = this.slotWaiters.shift();
-    if (next) next();
-    else this.active -= 1;
-  }
-
-  // -------------------------------------------------------------------------------
-  // The callback API of redis-paired-worker, for migration
+  // The callback API of redis-paired-worker, for migration (see compat.ts)
   // -------------------------------------------------------------------------------
 
   /**
@@ -1098,40 +412,12 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
    * `cb(error, false, noop)`.
    */
   lock(name: string, cb: LockCallback): void {
-    this.callbackRun(name, undefined, cb);
+    callbackRun((t, h, o) => this.run(t, h, o), name, undefined, cb);
   }
 
   /** `hlock(key, field, cb)`: as lock(), with the record kept in a field of the hash `key`. */
   hlock(key: string, field: string, cb: LockCallback): void {
-    this.callbackRun(field, key, cb);
-  }
-
-  private callbackRun(taskId: string, hashKey: string | undefined, cb: LockCallback): void {
-    if (typeof cb !== 'function') throw new InvalidOptionError('Expected a callback function');
-    const noop = () => {};
-    let ranHere = false;
-    const handler: Handler<undefined> = () =>
-      new Promise<undefined>((resolve, reject) => {
-        ranHere = true;
-        let called = false;
-        cb(null, true, (ok = true) => {
-          if (called) return;
-          called = true;
-          if (ok) resolve(undefined);
-          else
-            reject(
-              new PairlockError('ERR_REJECTED', 'the holder reported failure with done(false)'),
-            );
-        });
-      });
-    this.run(taskId, handler, hashKey === undefined ? {} : { hash: { key: hashKey } }).then(
-      (outcome) => {
-        if (!ranHere || outcome.role === 'watched') {
-          if (!ranHere) cb(null, false, noop);
-        }
-      },
-      (err: unknown) => cb(err as Error, false, noop),
-    );
+    callbackRun((t, h, o) => this.run(t, h, o), field, key, cb);
   }
 
   // -------------------------------------------------------------------------------
@@ -1140,32 +426,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
 
   /** The stored record of a task with its remaining lease, or null when there is none. */
   async inspect(taskId: string, opts: { hash?: { key: string } } = {}): Promise<TaskInfo | null> {
-    this.validateTaskId(taskId);
+    checkTaskId(taskId, this.options.maxTaskIdBytes);
     await this.store.connect();
-    const rec = await this.store.inspect(this.keys.task(taskId, opts.hash?.key));
-    if (!rec.found) return null;
-    const running = rec.state === 'running';
-    const deadlineIn = rec.deadline > 0 ? rec.deadline - rec.serverNow : undefined;
-    const info: TaskInfo = {
-      taskId,
-      state: rec.state,
-      token: rec.token,
-      attempt: rec.attempt,
-      worker: rec.worker,
-      session: rec.session,
-      leaseRemainingMs: running ? Math.max(0, Math.min(rec.ownerPttl, deadlineIn ?? 0)) : undefined,
-      deadlineInMs: deadlineIn,
-      ownerAlive: rec.ownerPttl > 0,
-      progress: rec.progress,
-      claimedAt: rec.claimedAt,
-      updatedAt: rec.updatedAt,
-      keepMs: rec.keepMs,
-    };
-    if (rec.payload === '') return info;
-    if (rec.state === 'done') return { ...info, result: parseResult(rec.payload) };
-    if (rec.state === 'failed') return { ...info, error: parseError(rec.payload) };
-    if (running) return { ...info, note: parseResult(rec.payload) };
-    return info;
+    return toTaskInfo(taskId, await this.store.inspect(this.keys.task(taskId, opts.hash?.key)));
   }
 
   /** Stop claiming: this worker keeps covering its peers as a standby (maintenance mode). */
@@ -1181,7 +444,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
 
   /** Tasks this worker is running now. */
   get running(): number {
-    return this.executions.size;
+    return this.executor.size;
   }
 
   /** run() calls waiting for an outcome (running or covering). */
@@ -1190,10 +453,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   }
 
   /**
-   * Stop. Without handover, running handlers finish and settle first. With
-   * `{ handover: true }`, held tasks are released at once so a peer takes them over
-   * (token + 1), and their handlers are aborted. Pending run() calls reject with
-   * ClosedError.
+   * Stop. Without handover, running handlers get `timeoutMs` to finish and settle; then,
+   * or at once with `{ handover: true }`, what still runs is handed over (see
+   * CloseOptions.handover). Pending run() calls reject with ClosedError.
    */
   close(opts: CloseOptions = {}): Promise<void> {
     this.closePromise ??= this.doClose(opts);
@@ -1210,46 +472,18 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       this.closing = false;
       this.paused = true;
       const timeoutMs = opts.timeoutMs ?? 30_000;
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        Promise.allSettled([...this.executing]),
-        new Promise((r) => {
-          timer = setTimeout(r, timeoutMs);
-        }),
-      ]);
-      clearTimeout(timer);
+      await this.executor.drain(timeoutMs);
       this.closing = true;
-      if (this.executions.size > 0) {
+      if (this.executor.size > 0) {
         this.logger.warn(
-          { running: this.executions.size, timeoutMs },
+          { running: this.executor.size, timeoutMs },
           'pairlock: handlers still running at close; handing them over',
         );
       }
     }
-    // hand over whatever still runs (everything, with handover: true)
-    await Promise.all(
-      [...this.executions.values()].map(async (exec) => {
-        exec.handedOver = true;
-        try {
-          await this.store.release(exec.run.loc, {
-            session: exec.session,
-            token: exec.token,
-            retentionMs: this.options.retentionMs,
-          });
-        } catch (err) {
-          this.logger.warn(
-            { err, taskId: exec.run.loc.taskId },
-            'pairlock: release failed; the peer takes over when the session expires',
-          );
-        }
-        this.abortExecution(exec, 'handover', 'the worker is closing and handed the task over');
-      }),
-    );
-    clearTimeout(this.peekTimer);
-    clearTimeout(this.heartbeatTimer);
-    clearTimeout(this.watchdogTimer);
-    for (const group of this.cover.values()) clearTimeout(group.timer);
-    this.cover.clear();
+    await this.executor.handOver(opts.graceMs ?? 1_000);
+    await this.lease.stop();
+    this.covering.clear();
     for (const run of [...this.runs.values()]) {
       this.finish(
         run,
@@ -1259,9 +493,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         ),
       );
     }
-    await this.renewing?.catch(() => {});
-    if (wasStarted && this.sessionId)
-      await this.store.session('close', this.sessionId, 0).catch(() => {});
+    if (wasStarted && this.lease.id)
+      await this.store.session('close', this.lease.id, 0).catch(() => {});
     await this.store.close();
   }
 }

@@ -1,9 +1,19 @@
 /**
  * Bad input gets a clear, typed error, and never affects other tasks.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CliError } from '../src/cli/common.js';
+import {
+  type ConnectionInput,
+  type ConnectionKey,
+  parseConnection,
+  workerConnection,
+} from '../src/cli/connection.js';
 import {
   InvalidOptionError,
   InvalidTaskIdError,
@@ -70,6 +80,171 @@ describe('options', () => {
 
   it('a worker needs somewhere to coordinate', () => {
     expect(() => new PairedWorker({})).toThrow(/Expected `redis`/);
+  });
+});
+
+describe('CLI connection options', () => {
+  const cliArgs = (o: Partial<Record<ConnectionKey, string>>, source: 'cli' | 'env' = 'cli') =>
+    Object.fromEntries(
+      Object.entries(o).map(([k, value]) => [k, { value, source }]),
+    ) as ConnectionInput;
+  const dir = mkdtempSync(join(tmpdir(), 'pairlock-conn-'));
+  const notPem = join(dir, 'not.pem');
+  writeFileSync(notPem, 'hello\n');
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const bad: [string, ConnectionInput, RegExp][] = [
+    [
+      'two topologies',
+      cliArgs({ redis: 'redis://a:1', cluster: 'b:2' }),
+      /give one of --redis, --sentinel, --cluster or --nodes, not --redis and --cluster/,
+    ],
+    [
+      'two topologies in the environment',
+      cliArgs({ redis: 'redis://a:1', nodes: 'redis://a:1,redis://b:1,redis://c:1' }, 'env'),
+      /the environment names more than one topology \(REDIS_URL, PAIRLOCK_NODES\)/,
+    ],
+    [
+      '--sentinel without --master',
+      cliArgs({ sentinel: 'a:26379' }),
+      /--sentinel needs --master <name>/,
+    ],
+    ['--master without --sentinel', cliArgs({ master: 'm' }), /--master .* needs --sentinel/],
+    [
+      'a host without a port',
+      cliArgs({ cluster: 'a:7000,b' }),
+      /--cluster: expected host:port.*got "b"/,
+    ],
+    [
+      'a port out of range',
+      cliArgs({ cluster: 'a:70000' }),
+      /--cluster: .*port from 1 to 65535, got "a:70000"/,
+    ],
+    ['a URL in a host list', cliArgs({ sentinel: 'redis://a:1', master: 'm' }), /without a scheme/],
+    ['an empty host list', cliArgs({ cluster: '' }), /--cluster: expected host:port.*got nothing/],
+    [
+      'an even node count',
+      cliArgs({ nodes: 'redis://a:1,redis://b:1' }),
+      /--nodes: .*odd number.*got 2/,
+    ],
+    ['one node', cliArgs({ nodes: 'redis://a:1' }), /--nodes: .*odd number.*got 1/],
+    [
+      'the same node twice',
+      cliArgs({ nodes: 'redis://a:1,redis://b:1,redis://a:1' }),
+      /--nodes: a:1 is listed twice/,
+    ],
+    [
+      'a node that is not a URL',
+      cliArgs({ nodes: 'redis://a:1,b:1,redis://c:1' }),
+      /--nodes \(node 2\): expected a redis:\/\/ or rediss:\/\/ URL/,
+    ],
+    [
+      'a URL without a scheme',
+      cliArgs({ redis: 'localhost:6379' }),
+      /did you mean redis:\/\/localhost:6379\?/,
+    ],
+    [
+      'a database that is not a number',
+      cliArgs({ redis: 'redis://a:1/x' }),
+      /--redis: the URL's path must be a database number/,
+    ],
+    [
+      'an unreadable CA file',
+      cliArgs({ tlsCa: join(dir, 'gone.pem') }),
+      /--tls-ca: cannot read ".*gone.pem" \(ENOENT\)/,
+    ],
+    [
+      'a CA file without a certificate',
+      cliArgs({ tlsCa: notPem }),
+      /--tls-ca: ".*not.pem" holds no PEM certificate/,
+    ],
+    [
+      '--user without --password',
+      cliArgs({ user: 'u' }),
+      /--user needs --password \(or PAIRLOCK_PASSWORD\)/,
+    ],
+    [
+      'PAIRLOCK_TLS of another word',
+      cliArgs({ tls: 'maybe' }, 'env'),
+      /PAIRLOCK_TLS \(--tls\): expected 1\/true\/yes or 0\/false\/no/,
+    ],
+    [
+      'a password in the URL and in --password',
+      { ...cliArgs({ redis: 'redis://u:pw@a:1' }), password: { value: 'x', source: 'env' } },
+      /--redis: the URL carries a user or password of its own, and PAIRLOCK_PASSWORD \(--password\) gives another/,
+    ],
+  ];
+  it.each(bad)('%s → CliError (exit 1) naming the option', (_name, input, message) => {
+    const err = (() => {
+      try {
+        parseConnection(input);
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(CliError);
+    expect((err as CliError).exitCode).toBe(1);
+    expect((err as CliError).message).toMatch(message);
+  });
+
+  it('a password is never part of a message', () => {
+    const err = (() => {
+      try {
+        parseConnection(cliArgs({ redis: 'redis://u:topsecret@[::1' }));
+      } catch (e) {
+        return e as Error;
+      }
+    })();
+    expect(err?.message).toContain('redis://u:***@');
+    expect(err?.message).not.toContain('topsecret');
+  });
+
+  it('a choice on the command line wins over the environment; each topology becomes PairedWorker options', () => {
+    const spec = parseConnection({
+      redis: { value: 'redis://a:1', source: 'env' },
+      sentinel: { value: 's1:26379,[::1]:26380', source: 'cli' },
+      master: { value: 'main', source: 'env' },
+      user: { value: 'u', source: 'cli' },
+      password: { value: 'pw', source: 'env' },
+      tls: { value: 'yes', source: 'env' },
+    });
+    expect(spec.topology.kind).toBe('sentinel');
+    expect(workerConnection(spec).options).toEqual({
+      redis: {
+        sentinels: [
+          { host: 's1', port: 26379 },
+          { host: '::1', port: 26380 },
+        ],
+        name: 'main',
+        username: 'u',
+        password: 'pw',
+        tls: {},
+        sentinelTLS: {},
+        enableTLSForSentinelMode: true,
+      },
+    });
+    // the same choice for child processes, and nothing the choice did not use
+    expect(spec.env).toEqual({
+      PAIRLOCK_SENTINEL: 's1:26379,[::1]:26380',
+      PAIRLOCK_MASTER: 'main',
+      PAIRLOCK_USER: 'u',
+      PAIRLOCK_PASSWORD: 'pw',
+      PAIRLOCK_TLS: 'yes',
+    });
+    const quorum = parseConnection(
+      cliArgs({ nodes: 'redis://a:1,rediss://b:2/3,redis://c:3', password: 'pw' }),
+    );
+    expect(workerConnection(quorum).options).toEqual({
+      nodes: [
+        { host: 'a', port: 1, password: 'pw' },
+        { host: 'b', port: 2, db: 3, password: 'pw', tls: {} },
+        { host: 'c', port: 3, password: 'pw' },
+      ],
+    });
+    expect(parseConnection({}).topology).toMatchObject({
+      kind: 'redis',
+      node: { label: '127.0.0.1:6379', options: { host: '127.0.0.1', port: 6379 } },
+    });
   });
 });
 

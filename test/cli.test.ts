@@ -1,107 +1,14 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { benchCommand } from '../src/cli/bench.js';
 import { CliError } from '../src/cli/common.js';
 import { decodeEvent, formatEvent, parseRef } from '../src/cli/watch.js';
 import { freePort } from '../src/testing/index.js';
 import type { PairedWorker } from '../src/worker.js';
+import { baseEnv, cli, Running, root } from './support/cli-process.js';
 import { useRedisPair } from './support/redis-pair.js';
-
-const root = fileURLToPath(new URL('..', import.meta.url));
-const entry = join(root, 'src/cli/main.ts');
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function baseEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env.REDIS_URL;
-  return env;
-}
-
-function cli(
-  args: string[],
-  timeoutMs = 60_000,
-  env: NodeJS.ProcessEnv = baseEnv(),
-): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: root, env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`pairlock ${args.join(' ')} timed out\n${stdout}\n${stderr}`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** A long-running CLI process whose output lines can be awaited. */
-class Running {
-  readonly out: string[] = [];
-  readonly err: string[] = [];
-  private waiters: (() => void)[] = [];
-  readonly exited: Promise<number | null>;
-
-  constructor(readonly child: ChildProcess) {
-    const collect = (stream: NodeJS.ReadableStream | null, into: string[]) => {
-      if (!stream) return;
-      createInterface({ input: stream }).on('line', (l) => {
-        into.push(l);
-        for (const w of this.waiters.splice(0)) w();
-      });
-    };
-    collect(child.stdout, this.out);
-    collect(child.stderr, this.err);
-    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
-  }
-
-  static start(args: string[]): Running {
-    return new Running(
-      spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
-        cwd: root,
-        env: baseEnv(),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      }),
-    );
-  }
-
-  async waitFor(pred: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
-    const until = Date.now() + timeoutMs;
-    while (!pred()) {
-      if (Date.now() > until) {
-        throw new Error(
-          `timed out waiting for ${what}\nstdout:\n${this.out.join('\n')}\nstderr:\n${this.err.join('\n')}`,
-        );
-      }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 500);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-}
 
 const pair = useRedisPair();
 const worker = pair.worker;
@@ -228,6 +135,59 @@ describe('pairlock inspect', () => {
     expect(res.stderr).toContain('--redis');
     const list = await cli(['--redis', `redis://127.0.0.1:${port}`, '--timeout', '2000', 'list']);
     expect(list.code).toBe(2);
+  });
+
+  it('exits 2 naming the addresses on a Cluster or quorum nodes that do not answer', async () => {
+    const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()];
+    const cluster = await cli(['--cluster', `127.0.0.1:${p1}`, '--timeout', '2000', 'stats']);
+    expect(cluster.code).toBe(2);
+    expect(cluster.stderr).toContain(`the Redis Cluster at 127.0.0.1:${p1}`);
+    expect(cluster.stderr).toContain('--cluster');
+    const nodes = [p1, p2, p3].map((p) => `redis://127.0.0.1:${p}`).join(',');
+    const quorum = await cli(['--nodes', nodes, '--timeout', '2000', 'inspect', 'x']);
+    expect(quorum.code).toBe(2);
+    for (const p of [p1, p2, p3]) expect(quorum.stderr).toContain(`127.0.0.1:${p} (`);
+    expect(quorum.stderr).toContain('--nodes');
+  });
+
+  it('exits 1 naming the option on an invalid connection option; the command line wins over the environment', async () => {
+    const res = await cli(['--sentinel', '127.0.0.1:26379', 'list']);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('--sentinel needs --master <name> (or PAIRLOCK_MASTER)');
+    const fromEnv = await cli(['list'], 60_000, { ...baseEnv(), PAIRLOCK_NODES: 'redis://a:1' });
+    expect(fromEnv.code).toBe(1);
+    expect(fromEnv.stderr).toContain('PAIRLOCK_NODES (--nodes): quorum mode needs an odd number');
+
+    const ns = freshNamespace();
+    await worker(ns, 'alpha').run('cli-wins', () => 1);
+    const wins = await cli(
+      ['--redis', pair.url, '--namespace', ns, 'inspect', 'cli-wins'],
+      60_000,
+      {
+        ...baseEnv(),
+        PAIRLOCK_CLUSTER: '127.0.0.1:1',
+      },
+    );
+    expect(wins.code).toBe(0);
+  });
+
+  it('--help names every connection option and its environment variable', async () => {
+    const res = await cli(['list', '--help']);
+    expect(res.code).toBe(0);
+    for (const [flag, env] of [
+      ['--redis <url>', 'REDIS_URL'],
+      ['--sentinel <host:port,…>', 'PAIRLOCK_SENTINEL'],
+      ['--master <name>', 'PAIRLOCK_MASTER'],
+      ['--cluster <host:port,…>', 'PAIRLOCK_CLUSTER'],
+      ['--nodes <url,url,url>', 'PAIRLOCK_NODES'],
+      ['--tls', 'PAIRLOCK_TLS'],
+      ['--tls-ca <file>', 'PAIRLOCK_TLS_CA'],
+      ['--user <name>', 'PAIRLOCK_USER'],
+      ['--password <secret>', 'PAIRLOCK_PASSWORD'],
+    ]) {
+      expect(res.stdout).toContain(flag);
+      expect(res.stdout).toMatch(new RegExp(`env:\\s+${env}\\)`));
+    }
   });
 
   it('exits 1 on a usage error', async () => {

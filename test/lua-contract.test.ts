@@ -35,6 +35,7 @@ const settle = (
   token: number,
   state: 'D' | 'F' = 'D',
   backoffMs = 0,
+  maxAttempts = 3,
 ) =>
   store.settle(loc, {
     session,
@@ -43,6 +44,7 @@ const settle = (
     payload: state === 'D' ? '"ok"' : '{"message":"x"}',
     retentionMs: 60_000,
     backoffMs,
+    maxAttempts,
   });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -61,7 +63,11 @@ beforeAll(async () => {
   sub = new Redis(server.url);
   store = new RedisStore(redis, keys, 5_000);
   await sub.subscribe(keys.channel, `${keys.channel}:claims`);
-  sub.on('message', (c, m) => events.push({ ...JSON.parse(m), channel: c }));
+  // a batch (settles, releases) publishes one array of events
+  sub.on('message', (c, m) => {
+    const v = JSON.parse(m) as Record<string, unknown> | Record<string, unknown>[];
+    for (const e of Array.isArray(v) ? v : [v]) events.push({ ...e, channel: c });
+  });
 });
 afterAll(async () => {
   sub.disconnect();
@@ -228,6 +234,46 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
       type: 'session-expired',
     });
   });
+
+  it("6 resumed: the claimer's own grant, with its kind and the server's remaining deadline, on a dry run too", async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const loc = task(hash);
+    await store.claim(loc, claimArgs(a));
+    await store.release(loc, { session: a, token: 1, retentionMs: 60_000 });
+    expect(await store.claim(loc, claimArgs(b))).toMatchObject({ type: 'granted', token: 2 });
+    await sleep(50);
+    for (const dryRun of [false, true]) {
+      const r = await store.claim(loc, claimArgs(b, { dryRun, taskTimeoutMs: 1 }));
+      expect(r).toMatchObject({ type: 'resumed', token: 2, attempt: 2, kind: 'handover' });
+      if (r.type === 'resumed') {
+        // the deadline of the grant (60 s), not of this call's taskTimeoutMs
+        expect(r.deadlineInMs).toBeGreaterThan(58_000);
+        expect(r.deadlineInMs).toBeLessThanOrEqual(59_950);
+      }
+    }
+    // nothing was granted anew
+    expect(await store.inspect(loc)).toMatchObject({ found: true, token: 2, attempt: 2 });
+  });
+
+  it('reads records of format 1 (no grant kind) and writes format 2', async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    const v1 = `1|R|4|2|${a}|9999999999999|1|1||`;
+    if (hash) {
+      await redis.hset(loc.container, loc.field, v1);
+    } else {
+      await redis.set(loc.container, v1);
+    }
+    expect(await store.claim(loc, claimArgs(a))).toMatchObject({
+      type: 'resumed',
+      token: 4,
+      kind: 'session-expired',
+    });
+    expect(await settle(loc, a, 4)).toMatchObject({ ok: true, token: 4 });
+    const raw = hash ? await redis.hget(loc.container, loc.field) : await redis.get(loc.container);
+    expect(raw).toMatch(/^2\|D\|4\|2\|/);
+  });
 });
 
 describe('faults: -1 corrupt, -2 newer format, -4 wrong type (claim, settle, release, progress, inspect, peek)', () => {
@@ -237,7 +283,7 @@ describe('faults: -1 corrupt, -2 newer format, -4 wrong type (claim, settle, rel
     const newer = task();
     const wrong = task();
     await redis.set(corrupt.container, 'garbage');
-    await redis.set(newer.container, '2|R|whatever');
+    await redis.set(newer.container, '3|R|whatever');
     await redis.rpush(wrong.container, 'x');
     const cases: [TaskLocation, string][] = [
       [corrupt, 'ERR_CORRUPT_RECORD'],
@@ -267,7 +313,7 @@ describe('faults: -1 corrupt, -2 newer format, -4 wrong type (claim, settle, rel
     ]);
     // nothing was overwritten
     expect(await redis.get(corrupt.container)).toBe('garbage');
-    expect(await redis.get(newer.container)).toBe('2|R|whatever');
+    expect(await redis.get(newer.container)).toBe('3|R|whatever');
     expect(await redis.lrange(wrong.container, 0, -1)).toEqual(['x']);
   });
 
@@ -333,6 +379,57 @@ describe.each([false, true])(
       expect(bigEvent).toMatchObject({ s: 'D', k: 1 });
       expect(bigEvent).not.toHaveProperty('p');
       expect(events.find((e) => e.r === failed.ref && e.e === 'settled')).not.toHaveProperty('p');
+    });
+
+    it('settle says whether a failure is final, and answers a repeat of itself as repeated', async () => {
+      const a = await session('a');
+      const loc = task(hash);
+      await store.claim(loc, claimArgs(a));
+      expect(await settle(loc, a, 1, 'F', 0, 2)).toMatchObject({
+        ok: true,
+        final: false,
+        repeated: false,
+      });
+      expect(await store.claim(loc, claimArgs(a))).toMatchObject({ type: 'granted', token: 2 });
+      expect(await settle(loc, a, 2, 'F', 0, 2)).toMatchObject({ ok: true, final: true });
+      // the same settle again (its reply was lost): ok, repeated, nothing written
+      expect(await settle(loc, a, 2, 'F', 0, 2)).toMatchObject({
+        ok: true,
+        token: 2,
+        final: true,
+        repeated: true,
+      });
+      // another state is a real conflict
+      expect(await settle(loc, a, 2, 'D')).toMatchObject({ ok: false, reason: 'already-settled' });
+      const done = task(hash);
+      await store.claim(done, claimArgs(a));
+      expect(await settle(done, a, 1)).toMatchObject({ ok: true, final: false, repeated: false });
+      expect(await settle(done, a, 1)).toMatchObject({ ok: true, repeated: true });
+      // a release repeated likewise
+      const rel = task(hash);
+      await store.claim(rel, claimArgs(a));
+      const release = () => store.release(rel, { session: a, token: 1, retentionMs: 60_000 });
+      expect(await release()).toMatchObject({ ok: true, repeated: false });
+      expect(await release()).toMatchObject({ ok: true, repeated: true });
+    });
+
+    it('a failed record is kept until its retry time plus the retention', async () => {
+      const a = await session('a');
+      const loc = task(hash);
+      await store.claim(loc, claimArgs(a));
+      await store.settle(loc, {
+        session: a,
+        token: 1,
+        state: 'F',
+        payload: '{}',
+        retentionMs: 1_000,
+        backoffMs: 5_000,
+        maxAttempts: 3,
+      });
+      const ttl = hash
+        ? Number(await redis.zscore(loc.index, loc.field)) - Date.now()
+        : await redis.pttl(loc.container);
+      expect(ttl).toBeGreaterThan(5_000);
     });
 
     it('-10 unknown task', async () => {
@@ -573,5 +670,101 @@ describe('scripts', () => {
       expect(def.command).toBe(`pl_${def.name}_${def.sha1.slice(0, 10)}`);
       expect(def.lua).not.toMatch(/@include/);
     }
+  });
+});
+
+describe('batches: one script call per kind per turn, each task decided alone', () => {
+  async function evalCalls(): Promise<number> {
+    const info = await redis.info('commandstats');
+    let total = 0;
+    for (const m of info.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) total += Number(m[1]);
+    return total;
+  }
+
+  it('claims of one turn: granted, held, done, failed, corrupt and wrong type in one call', async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const [held, done, failed, corrupt, fresh] = [task(), task(), task(), task(), task()];
+    const wrong = keys.task(`task-${++n}`, 'not-a-hash');
+    await store.claim(held, claimArgs(b));
+    await store.claim(done, claimArgs(b));
+    await settle(done, b, 1);
+    await store.claim(failed, claimArgs(b));
+    await settle(failed, b, 1, 'F', 60_000);
+    await redis.set(corrupt.container, 'not a record');
+    await redis.set(wrong.container, 'a string where a hash belongs');
+    const before = await evalCalls();
+    const replies = await Promise.allSettled(
+      [fresh, held, done, failed, corrupt, wrong].map((loc) => store.claim(loc, claimArgs(a))),
+    );
+    // the batch is one EVALSHA, plus the INFO call of this test
+    expect((await evalCalls()) - before).toBe(1);
+    expect(replies.map((r) => (r.status === 'fulfilled' ? r.value.type : r.reason.code))).toEqual([
+      'granted',
+      'held',
+      'done',
+      'failed',
+      'ERR_CORRUPT_RECORD',
+      'ERR_WRONG_TYPE',
+    ]);
+    const h = replies[1];
+    if (h?.status === 'fulfilled' && h.value.type === 'held') {
+      expect(h.value).toMatchObject({ owner: b, ownerSeq: 2 }); // b settled twice
+    }
+  });
+
+  it('settles of one turn: one call, one event array with the change sequence, a stale one refused alone', async () => {
+    const a = await session('a');
+    const locs = [task(), task(true), task()];
+    for (const loc of locs) await store.claim(loc, claimArgs(a));
+    const before = await evalCalls();
+    const replies = await Promise.all([
+      // the same caller arguments (retention, backoff, max attempts): one batch
+      settle(locs[0]!, a, 1, 'D', 0, 1),
+      settle(locs[1]!, a, 1, 'F', 0, 1),
+      settle(locs[2]!, a, 7, 'D', 0, 1), // not its token
+    ]);
+    expect((await evalCalls()) - before).toBe(1);
+    expect(replies).toMatchObject([
+      { ok: true, final: false },
+      { ok: true, final: true },
+      { ok: false, reason: 'not-owner' },
+    ]);
+    await sleep(30);
+    const settled = events.filter((e) => e.e === 'settled' && e.o === a);
+    expect(settled).toHaveLength(2);
+    expect(settled.map((e) => e.q)).toEqual([1, 1]);
+    expect(await store.cover(a)).toMatchObject({ seq: 1 });
+    expect((await store.cover(a)).pttl).toBeGreaterThan(9_000);
+  });
+
+  it('cover: one call for every holder, 0 for a session that is gone', async () => {
+    const a = await session('a');
+    const gone = 'gone:0#1';
+    const before = await evalCalls();
+    const [x, y] = await Promise.all([store.cover(a), store.cover(gone)]);
+    expect((await evalCalls()) - before).toBe(1);
+    expect(x).toMatchObject({ seq: 0 });
+    expect(x.pttl).toBeGreaterThan(0);
+    expect(y).toEqual({ pttl: 0, seq: 0 });
+  });
+
+  it('releases and progress reports of one turn share a call each', async () => {
+    const a = await session('a');
+    const locs = [task(), task(true)];
+    for (const loc of locs) await store.claim(loc, claimArgs(a));
+    let before = await evalCalls();
+    const progressed = await Promise.all(
+      locs.map((loc) => store.progress(loc, { session: a, token: 1, progress: 1, note: '' })),
+    );
+    expect((await evalCalls()) - before).toBe(1);
+    expect(progressed).toMatchObject([{ ok: true }, { ok: true }]);
+    before = await evalCalls();
+    const released = await Promise.all(
+      locs.map((loc) => store.release(loc, { session: a, token: 1, retentionMs: 60_000 })),
+    );
+    expect((await evalCalls()) - before).toBe(1);
+    expect(released).toMatchObject([{ ok: true }, { ok: true }]);
+    expect(await store.cover(a)).toMatchObject({ seq: 1 });
   });
 });

@@ -55,7 +55,7 @@ async function aclDenials(): Promise<string[]> {
  * closing the sessions. Resolves 'ok' or says what went wrong.
  */
 async function exercise(conn: RedisOptions, namespace: string): Promise<string> {
-  const opts = { ...quick, namespace, retentionMs: 50 };
+  const opts = { ...quick, namespace, retentionMs: 100 };
   const a = new PairedWorker({ redis: conn, name: 'a', ...opts });
   const b = new PairedWorker({ redis: conn, name: 'b', ...opts });
   const timeout = <T>(p: Promise<T>, what: string) =>
@@ -87,7 +87,8 @@ async function exercise(conn: RedisOptions, namespace: string): Promise<string> 
       return `plain: ${JSON.stringify([oa, ob])}`;
 
     await a.run('f1', () => 'h', { hash: { key: 'jobs' } });
-    await new Promise((r) => setTimeout(r, 80));
+    // past the retention of f1, so the next call on the hash sweeps it
+    await new Promise((r) => setTimeout(r, 130));
     await a.run('f2', () => 'h', { hash: { key: 'jobs' } });
     if ((await a.inspect('f2', { hash: { key: 'jobs' } }))?.state !== 'done') return 'inspect';
 

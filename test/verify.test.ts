@@ -1,17 +1,18 @@
 /**
  * `pairlock verify` against Redis servers the test starts (verify itself starts none): one
- * Redis through the CLI, a quorum of three through the same run (runVerify), bad input, a
- * namespace that is not empty, an unreachable address and a Redis user without a needed
- * command. Short runs (a hundred-odd tasks, about 15 s each).
+ * Redis, a quorum of three, bad input, a namespace that is not empty, an unreachable address
+ * and a Redis user without a needed command. Short runs (a hundred-odd tasks, about 15 s
+ * each).
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, RedisServer } from '../src/testing/index.js';
-import { formatReport } from '../src/verify/report.js';
-import { nodeFromUrl, runVerify } from '../src/verify/verify.js';
+import { VERIFY_EXTRA, WORKER_COMMANDS } from '../src/verify/preflight.js';
+import { formatReport, type Report } from '../src/verify/report.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const entry = join(root, 'src/cli/main.ts');
@@ -95,26 +96,41 @@ describe('pairlock verify', () => {
     await admin.del('app:balance');
   }, 120_000);
 
-  it('against a quorum of three: every invariant holds, and no node keeps a key', async () => {
+  it('against a quorum of three (--nodes): every invariant holds, and no node keeps a key', async () => {
     const nodes = await Promise.all([0, 1, 2].map(() => RedisServer.start()));
     try {
-      const result = await runVerify({
-        nodes: nodes.map((n) => nodeFromUrl(n.url)),
-        tasks: 120,
-        seconds: 10,
-        faults: ['kill', 'pause', 'cut', 'partition', 'cut-node'],
-      });
-      const { report } = result;
+      const r = await cli([
+        '--nodes',
+        nodes.map((n) => n.url).join(','),
+        'verify',
+        '--json',
+        '--tasks',
+        '120',
+        '--seconds',
+        '10',
+        '--faults',
+        'kill,pause,cut,partition,cut-node',
+      ]);
+      const doc = JSON.parse(r.stdout) as {
+        ok: boolean;
+        namespace: string;
+        keysDeleted: number;
+        keysLeft: number;
+        runDirectory: string | null;
+        report: Report;
+      };
+      const { report } = doc;
       expect(report.topology).toMatch(/^quorum of 3 nodes/);
       expect(report.released).toBe(120);
       expect(report.lost).toEqual([]);
       expect(report.disagreements).toEqual([]);
       expect(report.hungRunCalls).toEqual([]);
       expect(report.ok, formatReport(report)).toBe(true);
-      expect(result.namespace).toMatch(/^pairlock-verify-[0-9a-f]{8}$/);
-      expect(result.keysDeleted).toBeGreaterThan(0);
-      expect(result.keysLeft).toBe(0);
-      expect(result.runDirectory).toBeUndefined();
+      expect(r.code).toBe(0);
+      expect(doc.namespace).toMatch(/^pairlock-verify-[0-9a-f]{8}$/);
+      expect(doc.keysDeleted).toBeGreaterThan(0);
+      expect(doc.keysLeft).toBe(0);
+      expect(doc.runDirectory).toBeNull();
       for (const n of nodes) {
         const c = new Redis(n.url);
         expect(await c.dbsize()).toBe(0);
@@ -187,6 +203,23 @@ describe('pairlock verify', () => {
       await admin.call('ACL', 'DELUSER', 'verifier');
     }
     expect(await admin.dbsize()).toBe(0);
+  });
+
+  it('probes exactly the commands of the documented ACL line, and names its own extras', () => {
+    const doc = readFileSync(join(root, 'docs/security.md'), 'utf8');
+    const line = /^ACL SETUSER pairlock (.+)$/m.exec(doc)?.[1] ?? '';
+    const granted = [...line.matchAll(/\+([a-z|]+)/g)].map((m) => m[1]?.toUpperCase());
+    expect([...WORKER_COMMANDS].sort()).toEqual(granted.sort());
+    expect(doc).toContain(VERIFY_EXTRA.map((c) => `+${c.toLowerCase()}`).join(' '));
+  });
+
+  it.each([
+    [['--cluster', '127.0.0.1:7000'], /a Cluster redirects its clients/],
+    [['--sentinel', '127.0.0.1:26379', '--master', 'm'], /Sentinel redirects its clients/],
+  ])('refuses a topology whose clients are redirected past the proxies: %j', async (topo, msg) => {
+    const r = await cli([...topo, 'verify']);
+    expect(r.stderr).toMatch(msg);
+    expect(r.code).toBe(1);
   });
 
   it('an unreachable Redis: exit 2, naming the address', async () => {

@@ -5,6 +5,7 @@
  * two workers on one queue.
  */
 import { Queue } from 'bullmq';
+import { TcpProxy } from '../../src/testing/index.js';
 import { type Message, Side } from '../lib/child.js';
 import type { Ctx } from '../lib/context.js';
 import { type Counts, describeCounts, total } from '../lib/counting.js';
@@ -57,13 +58,15 @@ async function pairRun(
   n: number,
   capMs: number,
   extra: Record<string, unknown>,
+  /** Per side (A, B): what differs, e.g. a URL through a delaying proxy. */
+  perSide: [Record<string, unknown>, Record<string, unknown>] = [{}, {}],
 ): Promise<PeerRun> {
   await ctx.redis.flush();
   const prefix = `${ctx.runId}:${role}:`;
   const base = { url: ctx.redis.url, n, concurrency: CONCURRENCY, prefix, capMs, ...extra };
   const sides = [
-    new Side(`${peer} A`, role, { ...base, name: 'a' }),
-    new Side(`${peer} B`, role, { ...base, name: 'b' }),
+    new Side(`${peer} A`, role, { ...base, name: 'a', ...perSide[0] }),
+    new Side(`${peer} B`, role, { ...base, name: 'b', ...perSide[1] }),
   ];
   try {
     await Promise.all(sides.map((s) => s.next('ready', 60_000)));
@@ -401,14 +404,62 @@ export async function throughput(ctx: Ctx): Promise<ScenarioResult> {
       ],
     });
   }
+  // Two sites: side B reaches Redis through the project's TCP proxy with a 40 ms round
+  // trip, and each side keeps 1,000 tasks in flight. Batching is what makes this fast:
+  // a task costs a share of a round trip, not two of them.
+  const far: PeerRun[] = [];
+  if (!ctx.quick) {
+    const farN = 20_000;
+    const inFlight = 1_000;
+    const proxy = await TcpProxy.start({ targetPort: ctx.redis.port, delayMs: 20 });
+    try {
+      const farSide: [Record<string, unknown>, Record<string, unknown>] = [{}, { url: proxy.url }];
+      await attempt(far, 'pairlock, one side 40 ms away', () =>
+        pairRun(
+          ctx,
+          'pairlock, one side 40 ms away',
+          `2 workers; side B through a proxy with 40 ms RTT; ${num(inFlight)} in flight per side`,
+          'tp-pairlock',
+          farN,
+          cap,
+          { namespace: `tpf-${ctx.runId}`, concurrency: inFlight },
+          farSide,
+        ),
+      );
+      await attempt(far, 'original, intervals ÷1000, one side 40 ms away', () =>
+        pairRun(
+          ctx,
+          'original, intervals ÷1000, one side 40 ms away',
+          `2 processes; side B through the same proxy; ${num(inFlight)} in flight per side`,
+          'tp-baseline',
+          farN,
+          cap,
+          { ...scaled, concurrency: inFlight },
+          farSide,
+        ),
+      );
+    } finally {
+      await proxy.close();
+    }
+    res.tables.push({
+      title: `Pair throughput across sites: ${num(farN)} tasks, side B 40 ms (round trip) from Redis, ${num(inFlight)} in flight per side`,
+      columns: COLUMNS,
+      rows: rows(far),
+      notes: [
+        'A task counts when both sides finished it. The far side pays a round trip per batch of transitions (pairlock) or per command (the original).',
+        ...far.filter((r) => r.error).map((r) => `${r.peer}: ${r.error}`),
+      ],
+    });
+  }
   res.notes.push(
-    `Round trips per task, by command: ${[...runs, ...slow]
+    `Round trips per task, by command: ${[...runs, ...slow, ...far]
       .filter((r) => r.roundTripDetail)
       .map((r) => `${r.peer}: ${r.roundTripDetail}`)
       .join('; ')}`,
   );
   res.data.runs = runs;
   res.data.slowHandlerRuns = slow;
+  res.data.farRuns = far;
   res.data.n = n;
   return res;
 }

@@ -2,8 +2,10 @@
   Shared pieces of every pairlock transition: the server clock, the record format,
   and the two storage modes (plain key or hash field) behind one load/store pair.
 
-  Record format, version 1 (one string, '|' separated, payload last so it may hold '|'):
-    1|<state>|<token>|<attempt>|<session>|<deadline>|<claimedAt>|<updatedAt>|<progress>|<payload>
+  Record format, version 2 (one string, '|' separated, payload last so it may hold '|'):
+    2|<state>|<token>|<attempt>|<session>|<deadline>|<claimedAt>|<updatedAt>|<progress>|<kind>|<payload>
+  Version 1 (read, never written) lacks <kind>; its grants read as kind 0 (fresh) on the
+  first attempt and 1 (session expired) after it.
   state     R running, D done, F failed, X released (handed over)
   token     fencing token: +1 on every grant of the task
   attempt   number of grants so far (first run, takeovers, retries, handovers)
@@ -12,7 +14,16 @@
             may be granted; D/X: 0
   claimedAt, updatedAt   server ms of the grant and of the last transition
   progress  last reported progress number ('' when none)
+  kind      how the current grant came about: 0 fresh, 1 owner session expired, 2 deadline
+            passed, 3 retry after failure, 4 handover (so that a claimer that lost its
+            grant's reply is told the grant's real kind when it asks again)
   payload   D: result JSON, F: error JSON, R: progress note JSON, X: ''
+            Quorum mode: a grant's record holds, until its first progress report, its undo
+            note in the payload instead: the record the grant replaced, encoded (in this
+            format), or '-' when there was none (undo-2.lua restores it). decodeRecord
+            moves it to r.undo (r.payload is then ''), so no other script sees it;
+            encodeRecord writes it back only while the record is that grant, untouched:
+            running, no progress, no note.
 
   Hash-field mode keeps an index zset (KEYS[2]) of field -> server ms at which the field
   may be dropped, because a hash field has no TTL of its own before Redis 7.4. Every
@@ -35,26 +46,57 @@ local E_WRONGTYPE = -4
 
 local function decodeRecord(raw)
   local ver = string.match(raw, '^([1-9]%d*)|')
-  if ver and ver ~= '1' then return nil, {E_VERSION, ver} end
-  local s, k, a, o, d, c, u, p, payload =
-    string.match(raw, '^1|([RDFX])|(%d+)|(%d+)|([^|]+)|(%d+)|(%d+)|(%d+)|([^|]*)|(.*)$')
+  if ver and ver ~= '1' and ver ~= '2' then return nil, {E_VERSION, ver} end
+  local s, k, a, o, d, c, u, p, g, payload
+  if ver == '2' then
+    s, k, a, o, d, c, u, p, g, payload = string.match(raw,
+      '^2|([RDFX])|(%d+)|(%d+)|([^|]+)|(%d+)|(%d+)|(%d+)|([^|]*)|([0-4])|(.*)$')
+  else
+    s, k, a, o, d, c, u, p, payload =
+      string.match(raw, '^1|([RDFX])|(%d+)|(%d+)|([^|]+)|(%d+)|(%d+)|(%d+)|([^|]*)|(.*)$')
+  end
   -- Lua numbers are doubles: past 15 digits a token (or time) is no longer exact, and a
   -- takeover could hand out a token that is not higher. Such a record is not ours.
   if not s or #k > 15 or #a > 15 or #d > 15 or #c > 15 or #u > 15 then
     return nil, {E_CORRUPT, string.sub(raw, 1, 64)}
   end
+  local attempt = tonumber(a)
+  local kind = tonumber(g)
+  if not kind then
+    kind = 1
+    if attempt <= 1 then kind = 0 end
+  end
+  local undo = nil
+  if s == 'R' and p == '' and payload ~= '' then
+    undo = payload
+    payload = ''
+  end
   return {
-    state = s, token = tonumber(k), attempt = tonumber(a), session = o,
+    state = s, token = tonumber(k), attempt = attempt, session = o,
     deadline = tonumber(d), claimedAt = tonumber(c), updatedAt = tonumber(u),
-    progress = p, payload = payload
+    progress = p, kind = kind, payload = payload, undo = undo
   }, nil
 end
 
 local function encodeRecord(r)
-  return '1|' .. r.state .. '|' .. string.format('%d', r.token) .. '|' ..
+  local payload = r.payload
+  if r.undo and r.state == 'R' and r.progress == '' and payload == '' then payload = r.undo end
+  return '2|' .. r.state .. '|' .. string.format('%d', r.token) .. '|' ..
     string.format('%d', r.attempt) .. '|' .. r.session .. '|' ..
     string.format('%d', r.deadline) .. '|' .. string.format('%d', r.claimedAt) .. '|' ..
-    string.format('%d', r.updatedAt) .. '|' .. r.progress .. '|' .. r.payload
+    string.format('%d', r.updatedAt) .. '|' .. r.progress .. '|' ..
+    string.format('%d', r.kind or 0) .. '|' .. payload
+end
+
+-- The undo note a quorum grant keeps: the record it replaces (false: none), encoded, but
+-- without that record's own note: only the latest grant of a task can be undone.
+local function undoNote(replaced)
+  if not replaced then return '-' end
+  local note = replaced.undo
+  replaced.undo = nil
+  local raw = encodeRecord(replaced)
+  replaced.undo = note
+  return raw
 end
 
 local function sweep(container, index, now)
@@ -122,6 +164,16 @@ local function store(container, index, field, r, now, keepMs)
   end
 end
 
+-- No record at all, as if the task had never been claimed (undo of a first grant).
+local function remove(container, index, field)
+  if field == '' then
+    rcall('DEL', container)
+    return
+  end
+  rcall('HDEL', container, field)
+  rcall('ZREM', index, field)
+end
+
 -- Keep the record and its remaining lifetime; only the value changes.
 local function update(container, index, field, r)
   local raw = encodeRecord(r)
@@ -152,13 +204,19 @@ local function watched(channel)
   return rcall('EXISTS', plain .. ':watching') == 1
 end
 
+-- A message as it is (one event object, or an array of them for a batch).
+local function publishRaw(channel, text)
+  if channel == '' then return end
+  if string.byte(channel, 1) == 35 then
+    rcall('SPUBLISH', string.sub(channel, 2), text)
+  else
+    rcall('PUBLISH', channel, text)
+  end
+end
+
 local function publish(channel, event, ref, r, extra)
   if channel == '' then return end
   local msg = {e = event, r = ref, s = r.state, k = r.token, a = r.attempt, o = r.session}
   if extra then for key, value in pairs(extra) do msg[key] = value end end
-  if string.byte(channel, 1) == 35 then
-    rcall('SPUBLISH', string.sub(channel, 2), cjson.encode(msg))
-  else
-    rcall('PUBLISH', channel, cjson.encode(msg))
-  end
+  publishRaw(channel, cjson.encode(msg))
 end

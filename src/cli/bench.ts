@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { CliError, ExitCode, type Io } from './common.js';
+import { CliError, ExitCode, type GlobalOptions, type Io } from './common.js';
 import { packageRoot } from './root.js';
 
 export interface BenchOptions {
@@ -46,10 +46,23 @@ export async function benchCommand(
   }
 }
 
+/** The Redis URL given for the benchmarks, if any: they measure one Redis. */
+function benchRedis(g: GlobalOptions): string | undefined {
+  const { topology, explicit } = g.connection;
+  if (!explicit) return undefined;
+  if (topology.kind !== 'redis') {
+    throw new CliError(
+      `pairlock: bench measures one Redis: give --redis <url> (got ${topology.kind === 'quorum' ? '--nodes' : `--${topology.kind}`})`,
+      ExitCode.Error,
+    );
+  }
+  return topology.url;
+}
+
 export function registerBench(
   program: Command,
+  globals: () => GlobalOptions,
   io: Io,
-  explicitRedis: () => string | undefined,
   setExit: (code: number) => void,
 ): void {
   program
@@ -58,5 +71,7 @@ export function registerBench(
       'run the benchmark suite (source repository only): pairlock against the original algorithm, BullMQ and redlock',
     )
     .option('--quick', 'a short run (a few seconds per scenario)')
-    .action(async (opts: BenchOptions) => setExit(await benchCommand(opts, io, explicitRedis())));
+    .action(async (opts: BenchOptions) =>
+      setExit(await benchCommand(opts, io, benchRedis(globals()))),
+    );
 }

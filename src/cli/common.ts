@@ -1,40 +1,29 @@
-import { Redis } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { RedisUnavailableError } from '../errors.js';
 import { Keys } from '../keys.js';
-import { connectClient, describeClient } from '../store.js';
-import { PairedWorker, type TaskInfo } from '../worker.js';
+import { connectClient } from '../store.js';
+import { keySlot } from '../topology-cluster.js';
+import { PairedWorker } from '../worker.js';
+import {
+  type ConnectionSpec,
+  clusterClient,
+  connectionHint,
+  describeTopology,
+  type Topology,
+} from './connection.js';
+import { CliError, ExitCode } from './exit.js';
 
-/** Exit codes of the `pairlock` CLI. */
-export const ExitCode = {
-  Ok: 0,
-  Error: 1,
-  Unreachable: 2,
-  UnknownTask: 3,
-} as const;
+export { DEFAULT_REDIS_URL } from './connection.js';
+export { CliError, ExitCode } from './exit.js';
+export * from './format.js';
 
-/** An error that ends the command with a message on stderr and a given exit code. */
-export class CliError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number,
-  ) {
-    super(message);
-    this.name = 'CliError';
-  }
-}
-
-/** Options every command understands (see main.ts). */
+/** Options every command understands (see program.ts). */
 export interface GlobalOptions {
-  redis: string;
+  /** Where Redis is: one Redis, Sentinel, Cluster or quorum nodes (see connection.ts). */
+  connection: ConnectionSpec;
   namespace: string;
   keyPrefix: string;
   timeout: number;
-}
-
-export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
-
-export function defaultRedisUrl(): string {
-  return process.env.REDIS_URL || DEFAULT_REDIS_URL;
 }
 
 /** Where the CLI writes; tests and embedding replace it. */
@@ -49,59 +38,190 @@ export const stdio: Io = {
 };
 
 /**
- * A connection for one command: a client that gives up after a few failed attempts
- * (a CLI must answer, not hang), the namespace's keys, and a PairedWorker used only for
- * `inspect` (it never opens a session, so the CLI is invisible to the pair).
+ * One Redis server as the CLI reads it: one Redis or a Sentinel-managed master (one view),
+ * a Cluster (one view, whose client routes to the namespace's shard), or each node in
+ * quorum mode.
+ */
+export interface NodeView {
+  /** host:port, for messages and per-node output. */
+  readonly label: string;
+  /** Commands on the namespace's keys. */
+  readonly client: Redis | Cluster;
+  /** The record as this server holds it (in quorum mode: this node alone). */
+  readonly inspector: PairedWorker;
+  /** Whether it answered when the command started (quorum mode goes on without a minority). */
+  up: boolean;
+  /** Why it did not answer. */
+  error?: string;
+}
+
+/** A few quick attempts, then 'end': a command reports the address instead of waiting. */
+const giveUp = (times: number) => (times > 2 ? null : 100 * times);
+
+/**
+ * A connection for one command: clients that give up after a few failed attempts (a CLI
+ * must answer, not hang), the namespace's keys, and PairedWorkers used only to `inspect`
+ * (they never open a session, so the CLI is invisible to the pair).
  */
 export class CliConnection {
-  readonly client: Redis;
   readonly keys: Keys;
+  readonly topology: Topology;
+  readonly nodes: readonly NodeView[];
+  /** The record as a worker sees it: the majority's view in quorum mode. */
   readonly inspector: PairedWorker;
-  private lastError: Error | undefined;
+  /** Nodes a quorum decision needs (1 outside quorum mode). */
+  readonly majority: number;
+  private readonly lastError = new Map<Redis | Cluster, string>();
 
   private constructor(readonly opts: GlobalOptions) {
-    this.client = new Redis(opts.redis, {
+    this.topology = opts.connection.topology;
+    this.keys = new Keys(opts.keyPrefix, opts.namespace);
+    const t = this.topology;
+    const quick: RedisOptions = {
       lazyConnect: true,
       connectTimeout: opts.timeout,
       maxRetriesPerRequest: 0,
       enableOfflineQueue: false,
-      // a few quick attempts, then 'end': the command reports the address instead of waiting
-      retryStrategy: (times) => (times > 2 ? null : 100 * times),
+      retryStrategy: giveUp,
+      sentinelRetryStrategy: giveUp,
+    };
+    const inspectorOf = (where: { redis: Redis | Cluster } | { nodes: (Redis | Cluster)[] }) =>
+      new PairedWorker({
+        ...where,
+        namespace: opts.namespace,
+        keyPrefix: opts.keyPrefix,
+        name: 'pairlock-cli',
+        connectTimeoutMs: opts.timeout,
+      });
+    const view = (label: string, client: Redis | Cluster): NodeView => ({
+      label,
+      client: this.watchErrors(client),
+      inspector: inspectorOf({ redis: client }),
+      up: false,
     });
-    this.client.on('error', (err: Error) => {
-      this.lastError = err;
-    });
-    this.keys = new Keys(opts.keyPrefix, opts.namespace);
-    this.inspector = new PairedWorker({
-      redis: this.client,
-      namespace: opts.namespace,
-      keyPrefix: opts.keyPrefix,
-      name: 'pairlock-cli',
-      connectTimeoutMs: opts.timeout,
-    });
+    if (t.kind === 'quorum') {
+      this.nodes = t.nodes.map((n) => view(n.label, new Redis({ ...n.options, ...quick })));
+      this.inspector = inspectorOf({ nodes: this.nodes.map((n) => n.client) });
+      this.majority = Math.floor(t.nodes.length / 2) + 1;
+      return;
+    }
+    const client =
+      t.kind === 'cluster'
+        ? clusterClient(t, {
+            lazyConnect: true,
+            enableOfflineQueue: false,
+            clusterRetryStrategy: giveUp,
+            slotsRefreshTimeout: opts.timeout,
+            redisOptions: { connectTimeout: opts.timeout, maxRetriesPerRequest: 0 },
+          })
+        : new Redis({ ...(t.kind === 'redis' ? t.node.options : t.options), ...quick });
+    const only = view(t.kind === 'redis' ? t.node.label : describeTopology(t), client);
+    this.nodes = [only];
+    this.inspector = only.inspector;
+    this.majority = 1;
   }
 
-  static async open(opts: GlobalOptions): Promise<CliConnection> {
+  /** Keep the last connection error of a client: it names the address that failed. */
+  private watchErrors<C extends Redis | Cluster>(client: C): C {
+    // a Cluster says only 'Failed to refresh slots cache': the nodes' own errors say why
+    const nodeErrors = new Map<string, string>();
+    client.on('error', (err: Error) => {
+      const plain = (m: string) => m.replace(/\.$/, '');
+      const nodes = [...nodeErrors].map(([address, m]) => `${address}: ${plain(m)}`).join('; ');
+      this.lastError.set(client, nodes ? `${plain(err.message)}; ${nodes}` : err.message);
+    });
+    client.on('node error', (err: Error, address: string) => {
+      nodeErrors.set(address, err.message);
+    });
+    return client;
+  }
+
+  static async open(opts: GlobalOptions, warn: (line: string) => void = () => {}) {
     const conn = new CliConnection(opts);
-    try {
-      await connectClient(conn.client, opts.timeout);
-    } catch (err) {
-      conn.client.disconnect();
-      throw conn.unreachable(err);
+    const results = await Promise.allSettled(
+      conn.nodes.map((n) => connectClient(n.client, opts.timeout)),
+    );
+    results.forEach((r, i) => {
+      const n = conn.nodes[i];
+      if (!n) return;
+      n.up = r.status === 'fulfilled';
+      if (r.status === 'rejected') {
+        n.error = conn.lastError.get(n.client) ?? (r.reason as Error).message;
+        n.client.disconnect();
+      }
+    });
+    const down = conn.nodes.filter((n) => !n.up);
+    if (conn.nodes.length - down.length >= conn.majority) {
+      for (const n of down) {
+        warn(
+          `pairlock: quorum node ${n.label} is unreachable (${n.error}); reading the other ${conn.nodes.length - down.length}`,
+        );
+      }
+      return conn;
     }
-    return conn;
+    await conn.close();
+    if (conn.topology.kind !== 'quorum') throw conn.unreachable(new Error(down[0]?.error));
+    throw new CliError(
+      `pairlock: cannot reach a majority of the ${conn.nodes.length} quorum nodes (${conn.majority} needed): ${down
+        .map((n) => `${n.label} (${n.error})`)
+        .join(', ')}.\n${connectionHint(conn.topology)}`,
+      ExitCode.Unreachable,
+    );
   }
 
   /** The address, for messages. */
   get where(): string {
-    return describeClient(this.client);
+    return describeTopology(this.topology);
+  }
+
+  /** The one client outside quorum mode (in quorum mode, read `nodes`). */
+  get client(): Redis | Cluster {
+    const only = this.nodes[0];
+    if (this.topology.kind === 'quorum' || !only)
+      throw new Error('a quorum connection has one client per node: read `nodes`');
+    return only.client;
+  }
+
+  /** The nodes that answered. */
+  get upNodes(): NodeView[] {
+    return this.nodes.filter((n) => n.up);
+  }
+
+  /**
+   * The server to SCAN for the namespace's keys: the node itself, or on a Cluster the
+   * master serving the namespace's hash slot (every key of a namespace is in that slot).
+   */
+  async scanTarget(node: NodeView): Promise<{ client: Redis; label: string }> {
+    const c = node.client;
+    if (!(c instanceof Cluster)) return { client: c, label: node.label };
+    const slot = keySlot(this.keys.channel);
+    let owner = c.slots[slot]?.[0];
+    if (owner === undefined) {
+      await new Promise<void>((resolve) => c.refreshSlotsCache(() => resolve()));
+      owner = c.slots[slot]?.[0];
+    }
+    const shard = c.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === owner);
+    if (!shard) {
+      throw new RedisUnavailableError(
+        `no master of the cluster serves slot ${slot} of namespace ${this.opts.namespace}`,
+      );
+    }
+    return { client: shard, label: `${owner} (slot ${slot})` };
   }
 
   unreachable(err: unknown): CliError {
-    const reason = this.lastError?.message ?? (err as Error).message;
+    const node = this.nodes[0];
+    const own =
+      this.topology.kind === 'quorum' || !node ? undefined : this.lastError.get(node.client);
+    const reason = own ?? (err as Error | undefined)?.message ?? String(err);
+    if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(reason)) {
+      return new CliError(
+        `pairlock: ${this.where} refused the credentials (${reason}).\nCheck --user and --password (PAIRLOCK_USER, PAIRLOCK_PASSWORD), or the user and password in the URL.`,
+        ExitCode.Unreachable,
+      );
+    }
     return new CliError(
-      `pairlock: cannot reach ${this.where} (${reason}).\n` +
-        'Pass the address with --redis <url> or set REDIS_URL (default redis://127.0.0.1:6379).',
+      `pairlock: cannot reach ${this.where} (${reason}).\n${connectionHint(this.topology)}`,
       ExitCode.Unreachable,
     );
   }
@@ -113,13 +233,25 @@ export class CliConnection {
     } catch (err) {
       if (err instanceof RedisUnavailableError || isConnectionFault(err))
         throw this.unreachable(err);
+      const msg = (err as Error | undefined)?.message ?? '';
+      if (/NOPERM/.test(msg)) {
+        throw new CliError(
+          `pairlock: ${this.where} refused a command to this user (${msg}).\nThe commands the CLI sends are listed in docs/cli.md (Connection options).`,
+          ExitCode.Error,
+        );
+      }
       throw err;
     }
   }
 
   async close(): Promise<void> {
-    await this.inspector.close().catch(() => {});
-    await this.client.quit().catch(() => this.client.disconnect());
+    const inspectors = new Set([this.inspector, ...this.nodes.map((n) => n.inspector)]);
+    await Promise.all([...inspectors].map((i) => i.close().catch(() => {})));
+    await Promise.all(
+      this.nodes.map((n) =>
+        n.up ? n.client.quit().catch(() => n.client.disconnect()) : n.client.disconnect(),
+      ),
+    );
   }
 }
 
@@ -134,8 +266,9 @@ export function isConnectionFault(err: unknown): boolean {
 export async function withConnection<T>(
   opts: GlobalOptions,
   fn: (conn: CliConnection) => Promise<T>,
+  warn?: (line: string) => void,
 ): Promise<T> {
-  const conn = await CliConnection.open(opts);
+  const conn = await CliConnection.open(opts, warn);
   try {
     return await conn.guard(() => fn(conn));
   } finally {
@@ -171,7 +304,7 @@ export async function* scanKeys(
 
 /** Fields of a hash, page by page with HSCAN. */
 export async function* scanHashFields(
-  client: Redis,
+  client: Redis | Cluster,
   key: string,
   count: number,
 ): AsyncGenerator<string[], void, void> {
@@ -203,107 +336,4 @@ export function parsePositiveInt(name: string) {
     }
     return n;
   };
-}
-
-// ---------------------------------------------------------------------------------
-// Formatting
-// ---------------------------------------------------------------------------------
-
-export function iso(ms: number): string {
-  return Number.isFinite(ms) && ms > 0 ? new Date(ms).toISOString() : '-';
-}
-
-export function duration(ms: number | undefined): string {
-  if (ms === undefined || !Number.isFinite(ms)) return '-';
-  if (ms < 0) return `${ms} ms`;
-  if (ms < 1_000) return `${Math.round(ms)} ms`;
-  if (ms < 60_000) return `${(ms / 1_000).toFixed(1)} s`;
-  if (ms < 3_600_000) return `${(ms / 60_000).toFixed(1)} min`;
-  return `${(ms / 3_600_000).toFixed(1)} h`;
-}
-
-function short(value: unknown, max = 80): string {
-  const text = value === undefined ? '' : typeof value === 'string' ? value : JSON.stringify(value);
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
-}
-
-/** A TaskInfo as JSON-friendly data (undefined fields dropped). */
-export function taskJson(info: TaskInfo, hash?: string): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...info };
-  if (hash !== undefined) out.hash = hash;
-  for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
-  return out;
-}
-
-/** One short line of detail for a record (list, stats). */
-export function detail(info: TaskInfo): string {
-  switch (info.state) {
-    case 'running':
-      return info.ownerAlive
-        ? `lease ${duration(info.leaseRemainingMs)}${info.progress === undefined ? '' : `, progress ${info.progress}`}`
-        : 'orphaned (owner session gone)';
-    case 'done':
-      return info.result === undefined ? '' : `result ${short(info.result, 60)}`;
-    case 'failed':
-      return `${info.error ? `${info.error.name}: ${short(info.error.message, 50)}` : ''}${
-        info.deadlineInMs !== undefined && info.deadlineInMs > 0
-          ? ` (retry in ${duration(info.deadlineInMs)})`
-          : ''
-      }`;
-    default:
-      return 'handed over, claimable';
-  }
-}
-
-/** The human-readable form of one record (`pairlock inspect`). */
-export function describeTask(info: TaskInfo, hash?: string): string[] {
-  const lines: string[] = [];
-  const row = (k: string, v: string) => lines.push(`${`${k}:`.padEnd(12)} ${v}`);
-  row('task', hash === undefined ? info.taskId : `${info.taskId} (field of hash ${hash})`);
-  row('state', info.state);
-  row('token', String(info.token));
-  row('attempt', String(info.attempt));
-  row('worker', info.worker);
-  row('session', `${info.session} (${info.ownerAlive ? 'alive' : 'gone'})`);
-  row('claimed', iso(info.claimedAt));
-  row('updated', iso(info.updatedAt));
-  if (info.state === 'running') {
-    row(
-      'lease',
-      info.ownerAlive
-        ? `${duration(info.leaseRemainingMs)} left`
-        : 'orphaned: a peer may take it over',
-    );
-    row('deadline', `in ${duration(info.deadlineInMs)}`);
-  }
-  if (info.state === 'failed' && info.deadlineInMs !== undefined) {
-    row(
-      'retry',
-      info.deadlineInMs > 0
-        ? `not before ${duration(info.deadlineInMs)}`
-        : 'allowed now (if attempts remain)',
-    );
-  }
-  if (info.progress !== undefined) row('progress', String(info.progress));
-  if (info.note !== undefined) row('note', JSON.stringify(info.note));
-  if (info.result !== undefined) row('result', JSON.stringify(info.result));
-  if (info.error !== undefined) {
-    row(
-      'error',
-      `${info.error.name}: ${info.error.message}${info.error.code ? ` [${info.error.code}]` : ''}`,
-    );
-  }
-  row('kept', info.keepMs < 0 ? 'no expiry' : `${duration(info.keepMs)} more`);
-  return lines;
-}
-
-/** Left-aligned columns. */
-export function table(header: string[], rows: string[][]): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const fmt = (r: string[]) =>
-    r
-      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
-      .join('  ')
-      .trimEnd();
-  return [fmt(header), ...rows.map(fmt)];
 }

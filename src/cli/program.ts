@@ -1,17 +1,17 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { PairlockError } from '../errors.js';
 import { registerBench } from './bench.js';
 import {
   CliError,
-  DEFAULT_REDIS_URL,
   ExitCode,
   type GlobalOptions,
   type Io,
   parsePositiveInt,
   stdio,
 } from './common.js';
+import { addConnectionOptions, connectionInput, parseConnection } from './connection.js';
 import { registerDemo } from './demo.js';
 import { registerInspect } from './inspect.js';
 import { registerList } from './list.js';
@@ -43,8 +43,8 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
     .description(
       'pairlock: paired-worker lock coordinator on Redis; inspect and operate a namespace',
     )
-    .version(version())
-    .addOption(new Option('--redis <url>', 'Redis URL').env('REDIS_URL').default(DEFAULT_REDIS_URL))
+    .version(version());
+  addConnectionOptions(program)
     .option('--namespace <ns>', 'the namespace of tasks and workers', 'default')
     .option('--key-prefix <prefix>', 'prefix of every key', 'pairlock')
     .option(
@@ -54,22 +54,23 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
       5_000,
     )
     .showHelpAfterError('(run with --help for usage)')
+    // `pairlock inspect --help` lists the connection options too
+    .configureHelp({ showGlobalOptions: true })
     .configureOutput({
       writeOut: (s) => io.out(s.replace(/\n$/, '')),
       writeErr: (s) => io.err(s.replace(/\n$/, '')),
     })
     .exitOverride();
+  // read when a command runs: a connection option that fails validation ends it with exit 1
   const globals = (): GlobalOptions => {
-    const o = program.opts<{
-      redis: string;
-      namespace: string;
-      keyPrefix: string;
-      timeout: number;
-    }>();
-    return { redis: o.redis, namespace: o.namespace, keyPrefix: o.keyPrefix, timeout: o.timeout };
+    const o = program.opts<{ namespace: string; keyPrefix: string; timeout: number }>();
+    return {
+      connection: parseConnection(connectionInput(program)),
+      namespace: o.namespace,
+      keyPrefix: o.keyPrefix,
+      timeout: o.timeout,
+    };
   };
-  const explicitRedis = (): string | undefined =>
-    program.getOptionValueSource('redis') === 'default' ? undefined : globals().redis;
   const setExit = (c: number) => {
     code = c;
   };
@@ -77,8 +78,8 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
   registerList(program, globals, io);
   registerStats(program, globals, io);
   registerWatch(program, globals, io);
-  registerDemo(program, io, explicitRedis);
-  registerBench(program, io, explicitRedis, setExit);
+  registerDemo(program, globals, io);
+  registerBench(program, globals, io, setExit);
   registerRun(program, globals, io, setExit);
   registerRunWorker(program, globals, io);
   registerVerify(program, globals, io, setExit);

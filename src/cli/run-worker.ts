@@ -4,7 +4,8 @@ import { streamFeed } from '../feeds/stream.js';
 import type { Logger } from '../options.js';
 import { handleSignals } from '../runtime.js';
 import { type Outcome, PairedWorker } from '../worker.js';
-import { type GlobalOptions, type Io, parsePositiveInt } from './common.js';
+import { CliError, ExitCode, type GlobalOptions, type Io, parsePositiveInt } from './common.js';
+import { workerConnection } from './connection.js';
 import { loadRunModule, type RunTaskInput } from './run-module.js';
 
 export interface RunWorkerOptions {
@@ -45,10 +46,18 @@ export async function runWorker(
   process.once('SIGTERM', early);
   process.once('SIGINT', early);
   const mod = await loadRunModule(modulePath);
+  const topology = g.connection.topology;
+  if (mod.stream && topology.kind === 'quorum') {
+    throw new CliError(
+      `pairlock: ${modulePath}: a \`stream\` source reads one Redis; in quorum mode (--nodes) there is no one Redis to read it from. Use \`tasks\` with streamFeed's reads of your own, or --redis, --sentinel or --cluster`,
+      ExitCode.Error,
+    );
+  }
   const logger = lineLogger(io, opts.verbose);
+  const connection = workerConnection(g.connection);
   const worker = new PairedWorker({
     ...mod.worker,
-    redis: g.redis,
+    ...connection.options,
     namespace: g.namespace,
     keyPrefix: g.keyPrefix,
     name: opts.name,
@@ -107,7 +116,7 @@ export async function runWorker(
   if (mod.stream) {
     const feed = streamFeed(worker, {
       ...mod.stream,
-      redis: g.redis,
+      redis: 'redis' in connection.options ? connection.options.redis : '',
       handler: (entry, ctx) => mod.handler({ id: ctx.taskId, data: entry }, ctx),
       onOutcome: report,
       logger,
@@ -157,6 +166,7 @@ export async function runWorker(
   signals.dispose();
   process.off('disconnect', onDisconnect);
   await worker.close();
+  await connection.close();
   say('all tasks have an outcome; exiting');
   if (process.connected) process.disconnect();
 }

@@ -5,6 +5,7 @@ import { basename, extname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { CliError, ExitCode, type GlobalOptions, type Io, parsePositiveInt } from './common.js';
+import { CONNECTION_ENV } from './connection.js';
 
 export interface RunOptions {
   name?: string;
@@ -65,6 +66,10 @@ export async function runCommand(
     done: false,
     ok: true,
   }));
+  // the connection travels in the environment (never a password on a command line)
+  const childEnv: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of CONNECTION_ENV) delete childEnv[name];
+  Object.assign(childEnv, g.connection.env);
   let stopping = false;
   let resolveAll!: () => void;
   const allDone = new Promise<void>((r) => {
@@ -87,8 +92,6 @@ export async function runCommand(
       return;
     }
     const args = [
-      '--redis',
-      g.redis,
       '--namespace',
       g.namespace,
       '--key-prefix',
@@ -104,6 +107,7 @@ export async function runCommand(
     // forwards one SIGTERM (a second signal would make the worker exit without handover)
     const child = fork(entry, args, {
       execArgv: process.execArgv,
+      env: childEnv,
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       detached: true,
     });

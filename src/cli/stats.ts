@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { TaskInfo } from '../worker.js';
 import {
   type CliConnection,
   duration,
@@ -6,12 +7,13 @@ import {
   globEscape,
   type Io,
   iso,
+  type NodeView,
   parsePositiveInt,
   scanKeys,
   table,
   withConnection,
 } from './common.js';
-import { records } from './list.js';
+import { quorumRecords, records } from './read.js';
 
 export interface StatsOptions {
   json?: boolean;
@@ -29,6 +31,27 @@ export interface LiveWorker {
   ttlMs: number;
   /** Task ids this session runs now. */
   holds: string[];
+  /** Quorum mode: nodes that hold the session (a majority, or it is not live). */
+  nodes?: number;
+}
+
+/** One node in quorum mode. */
+export interface NodeStats {
+  node: string;
+  up: boolean;
+  error?: string;
+  /** Task records this node holds (a copy of any kind, undo placeholders not counted). */
+  records: number;
+  /** Session keys on this node. */
+  sessions: number;
+}
+
+export interface QuorumStats {
+  /** Nodes a decision needs. */
+  majority: number;
+  nodes: NodeStats[];
+  /** Tasks whose copies differ between the nodes that answered, with the majority's state. */
+  disagree: { taskId: string; agree: number; majority: string }[];
 }
 
 export interface Stats {
@@ -44,47 +67,105 @@ export interface Stats {
   workers: LiveWorker[];
   /** Running records whose owner session is gone: a peer takes them over when it next looks. */
   orphaned: { taskId: string; worker: string; session: string }[];
+  /** Quorum mode: each node, and the tasks the nodes disagree on. */
+  quorum?: QuorumStats;
 }
 
-/** Live sessions: `<base>s:<session>` keys, their JSON description and remaining TTL. */
-export async function liveSessions(conn: CliConnection, count: number): Promise<LiveWorker[]> {
-  const out: LiveWorker[] = [];
+interface SessionCopy {
+  value: string;
+  pttl: number;
+}
+
+/** Session keys on one node: `<base>s:<session>` with its JSON description and PTTL. */
+async function sessionsOn(
+  conn: CliConnection,
+  node: NodeView,
+  count: number,
+): Promise<Map<string, SessionCopy>> {
+  const out = new Map<string, SessionCopy>();
   const prefix = conn.keys.sessionPrefix;
-  for await (const page of scanKeys(conn.client, `${globEscape(prefix)}*`, count)) {
-    const pipe = conn.client.pipeline();
+  const { client: scanner } = await conn.scanTarget(node);
+  for await (const page of scanKeys(scanner, `${globEscape(prefix)}*`, count)) {
+    // through the node's own client: on a Cluster it follows the slot if it moves
+    const pipe = node.client.pipeline();
     for (const key of page) pipe.get(key).pttl(key);
     const replies = (await pipe.exec()) ?? [];
     page.forEach((key, i) => {
       const value = replies[2 * i]?.[1] as string | null | undefined;
       const pttl = Number(replies[2 * i + 1]?.[1] ?? -2);
       if (value === null || value === undefined || pttl < 0) return; // expired meanwhile
-      const session = key.slice(prefix.length);
-      let desc: { worker?: unknown; host?: unknown; pid?: unknown; startedAt?: unknown } = {};
-      try {
-        desc = JSON.parse(value) as typeof desc;
-      } catch {
-        // an older or foreign description: show what the key name tells
-      }
-      const hashAt = session.lastIndexOf('#');
-      const w: LiveWorker = {
-        session,
-        worker:
-          typeof desc.worker === 'string'
-            ? desc.worker
-            : hashAt < 0
-              ? session
-              : session.slice(0, hashAt),
-        ttlMs: pttl,
-        holds: [],
-      };
-      if (typeof desc.host === 'string') w.host = desc.host;
-      if (typeof desc.pid === 'number') w.pid = desc.pid;
-      if (typeof desc.startedAt === 'number') w.startedAt = desc.startedAt;
-      out.push(w);
+      out.set(key.slice(prefix.length), { value, pttl });
     });
+  }
+  return out;
+}
+
+function describeSession(session: string, value: string, ttlMs: number): LiveWorker {
+  let desc: { worker?: unknown; host?: unknown; pid?: unknown; startedAt?: unknown } = {};
+  try {
+    desc = JSON.parse(value) as typeof desc;
+  } catch {
+    // an older or foreign description: show what the key name tells
+  }
+  const hashAt = session.lastIndexOf('#');
+  const w: LiveWorker = {
+    session,
+    worker:
+      typeof desc.worker === 'string'
+        ? desc.worker
+        : hashAt < 0
+          ? session
+          : session.slice(0, hashAt),
+    ttlMs,
+    holds: [],
+  };
+  if (typeof desc.host === 'string') w.host = desc.host;
+  if (typeof desc.pid === 'number') w.pid = desc.pid;
+  if (typeof desc.startedAt === 'number') w.startedAt = desc.startedAt;
+  return w;
+}
+
+/**
+ * Live sessions. In quorum mode a session is live when a majority of the nodes hold it
+ * (as the workers decide), and its TTL is the one a majority still reaches.
+ */
+export async function liveSessions(
+  conn: CliConnection,
+  count: number,
+  perNode?: (node: NodeView, sessions: number) => void,
+): Promise<LiveWorker[]> {
+  const copies = new Map<string, SessionCopy[]>();
+  for (const node of conn.upNodes) {
+    const found = await sessionsOn(conn, node, count);
+    perNode?.(node, found.size);
+    for (const [session, copy] of found) {
+      const list = copies.get(session);
+      if (list) list.push(copy);
+      else copies.set(session, [copy]);
+    }
+  }
+  const out: LiveWorker[] = [];
+  for (const [session, list] of copies) {
+    if (list.length < conn.majority) continue;
+    const ttls = list.map((c) => c.pttl).sort((a, b) => b - a);
+    const w = describeSession(session, list[0]?.value ?? '', ttls[conn.majority - 1] ?? 0);
+    if (conn.topology.kind === 'quorum') w.nodes = list.length;
+    out.push(w);
   }
   out.sort((a, b) => (a.worker < b.worker ? -1 : a.worker > b.worker ? 1 : 0));
   return out;
+}
+
+function tally(stats: Stats, info: TaskInfo, bySession: Map<string, LiveWorker>): void {
+  stats.tasks.total += 1;
+  stats.tasks[info.state] += 1;
+  if (info.state !== 'running') return;
+  const holder = bySession.get(info.session);
+  if (holder && info.ownerAlive) holder.holds.push(info.taskId);
+  else {
+    stats.tasks.orphaned += 1;
+    stats.orphaned.push({ taskId: info.taskId, worker: info.worker, session: info.session });
+  }
 }
 
 export async function collectStats(
@@ -92,7 +173,22 @@ export async function collectStats(
   opts: StatsOptions,
   warn: (l: string) => void,
 ): Promise<Stats> {
-  const workers = await liveSessions(conn, opts.count);
+  const nodeStats = new Map<NodeView, NodeStats>(
+    conn.nodes.map((n) => [
+      n,
+      {
+        node: n.label,
+        up: n.up,
+        ...(n.error === undefined ? {} : { error: n.error }),
+        records: 0,
+        sessions: 0,
+      },
+    ]),
+  );
+  const workers = await liveSessions(conn, opts.count, (node, sessions) => {
+    const s = nodeStats.get(node);
+    if (s) s.sessions = sessions;
+  });
   const bySession = new Map(workers.map((w) => [w.session, w]));
   const stats: Stats = {
     namespace: conn.opts.namespace,
@@ -100,16 +196,21 @@ export async function collectStats(
     workers,
     orphaned: [],
   };
-  for await (const info of records(conn, opts, warn)) {
-    stats.tasks.total += 1;
-    stats.tasks[info.state] += 1;
-    if (info.state !== 'running') continue;
-    const holder = bySession.get(info.session);
-    if (holder && info.ownerAlive) holder.holds.push(info.taskId);
-    else {
-      stats.tasks.orphaned += 1;
-      stats.orphaned.push({ taskId: info.taskId, worker: info.worker, session: info.session });
+  if (conn.topology.kind === 'quorum') {
+    const disagree: QuorumStats['disagree'] = [];
+    for await (const r of quorumRecords(conn, opts, warn)) {
+      r.nodes.forEach((copy, i) => {
+        const s = nodeStats.get(conn.nodes[i] as NodeView);
+        if (s && copy.status === 'record') s.records += 1;
+      });
+      if (r.agree < conn.upNodes.length) {
+        disagree.push({ taskId: r.taskId, agree: r.agree, majority: r.verdict?.state ?? 'absent' });
+      }
+      if (r.verdict) tally(stats, r.verdict, bySession);
     }
+    stats.quorum = { majority: conn.majority, nodes: [...nodeStats.values()], disagree };
+  } else {
+    for await (const info of records(conn, opts, warn)) tally(stats, info, bySession);
   }
   for (const w of workers) w.holds.sort();
   return stats;
@@ -117,42 +218,81 @@ export async function collectStats(
 
 const MAX_HELD_SHOWN = 10;
 
+/** Where the namespace lives, in words: the address, and on a Cluster its shard. */
+async function location(conn: CliConnection): Promise<string> {
+  const where = conn.where.replace(/^Redis at /, '');
+  const node = conn.nodes[0];
+  if (conn.topology.kind === 'cluster' && node)
+    return `${where}, shard ${(await conn.scanTarget(node)).label}`;
+  if (conn.topology.kind === 'quorum') return `${where}, majority ${conn.majority}`;
+  return where;
+}
+
+function showQuorum(q: QuorumStats, out: (line: string) => void): void {
+  out('nodes:');
+  const rows = q.nodes.map((n) => [
+    n.node,
+    n.up ? 'up' : 'unreachable',
+    n.up ? String(n.records) : '-',
+    n.up ? String(n.sessions) : '-',
+    n.error ?? '',
+  ]);
+  for (const line of table(['NODE', 'STATUS', 'RECORDS', 'SESSIONS', ''], rows)) out(`  ${line}`);
+  if (q.disagree.length === 0) {
+    out('the nodes that answered agree on every task');
+    return;
+  }
+  const shown = q.disagree
+    .slice(0, MAX_HELD_SHOWN)
+    .map((d) => `${d.taskId} (${d.agree} agree; majority: ${d.majority})`);
+  out(
+    `the nodes disagree on ${q.disagree.length} task(s): ${shown.join(', ')}${q.disagree.length > MAX_HELD_SHOWN ? ', …' : ''}`,
+  );
+}
+
 export async function statsCommand(opts: StatsOptions, g: GlobalOptions, io: Io): Promise<void> {
-  await withConnection(g, async (conn) => {
-    const s = await collectStats(conn, opts, io.err);
-    if (opts.json) {
-      io.out(JSON.stringify(s));
-      return;
-    }
-    const t = s.tasks;
-    const scope = opts.hash === undefined ? '' : ` (hash ${opts.hash})`;
-    io.out(`namespace ${s.namespace}${scope} on ${conn.where.replace(/^Redis at /, '')}`);
-    io.out(
-      `tasks: ${t.total} total, ${t.running} running (${t.orphaned} orphaned), ${t.done} done, ${t.failed} failed, ${t.released} released`,
-    );
-    io.out(`workers: ${s.workers.length} live`);
-    if (s.workers.length > 0) {
-      const rows = s.workers.map((w) => [
-        w.worker,
-        w.host ?? '-',
-        w.pid === undefined ? '-' : String(w.pid),
-        w.startedAt === undefined ? '-' : iso(w.startedAt),
-        duration(w.ttlMs),
-        String(w.holds.length),
-        w.holds.slice(0, MAX_HELD_SHOWN).join(', ') +
-          (w.holds.length > MAX_HELD_SHOWN ? ', …' : ''),
-      ]);
-      for (const line of table(
-        ['WORKER', 'HOST', 'PID', 'STARTED', 'TTL', 'HOLDS', 'TASKS'],
-        rows,
-      )) {
-        io.out(`  ${line}`);
+  await withConnection(
+    g,
+    async (conn) => {
+      const s = await collectStats(conn, opts, io.err);
+      if (opts.json) {
+        io.out(JSON.stringify(s));
+        return;
       }
-    }
-    if (s.orphaned.length > 0) {
-      io.out(`orphaned: ${s.orphaned.map((o) => `${o.taskId} (was ${o.worker})`).join(', ')}`);
-    }
-  });
+      const t = s.tasks;
+      const scope = opts.hash === undefined ? '' : ` (hash ${opts.hash})`;
+      io.out(`namespace ${s.namespace}${scope} on ${await location(conn)}`);
+      io.out(
+        `tasks: ${t.total} total, ${t.running} running (${t.orphaned} orphaned), ${t.done} done, ${t.failed} failed, ${t.released} released`,
+      );
+      io.out(`workers: ${s.workers.length} live`);
+      if (s.workers.length > 0) {
+        const rows = s.workers.map((w) => [
+          w.worker,
+          w.host ?? '-',
+          w.pid === undefined ? '-' : String(w.pid),
+          w.startedAt === undefined ? '-' : iso(w.startedAt),
+          duration(w.ttlMs),
+          ...(w.nodes === undefined ? [] : [String(w.nodes)]),
+          String(w.holds.length),
+          w.holds.slice(0, MAX_HELD_SHOWN).join(', ') +
+            (w.holds.length > MAX_HELD_SHOWN ? ', …' : ''),
+        ]);
+        const nodes = s.quorum ? ['NODES'] : [];
+        for (const line of table(
+          ['WORKER', 'HOST', 'PID', 'STARTED', 'TTL', ...nodes, 'HOLDS', 'TASKS'],
+          rows,
+        )) {
+          io.out(`  ${line}`);
+        }
+      }
+      if (s.orphaned.length > 0) {
+        io.out(`orphaned: ${s.orphaned.map((o) => `${o.taskId} (was ${o.worker})`).join(', ')}`);
+      }
+      if (s.quorum) showQuorum(s.quorum, io.out);
+    },
+    io.err,
+  );
 }
 
 export function registerStats(program: Command, globals: () => GlobalOptions, io: Io): void {

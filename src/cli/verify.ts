@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
+import type { RedisOptions } from 'ioredis';
 import type { CoordNode, Progress, VerifyResult } from '../verify/verify.js';
 import { CliError, ExitCode, type GlobalOptions, type Io, parsePositiveInt } from './common.js';
+import { connectionHint, describeTopology, type NodeAddress } from './connection.js';
 
 export interface VerifyCommandOptions {
   tasks: number;
@@ -12,16 +14,54 @@ export interface VerifyCommandOptions {
 }
 
 /**
- * The nodes verify proxies to, from the global connection options: one Redis (`--redis`).
- * Every proxied connection is a plain TCP stream (TLS passes through), so a topology whose
- * client follows redirections to other addresses (Sentinel, Cluster) cannot be put behind
- * the run's proxies.
+ * The nodes verify proxies to, from the global connection options: one Redis (`--redis`) or
+ * quorum nodes (`--nodes`), TLS and the ACL user included. Every proxied connection is a
+ * plain TCP stream (TLS passes through, still checked against the real host name), so a
+ * client that is redirected to addresses of the server's choosing (Sentinel, Cluster)
+ * cannot be kept behind the run's proxies, and a socket path cannot be proxied.
  */
-export function verifyNodes(
-  g: GlobalOptions,
-  nodeFromUrl: (url: string) => CoordNode,
-): CoordNode[] {
-  return [nodeFromUrl(g.redis)];
+export function verifyNodes(g: GlobalOptions): CoordNode[] {
+  const t = g.connection.topology;
+  switch (t.kind) {
+    case 'redis':
+      return [coordNode(t.node)];
+    case 'quorum':
+      return t.nodes.map(coordNode);
+    case 'sentinel':
+      throw new CliError(
+        `pairlock verify: Sentinel redirects its clients to the current master, past the proxies verify puts each worker behind; give the master's address with --redis (${describeTopology(t)})`,
+        ExitCode.Error,
+      );
+    case 'cluster':
+      throw new CliError(
+        `pairlock verify: a Cluster redirects its clients to other nodes (MOVED), past the proxies verify puts each worker behind; give the address of the node that holds the namespace with --redis (${describeTopology(t)})`,
+        ExitCode.Error,
+      );
+  }
+}
+
+function coordNode(n: NodeAddress): CoordNode {
+  const { host, port, path, tls, ...rest } = n.options;
+  if (path !== undefined) {
+    throw new CliError(
+      `pairlock verify: ${n.label} is a socket; verify puts each worker behind a local TCP proxy: give a redis:// URL`,
+      ExitCode.Error,
+    );
+  }
+  const h = host ?? '127.0.0.1';
+  const options: RedisOptions = { ...rest };
+  if (tls) {
+    // the workers get their options over IPC (JSON): the CA as PEM text
+    const ca = tls.ca;
+    const pem = (c: unknown) => (Buffer.isBuffer(c) ? c.toString('latin1') : c);
+    options.tls = {
+      ...tls,
+      ...(ca === undefined ? {} : { ca: (Array.isArray(ca) ? ca.map(pem) : pem(ca)) as string }),
+      // connected to 127.0.0.1, the certificate is still checked against the real host
+      servername: tls.servername ?? h,
+    };
+  }
+  return { label: n.label, host: h, port: port ?? 6379, options };
 }
 
 function progressLine(p: Progress): string {
@@ -38,7 +78,7 @@ export async function verifyCommand(
   namespaceGiven: boolean,
   io: Io,
 ): Promise<number> {
-  const { nodeFromUrl, parseFaults, runVerify, VerifyError } = await import('../verify/verify.js');
+  const { parseFaults, runVerify, VerifyError } = await import('../verify/verify.js');
   const { formatReport } = await import('../verify/report.js');
   const stop = new AbortController();
   const onSignal = () => stop.abort(new Error('interrupted'));
@@ -46,7 +86,7 @@ export async function verifyCommand(
   process.on('SIGTERM', onSignal);
   let result: VerifyResult;
   try {
-    const nodes = verifyNodes(g, nodeFromUrl);
+    const nodes = verifyNodes(g);
     result = await runVerify({
       nodes,
       ...(namespaceGiven ? { namespace: g.namespace } : {}),
@@ -63,10 +103,13 @@ export async function verifyCommand(
     });
   } catch (err) {
     if (err instanceof VerifyError) {
-      throw new CliError(
-        err.message,
-        err.kind === 'unreachable' ? ExitCode.Unreachable : ExitCode.Error,
-      );
+      if (err.kind === 'unreachable') {
+        throw new CliError(
+          `${err.message}\n${connectionHint(g.connection.topology)}`,
+          ExitCode.Unreachable,
+        );
+      }
+      throw new CliError(err.message, ExitCode.Error);
     }
     if (stop.signal.aborted) {
       io.err('pairlock verify: interrupted; the workers are stopped and the keys deleted');

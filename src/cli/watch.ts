@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import type { Redis } from 'ioredis';
 import { grantKinds } from '../codes.js';
-import type { NamespaceEvent } from '../events.js';
+import { type NamespaceEvent, parseNamespaceMessage } from '../events.js';
 import { workerOf } from '../store.js';
 import { CliConnection, type GlobalOptions, type Io } from './common.js';
+import { type EventSubscription, subscribeEvents } from './events.js';
 
 export interface WatchOptions {
   json?: boolean;
@@ -108,60 +108,52 @@ export async function watchCommand(
   io: Io,
   stop?: Promise<unknown>,
 ): Promise<void> {
-  const conn = await CliConnection.open(g);
-  // the subscriber reconnects for as long as the watch runs
-  const sub = conn.client.duplicate({
-    lazyConnect: true,
-    enableOfflineQueue: true,
-    retryStrategy: (times: number) => Math.min(100 * times, 2_000),
-  }) as Redis;
-  let down = false;
-  sub.on('error', (err: Error) => {
-    if (!down) io.err(`pairlock: connection to ${conn.where} lost (${err.message}); reconnecting…`);
-    down = true;
-  });
-  sub.on('ready', () => {
-    if (down) io.err(`pairlock: reconnected to ${conn.where}; events sent meanwhile were not seen`);
-    down = false;
-  });
-  sub.on('message', (_channel: string, msg: string) => {
-    let ev: NamespaceEvent;
-    try {
-      ev = JSON.parse(msg) as NamespaceEvent;
-    } catch {
-      return;
-    }
-    const w = decodeEvent(ev, Date.now());
-    io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
-  });
+  const conn = await CliConnection.open(g, io.err);
+  const { channel } = conn.keys;
+  const flagKey = `${channel}:watching`;
+  // on every node: each one's claim script reads its own copy of the flag
+  const keepFlag = () =>
+    Promise.all(
+      conn.nodes.map((n) =>
+        n.client.set(flagKey, '1', 'PX', WATCH_FLAG_TTL_MS).catch((err: unknown) => {
+          if (conn.topology.kind !== 'quorum') throw err;
+        }),
+      ),
+    );
+  let sub: EventSubscription | undefined;
   let flag: NodeJS.Timeout | undefined;
+  // listening before anything is printed: a signal sent on seeing the first line is caught
+  let stopped!: () => void;
+  const stopping = new Promise<void>((resolve) => {
+    stopped = resolve;
+  });
+  const done = () => stopped();
+  process.once('SIGINT', done);
+  process.once('SIGTERM', done);
+  stop?.then(done, done);
   try {
     await conn.guard(async () => {
-      await sub.connect();
       // fresh claims travel on a side channel of their own, and only while a watcher
       // keeps the flag key alive (workers do not need them)
-      await sub.subscribe(conn.keys.channel, `${conn.keys.channel}:claims`);
-      await conn.client.set(`${conn.keys.channel}:watching`, '1', 'PX', WATCH_FLAG_TTL_MS);
+      sub = await subscribeEvents(conn, [channel, `${channel}:claims`], {
+        message: (msg) => {
+          for (const ev of parseNamespaceMessage(msg)) {
+            const w = decodeEvent(ev, Date.now());
+            io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
+          }
+        },
+        status: io.err,
+      });
+      await keepFlag();
     });
-    flag = setInterval(() => {
-      conn.client
-        .set(`${conn.keys.channel}:watching`, '1', 'PX', WATCH_FLAG_TTL_MS)
-        .catch(() => {});
-    }, WATCH_FLAG_TTL_MS / 3);
-    io.err(`watching ${conn.keys.channel} on ${conn.where} (Ctrl-C to stop)`);
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        process.off('SIGINT', done);
-        process.off('SIGTERM', done);
-        resolve();
-      };
-      process.once('SIGINT', done);
-      process.once('SIGTERM', done);
-      stop?.then(done, done);
-    });
+    flag = setInterval(() => void keepFlag().catch(() => {}), WATCH_FLAG_TTL_MS / 3);
+    io.err(`watching ${channel} on ${sub?.where ?? conn.where} (Ctrl-C to stop)`);
+    await stopping;
   } finally {
+    process.off('SIGINT', done);
+    process.off('SIGTERM', done);
     clearInterval(flag);
-    sub.disconnect();
+    sub?.close();
     await conn.close();
   }
 }

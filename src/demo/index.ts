@@ -2,6 +2,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CONNECTION_ENV } from '../cli/connection.js';
 import { RedisServer } from '../testing/redis-server.js';
 
 /**
@@ -12,6 +13,12 @@ import { RedisServer } from '../testing/redis-server.js';
 export interface DemoOptions {
   /** Use this Redis instead of starting a redis-server. @default process.env.REDIS_URL */
   redisUrl?: string;
+  /**
+   * Instead of `redisUrl`: any topology, as the CLI's connection environment variables
+   * (PAIRLOCK_SENTINEL, PAIRLOCK_CLUSTER, PAIRLOCK_NODES, …; see docs/cli.md), with a
+   * description for the first line.
+   */
+  connection?: { env: Readonly<Record<string, string>>; description: string };
   /** Tasks fed to the pair. @default 6 */
   tasks?: number;
   /** Session TTL of both workers: the takeover waits for it. @default 1000 */
@@ -64,13 +71,32 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
 
   let server: RedisServer | undefined;
   let redisUrl = opts.redisUrl ?? process.env.REDIS_URL;
-  if (!redisUrl) {
+  // the workers' connection: PAIRLOCK_REDIS_URL, or the CLI's variables (and no others)
+  const connectionEnv: Record<string, string | undefined> = {};
+  if (opts.connection) {
+    for (const name of CONNECTION_ENV) connectionEnv[name] = undefined;
+    Object.assign(connectionEnv, opts.connection.env);
+    out(`redis     using ${opts.connection.description}`);
+  } else if (!redisUrl) {
     server = await RedisServer.start();
     redisUrl = server.url;
     out(`redis     started redis-server on ${server.host}:${server.port}`);
   } else {
     out(`redis     using ${redisUrl}`);
   }
+  const env = (name: string): NodeJS.ProcessEnv => {
+    const e: NodeJS.ProcessEnv = {
+      ...process.env,
+      ...connectionEnv,
+      PAIRLOCK_NAMESPACE: namespace,
+      PAIRLOCK_NAME: name,
+      PAIRLOCK_SESSION_TTL_MS: String(sessionTtlMs),
+    };
+    if (opts.connection) delete e.PAIRLOCK_REDIS_URL;
+    else e.PAIRLOCK_REDIS_URL = redisUrl;
+    for (const [k, v] of Object.entries(e)) if (v === undefined) delete e[k];
+    return e;
+  };
   out(
     `pair      site-a and site-b, namespace ${namespace}, session TTL ${sessionTtlMs} ms, ${tasks} tasks`,
   );
@@ -88,13 +114,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
     new Promise((resolve, reject) => {
       const proc = fork(file, [], {
         execArgv,
-        env: {
-          ...process.env,
-          PAIRLOCK_REDIS_URL: redisUrl,
-          PAIRLOCK_NAMESPACE: namespace,
-          PAIRLOCK_NAME: name,
-          PAIRLOCK_SESSION_TTL_MS: String(sessionTtlMs),
-        },
+        env: env(name),
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       });
       const site: Site = { name, proc, id: '', alive: true };

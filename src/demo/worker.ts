@@ -2,7 +2,9 @@
  * One worker in its own process, driven over IPC: the demo's two sites, and the
  * multi-process tests, fork this file.
  *
- *   env: PAIRLOCK_REDIS_URL, PAIRLOCK_NAMESPACE, PAIRLOCK_NAME, PAIRLOCK_SESSION_TTL_MS,
+ *   env: PAIRLOCK_REDIS_URL (or, without it, the CLI's connection variables: REDIS_URL,
+ *        PAIRLOCK_SENTINEL, PAIRLOCK_CLUSTER, PAIRLOCK_NODES, …), PAIRLOCK_NAMESPACE,
+ *        PAIRLOCK_NAME, PAIRLOCK_SESSION_TTL_MS,
  *        PAIRLOCK_CLOCK_SKEW_MS (shift this process's wall clock: pairlock must not care)
  *   parent → child: { cmd: 'run', taskId, holdMs, ignoreAbort? } | { cmd: 'close', handover? }
  *   child → parent: { ev: 'ready', id }, every worker event as { ev, ...payload },
@@ -17,10 +19,16 @@ if (skew !== 0) {
 
 // imported after the clock is shifted, so the library sees the skewed clock too
 const { PairedWorker } = await import('../index.js');
+const { connectionInputFromEnv, parseConnection, workerConnection } = await import(
+  '../cli/connection.js'
+);
 
 const send = (msg: unknown) => process.send?.(msg);
+const url = process.env.PAIRLOCK_REDIS_URL;
 const worker = new PairedWorker({
-  redis: process.env.PAIRLOCK_REDIS_URL ?? 'redis://127.0.0.1:6379',
+  ...(url === undefined
+    ? workerConnection(parseConnection(connectionInputFromEnv())).options
+    : { redis: url }),
   namespace: process.env.PAIRLOCK_NAMESPACE ?? 'demo',
   name: process.env.PAIRLOCK_NAME ?? 'worker',
   sessionTtlMs: Number(process.env.PAIRLOCK_SESSION_TTL_MS ?? 1_000),

@@ -8,12 +8,10 @@ import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import {
-  freeClusterPort,
-  RedisServer,
-  RedisServerStartError,
-  requireRedisServerBinary,
-} from './redis-server.js';
+import { requireRedisServerBinary } from './binary.js';
+import { RedisServerStartError } from './errors.js';
+import { freeClusterPort } from './ports.js';
+import { RedisServer } from './redis-server.js';
 
 export interface HostPort {
   host: string;

@@ -43,8 +43,8 @@ export async function open(node: CoordNode, timeoutMs: number): Promise<Redis> {
     const reason = last?.message ?? (err as Error).message;
     if (/WRONGPASS|NOAUTH|NOPERM/.test(reason)) {
       throw new VerifyError(
-        `pairlock verify: Redis at ${node.label} refused the connection's user (${reason})`,
-        'acl',
+        `pairlock verify: Redis at ${node.label} refused the credentials (${reason})`,
+        'unreachable',
       );
     }
     throw new VerifyError(
@@ -71,6 +71,31 @@ function denied(err: unknown, command: string, base: string): VerifyError | unde
   );
 }
 
+/** Commands the workers send, scripts included: the ACL line of docs/security.md. */
+export const WORKER_COMMANDS = [
+  'EVALSHA',
+  'EVAL',
+  'SUBSCRIBE',
+  'INFO',
+  'TIME',
+  'GET',
+  'SET',
+  'INCR',
+  'DEL',
+  'PEXPIRE',
+  'PTTL',
+  'EXISTS',
+  'TYPE',
+  'HGET',
+  'HSET',
+  'HDEL',
+  'ZADD',
+  'ZREM',
+  'ZRANGEBYSCORE',
+  'ZSCORE',
+  'PUBLISH',
+] as const;
+
 /** Commands the run sends on top of the workers' own (the sink, its dump, the cleanup). */
 export const VERIFY_EXTRA = ['SCAN', 'MULTI', 'EXEC', 'RPUSH', 'LRANGE', 'HMGET'] as const;
 
@@ -84,6 +109,7 @@ export async function checkAcl(client: Redis, base: string): Promise<void> {
   const h = `${base}probe-h`;
   const z = `${base}probe-z`;
   const l = `${base}probe-l`;
+  const n = `${base}probe-n`;
   const one = 'return 1';
   const sha = createHash('sha1').update(one).digest('hex');
   const probes: [string, () => Promise<unknown>][] = [
@@ -97,6 +123,7 @@ export async function checkAcl(client: Redis, base: string): Promise<void> {
     ['TYPE', () => client.type(k)],
     ['PEXPIRE', () => client.pexpire(k, 60_000)],
     ['PTTL', () => client.pttl(k)],
+    ['INCR', () => client.incr(n)],
     ['HSET', () => client.hset(h, 'f', '1')],
     ['HGET', () => client.hget(h, 'f')],
     ['HMGET', () => client.hmget(h, 'f')],
@@ -117,7 +144,7 @@ export async function checkAcl(client: Redis, base: string): Promise<void> {
     ],
     ['PUBLISH', () => client.publish(`${base}events`, 'probe')],
     ['SCAN', () => client.scan('0', 'MATCH', `${base}*`, 'COUNT', 10)],
-    ['DEL', () => client.del(k, h, z, l)],
+    ['DEL', () => client.del(k, h, z, l, n)],
     [
       'SUBSCRIBE',
       async () => {
@@ -133,6 +160,11 @@ export async function checkAcl(client: Redis, base: string): Promise<void> {
       },
     ],
   ];
+  const probed = new Set(probes.map(([name]) => name));
+  const missing = [...WORKER_COMMANDS, ...VERIFY_EXTRA].filter(
+    (c) => !probed.has(c) && c !== 'EXEC',
+  );
+  if (missing.length > 0) throw new Error(`preflight: no probe for ${missing.join(', ')}`);
   for (const [name, probe] of probes) {
     try {
       await probe();

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { Keys } from '../keys.js';
 import type { Report } from './check.js';
 import {
@@ -66,39 +66,6 @@ export interface VerifyResult {
 
 /** The highest median round trip the run's timings (leases of 1 s, timeouts of 400 ms) allow. */
 export const MAX_ROUND_TRIP_MS = 25;
-
-/** A node from a redis:// or rediss:// URL (user, password, db and TLS included). */
-export function nodeFromUrl(url: string, option = '--redis'): CoordNode {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new VerifyError(
-      `pairlock verify: ${option} must be a redis:// or rediss:// URL, got ${JSON.stringify(url)}`,
-      'input',
-    );
-  }
-  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
-    throw new VerifyError(
-      `pairlock verify: ${option} must be a redis:// or rediss:// URL, got ${JSON.stringify(url)}`,
-      'input',
-    );
-  }
-  const host = u.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1';
-  const port = u.port === '' ? 6379 : Number(u.port);
-  const options: RedisOptions = {};
-  if (u.username) options.username = decodeURIComponent(u.username);
-  if (u.password) options.password = decodeURIComponent(u.password);
-  const db = u.pathname.replace(/^\//, '');
-  if (db !== '') {
-    if (!/^\d+$/.test(db))
-      throw new VerifyError(`pairlock verify: ${option}: bad database number in ${url}`, 'input');
-    options.db = Number(db);
-  }
-  // the workers connect to a local proxy: TLS still names (and checks) the real host
-  if (u.protocol === 'rediss:') options.tls = { servername: host };
-  return { label: `${host}:${port}`, host, port, options };
-}
 
 /** The fault kinds of `--faults`, checked: known, client-side, and fit for the topology. */
 export function parseFaults(list: string, nodes: number): FaultKind[] {

@@ -384,3 +384,256 @@ describe('quorum of 3 independent masters', () => {
     );
   });
 });
+
+/*
+ * The store of quorum mode against real nodes, one interleaving at a time: what an undo
+ * leaves behind, what a repair may overwrite, and what a node that answers after the
+ * client's timeout keeps.
+ */
+describe('quorum store: undo, repair and late answers', () => {
+  const args = (session: string, extra: Partial<ClaimArgs> = {}): ClaimArgs => ({
+    session,
+    sessionTtlMs: 30_000,
+    taskTimeoutMs: 60_000,
+    retentionMs: 60_000,
+    maxAttempts: 3,
+    dryRun: false,
+    ...extra,
+  });
+  const done = (session: string, token: number) => ({
+    session,
+    token,
+    state: 'D' as const,
+    payload: '"result"',
+    retentionMs: 60_000,
+    backoffMs: 0,
+  });
+
+  /** A quorum store (through `urls`), opened and closed with the test. */
+  async function quorumStore(urls: string[], keys: Keys, timeoutMs = 2_000) {
+    const store = new QuorumStore(urls, keys, timeoutMs);
+    cleanup.push(() => store.close());
+    await store.connect();
+    return store;
+  }
+  /** One store per node, straight to it: to set the stage and to look at each node alone. */
+  async function nodeStores(urls: string[], keys: Keys): Promise<RedisStore[]> {
+    return Promise.all(
+      urls.map(async (u) => {
+        const s = new RedisStore(u, keys, 2_000);
+        cleanup.push(() => s.close());
+        await s.connect();
+        return s;
+      }),
+    );
+  }
+  async function delayedProxy(port: number): Promise<TcpProxy> {
+    const p = await TcpProxy.start({ targetPort: port });
+    cleanup.push(() => p.close());
+    return p;
+  }
+
+  it("an undone takeover leaves the owner's record as it was, so its outcome reaches every node and survives the loss of one", async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const keys = new Keys('pairlock', `undo-repair-${++nsCounter}`);
+    const q1 = await quorumStore(urls, keys);
+    const q2 = await quorumStore(urls, keys);
+    const node = await nodeStores(urls, keys);
+    const [s1, s2] = ['one#1', 'two#1'];
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    expect((await q2.session('open', s2, 30_000)).ok).toBe(true);
+    const loc = keys.task('job');
+    expect(await q1.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: 1 });
+
+    // s1's session lapses on node C only; s2's takeover is granted there alone, and undone
+    await node[2]!.session('close', s1, 0);
+    expect(await q2.claim(loc, args(s2))).toMatchObject({ type: 'held', owner: s1, token: 1 });
+    await until('the takeover on C to be undone', async () => {
+      const rec = await node[2]!.inspect(loc);
+      return rec.found && rec.session === s1;
+    });
+    // C holds s1's grant exactly as before the takeover
+    expect(await node[2]!.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 1 });
+
+    // s1 settles: A and B take it, C turns it away (the lease is gone there) and is repaired
+    expect(await q1.settle(loc, done(s1, 1))).toMatchObject({ ok: true, token: 1 });
+    await until('the outcome to reach C', async () => {
+      const rec = await node[2]!.inspect(loc);
+      return rec.found && rec.state === 'done';
+    });
+
+    // A is lost: B and C still make the outcome
+    await topo.nodes[0]!.kill();
+    expect(await q2.claim(loc, args(s2))).toMatchObject({
+      type: 'done',
+      owner: s1,
+      token: 1,
+      payload: '"result"',
+    });
+  });
+
+  it('a settle refused on a majority because the session expired there is refused, and not written there', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const keys = new Keys('pairlock', `stale-session-${++nsCounter}`);
+    const q1 = await quorumStore(urls, keys);
+    const node = await nodeStores(urls, keys);
+    const s1 = 'one#1';
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    const loc = keys.task('job');
+    expect(await q1.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: 1 });
+    // the session lapses on B and C
+    await node[1]!.session('close', s1, 0);
+    await node[2]!.session('close', s1, 0);
+    expect(await q1.settle(loc, done(s1, 1))).toEqual({ ok: false, reason: 'session-expired' });
+    for (const n of [node[1]!, node[2]!]) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 1 });
+    }
+  });
+
+  it('a settle refused on a majority because the deadline passed there is refused, and not written there', async () => {
+    const topo = await topology();
+    const proxies = [
+      await delayedProxy(topo.nodes[1]!.port),
+      await delayedProxy(topo.nodes[2]!.port),
+    ];
+    const keys = new Keys('pairlock', `stale-deadline-${++nsCounter}`);
+    const q1 = await quorumStore([topo.nodes[0]!.url, ...proxies.map((p) => p.url)], keys, 5_000);
+    const node = await nodeStores(
+      topo.nodes.map((n) => n.url),
+      keys,
+    );
+    const s1 = 'one#1';
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    const loc = keys.task('job');
+    const taskTimeoutMs = 1_000;
+    expect(await q1.claim(loc, args(s1, { taskTimeoutMs }))).toMatchObject({
+      type: 'granted',
+      token: 1,
+    });
+    await sleep(500);
+    // the settle reaches A half a second before the deadline, B and C 200 ms after it
+    for (const p of proxies) p.setDelay(700);
+    expect(await q1.settle(loc, done(s1, 1))).toEqual({ ok: false, reason: 'deadline-passed' });
+    for (const p of proxies) p.setDelay(0);
+    for (const n of [node[1]!, node[2]!]) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 1 });
+    }
+  });
+
+  it('our own grant on a majority is resumed (as one Redis answers a claim whose reply was lost), not granted anew', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const keys = new Keys('pairlock', `resumed-${++nsCounter}`);
+    const q1 = await quorumStore(urls, keys);
+    const node = await nodeStores(urls, keys);
+    const s1 = 'one#1';
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    const loc = keys.task('job');
+    expect(await q1.claim(loc, args(s1, { taskTimeoutMs: 20_000 }))).toMatchObject({
+      type: 'granted',
+      token: 1,
+      kind: 'fresh',
+    });
+    for (const dryRun of [false, true]) {
+      const again = await q1.claim(loc, args(s1, { dryRun }));
+      expect(again).toMatchObject({ type: 'resumed', token: 1, attempt: 1, kind: 'fresh' });
+      if (again.type !== 'resumed') throw new Error('not resumed');
+      expect(again.deadlineInMs).toBeGreaterThan(0);
+      expect(again.deadlineInMs).toBeLessThanOrEqual(20_000);
+    }
+    for (const n of node) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 1 });
+    }
+  });
+
+  it('our own grant left on a minority by an earlier claim is undone when a new grant wins', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const keys = new Keys('pairlock', `leftover-${++nsCounter}`);
+    const q1 = await quorumStore(urls, keys);
+    const node = await nodeStores(urls, keys);
+    const s1 = 'one#1';
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    const loc = keys.task('job');
+    // an earlier claim of s1 that only node C granted, never undone
+    expect(await node[2]!.claimAtLeast(loc, args(s1), 0)).toMatchObject({ type: 'granted' });
+    expect(await q1.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: 1 });
+    await until('the leftover on C to be undone', async () => !(await node[2]!.inspect(loc)).found);
+    for (const n of [node[0]!, node[1]!]) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 1 });
+    }
+  });
+
+  it('a grant made by a node that answered after the timeout is undone', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const proxy = await delayedProxy(topo.nodes[2]!.port);
+    const keys = new Keys('pairlock', `late-node-${++nsCounter}`);
+    const node = await nodeStores(urls, keys);
+    // s1 holds the task on A and B; C has no record of it
+    const s1 = 'one#1';
+    for (const n of [node[0]!, node[1]!]) {
+      expect((await n.session('open', s1, 30_000)).ok).toBe(true);
+      expect(await n.claim(keys.task('job'), args(s1))).toMatchObject({ type: 'granted' });
+    }
+    const q2 = await quorumStore([urls[0]!, urls[1]!, proxy.url], keys, 400);
+    const s2 = 'two#1';
+    expect((await q2.session('open', s2, 30_000)).ok).toBe(true);
+    // C applies s2's claim 300 ms after it is sent, and its answer comes after the 400 ms bound
+    proxy.setDelay(300);
+    expect(await q2.claim(keys.task('job'), args(s2))).toMatchObject({ type: 'held', owner: s1 });
+    let granted = false;
+    await until(
+      'the grant on C to be made, then undone',
+      async () => {
+        const rec = await node[2]!.inspect(keys.task('job'));
+        if (rec.found && rec.session === s2) granted = true;
+        return granted && !rec.found;
+      },
+      3_000,
+    );
+  });
+
+  it('grants made by nodes that all answered after the timeout are undone on every node', async () => {
+    const topo = await topology();
+    const proxies = await Promise.all(topo.nodes.map((n) => delayedProxy(n.port)));
+    const keys = new Keys('pairlock', `late-all-${++nsCounter}`);
+    const node = await nodeStores(
+      topo.nodes.map((n) => n.url),
+      keys,
+    );
+    const q1 = await quorumStore(
+      proxies.map((p) => p.url),
+      keys,
+      400,
+    );
+    const s1 = 'one#1';
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    for (const p of proxies) p.setDelay(300);
+    const granted = new Set<number>();
+    const watch = setInterval(() => {
+      node.forEach((n, i) => {
+        n.inspect(keys.task('job')).then(
+          (r) => r.found && r.session === s1 && granted.add(i),
+          () => {},
+        );
+      });
+    }, 20);
+    cleanup.push(async () => clearInterval(watch));
+    await expect(q1.claim(keys.task('job'), args(s1))).rejects.toBeInstanceOf(NoQuorumError);
+    for (const p of proxies) p.setDelay(0);
+    await until(
+      'every grant to be undone',
+      async () => {
+        const recs = await Promise.all(node.map((n) => n.inspect(keys.task('job'))));
+        return recs.every((r) => !r.found);
+      },
+      3_000,
+    );
+    clearInterval(watch);
+    // every node did grant, after the claimer had stopped waiting for it
+    expect([...granted].sort()).toEqual([0, 1, 2]);
+  });
+});

@@ -1,0 +1,157 @@
+--[[
+  claim: race for a batch of tasks — take over an orphaned one, retry a failed one, or
+  learn its state. The batch is the unit on the wire, the task the unit of decision: the
+  server clock, the claimer's session and the "is anyone watching" flag are read once,
+  then every task is decided by the same rules from its own record alone (a lone task is
+  a batch of one).
+
+  Input (the caller passes numkeys = 1 + 2 × tasks):
+    KEYS[1]        the claimer's session key
+    KEYS[2i]       container of task i: the record key (plain mode) or the hash (hash mode)
+    KEYS[2i+1]     index zset of that hash (hash-field mode; the container again in plain mode)
+    ARGV[1] claimer session id
+    ARGV[2] session key prefix (session key = prefix .. session id)
+    ARGV[3] session ttl ms (every claim refreshes the claimer's session: a worker that is
+            claiming is alive, and a grant starts a full lease)
+    ARGV[4] task timeout ms (time-to-run: the deadline of a grant)
+    ARGV[5] retention ms
+    ARGV[6] max attempts: a failed record whose attempt >= this is terminal
+    ARGV[7] dry run: '1' reports what a claim would do without granting (paused workers)
+    ARGV[8] event channel ('' for none; '#<channel>' for sharded pub/sub, see publish())
+    ARGV[9] quorum mode: '1' when every task names a minimum token (below), else ''
+    ARGV[10] change-sequence key prefix (an owner's sequence = prefix .. session id; see
+             settle.lua)
+    ARGV[11 + 3(i-1)]  field of task i ('' in plain mode)
+    ARGV[12 + 3(i-1)]  task ref of task i (identifies the task in events)
+    ARGV[13 + 3(i-1)]  minimum token of task i (quorum mode; '' otherwise). A grant's token
+             is at least this (so a grant made on a majority of independent nodes can
+             carry one token, the highest of them), and in quorum mode the grant's record
+             keeps the record it replaced (its undo note, see includes/record.lua), so that
+             a grant that did not win its quorum can be undone exactly (undo-2.lua), even
+             on a node whose answer never reached the claimer. Replies are the same in
+             both modes.
+
+  Output: one reply per task, in order:
+    { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession }   granted
+        kind: 0 fresh, 1 takeover (owner session expired), 2 takeover (deadline passed),
+              3 retry after failure, 4 handover (released); fromSession: the previous
+              owner ('' when fresh)
+    { 2, ownerSession, token, attempt, ownerPttl, deadlineInMs, ownerSeq }
+        held by a live owner; ownerSeq: the owner's change sequence now (0 when none), from
+        which a standby can tell later whether it missed one of the owner's events
+    { 3, ownerSession, token, attempt, updatedAt, resultJson }       done
+    { 4, ownerSession, token, attempt, updatedAt, errorJson, terminal, retryInMs }  failed
+    { 5, kind }                                                      claimable (dry run only)
+    { 6, token, attempt, kind, deadlineInMs, serverNow }             resumed: the claimer's own
+        session already holds the task (its earlier claim was granted, but the reply was
+        lost, say to a client-side timeout). Nothing is granted anew: the reply carries
+        that grant's token, attempt and real kind, and the server's remaining deadline, so
+        the claimer's lease ends when the server's does. Answered to a dry run too.
+    { -1, excerpt }  corrupt record            { -2, version } record of a newer format
+    { -3 }           claimer session expired   { -4, type }    key of another type
+    A record that cannot be read fails its own task only; any other error (a missing ACL
+    grant, say) is raised for the batch.
+
+  Events: 'claimed' {e, r, s, k, a, o, kind, from}: a takeover, retry or handover on
+  ARGV[8]; a fresh grant, the commonest transition, only while someone watches (the key
+  ARGV[8] .. ':watching' exists, kept alive by `pairlock watch`), on ARGV[8] .. ':claims'.
+  Workers need no fresh-claim events, and skipping them spares every grant an encode and
+  a publish. Likewise, while watched: 'standby' {e, r, s, k, a, o, by} on ARGV[8] .. ':claims'
+  when a live owner holds the task (o: the owner, by: the claimer that now covers it).
+]]
+--- @include "includes/record"
+
+local claimer, sessionPrefix = ARGV[1], ARGV[2]
+local sessionTtl, taskTimeout, retention = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local maxAttempts, dryRun, channel = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
+local quorumMode, seqPrefix = ARGV[9] == '1', ARGV[10]
+local tasks = (#KEYS - 1) / 2
+
+local out = {}
+-- A claimer whose session lapsed may learn nothing and be granted nothing. A live one is
+-- refreshed: under heavy load its heartbeat may queue behind its own claims.
+if rcall('PEXPIRE', KEYS[1], sessionTtl) == 0 then
+  for i = 1, tasks do out[i] = {-3} end
+  return out
+end
+
+local now = serverNowMs()
+local isWatched = watched(channel)
+-- owners' liveness and change sequences, read once per owner per batch
+local owners = {}
+local function owner(session)
+  local o = owners[session]
+  if not o then
+    local seq = rcall('GET', seqPrefix .. session)
+    o = {pttl = sessionPttl(sessionPrefix, session), seq = tonumber(seq) or 0}
+    owners[session] = o
+  end
+  return o
+end
+
+local function claimOne(container, index, field, ref, minToken)
+  local r, err = load(container, index, field, now)
+  if err then return err end
+
+  local function grant(token, attempt, kind, from)
+    if dryRun then return {5, kind} end
+    if token < minToken then token = minToken end
+    local rec = {
+      state = 'R', token = token, attempt = attempt, session = claimer,
+      deadline = now + taskTimeout, claimedAt = now, updatedAt = now, progress = '', kind = kind,
+      payload = ''
+    }
+    if quorumMode then rec.undo = undoNote(r) end
+    store(container, index, field, rec, now, taskTimeout + retention)
+    if kind ~= 0 then
+      publish(channel, 'claimed', ref, rec, {kind = kind, from = from})
+    elseif isWatched then
+      publish(channel .. ':claims', 'claimed', ref, rec, {kind = kind, from = from})
+    end
+    return {1, token, attempt, kind, taskTimeout, now, from}
+  end
+
+  if not r then return grant(1, 1, 0, '') end
+
+  if r.state == 'D' then
+    return {3, r.session, r.token, r.attempt, r.updatedAt, r.payload}
+  end
+
+  if r.state == 'R' then
+    if r.session == claimer and now < r.deadline then
+      return {6, r.token, r.attempt, r.kind, r.deadline - now, now}
+    end
+    local o = owner(r.session)
+    if o.pttl > 0 and now < r.deadline then
+      if not dryRun and isWatched then
+        publish(channel .. ':claims', 'standby', ref, r, {by = claimer})
+      end
+      return {2, r.session, r.token, r.attempt, o.pttl, r.deadline - now, o.seq}
+    end
+    -- orphaned: the owner's session expired (crash, pause, partition) or its handler hung
+    local kind = 2
+    if o.pttl == 0 then kind = 1 end
+    return grant(r.token + 1, r.attempt + 1, kind, r.session)
+  end
+
+  if r.state == 'F' then
+    if r.attempt >= maxAttempts then
+      return {4, r.session, r.token, r.attempt, r.updatedAt, r.payload, 1, 0}
+    end
+    if now < r.deadline then
+      return {4, r.session, r.token, r.attempt, r.updatedAt, r.payload, 0, r.deadline - now}
+    end
+    return grant(r.token + 1, r.attempt + 1, 3, r.session)
+  end
+
+  -- 'X': released by a closing owner; anyone may take it at once
+  return grant(r.token + 1, r.attempt + 1, 4, r.session)
+end
+
+for i = 1, tasks do
+  local a = 11 + 3 * (i - 1)
+  local minToken = 0
+  if quorumMode then minToken = tonumber(ARGV[a + 2]) or 0 end
+  out[i] = claimOne(KEYS[2 * i], KEYS[2 * i + 1], ARGV[a], ARGV[a + 1], minToken)
+end
+return out

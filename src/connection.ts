@@ -1,0 +1,124 @@
+/** Connections to Redis: clients pairlock creates, bounded waits, and faults as unavailability. */
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { RedisUnavailableError } from './errors.js';
+import type { RedisConnection } from './options.js';
+export type Client = Redis | Cluster;
+
+export function isClient(c: unknown): c is Client {
+  return c instanceof Redis || c instanceof Cluster;
+}
+
+/**
+ * A client pairlock creates itself. No offline queue and no per-request retries: a
+ * command sent while Redis is away fails at once instead of running late (a late claim
+ * could grant a lease nobody is waiting for); pairlock retries at its own level.
+ */
+export function createClient(
+  conn: Exclude<RedisConnection, Client>,
+  connectTimeoutMs: number,
+): Redis {
+  const base: RedisOptions = {
+    lazyConnect: true,
+    connectTimeout: connectTimeoutMs,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
+  };
+  const client = typeof conn === 'string' ? new Redis(conn, base) : new Redis({ ...base, ...conn });
+  // Connection errors surface as typed errors of the calls that meet them (and the
+  // connection is retried); without a listener ioredis would print each one.
+  client.on('error', () => {});
+  return client;
+}
+
+export function describeClient(client: Client): string {
+  if (client instanceof Cluster) return 'the Redis Cluster';
+  const o = client.options;
+  if (o.path) return `Redis at ${o.path}`;
+  if (o.sentinels?.length) return `Redis (sentinel master ${o.name ?? ''})`;
+  return `Redis at ${o.host ?? '127.0.0.1'}:${o.port ?? 6379}`;
+}
+
+export function withTimeout<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new RedisUnavailableError(what())), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/** Wait until the client is ready, at most `ms`. */
+export async function connectClient(client: Client, ms: number): Promise<void> {
+  if (client.status === 'ready') return;
+  const ready = new Promise<void>((resolve, reject) => {
+    const onReady = () => {
+      cleanup();
+      resolve();
+    };
+    const onEnd = () => {
+      cleanup();
+      reject(new RedisUnavailableError(`the connection to ${describeClient(client)} was closed`));
+    };
+    const cleanup = () => {
+      client.off('ready', onReady);
+      client.off('end', onEnd);
+    };
+    client.on('ready', onReady);
+    client.on('end', onEnd);
+  });
+  // the promise of connect() may reject on its own; readiness is what we wait for
+  if (client.status === 'wait') client.connect().catch(() => {});
+  await withTimeout(
+    ready,
+    ms,
+    () =>
+      `could not reach ${describeClient(client)} within ${ms} ms (option \`connectTimeoutMs\`); is it running and reachable?`,
+  );
+}
+
+/** A connection fault, not a script error, is reported as unavailability. */
+export function asUnavailable(err: unknown, client: Client): unknown {
+  if (err instanceof RedisUnavailableError) return err;
+  const e = err as Error;
+  if (
+    /Connection|ECONNREFUSED|ECONNRESET|EPIPE|closed|offline|Stream isn't writeable|max retries/i.test(
+      e?.message ?? '',
+    )
+  ) {
+    return new RedisUnavailableError(`${describeClient(client)} is unavailable: ${e.message}`, {
+      cause: e,
+    });
+  }
+  return err;
+}
+
+/**
+ * Replication safety (option `replication` with `onTimeout: 'reject'`): fewer replicas than
+ * asked acknowledged a grant, a settle or a session renewal in time. A grant is given back
+ * and not used; the worker retries as when Redis is unavailable, so the failure surfaces
+ * (as this error, code ERR_REDIS_UNAVAILABLE) only after `unavailableTimeoutMs`.
+ */
+export class ReplicationError extends RedisUnavailableError {
+  readonly acked: number;
+  constructor(message: string, acked: number) {
+    super(message);
+    this.acked = acked;
+  }
+}
+
+/** How a RedisStore writes and listens, beyond where Redis is. */
+export interface RedisStoreOptions {
+  /** After every grant, settle and session write: `WAIT waitReplicas waitTimeoutMs`. */
+  readonly replication?: {
+    readonly waitReplicas: number;
+    readonly waitTimeoutMs: number;
+    readonly onTimeout: 'reject' | 'accept';
+  };
+  /**
+   * Namespace events on a Cluster: 'sharded' (SPUBLISH/SSUBSCRIBE, Redis 7: the message
+   * stays in the shard of the namespace's slot), 'classic' (PUBLISH: every node of the
+   * cluster receives every message), 'auto' (sharded on a Cluster of Redis 7 or newer).
+   * A single Redis always uses classic pub/sub.
+   */
+  readonly pubsub?: 'auto' | 'sharded' | 'classic';
+}

@@ -1,0 +1,202 @@
+import { performance } from 'node:perf_hooks';
+import { DeadlineQueue } from './deadlines.js';
+import type { NamespaceEvent } from './events.js';
+import type { TaskLocation } from './keys.js';
+import type { PeekEntry, Store } from './replies.js';
+
+/*
+ * Covering peers: what a standby does while a peer holds tasks it also waits for.
+ *
+ * It costs O(peers), in the worker and on the server. Covered tasks are grouped by their
+ * holder's session; each group has one timer, at the holder's server-reported session
+ * expiry or the safety-net interval, whichever comes first. When it fires, one `cover`
+ * call (the checks of one turn share it) answers whether the holder is alive and how far
+ * its change sequence is: the holder adds one to it for every batch of its settles and
+ * releases, and their events carry it (`q`). Only when the holder is gone (wake every
+ * task to claim it) or its sequence moved past the last one seen in events (an event was
+ * missed: pub/sub is at-most-once) are the group's records read again, in batched peeks.
+ * A holder that keeps heartbeating and whose events arrive costs its standby one small
+ * call per session TTL, whatever it holds. A hung handler is caught at its task's own
+ * deadline, through one timer for the earliest deadline of every covered task.
+ */
+
+/** The part of a waiting run() the cover needs. */
+export interface CoveredRun {
+  readonly loc: TaskLocation;
+  readonly finished: boolean;
+  readonly claiming: boolean;
+  /** The holder session this run covers, while covered. */
+  holder: string | undefined;
+  /** What the run last knew of the record, to compare a peek with. */
+  known: { state: string; token: number } | undefined;
+}
+
+export interface CoverContext<R extends CoveredRun> {
+  readonly store: Pick<Store, 'cover' | 'peek'>;
+  readonly firstAttemptIntervalMs: number;
+  readonly otherAttemptIntervalMs: number;
+  /** Claim the task again now. */
+  wake(run: R): void;
+  /** The holder's session is gone; its tasks are about to be claimed. */
+  peerFailed(holder: string, tasks: number): void;
+}
+
+interface Group<R> {
+  readonly runs: Set<R>;
+  timer: NodeJS.Timeout | undefined;
+  /** The holder's change sequence as far as this standby has seen it. */
+  seen: number;
+  /** An event was missed (a gap in the sequence): re-read at the next check. */
+  dirty: boolean;
+  checks: number;
+}
+
+// One peek call reads this many covered records (a few ms of Redis time at most).
+const PEEK_BATCH = 1_000;
+// setTimeout's ceiling
+const MAX_TIMER = 2_147_483_647;
+const now = () => performance.now();
+
+export class Cover<R extends CoveredRun> {
+  private readonly groups = new Map<string, Group<R>>();
+  private readonly deadlines: DeadlineQueue<R>;
+
+  constructor(private readonly ctx: CoverContext<R>) {
+    this.deadlines = new DeadlineQueue<R>((run) => ctx.wake(run), now);
+  }
+
+  /** Holders covered now (for tests and metrics). */
+  get holders(): number {
+    return this.groups.size;
+  }
+
+  /**
+   * Cover `run` while `holder` holds its task: `ownerPttl` and `ownerSeq` as the claim
+   * script read them, with the record; `deadlineInMs` the task's own deadline.
+   */
+  watch(run: R, holder: string, ownerPttl: number, deadlineInMs: number, ownerSeq: number): void {
+    run.holder = holder;
+    let group = this.groups.get(holder);
+    if (!group) {
+      // The sequence read with this record is a safe start for a new group: an event it
+      // does not count comes later. (An existing group keeps what it saw in events, or a
+      // missed event of another covered task could be hidden.)
+      group = { runs: new Set(), timer: undefined, seen: ownerSeq, dirty: false, checks: 0 };
+      this.groups.set(holder, group);
+      this.arm(holder, group, ownerPttl);
+    }
+    group.runs.add(run);
+    this.deadlines.set(run, now() + deadlineInMs + 1);
+  }
+
+  uncover(run: R): void {
+    this.deadlines.delete(run);
+    const holder = run.holder;
+    if (holder === undefined) return;
+    run.holder = undefined;
+    const group = this.groups.get(holder);
+    if (!group) return;
+    group.runs.delete(run);
+    if (group.runs.size === 0) {
+      clearTimeout(group.timer);
+      this.groups.delete(holder);
+    }
+  }
+
+  /** A namespace event: follow the holder's change sequence. */
+  onEvent(ev: NamespaceEvent): void {
+    if (ev.q === undefined) return;
+    const group = this.groups.get(ev.o);
+    if (!group || ev.q <= group.seen) return;
+    if (ev.q === group.seen + 1) {
+      group.seen = ev.q;
+      return;
+    }
+    // a gap: some event of this holder never arrived; find out now what it was
+    group.dirty = true;
+    this.arm(ev.o, group, 0);
+  }
+
+  /** After a reconnect (events may have been lost while away): check every holder now. */
+  recheckAll(): void {
+    for (const [holder, group] of this.groups) {
+      group.dirty = true;
+      this.arm(holder, group, 0);
+    }
+  }
+
+  clear(): void {
+    for (const group of this.groups.values()) clearTimeout(group.timer);
+    this.groups.clear();
+    this.deadlines.clear();
+  }
+
+  private interval(group: Group<R>): number {
+    return group.checks === 0 ? this.ctx.firstAttemptIntervalMs : this.ctx.otherAttemptIntervalMs;
+  }
+
+  private arm(holder: string, group: Group<R>, pttl: number): void {
+    clearTimeout(group.timer);
+    const inMs = Math.min(pttl + 1, this.interval(group), MAX_TIMER);
+    group.timer = setTimeout(() => void this.check(holder, group), inMs);
+  }
+
+  private async check(holder: string, group: Group<R>): Promise<void> {
+    if (this.groups.get(holder) !== group || group.runs.size === 0) return;
+    let state: { pttl: number; seq: number };
+    try {
+      state = await this.ctx.store.cover(holder);
+    } catch {
+      // Redis away: each run claims again, and its own retry (bounded by
+      // unavailableTimeoutMs) takes over; a claim answered 'held' covers it again
+      if (this.groups.get(holder) !== group) return;
+      this.groups.delete(holder);
+      clearTimeout(group.timer);
+      for (const run of group.runs) this.ctx.wake(run);
+      return;
+    }
+    if (this.groups.get(holder) !== group) return;
+    group.checks += 1;
+    if (state.pttl <= 0) {
+      this.groups.delete(holder);
+      clearTimeout(group.timer);
+      this.ctx.peerFailed(holder, group.runs.size);
+      for (const run of group.runs) this.ctx.wake(run);
+      return;
+    }
+    // seq -1: the store cannot tell (quorum mode), so every check re-reads
+    if (state.seq < 0 || state.seq !== group.seen || group.dirty) {
+      group.dirty = false;
+      if (state.seq >= 0) group.seen = state.seq;
+      await this.peek([...group.runs]);
+    }
+    if (this.groups.get(holder) === group) this.arm(holder, group, state.pttl);
+  }
+
+  /** Re-read covered records in batches; wake each run whose record changed. */
+  private async peek(runs: R[]): Promise<void> {
+    const waiting = runs.filter((r) => !r.finished && !r.claiming);
+    for (let i = 0; i < waiting.length; i += PEEK_BATCH) {
+      const batch = waiting.slice(i, i + PEEK_BATCH);
+      let entries: PeekEntry[];
+      try {
+        entries = await this.ctx.store.peek(batch.map((r) => r.loc));
+      } catch {
+        for (const run of batch) this.ctx.wake(run);
+        continue;
+      }
+      batch.forEach((run, j) => {
+        const e = entries[j];
+        const known = run.known;
+        const unchanged =
+          e !== undefined &&
+          known !== undefined &&
+          'token' in e &&
+          e.state === known.state &&
+          e.token === known.token &&
+          !e.orphaned;
+        if (!unchanged) this.ctx.wake(run);
+      });
+    }
+  }
+}

@@ -1,0 +1,471 @@
+import { performance } from 'node:perf_hooks';
+import type { GrantKind } from './codes.js';
+import { DeadlineQueue } from './deadlines.js';
+import {
+  InvalidOptionError,
+  LeaseLostError,
+  RedisUnavailableError,
+  RejectedError,
+  ResultError,
+} from './errors.js';
+import type { PairedWorkerEvents } from './events.js';
+import type { TaskLocation } from './keys.js';
+import type { Logger, ResolvedOptions } from './options.js';
+import { type OwnerReply, type Store, workerOf } from './replies.js';
+import { parseError, parseResult, serializeError, serializeResult } from './serialize.js';
+import { driftMs, type Session } from './session.js';
+import type { AnyRun } from './task-run.js';
+import type { HandlerContext, Outcome } from './types.js';
+
+/*
+ * Running a grant: the handler with its signal, its deadline and its progress reports,
+ * then the settle and what its answer means for the run.
+ *
+ *   granted / resumed ──▶ HANDLER (signal armed: session lapse, deadline, handover)
+ *        └─ returns or throws ──▶ SETTLING ──ok──▶ outcome, or a retry later
+ *                                   ├── rejected (lease lost) ──▶ the run claims again
+ *                                   └── Redis away past the lease ──▶ result kept; claim again
+ *   close(): HANDLER ──signal (handover)──▶ grace ──▶ result settled, or the task released
+ */
+
+/** A grant to run: a new one, or this session's own grant resumed. */
+export interface Grant {
+  readonly token: number;
+  readonly attempt: number;
+  readonly kind: GrantKind;
+  /** The server's remaining ms to the grant's deadline when it answered. */
+  readonly deadlineInMs: number;
+  /** The previous owner's session ('' when none or unknown). */
+  readonly from: string;
+}
+
+const now = () => performance.now();
+
+/** One grant being run on this worker. */
+export class Execution {
+  handlerDone = false;
+  /** close(): the grant goes back to the peer instead of being settled. */
+  handedOver = false;
+  /** The grant was released already (the handler outlived the handover grace). */
+  released = false;
+  /** Resolves when the handler has returned (or thrown). */
+  readonly returned: Promise<void>;
+  /** Resolves when the execution is over: settled, handed back or given up. */
+  readonly over: Promise<void>;
+  markReturned!: () => void;
+  markOver!: () => void;
+  // The AbortController is made only when the handler reads its signal: most handlers
+  // of a busy pair never do, and an abort before that is kept as a reason.
+  private controller: AbortController | undefined;
+  private abortReason: LeaseLostError | undefined;
+
+  constructor(
+    /** The run() this execution answers; a later run() of the task joins it. */
+    public run: AnyRun,
+    readonly token: number,
+    readonly attempt: number,
+    readonly kind: GrantKind,
+    readonly session: string,
+  ) {
+    this.returned = new Promise<void>((r) => {
+      this.markReturned = r;
+    });
+    this.over = new Promise<void>((r) => {
+      this.markOver = r;
+    });
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortReason) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
+  get aborted(): boolean {
+    return this.abortReason !== undefined;
+  }
+
+  /** Fire the handler's signal; false when it had fired already. */
+  abort(reason: LeaseLostError): boolean {
+    if (this.abortReason) return false;
+    this.abortReason = reason;
+    this.controller?.abort(reason);
+    return true;
+  }
+}
+
+/** What the executor needs from its worker. */
+export interface ExecutorContext {
+  readonly workerId: string;
+  readonly store: Store;
+  readonly options: ResolvedOptions;
+  readonly logger: Logger;
+  readonly session: Session;
+  emit<K extends keyof PairedWorkerEvents>(name: K, payload: PairedWorkerEvents[K]): void;
+  isClosing(): boolean;
+  releaseSlot(): void;
+  /** Give the run its outcome. */
+  finish(run: AnyRun, outcome: Outcome<unknown>): void;
+  /** Claim the task again now. */
+  wake(run: AnyRun): void;
+  /** Claim the task again after `ms`. */
+  wakeLater(run: AnyRun, ms: number): void;
+  maxAttempts(): number;
+}
+
+export class Executor {
+  private readonly executions = new Map<string, Execution>();
+  /** execute() calls in flight, settle included (close waits for them). */
+  private readonly executing = new Set<Promise<void>>();
+  /** Every running grant's deadline, behind one timer. */
+  private readonly deadlines = new DeadlineQueue<Execution>(
+    (exec) =>
+      this.abort(
+        exec,
+        'deadline',
+        `task ${exec.run.loc.taskId} ran past \`taskTimeoutMs\` (${this.ctx.options.taskTimeoutMs} ms)`,
+      ),
+    now,
+  );
+
+  constructor(private readonly ctx: ExecutorContext) {}
+
+  get(ref: string): Execution | undefined {
+    return this.executions.get(ref);
+  }
+
+  get size(): number {
+    return this.executions.size;
+  }
+
+  /** Resolves when every execution in flight has ended, or after `ms`. */
+  async drain(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.executing]),
+      new Promise((r) => {
+        timer = setTimeout(r, ms);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** Run a grant (the slot taken for it is the execution's from now on). */
+  track(run: AnyRun, grant: Grant, sentAt: number): Promise<void> {
+    const p = this.execute(run, grant, sentAt);
+    this.executing.add(p);
+    return p.finally(() => this.executing.delete(p));
+  }
+
+  /**
+   * A result this worker produced before but could not settle, which `grant` may carry
+   * instead of running the handler again (the effect has happened): under the same grant
+   * (resumed), any kept result; under the next grant from the same session, a done one —
+   * nobody held the task in between. (Had another holder come in between, it may have
+   * run the task to the end, and the kept result would be stale: the handler runs.)
+   */
+  keptFor(
+    run: AnyRun,
+    grant: Grant,
+    resumed: boolean,
+  ): { state: 'D' | 'F'; payload: string } | undefined {
+    const kept = run.unsettled;
+    if (!kept) return undefined;
+    if (resumed) return kept.token === grant.token ? kept : undefined;
+    const next = grant.token === kept.token + 1 && grant.from === kept.session;
+    return next && kept.state === 'D' ? kept : undefined;
+  }
+
+  /** The session's lease can no longer be proven: abort every handler running under it. */
+  lapse(sessionId: string): void {
+    for (const exec of [...this.executions.values()]) {
+      if (exec.session === sessionId) {
+        this.abort(exec, 'session', `the session ${sessionId} could not be renewed in time`);
+      }
+    }
+  }
+
+  private async execute(run: AnyRun, grant: Grant, sentAt: number): Promise<void> {
+    const { token, attempt, kind, from } = grant;
+    const { taskId } = run.loc;
+    const o = this.ctx.options;
+    const exec = new Execution(run, token, attempt, kind, this.ctx.session.id);
+    // The task's own lease: the server's remaining deadline (a full taskTimeoutMs for a
+    // new grant), measured from when the claim was sent, less the drift margin.
+    this.deadlines.set(exec, sentAt + grant.deadlineInMs - driftMs(o.taskTimeoutMs));
+    this.executions.set(run.loc.ref, exec);
+    run.known = undefined;
+    if (kind === 'fresh') this.ctx.emit('claimed', { taskId, token, attempt, kind });
+    else
+      this.ctx.emit('took-over', {
+        taskId,
+        token,
+        attempt,
+        kind,
+        from: workerOf(from),
+      });
+
+    let state: 'D' | 'F';
+    let payload: string;
+    try {
+      const ctx: HandlerContext = {
+        taskId,
+        get signal() {
+          return exec.signal;
+        },
+        token,
+        attempt,
+        kind,
+        progress: (value, note) => this.reportProgress(exec, value, note),
+      };
+      const result = await run.handler(ctx);
+      try {
+        payload = serializeResult(result, o.maxResultBytes);
+        state = 'D';
+      } catch (err) {
+        if (!(err instanceof ResultError)) throw err;
+        this.ctx.logger.warn(
+          { err, taskId },
+          'pairlock: handler returned a result that cannot be stored',
+        );
+        payload = serializeError(err);
+        state = 'F';
+      }
+    } catch (err) {
+      payload = serializeError(err);
+      state = 'F';
+    } finally {
+      this.deadlines.delete(exec);
+      exec.handlerDone = true;
+      exec.markReturned();
+      this.ctx.releaseSlot();
+    }
+    try {
+      if (exec.handedOver) {
+        await this.handBack(exec, state, payload);
+        return;
+      }
+      if (this.ctx.isClosing()) return;
+      // exec.run: a run() that joined while the handler ran gets this outcome
+      await this.conclude(
+        exec.run,
+        { token, attempt, kind, session: exec.session, exec },
+        state,
+        payload,
+      );
+    } finally {
+      this.executions.delete(run.loc.ref);
+      exec.markOver();
+    }
+  }
+
+  /** Settle a grant and act on the answer: an outcome, a retry, or claiming again. */
+  async conclude(
+    run: AnyRun,
+    grant: { token: number; attempt: number; kind: GrantKind; session: string; exec?: Execution },
+    state: 'D' | 'F',
+    payload: string,
+  ): Promise<void> {
+    const { taskId } = run.loc;
+    const { token, attempt, kind, exec } = grant;
+    const reply = await this.settleWithRetry(run.loc, grant.session, token, state, payload);
+    if (run.finished) return;
+    if (reply === 'unavailable') {
+      // Redis stayed away past the lease. Keep the result: the effect happened, and
+      // running the handler again would repeat it.
+      run.unsettled = { token, kind, session: grant.session, state, payload };
+      if (
+        exec?.abort(
+          new LeaseLostError(taskId, 'session', 'Redis was unavailable until the lease ran out'),
+        )
+      ) {
+        this.ctx.emit('lease-lost', { taskId, token, reason: 'session' });
+      }
+      this.ctx.wake(run);
+      return;
+    }
+    run.unsettled = undefined;
+    if (!reply.ok) {
+      // reported even when the signal already fired: this is the proof the stale write was refused
+      this.ctx.emit('lease-lost', { taskId, token, reason: 'rejected', rejected: reply.reason });
+      exec?.abort(new LeaseLostError(taskId, 'rejected', `settle rejected: ${reply.reason}`));
+      this.ctx.logger.warn(
+        { taskId, token, reason: reply.reason },
+        'pairlock: settle rejected; this worker lost the task',
+      );
+      this.ctx.wake(run);
+      return;
+    }
+    this.ctx.emit('settled', { taskId, state: state === 'D' ? 'done' : 'failed', token, attempt });
+    run.lastOwn = { token, kind };
+    const role = kind === 'fresh' ? 'ran' : 'took-over';
+    if (state === 'D') {
+      // the stored JSON, as every other participant gets it
+      const result = parseResult(payload);
+      const outcome = { taskId, state: 'done', role, result, token, attempts: attempt } as const;
+      this.ctx.finish(run, { ...outcome, worker: this.ctx.workerId });
+      return;
+    }
+    if (reply.final) {
+      // the settle script says no retry will be granted
+      const error = parseError(payload);
+      const outcome = { taskId, state: 'failed', role, error, token, attempts: attempt } as const;
+      this.ctx.finish(run, { ...outcome, worker: this.ctx.workerId });
+      return;
+    }
+    // The peer retries first: it was woken by this settle. This worker tries the task
+    // again itself only a safety-net interval after the backoff (a peer's claim wakes it
+    // sooner, to cover the peer).
+    const o = this.ctx.options;
+    run.known = { state: 'F', token };
+    this.ctx.wakeLater(run, o.failure.backoffMs + o.firstAttemptIntervalMs);
+  }
+
+  private async settleWithRetry(
+    loc: TaskLocation,
+    session: string,
+    token: number,
+    state: 'D' | 'F',
+    payload: string,
+  ): Promise<OwnerReply | 'unavailable'> {
+    const o = this.ctx.options;
+    let delay = 50;
+    for (;;) {
+      try {
+        return await this.ctx.store.settle(loc, {
+          session,
+          token,
+          state,
+          payload,
+          retentionMs: o.retentionMs,
+          backoffMs: o.failure.backoffMs,
+          maxAttempts: this.ctx.maxAttempts(),
+        });
+      } catch (err) {
+        if (!(err instanceof RedisUnavailableError)) throw err;
+        if (!this.ctx.session.valid || this.ctx.isClosing()) {
+          this.ctx.logger.warn({ err, taskId: loc.taskId }, 'pairlock: settle failed');
+          return 'unavailable';
+        }
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 1_000);
+      }
+    }
+  }
+
+  private async reportProgress(exec: Execution, value: number, note: unknown): Promise<void> {
+    if (typeof value !== 'number' || !Number.isFinite(value)) {
+      throw new InvalidOptionError(
+        `Expected progress to be a finite number, got \`${String(value)}\``,
+      );
+    }
+    exec.signal.throwIfAborted();
+    const text = note === undefined ? '' : serializeResult(note, this.ctx.options.maxResultBytes);
+    const reply = await this.ctx.store.progress(exec.run.loc, {
+      session: exec.session,
+      token: exec.token,
+      progress: value,
+      note: text,
+    });
+    if (!reply.ok) {
+      const err = new RejectedError(
+        exec.run.loc.taskId,
+        reply.reason,
+        `progress rejected: ${reply.reason}`,
+      );
+      this.abort(exec, 'rejected', err.message);
+      throw err;
+    }
+  }
+
+  abort(exec: Execution, reason: LeaseLostError['reason'], message: string): void {
+    // a handler that has returned is past its lease: what remains is its settle
+    if (exec.aborted || exec.handlerDone) return;
+    const { taskId } = exec.run.loc;
+    this.ctx.emit('lease-lost', { taskId, token: exec.token, reason });
+    this.ctx.logger.warn({ taskId, token: exec.token, reason }, `pairlock: lease lost: ${message}`);
+    exec.abort(new LeaseLostError(taskId, reason, message));
+  }
+
+  /**
+   * Hand over whatever still runs. The order is the safety argument: the handler's
+   * signal fires first, the handler gets `graceMs` to return, and only then is its task
+   * released, so the peer's grant (token + 1) does not start while this handler still
+   * runs, unless the handler ignores its signal.
+   */
+  async handOver(graceMs: number): Promise<void> {
+    const execs = [...this.executions.values()].filter((e) => !e.handlerDone);
+    for (const exec of execs) {
+      exec.handedOver = true;
+      this.abort(exec, 'handover', 'the worker is closing and hands the task over');
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(execs.map((e) => e.returned)),
+      new Promise((r) => {
+        timer = setTimeout(r, graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    await Promise.all(
+      execs.map(async (exec) => {
+        if (exec.handlerDone) {
+          await exec.over; // settled or released by execute() itself
+          return;
+        }
+        this.ctx.logger.warn(
+          { taskId: exec.run.loc.taskId, graceMs },
+          'pairlock: a handler did not return within the handover grace; releasing its task anyway',
+        );
+        await this.release(exec).catch((err: unknown) => {
+          this.ctx.logger.warn(
+            { err, taskId: exec.run.loc.taskId },
+            'pairlock: release failed; the peer takes over when the session expires',
+          );
+        });
+      }),
+    );
+    this.deadlines.clear();
+  }
+
+  /**
+   * close() handed this grant over: a result the handler returned in its grace time is
+   * settled (nothing is lost or run again); otherwise the task goes back to the peer.
+   */
+  private async handBack(exec: Execution, state: 'D' | 'F', payload: string): Promise<void> {
+    if (exec.released) return;
+    const loc = exec.run.loc;
+    const o = this.ctx.options;
+    try {
+      if (state === 'D') {
+        await this.ctx.store.settle(loc, {
+          session: exec.session,
+          token: exec.token,
+          state,
+          payload,
+          retentionMs: o.retentionMs,
+          backoffMs: o.failure.backoffMs,
+          maxAttempts: this.ctx.maxAttempts(),
+        });
+      } else {
+        await this.release(exec);
+      }
+    } catch (err) {
+      this.ctx.logger.warn(
+        { err, taskId: loc.taskId },
+        'pairlock: hand-back failed; the peer takes over when the session expires',
+      );
+    }
+  }
+
+  private async release(exec: Execution): Promise<void> {
+    exec.released = true;
+    await this.ctx.store.release(exec.run.loc, {
+      session: exec.session,
+      token: exec.token,
+      retentionMs: this.ctx.options.retentionMs,
+    });
+  }
+}

@@ -1,0 +1,465 @@
+import { performance } from 'node:perf_hooks';
+import { CorruptRecordError, NoQuorumError } from '../errors.js';
+import type { TaskLocation } from '../keys.js';
+import type { ClaimArgs, ClaimReply, RedisStore } from '../store.js';
+import { atLeastOnQuorum, count, type NodeResult, type QuorumNodes } from './nodes.js';
+
+/*
+ * Quorum mode: the claim. Redlock over claim.lua and undo-2.lua.
+ *
+ *   - A claim is sent to every node; it is a grant when a majority granted one token within
+ *     its validity: min(sessionTtl, taskTimeout) − elapsed − drift, from when it was sent.
+ *   - Every other grant of ours is undone (the node restores the record the grant
+ *     replaced, exactly): on the nodes that answered with it, and on every node that may
+ *     have granted without our knowing, its answer failed or came after the timeout (an
+ *     undo without a token: whichever grant of ours it holds, except the one we won).
+ *   - A majority of nodes that already hold our own grant with one token answer 'resumed'
+ *     (claim.lua): an earlier claim of ours won, and its answer was lost. That grant is
+ *     resumed, as on one Redis. Our own grant on fewer nodes is a leftover: undone.
+ *   - A majority of grants with different tokens (a node missed grants while it was away)
+ *     is made one: the lower ones are undone and claimed again with the highest token as
+ *     the minimum. Any two majorities share a node, so each grant's token is above every
+ *     earlier grant's (undo-2.lua explains why an undo keeps this true).
+ *   - A claim of a task on a node waits for our undos of that task on that node still on
+ *     their way: an undo names a grant by session and token (or none: whichever is ours),
+ *     and a node may grant the same pair again once an undo restored the record before it.
+ *     Two scripts in a row on one connection are not enough: a NOSCRIPT resend goes last.
+ *   - Without a grant, the majority view of the task; an outcome settled on some nodes and
+ *     nothing newer on the others is written back (read repair).
+ */
+
+const now = () => performance.now();
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** The same rule as the worker's lease drift (driftMs in worker.ts): 1% of the TTL + 2 ms. */
+const drift = (ttlMs: number) => Math.floor(ttlMs * 0.01) + 2;
+/** Retry delay after a split vote or a late grant, as in Redlock: short and jittered. */
+const jitter = () => 20 + Math.floor(Math.random() * 80);
+/** Rounds of one claim() call before a persistent disagreement is reported. */
+const CLAIM_ROUNDS = 3;
+/** Tasks whose claims found the nodes split, remembered for their backoff. */
+const SPLITS_MAX = 10_000;
+
+type Granted = Extract<ClaimReply, { type: 'granted' }>;
+type Resumed = Extract<ClaimReply, { type: 'resumed' }>;
+
+/** One node's claim answer, as a vote. */
+type ClaimVote =
+  | { kind: 'grant'; token: number; node: number; reply: Granted }
+  /** held by our own session already: a grant of an earlier claim of ours */
+  | { kind: 'self'; token: number; node: number; reply: Resumed }
+  | { kind: 'other'; key: string; node: number; reply: ClaimReply }
+  | { kind: 'fault'; key: string; node: number; error: CorruptRecordError };
+
+type Ours = Extract<ClaimVote, { kind: 'grant' | 'self' }>;
+const isOurs = (v: ClaimVote): v is Ours => v.kind === 'grant' || v.kind === 'self';
+
+type ClaimRound = { type: 'reply'; reply: ClaimReply } | { type: 'retry'; why: string };
+
+/** A node whose answer failed (or never came): it may have granted. */
+const silent = (r: NodeResult<ClaimReply> | undefined) =>
+  r !== undefined && !r.ok && !(r.error instanceof CorruptRecordError);
+
+function voteKey(v: ClaimVote): string {
+  if (v.kind === 'grant') return `g:${v.token}`;
+  if (v.kind === 'self') return `s:${v.token}`;
+  return v.key;
+}
+/** The token of a majority of grants (g:) or of our own grant resumed (s:). */
+const ourToken = (key: string) =>
+  key.startsWith('g:') || key.startsWith('s:') ? Number(key.slice(2)) : undefined;
+
+export class QuorumClaims {
+  /** ref -> consecutive split claims (bounded). */
+  private readonly splits = new Map<string, number>();
+  /** node + ref -> our undos of that task on that node still on their way (never rejects). */
+  private readonly undoing = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly nodes: QuorumNodes) {}
+
+  async claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply> {
+    let why = '';
+    for (let round = 1; round <= CLAIM_ROUNDS; round++) {
+      const r = await this.claimRound(loc, a);
+      if (r.type === 'reply') {
+        if (r.reply.type !== 'held' || r.reply.deadlineInMs > 2_000) this.splits.delete(loc.ref);
+        return r.reply;
+      }
+      why = r.why;
+      if (round < CLAIM_ROUNDS) await sleep(jitter());
+    }
+    throw new NoQuorumError(
+      `claim of task ${JSON.stringify(loc.taskId)}: ${why} (${CLAIM_ROUNDS} rounds)`,
+    );
+  }
+
+  private vote(i: number, r: NodeResult<ClaimReply> | undefined): ClaimVote | undefined {
+    if (!r) return undefined;
+    if (!r.ok) {
+      if (r.error instanceof CorruptRecordError)
+        return { kind: 'fault', key: `e:${r.error.code}`, node: i, error: r.error };
+      return undefined;
+    }
+    const reply = r.value;
+    switch (reply.type) {
+      case 'granted':
+        return { kind: 'grant', token: reply.token, node: i, reply };
+      case 'resumed':
+        return { kind: 'self', token: reply.token, node: i, reply };
+      case 'held':
+        return { kind: 'other', key: `h:${reply.owner}`, node: i, reply };
+      case 'done':
+        return { kind: 'other', key: 'd', node: i, reply };
+      case 'failed':
+        return { kind: 'other', key: `f:${reply.terminal ? 1 : 0}`, node: i, reply };
+      case 'claimable':
+        return { kind: 'other', key: 'c', node: i, reply };
+      case 'session-expired':
+        return { kind: 'other', key: 'x', node: i, reply };
+    }
+  }
+
+  private votes(results: readonly (NodeResult<ClaimReply> | undefined)[]) {
+    return results.map((r, i) => this.vote(i, r)).filter((v) => v !== undefined);
+  }
+
+  /**
+   * Take back our grants: those these votes show, and whatever grant of ours the silent
+   * nodes hold, except `keep` (the grant we won). Resolves once the nodes that showed a
+   * grant have answered; a silent node may be slow to, and is not waited for here. Our
+   * next claim of the task on each of these nodes waits for its undo.
+   */
+  private undo(
+    loc: TaskLocation,
+    a: ClaimArgs,
+    votes: readonly Ours[],
+    silentNodes: readonly number[],
+    keep: number | undefined,
+    announce: boolean,
+  ): Promise<unknown> {
+    if (a.dryRun) return Promise.resolve();
+    const base = { session: a.session, retentionMs: a.retentionMs, announce };
+    for (const i of silentNodes) this.undoOn(i, loc, { ...base, keep }).catch(() => {});
+    return Promise.allSettled(
+      votes.map((v) => this.undoOn(v.node, loc, { ...base, token: v.token })),
+    );
+  }
+
+  private undoOn(
+    i: number,
+    loc: TaskLocation,
+    args: Parameters<RedisStore['undo']>[1],
+  ): Promise<boolean> {
+    const node = this.nodes.list[i];
+    if (!node) return Promise.resolve(false);
+    const key = `${i}:${loc.ref}`;
+    const call = node.undo(loc, args);
+    const settled: Promise<unknown> = Promise.allSettled([this.undoing.get(key), call]).then(() => {
+      if (this.undoing.get(key) === settled) this.undoing.delete(key);
+    });
+    this.undoing.set(key, settled);
+    return call;
+  }
+
+  /** Claim on node i, once our undos of the task there have answered. */
+  private async claimOn(i: number, loc: TaskLocation, a: ClaimArgs, minToken: number) {
+    const node = this.nodes.list[i];
+    if (!node) throw new Error(`quorum: no node ${i}`);
+    await this.undoing.get(`${i}:${loc.ref}`);
+    return node.claimAtLeast(loc, a, minToken);
+  }
+
+  private async claimRound(loc: TaskLocation, a: ClaimArgs): Promise<ClaimRound> {
+    const q = this.nodes.quorum;
+    const sent = now();
+    const ttl = Math.min(a.sessionTtlMs, a.taskTimeoutMs);
+    const validFor = () => ttl - (now() - sent) - drift(ttl);
+    /** The grant we won (its vote key and token), once we did: late answers with it join it. */
+    let won: { key: string; token: number } | undefined;
+
+    const decided = await this.nodes.gather<
+      ClaimReply,
+      { results: readonly (NodeResult<ClaimReply> | undefined)[] }
+    >(
+      (_node, i) => this.claimOn(i, loc, a, 0),
+      (results, done) => {
+        for (const [key, list] of count(this.votes(results), voteKey)) {
+          // a majority for one answer cannot change whatever the others say
+          if (list.length >= q) {
+            const token = ourToken(key);
+            if (token !== undefined) won = { key, token };
+            return { results: [...results] };
+          }
+        }
+        return done ? { results: [...results] } : undefined;
+      },
+      (late, i) => {
+        // an answer after the decision: a grant that is not the one we won is taken back,
+        // and so is whatever a node that failed or timed out may have granted
+        if (silent(late)) {
+          void this.undo(loc, a, [], [i], won?.token, false);
+          return;
+        }
+        const v = this.vote(i, late);
+        if (v && isOurs(v) && voteKey(v) !== won?.key)
+          void this.undo(loc, a, [v], [], undefined, false);
+      },
+    );
+
+    const results = decided.results;
+    const votes = this.votes(results);
+    const ours = votes.filter(isOurs);
+    const unknown = results.flatMap((r, i) => (silent(r) ? [i] : []));
+    const groups = count(votes, voteKey);
+
+    // 1. a majority holds our own grant already (an earlier claim of ours was granted, and
+    //    its answer lost): that grant, resumed, as one Redis answers
+    for (const [key, list] of groups) {
+      if (!key.startsWith('s:') || list.length < q) continue;
+      const token = Number(key.slice(2));
+      won = { key, token };
+      void this.undo(
+        loc,
+        a,
+        ours.filter((v) => voteKey(v) !== key),
+        unknown,
+        token,
+        false,
+      );
+      return { type: 'reply', reply: this.resumedReply(list) };
+    }
+
+    // 2. a majority granted one token
+    for (const [key, list] of groups) {
+      if (!key.startsWith('g:') || list.length < q) continue;
+      const token = Number(key.slice(2));
+      if (validFor() <= 0) {
+        won = undefined;
+        // a majority saw this grant: tell the waiters it is gone
+        await this.undo(loc, a, ours, unknown, undefined, true);
+        return {
+          type: 'retry',
+          why: `the grant reached a majority after its validity (${Math.round(now() - sent)} ms)`,
+        };
+      }
+      won = { key, token };
+      // our grant from an earlier claim is a leftover even with this token: it keeps its
+      // own, earlier deadline
+      void this.undo(
+        loc,
+        a,
+        ours.filter((v) => voteKey(v) !== key),
+        unknown,
+        token,
+        false,
+      );
+      return { type: 'reply', reply: this.grantReply(list, token) };
+    }
+
+    // 3. a majority granted, with different tokens (a node missed grants while it was away):
+    //    one token for all, the highest; the others are undone and asked for at least it
+    const answeredAll = results.every((r) => r !== undefined);
+    if (answeredAll && !a.dryRun && ours.length >= q && validFor() > 0) {
+      const fixed = await this.fixUp(loc, a, ours, sent, ttl);
+      won = fixed && { key: `g:${fixed.token}`, token: fixed.token };
+      void this.undo(loc, a, [], unknown, fixed?.token, false);
+      if (fixed) return { type: 'reply', reply: fixed.reply };
+    } else {
+      await this.undo(loc, a, ours, unknown, undefined, ours.length >= q);
+    }
+
+    // 4. no grant: the majority view of the task
+    const answered = votes.length;
+    if (answered < q)
+      throw this.nodes.noQuorum(`claim of task ${JSON.stringify(loc.taskId)}`, results, answered);
+    for (const [key, list] of groups) {
+      if (ourToken(key) !== undefined || list.length < q) continue;
+      return { type: 'reply', reply: this.majorityReply(key, list) };
+    }
+    // no majority for anything: contention (several claimers split the nodes) or nodes
+    // that disagree after an outage
+    const holders = [...groups].filter(([key]) => key.startsWith('h:'));
+    if (holders.length > 0) {
+      holders.sort(([, x], [, y]) => y.length - x.length);
+      const list = holders[0]?.[1] ?? [];
+      const held = this.majorityReply(holders[0]?.[0] ?? '', list);
+      // claim again soon, backing off while it lasts: whoever holds it on a minority is
+      // about to undo it, or to win
+      if (held.type === 'held') {
+        return { type: 'reply', reply: { ...held, deadlineInMs: this.splitBackoff(loc) } };
+      }
+    }
+    // a settled outcome on some nodes, and nothing newer on the others: the settle counted
+    // on a majority that an outage has cut down; write it back where it is missing
+    const done = groups.get('d');
+    if (done) {
+      const repaired = await this.readRepair(loc, a, done, votes);
+      if (repaired) return { type: 'reply', reply: repaired };
+    }
+    if (groups.has('x')) return { type: 'reply', reply: { type: 'session-expired' } };
+    const seen = [...groups].map(([key, list]) => `${key}×${list.length}`).join(', ');
+    return { type: 'retry', why: `the nodes disagree (${seen})` };
+  }
+
+  /** Retry delay of a claim that found the nodes split between claimers: grows while it lasts. */
+  private splitBackoff(loc: TaskLocation): number {
+    const n = (this.splits.get(loc.ref) ?? 0) + 1;
+    this.splits.delete(loc.ref);
+    this.splits.set(loc.ref, n);
+    if (this.splits.size > SPLITS_MAX) {
+      for (const ref of this.splits.keys()) {
+        this.splits.delete(ref);
+        if (this.splits.size <= SPLITS_MAX / 2) break;
+      }
+    }
+    return Math.min(jitter() * 2 ** Math.min(n - 1, 5), 2_000);
+  }
+
+  /**
+   * Write the newest settled outcome back to the answering nodes that lack it. It counts:
+   * no answering node holds anything newer, so the settle reached a majority that an
+   * outage has cut down (repair-2.lua then also writes over the owner's own grant).
+   */
+  private async readRepair(
+    loc: TaskLocation,
+    a: ClaimArgs,
+    done: readonly ClaimVote[],
+    votes: readonly ClaimVote[],
+  ): Promise<ClaimReply | undefined> {
+    const best = this.majorityReply('d', done);
+    if (best.type !== 'done') return undefined;
+    const have = new Set(
+      done.flatMap((v) =>
+        v.kind === 'other' && v.reply.type === 'done' && v.reply.token === best.token
+          ? [v.node]
+          : [],
+      ),
+    );
+    const missing = votes.filter((v) => !have.has(v.node) && v.kind !== 'fault').map((v) => v.node);
+    const written = await Promise.all(
+      missing.map((i) =>
+        this.nodes.list[i]
+          ?.repair(loc, {
+            session: best.owner,
+            token: best.token,
+            attempt: best.attempt,
+            state: 'D',
+            payload: best.payload,
+            retentionMs: a.retentionMs,
+            backoffMs: 0,
+            counted: true,
+          })
+          .catch(() => 'kept'),
+      ),
+    );
+    const added = written.filter((x) => x === 'written').length;
+    return have.size + added >= this.nodes.quorum ? best : undefined;
+  }
+
+  /**
+   * Undo the grants that do not carry the highest token and claim them again with it as the
+   * minimum. On each node the claim is sent once its undo has answered: two scripts in a
+   * row on one connection may run in another order (a NOSCRIPT resend goes last).
+   */
+  private async fixUp(
+    loc: TaskLocation,
+    a: ClaimArgs,
+    ours: readonly Ours[],
+    sent: number,
+    ttl: number,
+  ): Promise<{ token: number; reply: ClaimReply } | undefined> {
+    // a grant of an earlier claim of ours is not reused: the new one is above it, so that
+    // no token is handed to us twice
+    let token = 0;
+    for (const v of ours) token = Math.max(token, v.kind === 'grant' ? v.token : v.token + 1);
+    const keep = ours.filter((v) => v.kind === 'grant' && v.token === token);
+    const redo = ours.filter((v) => !(v.kind === 'grant' && v.token === token));
+    const failed: number[] = [];
+    const again = await Promise.all(
+      redo.map(async (v): Promise<ClaimVote | undefined> => {
+        const args = { session: a.session, token: v.token, retentionMs: a.retentionMs };
+        const answered = await this.undoOn(v.node, loc, { ...args, announce: false }).then(
+          () => true,
+          () => false,
+        );
+        if (!answered) return undefined;
+        try {
+          const reply = await this.claimOn(v.node, loc, a, token);
+          return this.vote(v.node, { ok: true, value: reply });
+        } catch {
+          failed.push(v.node); // it may have granted
+          return undefined;
+        }
+      }),
+    );
+    const regranted = again.filter((v) => v !== undefined).filter(isOurs);
+    const all = [...keep, ...regranted.filter((v) => v.kind === 'grant' && v.token === token)];
+    const valid = ttl - (now() - sent) - drift(ttl) > 0;
+    if (all.length >= this.nodes.quorum && valid) {
+      const strays = regranted.filter((v) => !(v.kind === 'grant' && v.token === token));
+      void this.undo(loc, a, strays, failed, token, false);
+      return { token, reply: this.grantReply(all, token) };
+    }
+    await this.undo(loc, a, [...keep, ...regranted], failed, undefined, true);
+    return undefined;
+  }
+
+  /** Our own grant on a majority: its kind, and the remaining deadline a majority vouches for. */
+  private resumedReply(list: readonly ClaimVote[]): ClaimReply {
+    const replies = list.flatMap((v) => (v.kind === 'self' ? [v.reply] : []));
+    const top = replies.reduce((x, y) => (y.attempt > x.attempt ? y : x));
+    const deadlines = replies.map((r) => r.deadlineInMs);
+    return {
+      ...top,
+      deadlineInMs: atLeastOnQuorum(deadlines, Math.min(this.nodes.quorum, deadlines.length)),
+    };
+  }
+
+  private grantReply(list: readonly ClaimVote[], token: number): ClaimReply {
+    let best: Granted | undefined;
+    for (const v of list) {
+      if (v.kind !== 'grant') continue;
+      if (!best || v.reply.attempt > best.attempt) best = v.reply;
+    }
+    if (!best) throw new Error('quorum: a grant without a granted reply');
+    return { ...best, token };
+  }
+
+  /** The reply a majority (or the largest group) gave, with the fields a majority vouches for. */
+  private majorityReply(key: string, list: readonly ClaimVote[]): ClaimReply {
+    const q = this.nodes.quorum;
+    const first = list[0];
+    if (!first) throw new Error('quorum: an empty group');
+    if (first.kind === 'fault') throw first.error;
+    const replies = list.flatMap((v) => (v.kind === 'other' ? [v.reply] : []));
+    const highest = <R extends { token: number }>(rs: readonly R[]): R =>
+      rs.reduce((x, y) => (y.token > x.token ? y : x));
+    const held = replies.filter((r) => r.type === 'held');
+    if (held.length) {
+      const top = highest(held);
+      return {
+        ...top,
+        ownerPttl: atLeastOnQuorum(
+          held.map((r) => r.ownerPttl),
+          Math.min(q, held.length),
+        ),
+        deadlineInMs: atLeastOnQuorum(
+          held.map((r) => r.deadlineInMs),
+          Math.min(q, held.length),
+        ),
+      };
+    }
+    const done = replies.filter((r) => r.type === 'done');
+    if (done.length) return highest(done);
+    const failed = replies.filter((r) => r.type === 'failed');
+    if (failed.length) {
+      const top = highest(failed);
+      // a retry needs a majority of nodes to allow it: the q-th soonest
+      const sooner = [...failed.map((r) => r.retryInMs)].sort((x, y) => x - y);
+      return { ...top, retryInMs: sooner[Math.min(q, sooner.length) - 1] ?? top.retryInMs };
+    }
+    const claimable = replies.find((r) => r.type === 'claimable');
+    if (claimable) return claimable;
+    if (key === 'x') return { type: 'session-expired' };
+    throw new Error(`quorum: no reply for ${key}`);
+  }
+}

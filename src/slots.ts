@@ -1,0 +1,25 @@
+/**
+ * Concurrency slots: at most `limit` handlers run at once on a worker. A slot is taken
+ * before a claim that may grant (a worker at its limit does not claim), and handed to the
+ * execution when the claim grants; the execution gives it back when its handler returns.
+ */
+export class Slots {
+  private active = 0;
+  private readonly waiters: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  acquire(): Promise<void> {
+    if (this.active < this.limit) {
+      this.active += 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  release(): void {
+    const next = this.waiters.shift();
+    if (next) next();
+    else this.active -= 1;
+  }
+}

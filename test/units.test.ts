@@ -1,0 +1,194 @@
+/**
+ * The worker's parts, each alone, without Redis: the coalescing of transitions, the
+ * deadline queue, and the covering of peers (against a store made of plain functions).
+ */
+import { describe, expect, it } from 'vitest';
+import { Batcher } from '../src/batcher.js';
+import { Cover, type CoveredRun } from '../src/cover.js';
+import { DeadlineQueue } from '../src/deadlines.js';
+import type { TaskLocation } from '../src/keys.js';
+import type { HolderState, PeekEntry } from '../src/replies.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('Batcher', () => {
+  it('joins the calls of one turn (promise continuations included) into one batch per key', async () => {
+    const calls: [string, number[]][] = [];
+    const b = new Batcher<string, number, number>(async (g, items) => {
+      calls.push([g, [...items]]);
+      return items.map((i) => i * 10);
+    });
+    const p1 = b.load('x', 'x', 1);
+    const p2 = Promise.resolve().then(() => b.load('x', 'x', 2));
+    const p3 = b.load('y', 'y', 3);
+    expect(await Promise.all([p1, p2, p3])).toEqual([10, 20, 30]);
+    expect(calls).toEqual([
+      ['x', [1, 2]],
+      ['y', [3]],
+    ]);
+    // a later turn is a new batch
+    expect(await b.load('x', 'x', 4)).toBe(40);
+    expect(calls).toHaveLength(3);
+  });
+
+  it('splits at the maximum size, fails one item on an Error, every item on a rejection', async () => {
+    const sizes: number[] = [];
+    const b = new Batcher<null, number, number>(async (_g, items) => {
+      sizes.push(items.length);
+      if (items.includes(-1)) throw new Error('batch down');
+      return items.map((i) => (i === 13 ? new Error('bad item') : i));
+    }, 2);
+    const r = await Promise.allSettled([1, 13, 3, 4, 5].map((i) => b.load('', null, i)));
+    expect(sizes).toEqual([2, 2, 1]);
+    expect(r.map((x) => x.status)).toEqual([
+      'fulfilled',
+      'rejected',
+      'fulfilled',
+      'fulfilled',
+      'fulfilled',
+    ]);
+    const down = await Promise.allSettled([b.load('', null, -1), b.load('', null, 7)]);
+    expect(down.map((x) => x.status)).toEqual(['rejected', 'rejected']);
+  });
+});
+
+describe('DeadlineQueue', () => {
+  it('fires items in due order through one timer; moved and deleted items follow', async () => {
+    const fired: string[] = [];
+    const t0 = performance.now();
+    const q = new DeadlineQueue<string>(
+      (x) => fired.push(x),
+      () => performance.now(),
+    );
+    q.set('c', t0 + 60);
+    q.set('a', t0 + 20);
+    q.set('b', t0 + 40);
+    q.set('d', t0 + 30);
+    q.set('d', t0 + 80); // moved later
+    q.delete('b');
+    expect(q.size).toBe(3);
+    await sleep(120);
+    expect(fired).toEqual(['a', 'c', 'd']);
+    expect(q.size).toBe(0);
+  });
+});
+
+describe('Cover', () => {
+  interface Run extends CoveredRun {
+    woken: number;
+  }
+  const run = (id: string): Run => ({
+    loc: { taskId: id, ref: `t:${id}`, container: id, index: id, field: '' } as TaskLocation,
+    finished: false,
+    claiming: false,
+    holder: undefined,
+    known: { state: 'R', token: 1 },
+    woken: 0,
+  });
+  function setup(state: HolderState, entries: (loc: TaskLocation) => PeekEntry) {
+    const calls = { cover: 0, peek: 0, failed: [] as string[] };
+    const cover = new Cover<Run>({
+      store: {
+        cover: async () => {
+          calls.cover += 1;
+          return state;
+        },
+        peek: async (locs) => {
+          calls.peek += 1;
+          return locs.map(entries);
+        },
+      },
+      firstAttemptIntervalMs: 30,
+      otherAttemptIntervalMs: 30,
+      wake: (r) => {
+        r.woken += 1;
+      },
+      peerFailed: (h) => calls.failed.push(h),
+    });
+    return { cover, calls, state };
+  }
+  const unchanged = (): PeekEntry => ({ state: 'R', token: 1, orphaned: false });
+
+  it('a healthy holder whose events arrive costs one cover call per check and no peek', async () => {
+    const { cover, calls } = setup({ pttl: 10_000, seq: 4 }, unchanged);
+    const runs = Array.from({ length: 100 }, (_, i) => run(`t${i}`));
+    for (const r of runs) cover.watch(r, 'h#1', 10_000, 60_000, 4);
+    expect(cover.holders).toBe(1);
+    await sleep(100);
+    expect(calls.cover).toBeGreaterThanOrEqual(2);
+    expect(calls.peek).toBe(0);
+    expect(runs.every((r) => r.woken === 0)).toBe(true);
+    cover.clear();
+  });
+
+  it('a sequence past the last event seen re-reads the group, and wakes only what changed', async () => {
+    const { cover, calls } = setup({ pttl: 10_000, seq: 5 }, (loc) =>
+      loc.taskId === 't1' ? { state: 'D', token: 1, orphaned: false } : unchanged(),
+    );
+    const [r0, r1] = [run('t0'), run('t1')];
+    cover.watch(r0, 'h#1', 10_000, 60_000, 4);
+    cover.watch(r1, 'h#1', 10_000, 60_000, 4);
+    await sleep(50);
+    expect(calls.peek).toBe(1);
+    expect([r0.woken, r1.woken]).toEqual([0, 1]);
+    // seen is now 5: the next check reads nothing
+    await sleep(40);
+    expect(calls.peek).toBe(1);
+    cover.clear();
+  });
+
+  it('an event that arrives keeps the sequence; a gap checks at once', async () => {
+    const { cover, calls } = setup({ pttl: 10_000, seq: 7 }, unchanged);
+    const r = run('t');
+    cover.watch(r, 'h#1', 10_000, 60_000, 5);
+    cover.onEvent({ e: 'settled', r: 't:x', s: 'D', k: 1, a: 1, o: 'h#1', q: 6 });
+    expect(calls.cover).toBe(0);
+    cover.onEvent({ e: 'settled', r: 't:y', s: 'D', k: 1, a: 1, o: 'h#1', q: 8 }); // 7 missed
+    await sleep(10);
+    expect(calls.cover).toBe(1);
+    expect(calls.peek).toBe(1);
+    cover.clear();
+  });
+
+  it('a holder whose session is gone: every covered task is woken', async () => {
+    const { cover, calls } = setup({ pttl: 0, seq: 0 }, unchanged);
+    const runs = [run('a'), run('b')];
+    for (const r of runs) cover.watch(r, 'h#1', 5, 60_000, 0);
+    await sleep(30);
+    expect(calls.failed).toEqual(['h#1']);
+    expect(runs.map((r) => r.woken)).toEqual([1, 1]);
+    expect(cover.holders).toBe(0);
+  });
+
+  it('a cover call that fails wakes the covered tasks, whose own retries take over', async () => {
+    const woken: string[] = [];
+    const cover = new Cover<Run>({
+      store: {
+        cover: async () => {
+          throw new Error('Redis away');
+        },
+        peek: async () => [],
+      },
+      firstAttemptIntervalMs: 10,
+      otherAttemptIntervalMs: 10,
+      wake: (r) => woken.push(r.loc.taskId),
+      peerFailed: () => {},
+    });
+    for (const id of ['a', 'b']) cover.watch(run(id), 'h#1', 10_000, 60_000, 0);
+    await sleep(30);
+    expect(woken).toEqual(['a', 'b']);
+    expect(cover.holders).toBe(0);
+    cover.clear();
+  });
+
+  it("a task's deadline wakes it, whatever the holder", async () => {
+    const { cover } = setup({ pttl: 10_000, seq: 0 }, unchanged);
+    const r = run('t');
+    cover.watch(r, 'h#1', 10_000, 15, 0);
+    await sleep(40);
+    expect(r.woken).toBe(1);
+    cover.uncover(r);
+    expect(cover.holders).toBe(0);
+    cover.clear();
+  });
+});
