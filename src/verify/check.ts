@@ -215,8 +215,14 @@ export function check(dir: string): Report {
       } else {
         const next = gs.find((g) => g.token === s.token + 1);
         if (next && next.kind !== 'retry') {
+          // a settle answered before the grant: either it was stale, or the grant calls a
+          // retry of a failed record a takeover (both are wrong; the message says which order)
+          const order =
+            s.t < next.t
+              ? `, yet token ${next.token} was then granted as ${next.kind} (${Math.round(next.t - s.t)} ms later): a stale settle, or a retry reported as a takeover`
+              : `, after token ${next.token} was granted by ${next.kind}`;
           staleSettlesAccepted.push(
-            `${short(task)}: failed settled with token ${s.token} by ${s.instance}, after token ${next.token} was granted by ${next.kind}`,
+            `${short(task)}: failed settled with token ${s.token} by ${s.instance}${order}`,
           );
         }
       }
