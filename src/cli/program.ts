@@ -20,6 +20,7 @@ import { packageRoot } from './root.js';
 import { registerRun } from './run.js';
 import { registerRunWorker } from './run-worker.js';
 import { registerStats } from './stats.js';
+import { registerVerify } from './verify.js';
 import { registerWatch } from './watch.js';
 
 /** The package version, read from package.json beside the sources or the build. */
@@ -83,6 +84,7 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
   registerBench(program, globals, io, setExit);
   registerRun(program, globals, io, setExit);
   registerRunWorker(program, globals, io);
+  registerVerify(program, globals, io, setExit);
   return { program, exitCode: () => code };
 }
 
