@@ -100,6 +100,49 @@ describe('a second run() of a task whose handler still runs here', () => {
   });
 });
 
+describe('a handler that overran its deadline and was taken over', () => {
+  for (const joined of [false, true]) {
+    it(`resolves its worker's run() with the peer's outcome once its settle is refused${joined ? ' (a run() that joined the execution)' : ''}`, async () => {
+      const ns = pair.namespace('overrun');
+      const timing = {
+        taskTimeoutMs: 400,
+        firstAttemptIntervalMs: 200,
+        otherAttemptIntervalMs: 400,
+      };
+      const a = pair.worker(ns, 'a', timing);
+      const b = pair.worker(ns, 'b', timing);
+      const caller = new AbortController();
+      let aStarted!: () => void;
+      const started = new Promise<void>((r) => {
+        aStarted = r;
+      });
+      const slow = () => {
+        aStarted();
+        return sleep(1_200).then(() => 'late a'); // ignores its signal
+      };
+      const first = a.run('t', slow, joined ? { signal: caller.signal } : {});
+      await started;
+      let mine = first;
+      if (joined) {
+        caller.abort(new Error('caller gave up'));
+        await expect(first).rejects.toThrow('caller gave up');
+        mine = a.run('t', () => 'never');
+      }
+      const peer = b.run('t', () => 'b');
+      expect(await within(peer, 5_000, "the peer's run()")).toMatchObject({
+        result: 'b',
+        role: 'took-over',
+      });
+      expect(await within(mine, 5_000, "the overrunning worker's run()")).toMatchObject({
+        state: 'done',
+        result: 'b',
+        role: 'watched',
+        token: 2,
+      });
+    });
+  }
+});
+
 describe('a claim reply lost to a client-side timeout', () => {
   it('resumes its own grant with the server deadline and the grant kind', async () => {
     const ns = pair.namespace('resume');
