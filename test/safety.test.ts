@@ -396,10 +396,12 @@ describe('a hung handler under the default safety-net intervals', () => {
     const a = pair.worker(ns, 'a', timing);
     const b = pair.worker(ns, 'b', timing);
     const aStarted = new Promise<number>((resolve) => {
-      void a.run('t', () => {
-        resolve(now());
-        return new Promise(() => {}); // ignores its signal: hung
-      });
+      void a
+        .run('t', () => {
+          resolve(now());
+          return new Promise(() => {}); // ignores its signal: hung
+        })
+        .catch(() => {}); // closed at the end
     });
     const startedAt = await aStarted;
     let tookOverAt = 0;
@@ -444,6 +446,7 @@ describe('fencing tokens never restart while a retry is pending', () => {
     const outcome = w.run('t', () => {
       throw new Error('boom');
     });
+    outcome.catch(() => {}); // closed before its retry
     await until(async () => ((await admin.get(`pairlock:{${ns}}:t:t`)) ?? '').includes('|F|'));
     const pttl = await admin.pttl(`pairlock:{${ns}}:t:t`);
     // retry at +1 s, then kept for the retention: about 2 s
