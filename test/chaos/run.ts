@@ -15,8 +15,8 @@
  *   --max-seconds <n>      stop releasing tasks and injecting faults after this long (default 300);
  *                          the run then heals everything and drains for up to --drain-seconds
  *   --drain-seconds <n>    (default 60)
- *   --rate <n>             tasks released per second, both pairs together (default 60)
- *   --fault-gap-ms <n>     mean time between two faults (default 2000)
+ *   --rate <n>             tasks released per second, both pairs together (default 50)
+ *   --fault-gap-ms <n>     mean time between two faults (default 700)
  *   --faults <list>        fault kinds, comma-separated (default all that apply:
  *                          kill,pause,redis-restart,cut,delay,partition,abort,timeout,handover,
  *                          and with --topology quorum also cut-node,node-loss,slow-minority;
@@ -49,8 +49,8 @@ const { values: args } = parseArgs({
     tasks: { type: 'string', default: '5000' },
     'max-seconds': { type: 'string', default: '300' },
     'drain-seconds': { type: 'string', default: '60' },
-    rate: { type: 'string', default: '60' },
-    'fault-gap-ms': { type: 'string', default: '2000' },
+    rate: { type: 'string', default: '50' },
+    'fault-gap-ms': { type: 'string', default: '700' },
     faults: { type: 'string' },
     topology: { type: 'string', default: 'single' },
     persistence: { type: 'string', default: 'aof' },
