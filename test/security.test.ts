@@ -1,11 +1,5 @@
-/**
- * Security: a least-privilege Redis user (the ACL line of docs/security.md, exactly), TLS with
- * a certificate made at test time, isolation of namespaces, ownership proofs that cannot be
- * forged, and no Lua built from input.
- */
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +9,7 @@ import { Keys, PairedWorker, type PairedWorkerOptions, PairlockError } from '../
 import { loadScripts, scriptNames } from '../src/scripts.js';
 import { RedisStore } from '../src/store.js';
 import { freePort, RedisServer, RedisServerStartError } from '../src/testing/index.js';
+import { makeCertificates, type TestCertificates } from './support/certs.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const quick = {
@@ -256,85 +251,16 @@ describe('TLS (rediss://)', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'pairlock-tls-'));
-    const f = (name: string) => path.join(dir, name);
-    const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
+    let certs: TestCertificates;
     try {
-      // a CA, and a server certificate it signs for 127.0.0.1 / localhost
-      ssl(
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        f('ca-key.pem'),
-        '-out',
-        f('ca.pem'),
-        '-days',
-        '2',
-        '-subj',
-        '/CN=pairlock test CA',
-      );
-      ssl(
-        'req',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        f('server-key.pem'),
-        '-out',
-        f('server.csr'),
-        '-subj',
-        '/CN=localhost',
-      );
-      writeFileSync(
-        f('ext.cnf'),
-        'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n',
-      );
-      ssl(
-        'x509',
-        '-req',
-        '-in',
-        f('server.csr'),
-        '-CA',
-        f('ca.pem'),
-        '-CAkey',
-        f('ca-key.pem'),
-        '-CAcreateserial',
-        '-out',
-        f('server.pem'),
-        '-days',
-        '2',
-        '-extfile',
-        f('ext.cnf'),
-      );
-      // a second CA that signed nothing we use: the wrong trust anchor
-      ssl(
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        f('other-key.pem'),
-        '-out',
-        f('other.pem'),
-        '-days',
-        '2',
-        '-subj',
-        '/CN=someone else',
-      );
+      // a CA, a server certificate it signs for 127.0.0.1 / localhost, and a CA that
+      // signed nothing we use
+      certs = makeCertificates(dir);
     } catch (err) {
       skipReason = `openssl could not make test certificates: ${(err as Error).message}`;
       return;
     }
-    ca = readFileSync(f('ca.pem'));
+    ca = readFileSync(certs.ca);
     tlsPort = await freePort();
     try {
       tlsServer = await RedisServer.start({
@@ -342,11 +268,11 @@ describe('TLS (rediss://)', () => {
           '--tls-port',
           String(tlsPort),
           '--tls-cert-file',
-          f('server.pem'),
+          certs.cert,
           '--tls-key-file',
-          f('server-key.pem'),
+          certs.key,
           '--tls-ca-cert-file',
-          f('ca.pem'),
+          certs.ca,
           '--tls-auth-clients',
           'no',
         ],

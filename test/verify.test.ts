@@ -4,49 +4,17 @@
  * and a Redis user without a needed command. Short runs (a hundred-odd tasks, about 15 s
  * each).
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, RedisServer } from '../src/testing/index.js';
 import { VERIFY_EXTRA, WORKER_COMMANDS } from '../src/verify/preflight.js';
 import { formatReport, type Report } from '../src/verify/report.js';
+import { root, cli as runCli } from './support/cli-process.js';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-const entry = join(root, 'src/cli/main.ts');
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], timeoutMs = 120_000): Promise<Result> {
-  const env = { ...process.env };
-  delete env.REDIS_URL;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: root, env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`pairlock ${args.join(' ')} timed out\n${stdout}\n${stderr}`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+// every run is given its Redis on the command line
+const cli = (args: string[], timeoutMs = 120_000) => runCli(args, timeoutMs);
 
 /** Faults the run injects here: client-side, and a short run sees each kind at most once or twice. */
 const FAULTS = 'kill,pause,cut,delay,partition';
