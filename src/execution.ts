@@ -179,11 +179,13 @@ export class Executor {
   }
 
   /** The session's lease can no longer be proven: abort every handler running under it. */
-  lapse(sessionId: string): void {
+  lapse(sessionId: string, reason: 'session' | 'connection' = 'session'): void {
+    const message =
+      reason === 'session'
+        ? `the session ${sessionId} could not be renewed in time`
+        : `the connection the session ${sessionId} is bound to could not be proven in time`;
     for (const exec of [...this.executions.values()]) {
-      if (exec.session === sessionId) {
-        this.abort(exec, 'session', `the session ${sessionId} could not be renewed in time`);
-      }
+      if (exec.session === sessionId) this.abort(exec, reason, message);
     }
   }
 
@@ -197,6 +199,8 @@ export class Executor {
     this.deadlines.set(exec, sentAt + grant.deadlineInMs - driftMs(o.taskTimeoutMs));
     this.executions.set(run.loc.ref, exec);
     run.known = undefined;
+    // granted while the bound connection is unproven: a standby may take it over soon
+    if (this.ctx.session.connection?.valid === false) this.lapse(exec.session, 'connection');
     if (kind === 'fresh') this.ctx.emit('claimed', { taskId, token, attempt, kind });
     else
       this.ctx.emit('took-over', {

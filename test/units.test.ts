@@ -100,6 +100,7 @@ describe('Cover', () => {
       },
       firstAttemptIntervalMs: 30,
       otherAttemptIntervalMs: 30,
+      connectionCheckIntervalMs: 0,
       wake: (r) => {
         r.woken += 1;
       },
@@ -110,7 +111,7 @@ describe('Cover', () => {
   const unchanged = (): PeekEntry => ({ state: 'R', token: 1, orphaned: false });
 
   it('a healthy holder whose events arrive costs one cover call per check and no peek', async () => {
-    const { cover, calls } = setup({ pttl: 10_000, seq: 4 }, unchanged);
+    const { cover, calls } = setup({ pttl: 10_000, seq: 4, lostInMs: -1 }, unchanged);
     const runs = Array.from({ length: 100 }, (_, i) => run(`t${i}`));
     for (const r of runs) cover.watch(r, 'h#1', 10_000, 60_000, 4);
     expect(cover.holders).toBe(1);
@@ -122,7 +123,7 @@ describe('Cover', () => {
   });
 
   it('a sequence past the last event seen re-reads the group, and wakes only what changed', async () => {
-    const { cover, calls } = setup({ pttl: 10_000, seq: 5 }, (loc) =>
+    const { cover, calls } = setup({ pttl: 10_000, seq: 5, lostInMs: -1 }, (loc) =>
       loc.taskId === 't1' ? { state: 'D', token: 1, orphaned: false } : unchanged(),
     );
     const [r0, r1] = [run('t0'), run('t1')];
@@ -138,7 +139,7 @@ describe('Cover', () => {
   });
 
   it('an event that arrives keeps the sequence; a gap checks at once', async () => {
-    const { cover, calls } = setup({ pttl: 10_000, seq: 7 }, unchanged);
+    const { cover, calls } = setup({ pttl: 10_000, seq: 7, lostInMs: -1 }, unchanged);
     const r = run('t');
     cover.watch(r, 'h#1', 10_000, 60_000, 5);
     cover.onEvent({ e: 'settled', r: 't:x', s: 'D', k: 1, a: 1, o: 'h#1', q: 6 });
@@ -151,7 +152,7 @@ describe('Cover', () => {
   });
 
   it('a holder whose session is gone: every covered task is woken', async () => {
-    const { cover, calls } = setup({ pttl: 0, seq: 0 }, unchanged);
+    const { cover, calls } = setup({ pttl: 0, seq: 0, lostInMs: -1 }, unchanged);
     const runs = [run('a'), run('b')];
     for (const r of runs) cover.watch(r, 'h#1', 5, 60_000, 0);
     await sleep(30);
@@ -171,6 +172,7 @@ describe('Cover', () => {
       },
       firstAttemptIntervalMs: 10,
       otherAttemptIntervalMs: 10,
+      connectionCheckIntervalMs: 0,
       wake: (r) => woken.push(r.loc.taskId),
       peerFailed: () => {},
     });
@@ -182,7 +184,7 @@ describe('Cover', () => {
   });
 
   it("a task's deadline wakes it, whatever the holder", async () => {
-    const { cover } = setup({ pttl: 10_000, seq: 0 }, unchanged);
+    const { cover } = setup({ pttl: 10_000, seq: 0, lostInMs: -1 }, unchanged);
     const r = run('t');
     cover.watch(r, 'h#1', 10_000, 15, 0);
     await sleep(40);

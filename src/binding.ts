@@ -1,0 +1,235 @@
+import { performance } from 'node:perf_hooks';
+import { RedisUnavailableError } from './errors.js';
+import type { Logger, ResolvedOptions } from './options.js';
+import type { BindReply, LiveLink, Store } from './replies.js';
+import { driftMs, type Session } from './session.js';
+
+/*
+ * Connection-bound sessions, the holder's side.
+ *
+ * The session is bound to the worker's subscriber connection, which subscribes to the
+ * session's own liveness channel; a standby that sees no subscriber there (the process
+ * died and the OS closed its sockets) may take the session's tasks over once that first
+ * sighting is `crashGraceMs` old (lua/cover.lua, lua/claim.lua).
+ *
+ * Why the holder stops first: it believes its leases only until (send time of the last
+ * proof answered on the bound connection) + crashGraceMs − drift. The proof (PING on the
+ * subscriber) was answered while the connection existed, so before anyone could see it
+ * gone; the takeover comes crashGraceMs after that sighting. Durations only, each on its
+ * own side's monotonic clock.
+ *
+ * Every connect of the subscriber is a new binding (epoch + 1), never a continuation: a
+ * proof counts only if no drop happened between its send and its answer. When the
+ * connection drops, the holder unbinds through its command connection; once that is
+ * answered no takeover on connection evidence can happen (the binding record is gone,
+ * or the answer says the session was revoked), and its handlers keep running under the
+ * session TTL alone until the subscriber reconnects and binds again.
+ *
+ *   unbound ──bind sent──▶ binding ──ok──▶ bound ──proof answered──▶ bound (belief extended)
+ *      ▲                      │                │
+ *      │                      └──refused───────┼──▶ unbound (or off: the server cannot)
+ *      └──────────unbind answered───── dropped ◀┘  (belief runs out meanwhile: lapse)
+ */
+
+// At most 10 proofs a second whatever the worker holds.
+export const PROOF_INTERVAL_MS = 100;
+const RETRY_MS = 250;
+const now = () => performance.now();
+
+export interface BindingContext {
+  readonly store: Pick<Store, 'bind'>;
+  readonly link: LiveLink;
+  readonly crashGraceMs: number;
+  readonly logger: Logger;
+  /** The session to bind ('' while none is open). */
+  sessionId(): string;
+  /** The connection can no longer be proven: abort what runs under `sessionId`. */
+  onLapse(sessionId: string): void;
+}
+
+export class Binding {
+  /** Whether the server may hold a binding of ours (then the belief below counts). */
+  private required = false;
+  /** Monotonic ms until which the bound connection is proven. */
+  private validUntil = 0;
+  private epoch = 0;
+  /** +1 on every drop of the connection: a proof counts only within one connection. */
+  private generation = 0;
+  private bound = '';
+  private off = false;
+  private stopped = false;
+  private chain: Promise<void> = Promise.resolve();
+  private proofTimer: NodeJS.Timeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly ctx: BindingContext) {
+    ctx.link.on('close', () => this.dropped());
+    ctx.link.on('ready', () => this.rebind());
+  }
+
+  /** False while the session's tasks may be taken over on connection evidence unproven. */
+  get valid(): boolean {
+    return !this.required || now() < this.validUntil;
+  }
+
+  /** The session id this worker is bound under ('' when none). */
+  get boundSession(): string {
+    return this.bound;
+  }
+
+  start(): void {
+    this.rebind();
+    this.proof();
+  }
+
+  /** A new session was opened (the old one expired or was revoked): bind it instead. */
+  sessionChanged(): void {
+    // the new session has no binding on the server yet
+    this.required = false;
+    this.bound = '';
+    this.rebind();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.proofTimer);
+    clearTimeout(this.watchdog);
+    clearTimeout(this.retryTimer);
+    await this.chain;
+  }
+
+  private serial(step: () => Promise<void>): void {
+    this.chain = this.chain.then(step).catch((err) => {
+      this.ctx.logger.warn({ err }, 'pairlock: connection binding failed; retrying');
+      this.retry();
+    });
+  }
+
+  private retry(): void {
+    if (this.stopped || this.off) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.rebind(), RETRY_MS);
+  }
+
+  private believeFrom(sentAt: number): void {
+    const grace = this.ctx.crashGraceMs;
+    this.validUntil = Math.max(this.validUntil, sentAt + grace - driftMs(grace));
+    clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(() => this.check(), Math.max(0, this.validUntil - now()) + 1);
+    this.watchdog.unref();
+  }
+
+  /** Abort what runs under the session if its connection can no longer be proven. */
+  check(): void {
+    if (this.valid) return;
+    const session = this.ctx.sessionId();
+    if (session) this.ctx.onLapse(session);
+  }
+
+  private rebind(): void {
+    if (this.stopped || this.off) return;
+    this.serial(async () => {
+      const session = this.ctx.sessionId();
+      if (!session || !this.ctx.link.ready || this.stopped) return;
+      const generation = this.generation;
+      await this.ctx.link.follow(session, this.bound);
+      if (generation !== this.generation) return; // dropped meanwhile: 'ready' comes again
+      this.epoch += 1;
+      const sent = now();
+      // With no binding of ours on the server before, none can be acted on before this
+      // one is recorded, and then only crashGraceMs after a later sighting.
+      if (!this.required) {
+        this.required = true;
+        this.validUntil = 0;
+        this.believeFrom(sent);
+      }
+      let reply: BindReply | undefined;
+      try {
+        reply = await this.ctx.store.bind?.('bind', session, this.epoch, this.ctx.crashGraceMs);
+      } catch (err) {
+        if (err instanceof RedisUnavailableError) throw err;
+        // the server refused the script itself (a command renamed or denied by an ACL)
+        reply = { ok: false, reason: 'unsupported', version: String((err as Error).message) };
+      }
+      if (!reply) return;
+      if (reply.ok) {
+        this.bound = session;
+        if (generation === this.generation) this.believeFrom(sent);
+        else this.check();
+        return;
+      }
+      if (reply.reason === 'unsupported') {
+        // said once: nothing was recorded, so the session TTL decides as without binding
+        this.off = true;
+        this.required = false;
+        clearTimeout(this.watchdog);
+        this.ctx.logger.warn(
+          { server: reply.version },
+          'pairlock: connection-bound sessions are off: the server cannot show a connection gone (Redis 7 or newer, with PUBSUB and INFO allowed in scripts); the session TTL decides takeovers',
+        );
+        return;
+      }
+      // session-expired: the heartbeat opens a new one (sessionChanged); not-subscribed or
+      // newer-binding: try again with a new epoch. Nothing was recorded by this call.
+      if (reply.reason !== 'session-expired') this.retry();
+    });
+  }
+
+  /** The bound connection dropped: no proof counts past this, and the binding is undone. */
+  private dropped(): void {
+    this.generation += 1;
+    if (!this.required || this.stopped) return;
+    const session = this.bound;
+    const epoch = this.epoch;
+    this.serial(async () => {
+      if (!session || this.stopped) return;
+      const reply = await this.ctx.store.bind?.('unbind', session, epoch, 0);
+      // newer-binding: a reconnect bound again meanwhile, which is the state to keep
+      if (reply?.ok && this.bound === session && this.epoch === epoch) {
+        this.required = false;
+      }
+    });
+  }
+
+  private proof(): void {
+    if (this.stopped || this.off) return;
+    this.proofTimer = setTimeout(() => {
+      const generation = this.generation;
+      const sent = now();
+      if (this.required && this.bound && this.ctx.link.ready) {
+        this.ctx.link.ping().then(
+          () => {
+            if (generation === this.generation && !this.stopped) this.believeFrom(sent);
+          },
+          () => {},
+        );
+      }
+      this.proof();
+    }, PROOF_INTERVAL_MS);
+    this.proofTimer.unref();
+  }
+}
+
+/** Bind the worker's session to its subscriber, where the options and the store allow. */
+export function bindSession(
+  store: Store,
+  session: Session,
+  options: ResolvedOptions,
+  logger: Logger,
+  executor: { lapse(sessionId: string, reason: 'connection'): void },
+): Binding | undefined {
+  const link = options.connectionBound ? store.liveLink?.() : undefined;
+  if (!link || !store.bind) return undefined;
+  const binding = new Binding({
+    store,
+    link,
+    crashGraceMs: options.crashGraceMs,
+    logger,
+    sessionId: () => session.id,
+    onLapse: (id) => executor.lapse(id, 'connection'),
+  });
+  session.connection = binding;
+  binding.start();
+  return binding;
+}
