@@ -1,0 +1,325 @@
+/**
+ * Connection-bound sessions on real redis-server processes: a crashed holder is taken over
+ * on connection evidence, long before its session TTL; and every case where that evidence
+ * is absent or not to be trusted falls back to the session TTL. Takeover times are
+ * printed for the record; speed is measured by bench/, not asserted here.
+ */
+import { performance } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type HandlerContext, type Logger, PairedWorker } from '../src/index.js';
+import { Keys } from '../src/keys.js';
+import { RedisServer, TcpProxy } from '../src/testing/index.js';
+import { type Child, spawnWorker } from './support/child-worker.js';
+
+const now = () => performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const children: Child[] = [];
+const workers: PairedWorker[] = [];
+let n = 0;
+
+afterEach(async () => {
+  for (const c of children.splice(0)) c.reap();
+  await Promise.allSettled(workers.splice(0).map((w) => w.close()));
+});
+
+function worker(url: string, ns: string, name: string, extra = {}): PairedWorker {
+  const w = new PairedWorker({ redis: url, namespace: ns, name, ...extra });
+  workers.push(w);
+  return w;
+}
+
+/** A handler that holds its task until its signal fires, and records when. */
+function holding() {
+  const seen = { startedAt: 0, abortedAt: 0, reason: '' };
+  const handler = ({ signal }: HandlerContext) =>
+    new Promise<string>((resolve) => {
+      seen.startedAt = now();
+      signal.addEventListener('abort', () => {
+        seen.abortedAt = now();
+        seen.reason = (signal.reason as { reason?: string }).reason ?? '';
+        resolve('aborted');
+      });
+    });
+  return { seen, handler };
+}
+
+function capture(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  const keep = (_o: object, msg?: string) => {
+    if (msg) lines.push(msg);
+  };
+  return { lines, debug: keep, info: keep, warn: keep, error: keep };
+}
+
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
+
+describe('one Redis', () => {
+  let server: RedisServer;
+  beforeAll(async () => {
+    server = await RedisServer.start();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('SIGKILL of a process holding 20 tasks, library defaults: every task is taken over on connection evidence', async () => {
+    const ns = `kill-${++n}`;
+    const a = await spawnWorker(server.url, ns, 'a', { PAIRLOCK_DEFAULTS: '1' });
+    children.push(a);
+    const b = worker(server.url, ns, 'b');
+    const ids = Array.from({ length: 20 }, (_, i) => `job-${i}`);
+    for (const id of ids) a.run(id, 600_000);
+    for (const id of ids) await a.waitFor((m) => m.ev === 'started' && m.taskId === id, id);
+    const started = new Map<string, number>();
+    const took: { kind: string; from: string }[] = [];
+    b.on('took-over', (e) => took.push(e));
+    const outcomes = ids.map((id) =>
+      b.run(id, async ({ token }) => {
+        started.set(id, now());
+        return token;
+      }),
+    );
+    await sleep(200); // b covers every task
+    const killedAt = now();
+    a.proc.kill('SIGKILL');
+    const results = await Promise.all(outcomes);
+    expect(results.every((o) => o.role === 'took-over' && o.token === 2)).toBe(true);
+    expect(took).toHaveLength(20);
+    expect(took.every((t) => t.kind === 'connection-lost' && t.from === a.id)).toBe(true);
+    const ms = ids.map((id) => (started.get(id) as number) - killedAt);
+    console.log(
+      `SIGKILL, 20 tasks, defaults: standby start p50 ${pct(ms, 50)?.toFixed(0)} ms, max ${Math.max(...ms).toFixed(0)} ms (session TTL 10000 ms)`,
+    );
+  });
+
+  it("a holder whose links are cut (connections closed, process alive): its handlers' signals fire before the standby starts", async () => {
+    const ns = `cut-${++n}`;
+    const proxy = await TcpProxy.start({ targetPort: server.port });
+    try {
+      const a = worker(`redis://127.0.0.1:${proxy.port}`, ns, 'a');
+      const b = worker(server.url, ns, 'b');
+      const held = holding();
+      const runA = a.run('t', held.handler).catch((e: Error) => e);
+      while (!held.seen.startedAt) await sleep(5);
+      let bStarted = 0;
+      const runB = b.run('t', async () => {
+        bStarted = now();
+        return 'b';
+      });
+      await sleep(100);
+      const cutAt = now();
+      proxy.cut();
+      expect(await runB).toMatchObject({ role: 'took-over', result: 'b' });
+      expect(held.seen.reason).toBe('connection');
+      expect(held.seen.abortedAt).toBeGreaterThan(0);
+      expect(held.seen.abortedAt).toBeLessThan(bStarted);
+      console.log(
+        `links cut: holder aborted after ${(held.seen.abortedAt - cutAt).toFixed(0)} ms, standby started after ${(bStarted - cutAt).toFixed(0)} ms`,
+      );
+      proxy.heal();
+      await runA;
+    } finally {
+      proxy.heal();
+      await Promise.allSettled(workers.splice(0).map((w) => w.close()));
+      await proxy.close();
+    }
+  });
+
+  it('a network partition of the holder (blackhole: no FIN): the session TTL decides', async () => {
+    const ns = `hole-${++n}`;
+    const proxy = await TcpProxy.start({ targetPort: server.port });
+    try {
+      const opts = { sessionTtlMs: 1_500 };
+      const a = worker(`redis://127.0.0.1:${proxy.port}`, ns, 'a', opts);
+      const b = worker(server.url, ns, 'b', opts);
+      const held = holding();
+      void a.run('t', held.handler).catch(() => {});
+      while (!held.seen.startedAt) await sleep(5);
+      let bStarted = 0;
+      let kind = '';
+      b.on('took-over', (e) => {
+        kind = e.kind;
+      });
+      const runB = b.run('t', async () => {
+        bStarted = now();
+        return 'b';
+      });
+      await sleep(100);
+      const holeAt = now();
+      proxy.blackhole();
+      expect(await runB).toMatchObject({ role: 'took-over' });
+      expect(kind).toBe('session-expired');
+      // the holder stopped at its connection proof already, long before
+      expect(held.seen.reason).toBe('connection');
+      expect(held.seen.abortedAt).toBeLessThan(bStarted);
+      console.log(
+        `blackhole: takeover after ${(bStarted - holeAt).toFixed(0)} ms (session TTL 1500 ms)`,
+      );
+    } finally {
+      proxy.heal();
+      await Promise.allSettled(workers.splice(0).map((w) => w.close()));
+      await proxy.close();
+    }
+  });
+
+  it("the subscriber link dropped, the command link alive: unbound, re-bound, the holder's handler keeps running, no takeover", async () => {
+    const ns = `sub-${++n}`;
+    const admin = new Redis(server.url);
+    try {
+      const a = worker(server.url, ns, 'a');
+      const b = worker(server.url, ns, 'b');
+      let release: () => void = () => {};
+      let aborted = '';
+      const runA = a.run('t', ({ signal }) => {
+        signal.addEventListener('abort', () => {
+          aborted = String((signal.reason as { reason?: string }).reason);
+        });
+        return new Promise<string>((r) => {
+          release = () => r('a');
+        });
+      });
+      await sleep(100);
+      const runB = b.run('t', async () => 'b');
+      await sleep(100);
+      const keys = new Keys('pairlock', ns);
+      expect(await admin.get(keys.bind(a.session))).toMatch(/\|1\|150\|0$/);
+      // the holder's subscriber: the one connection subscribed to its liveness channel
+      const list = await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub');
+      const subs = String(list)
+        .split('\n')
+        .filter((l) => / sub=2 /.test(l));
+      const port = (a as unknown as { store: { liveLink(): { client: Redis } } }).store.liveLink()
+        .client.stream.localPort;
+      const line = subs.find((l) => l.includes(`addr=127.0.0.1:${port} `));
+      const id = /id=(\d+)/.exec(line ?? '')?.[1];
+      expect(id).toBeDefined();
+      await admin.client('KILL', 'ID', id as string);
+      // well past the grace and several standby checks
+      await sleep(600);
+      expect(await admin.get(keys.bind(a.session))).toMatch(/\|2\|150\|0$/);
+      expect(aborted).toBe('');
+      release();
+      expect(await runA).toMatchObject({ role: 'ran', result: 'a' });
+      expect(await runB).toMatchObject({ role: 'watched', result: 'a' });
+    } finally {
+      admin.disconnect();
+    }
+  });
+
+  it('the command link dropped, the subscriber alive: the binding stands, no takeover', async () => {
+    const ns = `cmd-${++n}`;
+    const admin = new Redis(server.url);
+    try {
+      const a = worker(server.url, ns, 'a');
+      const b = worker(server.url, ns, 'b');
+      let release: () => void = () => {};
+      let aborted = '';
+      const runA = a.run('t', ({ signal }) => {
+        signal.addEventListener('abort', () => {
+          aborted = 'yes';
+        });
+        return new Promise<string>((r) => {
+          release = () => r('a');
+        });
+      });
+      await sleep(100);
+      const runB = b.run('t', async () => 'b');
+      await sleep(100);
+      const port = (a as unknown as { store: { client: Redis } }).store.client.stream.localPort;
+      const line = String(await admin.call('CLIENT', 'LIST', 'TYPE', 'normal'))
+        .split('\n')
+        .find((l) => l.includes(`addr=127.0.0.1:${port} `));
+      await admin.client('KILL', 'ID', /id=(\d+)/.exec(line ?? '')?.[1] as string);
+      await sleep(600);
+      const keys = new Keys('pairlock', ns);
+      expect(await admin.get(keys.bind(a.session))).toMatch(/\|1\|150\|0$/);
+      expect(aborted).toBe('');
+      release();
+      expect(await runA).toMatchObject({ role: 'ran' });
+      expect(await runB).toMatchObject({ role: 'watched', result: 'a' });
+    } finally {
+      admin.disconnect();
+    }
+  });
+});
+
+it('a Redis restart: a binding made on the previous run gives no evidence; the session TTL decides', async () => {
+  const server = await RedisServer.start({
+    args: ['--appendonly', 'yes', '--appendfsync', 'always'],
+  });
+  try {
+    const ns = `restart-${++n}`;
+    const a = await spawnWorker(server.url, ns, 'a', { PAIRLOCK_SESSION_TTL_MS: '3000' });
+    children.push(a);
+    a.run('t', 600_000);
+    await a.waitFor((m) => m.ev === 'started', 'a started');
+    await sleep(200); // a bound its session
+    const admin = new Redis(server.url);
+    const bindKeys = await admin.keys(`pairlock:{${ns}}:b:*`);
+    admin.disconnect();
+    expect(bindKeys).toHaveLength(1);
+    // the holder dies while the server is down: its binding outlives both (AOF)
+    await server.kill();
+    a.proc.kill('SIGKILL');
+    await server.restart();
+    const b = worker(server.url, ns, 'b', { sessionTtlMs: 3_000 });
+    let kind = '';
+    b.on('took-over', (e) => {
+      kind = e.kind;
+    });
+    const startedAt = now();
+    expect(await b.run('t', async () => 'b')).toMatchObject({ role: 'took-over' });
+    expect(kind).toBe('session-expired');
+    console.log(
+      `after a restart: taken over in ${(now() - startedAt).toFixed(0)} ms (session TTL)`,
+    );
+  } finally {
+    await Promise.allSettled(workers.splice(0).map((w) => w.close()));
+    await server.stop();
+  }
+});
+
+it('a server that cannot show a connection gone (PUBSUB refused to scripts): off, said once; the session TTL decides', async () => {
+  const server = await RedisServer.start({ args: ['--rename-command', 'PUBSUB', ''] });
+  try {
+    const ns = `old-${++n}`;
+    const log = capture();
+    const proxy = await TcpProxy.start({ targetPort: server.port });
+    try {
+      const a = new PairedWorker({
+        redis: `redis://127.0.0.1:${proxy.port}`,
+        namespace: ns,
+        name: 'a',
+        sessionTtlMs: 1_500,
+        logger: log,
+      });
+      workers.push(a);
+      const b = worker(server.url, ns, 'b', { sessionTtlMs: 1_500 });
+      const held = holding();
+      void a.run('t', held.handler).catch(() => {});
+      while (!held.seen.startedAt) await sleep(5);
+      await sleep(300);
+      expect(log.lines.filter((l) => l.includes('connection-bound sessions are off'))).toHaveLength(
+        1,
+      );
+      let kind = '';
+      b.on('took-over', (e) => {
+        kind = e.kind;
+      });
+      const runB = b.run('t', async () => 'b');
+      await sleep(100);
+      proxy.cut();
+      expect(await runB).toMatchObject({ role: 'took-over' });
+      expect(kind).toBe('session-expired');
+      expect(held.seen.reason).toBe('session');
+    } finally {
+      proxy.heal();
+      await Promise.allSettled(workers.splice(0).map((w) => w.close()));
+      await proxy.close();
+    }
+  } finally {
+    await server.stop();
+  }
+});
