@@ -36,23 +36,23 @@ for i = 1, #KEYS / 3 do
   local lostIn = -1
   if pttl > 0 and livePrefix ~= '' then
     local b = decodeBinding(rcall('GET', KEYS[3 * i]))
-    if b and b.run == serverRunId() then
-      local gone = liveSubscribers(livePrefix .. ARGV[3 + i]) == 0
+    -- a healthy holder costs GET and NUMSUB; the server run is read only once one is gone
+    local gone = b and b.run ~= '-' and liveSubscribers(livePrefix .. ARGV[3 + i]) == 0
+    if b and not gone and b.lostAt ~= 0 then
+      -- subscribed again (a reconnect): the sighting no longer holds
+      b.lostAt = 0
+      rcall('SET', KEYS[3 * i], encodeBinding(b), 'KEEPTTL')
+    elseif gone and b.run == serverRunId() then
       if not now then
         local t = rcall('TIME')
         now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
       end
-      if gone and b.lostAt == 0 then
+      if b.lostAt == 0 then
         b.lostAt = now
         rcall('SET', KEYS[3 * i], encodeBinding(b), 'KEEPTTL')
-      elseif not gone and b.lostAt ~= 0 then
-        b.lostAt = 0
-        rcall('SET', KEYS[3 * i], encodeBinding(b), 'KEEPTTL')
       end
-      if gone then
-        lostIn = b.lostAt + b.grace - now
-        if lostIn < 0 then lostIn = 0 end
-      end
+      lostIn = b.lostAt + b.grace - now
+      if lostIn < 0 then lostIn = 0 end
     end
   end
   out[i] = {pttl, tonumber(rcall('GET', KEYS[3 * i - 1])) or 0, lostIn}
