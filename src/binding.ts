@@ -115,14 +115,28 @@ export class Binding {
   private believeFrom(sentAt: number): void {
     const grace = this.ctx.crashGraceMs;
     this.validUntil = Math.max(this.validUntil, sentAt + grace - driftMs(grace));
+    this.arm();
+  }
+
+  private arm(): void {
     clearTimeout(this.watchdog);
-    this.watchdog = setTimeout(() => this.check(), Math.max(0, this.validUntil - now()) + 1);
+    // Decided after the I/O of the turn: after a stall of the event loop, timers run
+    // before the replies that arrived meanwhile, and an answered proof must count first.
+    this.watchdog = setTimeout(
+      () => setImmediate(() => this.check()),
+      Math.max(0, this.validUntil - now()) + 1,
+    );
     this.watchdog.unref();
   }
 
   /** Abort what runs under the session if its connection can no longer be proven. */
   check(): void {
-    if (this.valid) return;
+    if (this.stopped) return;
+    if (this.valid) {
+      // a timer may fire a little early (the event loop's cached clock): look again then
+      if (this.required) this.arm();
+      return;
+    }
     const session = this.ctx.sessionId();
     if (session) this.ctx.onLapse(session);
   }

@@ -195,10 +195,7 @@ export class Cover<R extends CoveredRun> {
     group.checks += 1;
     // gone: its session expired, or its connection was seen gone long enough ago
     if (state.pttl <= 0 || state.lostInMs === 0) {
-      this.groups.delete(holder);
-      clearTimeout(group.timer);
-      this.ctx.peerFailed(holder, group.runs.size);
-      for (const run of group.runs) this.ctx.wake(run);
+      this.gone(holder, group);
       return;
     }
     // seq -1: the store cannot tell (quorum mode), so every check re-reads
@@ -207,9 +204,23 @@ export class Cover<R extends CoveredRun> {
       if (state.seq >= 0) group.seen = state.seq;
       await this.peek([...group.runs]);
     }
-    // a connection seen gone: check again when a claim may act on it
-    const next = state.lostInMs > 0 ? Math.min(state.pttl, state.lostInMs) : state.pttl;
-    if (this.groups.get(holder) === group) this.arm(holder, group, next);
+    if (this.groups.get(holder) !== group) return;
+    if (state.lostInMs > 0 && state.lostInMs < state.pttl) {
+      // its connection was seen gone: claim when a claim may act on that (the claim
+      // decides again; answered 'held', the task is covered anew)
+      clearTimeout(group.timer);
+      group.timer = setTimeout(() => this.gone(holder, group), state.lostInMs + 1);
+      return;
+    }
+    this.arm(holder, group, state.pttl);
+  }
+
+  private gone(holder: string, group: Group<R>): void {
+    if (this.groups.get(holder) !== group) return;
+    this.groups.delete(holder);
+    clearTimeout(group.timer);
+    this.ctx.peerFailed(holder, group.runs.size);
+    for (const run of group.runs) this.ctx.wake(run);
   }
 
   /** Re-read covered records in batches; wake each run whose record changed. */

@@ -106,8 +106,9 @@ export interface PairedWorkerOptions {
   /**
    * Connection-bound sessions: a holder believes its leases only this long after the
    * last proof of its connection; a standby takes over only this long after it first saw
-   * that connection gone. At least 120 (the proof runs every 100 ms).
-   * @default 150
+   * that connection gone. At least 120 (the proof runs every 100 ms, so a stall of the
+   * holder's event loop longer than about crashGraceMs − 100 ms aborts its handlers).
+   * @default 140
    */
   readonly crashGraceMs?: number;
   /**
@@ -170,7 +171,7 @@ export const defaults = {
   keyPrefix: 'pairlock',
   sessionTtlMs: 10_000,
   connectionBound: true,
-  crashGraceMs: 150,
+  crashGraceMs: 140,
   connectionCheckIntervalMs: 40,
   taskTimeoutMs: 300_000,
   failure: { policy: 'takeover', maxAttempts: 3, backoffMs: 1_000 },

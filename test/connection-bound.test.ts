@@ -184,7 +184,7 @@ describe('one Redis', () => {
       const runB = b.run('t', async () => 'b');
       await sleep(100);
       const keys = new Keys('pairlock', ns);
-      expect(await admin.get(keys.bind(a.session))).toMatch(/\|1\|150\|0$/);
+      expect(await admin.get(keys.bind(a.session))).toMatch(/\|1\|140\|0$/);
       // the holder's subscriber: the one connection subscribed to its liveness channel
       const list = await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub');
       const subs = String(list)
@@ -198,7 +198,7 @@ describe('one Redis', () => {
       await admin.client('KILL', 'ID', id as string);
       // well past the grace and several standby checks
       await sleep(600);
-      expect(await admin.get(keys.bind(a.session))).toMatch(/\|2\|150\|0$/);
+      expect(await admin.get(keys.bind(a.session))).toMatch(/\|2\|140\|0$/);
       expect(aborted).toBe('');
       release();
       expect(await runA).toMatchObject({ role: 'ran', result: 'a' });
@@ -234,7 +234,7 @@ describe('one Redis', () => {
       await admin.client('KILL', 'ID', /id=(\d+)/.exec(line ?? '')?.[1] as string);
       await sleep(600);
       const keys = new Keys('pairlock', ns);
-      expect(await admin.get(keys.bind(a.session))).toMatch(/\|1\|150\|0$/);
+      expect(await admin.get(keys.bind(a.session))).toMatch(/\|1\|140\|0$/);
       expect(aborted).toBe('');
       release();
       expect(await runA).toMatchObject({ role: 'ran' });

@@ -298,13 +298,13 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
     rows: [
       [
         'pairlock',
-        'defaults (sessionTtl 10 s; connection-bound, crashGrace 150 ms, check every 40 ms)',
+        'defaults (sessionTtl 10 s; connection-bound, crashGrace 140 ms, check every 40 ms)',
         `${sPl.n} (${rounds} kills)${lost(pl) ? ` (+${lost(pl)} not taken over)` : ''}`,
         ms(sPl.p50),
         ms(sPl.p99),
         ms(sPl.max),
-        'crashGrace + check interval = 190 ms',
-        signedMs(sPl.p99 - 190),
+        'crashGrace + check interval = 180 ms',
+        signedMs(sPl.p99 - 180),
         '1×',
       ],
       [
