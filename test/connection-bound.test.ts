@@ -7,9 +7,14 @@
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type HandlerContext, type Logger, PairedWorker } from '../src/index.js';
+import {
+  type HandlerContext,
+  type Logger,
+  PairedWorker,
+  type PairedWorkerOptions,
+} from '../src/index.js';
 import { Keys } from '../src/keys.js';
-import { RedisServer, TcpProxy } from '../src/testing/index.js';
+import { RedisServer, startIndependent, startReplicated, TcpProxy } from '../src/testing/index.js';
 import { type Child, spawnWorker } from './support/child-worker.js';
 
 const now = () => performance.now();
@@ -23,8 +28,13 @@ afterEach(async () => {
   await Promise.allSettled(workers.splice(0).map((w) => w.close()));
 });
 
-function worker(url: string, ns: string, name: string, extra = {}): PairedWorker {
-  const w = new PairedWorker({ redis: url, namespace: ns, name, ...extra });
+function worker(
+  url: string,
+  ns: string,
+  name: string,
+  extra: Partial<PairedWorkerOptions> = {},
+): PairedWorker {
+  const w = new PairedWorker({ ...(url ? { redis: url } : {}), namespace: ns, name, ...extra });
   workers.push(w);
   return w;
 }
@@ -321,5 +331,78 @@ it('a server that cannot show a connection gone (PUBSUB refused to scripts): off
     }
   } finally {
     await server.stop();
+  }
+});
+
+it('a Sentinel failover: the binding replicated from the old master is no evidence on the new one; the session TTL decides', async () => {
+  const topo = await startReplicated({ replicas: 1, sentinels: 3 });
+  try {
+    const ns = `failover-${++n}`;
+    const sentinels = topo.sentinelAddrs.map((a) => `${a.host}:${a.port}`).join(',');
+    const a = await spawnWorker('', ns, 'a', {
+      PAIRLOCK_SENTINEL: sentinels,
+      PAIRLOCK_MASTER: topo.masterName,
+      PAIRLOCK_SESSION_TTL_MS: '10000',
+    });
+    children.push(a);
+    a.run('t', 600_000);
+    await a.waitFor((m) => m.ev === 'started', 'a started');
+    await sleep(300);
+    // the binding reached the replica that will be promoted
+    const replica = new Redis(topo.replicas[0]?.url as string);
+    const bound = await replica.keys(`pairlock:{${ns}}:b:*`);
+    replica.disconnect();
+    expect(bound).toHaveLength(1);
+    const b = worker('', ns, 'b', {
+      redis: { sentinels: topo.sentinelAddrs, name: topo.masterName },
+      sessionTtlMs: 10_000,
+      connectTimeoutMs: 1_000,
+    });
+    let kind = '';
+    b.on('took-over', (e) => {
+      kind = e.kind;
+    });
+    const runB = b.run('t', async () => 'b');
+    await sleep(300);
+    // the holder and the master die together: on the new master the holder's liveness
+    // channel has no subscriber, but its binding names the old master's run
+    a.proc.kill('SIGKILL');
+    await topo.master.kill();
+    await topo.waitForFailover(30_000);
+    expect(await runB).toMatchObject({ role: 'took-over', result: 'b' });
+    expect(kind).toBe('session-expired');
+  } finally {
+    await Promise.allSettled(workers.splice(0).map((w) => w.close()));
+    await topo.close();
+  }
+});
+
+it('quorum mode: sessions are not bound; a crashed holder is taken over when its session expires', async () => {
+  const topo = await startIndependent(3);
+  try {
+    const ns = `quorum-${++n}`;
+    const urls = topo.nodes.map((s) => s.url);
+    const a = await spawnWorker('', ns, 'a', { PAIRLOCK_NODES: urls.join(',') });
+    children.push(a);
+    a.run('t', 600_000);
+    await a.waitFor((m) => m.ev === 'started', 'a started');
+    const b = worker('', ns, 'b', { nodes: urls, sessionTtlMs: 1_000 });
+    let kind = '';
+    b.on('took-over', (e) => {
+      kind = e.kind;
+    });
+    const runB = b.run('t', async () => 'b');
+    await sleep(300);
+    a.proc.kill('SIGKILL');
+    expect(await runB).toMatchObject({ role: 'took-over', result: 'b' });
+    expect(kind).toBe('session-expired');
+    for (const node of topo.nodes) {
+      const admin = new Redis(node.url);
+      expect(await admin.keys(`pairlock:{${ns}}:b:*`)).toEqual([]);
+      admin.disconnect();
+    }
+  } finally {
+    await Promise.allSettled(workers.splice(0).map((w) => w.close()));
+    await topo.close();
   }
 });

@@ -48,7 +48,10 @@ export class Child {
   }
 }
 
-/** Start a worker process on `url` and wait until it is ready. */
+/**
+ * Start a worker process on `url` and wait until it is ready. `url` '': the connection
+ * comes from the PAIRLOCK_* variables in `env` (PAIRLOCK_SENTINEL, PAIRLOCK_NODES, …).
+ */
 export async function spawnWorker(
   url: string,
   ns: string,
@@ -59,7 +62,7 @@ export async function spawnWorker(
     execArgv: ['--import', 'tsx'],
     env: {
       ...process.env,
-      PAIRLOCK_REDIS_URL: url,
+      ...(url ? { PAIRLOCK_REDIS_URL: url } : {}),
       PAIRLOCK_NAMESPACE: ns,
       PAIRLOCK_NAME: name,
       PAIRLOCK_SESSION_TTL_MS: '1000',
