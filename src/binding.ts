@@ -73,11 +73,6 @@ export class Binding {
     return !this.required || now() < this.validUntil;
   }
 
-  /** The session id this worker is bound under ('' when none). */
-  get boundSession(): string {
-    return this.bound;
-  }
-
   start(): void {
     this.rebind();
     this.proof();
@@ -85,9 +80,9 @@ export class Binding {
 
   /** A new session was opened (the old one expired or was revoked): bind it instead. */
   sessionChanged(): void {
-    // the new session has no binding on the server yet
+    // the new session has no binding on the server yet (`bound` still names the old one,
+    // whose liveness channel the rebind leaves)
     this.required = false;
-    this.bound = '';
     this.rebind();
   }
 
@@ -211,7 +206,7 @@ export class Binding {
     this.proofTimer = setTimeout(() => {
       const generation = this.generation;
       const sent = now();
-      if (this.required && this.bound && this.ctx.link.ready) {
+      if (this.required && this.bound === this.ctx.sessionId() && this.ctx.link.ready) {
         this.ctx.link.ping().then(
           () => {
             if (generation === this.generation && !this.stopped) this.believeFrom(sent);

@@ -17,8 +17,10 @@ class FakeLink extends EventEmitter implements LiveLink {
   /** false: pings never answer (a stalled proof). */
   answering = true;
   followed: string[] = [];
-  async follow(sessionId: string): Promise<void> {
+  left: string[] = [];
+  async follow(sessionId: string, previous: string): Promise<void> {
     this.followed.push(sessionId);
+    if (previous && previous !== sessionId) this.left.push(previous);
   }
   ping(): Promise<void> {
     this.pings += 1;
@@ -202,6 +204,7 @@ describe('Binding (the holder of a connection-bound session)', () => {
     binding.sessionChanged();
     await sleep(20);
     expect(link.followed).toEqual(['w:1#1', 'w:1#2']);
+    expect(link.left).toEqual(['w:1#1']);
     expect(calls.at(-1)).toMatchObject({ op: 'bind', session: 'w:1#2' });
     expect(binding.valid).toBe(true);
     await binding.stop();

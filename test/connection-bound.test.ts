@@ -128,8 +128,23 @@ describe('one Redis', () => {
       console.log(
         `links cut: holder aborted after ${(held.seen.abortedAt - cutAt).toFixed(0)} ms, standby started after ${(bStarted - cutAt).toFixed(0)} ms`,
       );
+      // the grant revoked the holder's session: once back, it learns so and starts anew
+      const admin = new Redis(server.url);
+      const keys = new Keys('pairlock', ns);
+      const oldSession = a.session;
+      expect(await admin.exists(keys.session(oldSession))).toBe(0);
+      const lost = new Promise((r) => a.once('renew-failed', (e) => r(e.sessionLost)));
       proxy.heal();
+      expect(await lost).toBe(true);
       await runA;
+      const until = now() + 3_000;
+      while (
+        (a.session === oldSession || !(await admin.exists(keys.bind(a.session)))) &&
+        now() < until
+      )
+        await sleep(20);
+      expect(await admin.get(keys.bind(a.session))).toMatch(/\|140\|0$/);
+      admin.disconnect();
     } finally {
       proxy.heal();
       await Promise.allSettled(workers.splice(0).map((w) => w.close()));
