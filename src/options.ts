@@ -92,13 +92,13 @@ export interface PairedWorkerOptions {
   /** How often the session is renewed. Must be below half of `sessionTtlMs`. @default sessionTtlMs / 3 */
   readonly heartbeatIntervalMs?: number;
   /**
-   * Bind the session to this worker's subscriber connection (one Redis, standalone or
-   * Sentinel, Redis 7 or newer): a process that dies — its sockets closed by the OS — is
+   * Bind the session to this worker's subscriber connection (one Redis, Sentinel or
+   * Cluster, Redis 7 or newer; not in quorum mode): a process that dies — its sockets closed by the OS — is
    * taken over about `crashGraceMs` after a standby sees that connection gone, instead of
    * `sessionTtlMs` after its last heartbeat. The holder proves its connection at most
    * 10 times a second and aborts its handlers (reason `connection`) when it cannot. Where
    * the evidence is absent or untrustworthy (a host gone without closing its sockets, a
-   * partition, a Redis restart or failover, Redis before 7, quorum mode, a Cluster), the
+   * partition, a Redis restart or failover, Redis before 7, quorum mode), the
    * session TTL decides, as without it.
    * @default true
    */

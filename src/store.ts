@@ -449,6 +449,7 @@ export class RedisStore implements Store {
             onReconnect,
             this.timeoutMs,
             this.sharded,
+            this.prefix + this.keys.livePrefix,
           )
         : new Subscriber(
             this.client,
@@ -469,9 +470,9 @@ export class RedisStore implements Store {
     }
   }
 
-  /** Sessions are bound to the subscriber on one Redis; not (yet) on a Cluster. */
+  /** The subscriber, to which sessions are bound (on a Cluster: on the slot's owner). */
   liveLink(): LiveLink | undefined {
-    return this.subscriber instanceof Subscriber ? this.subscriber : undefined;
+    return this.subscriber;
   }
 
   async bind(op: 'bind' | 'unbind', session: string, epoch: number, graceMs: number) {

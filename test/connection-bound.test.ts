@@ -5,7 +5,7 @@
  * printed for the record; speed is measured by bench/, not asserted here.
  */
 import { performance } from 'node:perf_hooks';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   type HandlerContext,
@@ -14,7 +14,13 @@ import {
   type PairedWorkerOptions,
 } from '../src/index.js';
 import { Keys } from '../src/keys.js';
-import { RedisServer, startIndependent, startReplicated, TcpProxy } from '../src/testing/index.js';
+import {
+  RedisServer,
+  startCluster,
+  startIndependent,
+  startReplicated,
+  TcpProxy,
+} from '../src/testing/index.js';
 import { type Child, spawnWorker } from './support/child-worker.js';
 
 const now = () => performance.now();
@@ -418,6 +424,42 @@ it('quorum mode: sessions are not bound; a crashed holder is taken over when its
     }
   } finally {
     await Promise.allSettled(workers.splice(0).map((w) => w.close()));
+    await topo.close();
+  }
+});
+
+it('a Redis Cluster: a crashed holder is taken over on the evidence of the shard that owns the namespace', async () => {
+  const topo = await startCluster({ masters: 3 });
+  const clients: Cluster[] = [];
+  try {
+    const ns = `cluster-${++n}`;
+    const nodes = topo.startupNodes.map((a) => `${a.host}:${a.port}`).join(',');
+    const a = await spawnWorker('', ns, 'a', { PAIRLOCK_CLUSTER: nodes, PAIRLOCK_DEFAULTS: '1' });
+    children.push(a);
+    a.run('t', 600_000);
+    await a.waitFor((m) => m.ev === 'started', 'a started');
+    const cluster = new Cluster([topo.startupNodes[0] as { host: string; port: number }]);
+    cluster.on('error', () => {});
+    clients.push(cluster);
+    const b = worker('', ns, 'b', { redis: cluster });
+    let kind = '';
+    b.on('took-over', (e) => {
+      kind = e.kind;
+    });
+    let startedAt = 0;
+    const runB = b.run('t', async () => {
+      startedAt = now();
+      return 'b';
+    });
+    await sleep(300);
+    const killedAt = now();
+    a.proc.kill('SIGKILL');
+    expect(await runB).toMatchObject({ role: 'took-over', result: 'b' });
+    expect(kind).toBe('connection-lost');
+    console.log(`Cluster, SIGKILL: standby started after ${(startedAt - killedAt).toFixed(0)} ms`);
+  } finally {
+    await Promise.allSettled(workers.splice(0).map((w) => w.close()));
+    for (const c of clients) c.disconnect();
     await topo.close();
   }
 });

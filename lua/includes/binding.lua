@@ -2,8 +2,8 @@
   Connection-bound sessions: the evidence that a holder's process is gone.
 
   A session may be bound to its worker's subscriber connection, which subscribes to the
-  session's own liveness channel (<livePrefix><session>); PUBSUB NUMSUB of that channel
-  says whether the connection still exists on this server. The binding record (key
+  session's own liveness channel (<livePrefix><session>); PUBSUB NUMSUB (SHARDNUMSUB on a
+  Cluster) of that channel says whether the connection still exists on this server. The binding record (key
   <bindPrefix><session>, as long-lived as the session) is one string:
     <runId>|<epoch>|<graceMs>|<lostAt>
   runId    the server run on which the binding was made (INFO server): subscriptions are
@@ -35,7 +35,9 @@ local function encodeBinding(b)
     '|' .. string.format('%d', b.lostAt)
 end
 
--- Subscribers of the session's liveness channel on this server.
+-- Subscribers of the session's liveness channel on this server: classic, or sharded (a
+-- Cluster's subscriber uses SSUBSCRIBE on the owner of the namespace's slot).
 local function liveSubscribers(channel)
-  return tonumber(rcall('PUBSUB', 'NUMSUB', channel)[2]) or 0
+  return (tonumber(rcall('PUBSUB', 'NUMSUB', channel)[2]) or 0) +
+    (tonumber(rcall('PUBSUB', 'SHARDNUMSUB', channel)[2]) or 0)
 end
