@@ -199,8 +199,6 @@ export class Executor {
     this.deadlines.set(exec, sentAt + grant.deadlineInMs - driftMs(o.taskTimeoutMs));
     this.executions.set(run.loc.ref, exec);
     run.known = undefined;
-    // granted while the bound connection is unproven: a standby may take it over soon
-    if (this.ctx.session.connection?.valid === false) this.lapse(exec.session, 'connection');
     if (kind === 'fresh') this.ctx.emit('claimed', { taskId, token, attempt, kind });
     else
       this.ctx.emit('took-over', {
@@ -224,7 +222,11 @@ export class Executor {
         kind,
         progress: (value, note) => this.reportProgress(exec, value, note),
       };
-      const result = await run.handler(ctx);
+      const pending = run.handler(ctx);
+      // granted while the bound connection is unproven: a standby may take it over soon.
+      // Fired once the handler has started, so that a listener it added sees the abort.
+      if (this.ctx.session.connection?.valid === false) this.lapse(exec.session, 'connection');
+      const result = await pending;
       try {
         payload = serializeResult(result, o.maxResultBytes);
         state = 'D';
