@@ -18,6 +18,13 @@ import { driftMs, type Session } from './session.js';
  * gone; the takeover comes crashGraceMs after that sighting. Durations only, each on its
  * own side's monotonic clock.
  *
+ * The grace a holder records with its binding is its own: `crashGraceMs`, or more where
+ * its link needs it. A proof is sent every 100 ms, so the next one must be answered
+ * within grace − 100 ms − drift; a worker far from Redis (a 40 ms round trip, say)
+ * binds with grace ≥ 100 + 2 × round trip + 20 ms, and binds again with a larger one when
+ * its proofs grow slower (never smaller while it lives: a proof already sent keeps the
+ * grace it was sent under). The standby takes over on the grace the record holds.
+ *
  * Every connect of the subscriber is a new binding (epoch + 1), never a continuation: a
  * proof counts only if no drop happened between its send and its answer. When the
  * connection drops, the holder unbinds through its command connection; once that is
@@ -40,6 +47,8 @@ export interface BindingContext {
   readonly store: Pick<Store, 'bind'>;
   readonly link: LiveLink;
   readonly crashGraceMs: number;
+  /** The largest grace the holder may bind with (beyond it, late proofs lapse). */
+  readonly maxGraceMs: number;
   readonly logger: Logger;
   /** The session to bind ('' while none is open). */
   sessionId(): string;
@@ -59,11 +68,17 @@ export class Binding {
   private off = false;
   private stopped = false;
   private chain: Promise<void> = Promise.resolve();
+  /** The grace recorded with the binding (only grows). */
+  private grace: number;
+  /** Round trips of the latest proofs, the newest last. */
+  private readonly rtts: number[] = [];
+  private growing = false;
   private proofTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly ctx: BindingContext) {
+    this.grace = ctx.crashGraceMs;
     ctx.link.on('close', () => this.dropped());
     ctx.link.on('ready', () => this.rebind());
   }
@@ -107,8 +122,18 @@ export class Binding {
     this.retryTimer = setTimeout(() => this.rebind(), RETRY_MS);
   }
 
-  private believeFrom(sentAt: number): void {
-    const grace = this.ctx.crashGraceMs;
+  /** The grace a link with this round trip needs, in 20 ms steps, within the bounds. */
+  private graceFor(rttMs: number): number {
+    const need = Math.ceil((PROOF_INTERVAL_MS + 2 * rttMs + 20) / 20) * 20;
+    return Math.min(Math.max(this.ctx.crashGraceMs, need), this.ctx.maxGraceMs);
+  }
+
+  /** The grace of the binding now (for tests and logs). */
+  get graceMs(): number {
+    return this.grace;
+  }
+
+  private believeFrom(sentAt: number, grace: number): void {
     this.validUntil = Math.max(this.validUntil, sentAt + grace - driftMs(grace));
     this.arm();
   }
@@ -142,20 +167,22 @@ export class Binding {
       const session = this.ctx.sessionId();
       if (!session || !this.ctx.link.ready || this.stopped) return;
       const generation = this.generation;
+      const asked = now();
       await this.ctx.link.follow(session, this.bound);
       if (generation !== this.generation) return; // dropped meanwhile: 'ready' comes again
+      const grace = Math.max(this.grace, this.graceFor(Math.max(now() - asked, ...this.rtts)));
       this.epoch += 1;
       const sent = now();
       // With no binding of ours on the server before, none can be acted on before this
-      // one is recorded, and then only crashGraceMs after a later sighting.
+      // one is recorded, and then only its grace after a later sighting.
       if (!this.required) {
         this.required = true;
         this.validUntil = 0;
-        this.believeFrom(sent);
+        this.believeFrom(sent, grace);
       }
       let reply: BindReply | undefined;
       try {
-        reply = await this.ctx.store.bind?.('bind', session, this.epoch, this.ctx.crashGraceMs);
+        reply = await this.ctx.store.bind?.('bind', session, this.epoch, grace);
       } catch (err) {
         if (err instanceof RedisUnavailableError) throw err;
         // the server refused the script itself (a command renamed or denied by an ACL)
@@ -164,7 +191,8 @@ export class Binding {
       if (!reply) return;
       if (reply.ok) {
         this.bound = session;
-        if (generation === this.generation) this.believeFrom(sent);
+        this.grace = grace;
+        if (generation === this.generation) this.believeFrom(sent, grace);
         else this.check();
         return;
       }
@@ -201,15 +229,34 @@ export class Binding {
     });
   }
 
+  /** A proof's round trip: bind again with a larger grace when the link needs one. */
+  private slower(rttMs: number): void {
+    this.rtts.push(rttMs);
+    if (this.rtts.length > 10) this.rtts.shift();
+    if (this.growing || this.graceFor(rttMs) <= this.grace) return;
+    this.growing = true;
+    this.ctx.logger.info(
+      { rttMs: Math.round(rttMs), graceMs: this.graceFor(rttMs) },
+      'pairlock: connection proofs are slow; binding with a longer crash grace',
+    );
+    this.rebind();
+    this.chain = this.chain.finally(() => {
+      this.growing = false;
+    });
+  }
+
   private proof(): void {
     if (this.stopped || this.off) return;
     this.proofTimer = setTimeout(() => {
       const generation = this.generation;
       const sent = now();
+      const grace = this.grace;
       if (this.required && this.bound === this.ctx.sessionId() && this.ctx.link.ready) {
         this.ctx.link.ping().then(
           () => {
-            if (generation === this.generation && !this.stopped) this.believeFrom(sent);
+            if (generation !== this.generation || this.stopped) return;
+            this.believeFrom(sent, grace);
+            this.slower(now() - sent);
           },
           () => {},
         );
@@ -234,6 +281,7 @@ export function bindSession(
     store,
     link,
     crashGraceMs: options.crashGraceMs,
+    maxGraceMs: Math.max(options.crashGraceMs, Math.floor(options.sessionTtlMs / 2)),
     logger,
     sessionId: () => session.id,
     onLapse: (id) => executor.lapse(id, 'connection'),

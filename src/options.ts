@@ -107,7 +107,9 @@ export interface PairedWorkerOptions {
    * Connection-bound sessions: a holder believes its leases only this long after the
    * last proof of its connection; a standby takes over only this long after it first saw
    * that connection gone. At least 120 (the proof runs every 100 ms, so a stall of the
-   * holder's event loop longer than about crashGraceMs − 100 ms aborts its handlers).
+   * holder's event loop longer than about crashGraceMs − 100 ms aborts its handlers). A
+   * worker with a slower link binds with more: 100 ms + 2 × its round trip + 20 ms, up
+   * to sessionTtlMs / 2.
    * @default 140
    */
   readonly crashGraceMs?: number;

@@ -19,12 +19,16 @@ class FakeLink extends EventEmitter implements LiveLink {
   followed: string[] = [];
   left: string[] = [];
   async follow(sessionId: string, previous: string): Promise<void> {
+    if (this.delayMs) await sleep(this.delayMs);
     this.followed.push(sessionId);
     if (previous && previous !== sessionId) this.left.push(previous);
   }
+  /** Round trip of a proof. */
+  delayMs = 0;
   ping(): Promise<void> {
     this.pings += 1;
-    return this.answering ? Promise.resolve() : new Promise(() => {});
+    if (!this.answering) return new Promise(() => {});
+    return this.delayMs ? sleep(this.delayMs).then(() => {}) : Promise.resolve();
   }
   override on(event: 'ready' | 'close', listener: () => void): this {
     return super.on(event, listener);
@@ -41,14 +45,18 @@ class FakeLink extends EventEmitter implements LiveLink {
 
 function setup(answer: (op: string, epoch: number) => BindReply | Error = () => ok) {
   const link = new FakeLink();
-  const calls: { op: string; session: string; epoch: number }[] = [];
+  const calls: { op: string; session: string; epoch: number; graceMs?: number }[] = [];
   const lapses: string[] = [];
   const logs: string[] = [];
   let session = 'w:1#1';
   const binding = new Binding({
     store: {
-      bind: async (op, s, epoch) => {
-        calls.push({ op, session: s, epoch });
+      bind: async (op, s, epoch, graceMs) => {
+        calls.push(
+          op === 'bind' && graceMs !== GRACE
+            ? { op, session: s, epoch, graceMs }
+            : { op, session: s, epoch },
+        );
         const r = answer(op, epoch);
         if (r instanceof Error) throw r;
         return r;
@@ -56,6 +64,7 @@ function setup(answer: (op: string, epoch: number) => BindReply | Error = () => 
     },
     link,
     crashGraceMs: GRACE,
+    maxGraceMs: 5_000,
     logger: {
       debug: () => {},
       info: () => {},
@@ -91,6 +100,38 @@ describe('Binding (the holder of a connection-bound session)', () => {
     // 470 ms: at most 5 proofs
     expect(link.pings).toBeGreaterThanOrEqual(3);
     expect(link.pings).toBeLessThanOrEqual(5);
+    await binding.stop();
+  });
+
+  it('a distant Redis (70 ms round trip): bound with a grace its proofs can keep, no lapse', async () => {
+    const { binding, link, calls, lapses } = setup();
+    link.delayMs = 70; // 100 ms between proofs + 70 ms round trip > 150 ms grace
+    binding.start();
+    await sleep(1_000);
+    expect(lapses).toEqual([]);
+    expect(binding.valid).toBe(true);
+    // 100 + 2 × 70 + 20 = 260 ms (a little more: the round trip measured includes timers)
+    expect(binding.graceMs).toBeGreaterThanOrEqual(260);
+    expect(calls[0]).toMatchObject({ op: 'bind', epoch: 1 });
+    expect(calls[0]?.graceMs).toBeGreaterThanOrEqual(260);
+    await binding.stop();
+  });
+
+  it('proofs growing slower: bound again with a longer grace (never a shorter one), no lapse', async () => {
+    const { binding, link, calls, lapses } = setup();
+    binding.start();
+    await sleep(20);
+    expect(binding.graceMs).toBe(GRACE);
+    link.delayMs = 40; // the next proof still comes in time: 100 + 40 < 150 − drift
+    await sleep(600);
+    expect(lapses).toEqual([]);
+    expect(binding.graceMs).toBeGreaterThanOrEqual(200);
+    const last = calls.at(-1);
+    expect(last).toMatchObject({ op: 'bind', epoch: 2, graceMs: binding.graceMs });
+    link.delayMs = 0;
+    await sleep(300);
+    expect(calls.at(-1)).toBe(last);
+    expect(binding.valid).toBe(true);
     await binding.stop();
   });
 

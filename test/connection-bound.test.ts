@@ -158,6 +158,35 @@ describe('one Redis', () => {
     }
   });
 
+  it('a holder 40 ms from Redis: bound with a longer grace, its handler is not aborted', async () => {
+    const ns = `far-${++n}`;
+    const proxy = await TcpProxy.start({ targetPort: server.port, delayMs: 20 });
+    const admin = new Redis(server.url);
+    try {
+      const a = worker(`redis://127.0.0.1:${proxy.port}`, ns, 'a');
+      let aborted = '';
+      const out = await a.run('t', async ({ signal }) => {
+        signal.addEventListener('abort', () => {
+          aborted = String((signal.reason as { reason?: string }).reason);
+        });
+        await sleep(1_500);
+        return 'a';
+      });
+      expect(out).toMatchObject({ role: 'ran', result: 'a' });
+      expect(aborted).toBe('');
+      const grace = Number(
+        (await admin.get(new Keys('pairlock', ns).bind(a.session)))?.split('|')[2],
+      );
+      // 100 ms between proofs + two 40 ms round trips + 20 ms
+      expect(grace).toBeGreaterThanOrEqual(200);
+      console.log(`40 ms round trip: bound with a crash grace of ${grace} ms`);
+    } finally {
+      admin.disconnect();
+      await Promise.allSettled(workers.splice(0).map((w) => w.close()));
+      await proxy.close();
+    }
+  });
+
   it('a network partition of the holder (blackhole: no FIN): the session TTL decides', async () => {
     const ns = `hole-${++n}`;
     const proxy = await TcpProxy.start({ targetPort: server.port });
