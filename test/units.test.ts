@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Batcher } from '../src/batcher.js';
+import { decodeEvent, formatEvent } from '../src/cli/watch.js';
 import { Cover, type CoveredRun } from '../src/cover.js';
 import { DeadlineQueue } from '../src/deadlines.js';
 import type { TaskLocation } from '../src/keys.js';
@@ -192,5 +193,74 @@ describe('Cover', () => {
     cover.uncover(r);
     expect(cover.holders).toBe(0);
     cover.clear();
+  });
+
+  it('connection checks: one call per interval for every holder; a connection seen gone wakes the tasks when a claim may act on it', async () => {
+    const states = new Map<string, HolderState>([
+      ['h#1', { pttl: 10_000, seq: 0, lostInMs: -1 }],
+      ['h#2', { pttl: 10_000, seq: 0, lostInMs: -1 }],
+    ]);
+    let calls = 0;
+    let batches = 0;
+    let goneAt = 0;
+    let pendingTurn = false;
+    const failed: string[] = [];
+    const cover = new Cover<Run>({
+      store: {
+        cover: async (holder) => {
+          calls += 1;
+          // calls made in one turn count as one batch (the store coalesces them)
+          if (!pendingTurn) {
+            pendingTurn = true;
+            batches += 1;
+            queueMicrotask(() => {
+              pendingTurn = false;
+            });
+          }
+          const st = states.get(holder) as HolderState;
+          // as the server answers: the time left shrinks from the first sighting
+          if (holder === 'h#1' && goneAt > 0)
+            return { ...st, lostInMs: Math.max(0, 60 - Math.round(performance.now() - goneAt)) };
+          return st;
+        },
+        peek: async () => [],
+      },
+      firstAttemptIntervalMs: 10_000,
+      otherAttemptIntervalMs: 10_000,
+      connectionCheckIntervalMs: 20,
+      wake: (r) => {
+        r.woken += 1;
+      },
+      peerFailed: (h) => failed.push(h),
+    });
+    const [r1, r2] = [run('a'), run('b')];
+    cover.watch(r1, 'h#1', 10_000, 60_000, 0);
+    cover.watch(r2, 'h#2', 10_000, 60_000, 0);
+    await sleep(110);
+    expect(batches).toBeGreaterThanOrEqual(3);
+    expect(batches).toBeLessThanOrEqual(6);
+    expect(calls).toBe(2 * batches);
+    expect([r1.woken, r2.woken]).toEqual([0, 0]);
+    // h#1's connection is seen gone: its task is claimed once the grace has passed
+    goneAt = performance.now();
+    const seenAt = goneAt;
+    while (r1.woken === 0 && performance.now() - seenAt < 1_000) await sleep(2);
+    expect(r1.woken).toBe(1);
+    expect(performance.now() - seenAt).toBeGreaterThanOrEqual(55);
+    expect(failed).toEqual(['h#1']);
+    expect(r2.woken).toBe(0);
+    expect(cover.holders).toBe(1);
+    cover.clear();
+  });
+});
+
+describe('pairlock watch', () => {
+  it('shows a takeover on connection evidence with its kind', () => {
+    const w = decodeEvent(
+      { e: 'claimed', r: 't:job', s: 'R', k: 2, a: 2, o: 'b:1#1', kind: 5, from: 'a:2#1' },
+      0,
+    );
+    expect(w).toMatchObject({ event: 'took-over', kind: 'connection-lost', from: 'a:2' });
+    expect(formatEvent(w)).toContain('from a:2 (connection-lost)');
   });
 });
