@@ -7,7 +7,9 @@ import { Batcher } from '../src/batcher.js';
 import { decodeEvent, formatEvent } from '../src/cli/watch.js';
 import { Cover, type CoveredRun } from '../src/cover.js';
 import { DeadlineQueue } from '../src/deadlines.js';
+import { InvalidOptionError } from '../src/errors.js';
 import type { TaskLocation } from '../src/keys.js';
+import { resolveOptions } from '../src/options.js';
 import type { HolderState, PeekEntry } from '../src/replies.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -262,5 +264,35 @@ describe('pairlock watch', () => {
     );
     expect(w).toMatchObject({ event: 'took-over', kind: 'connection-lost', from: 'a:2' });
     expect(formatEvent(w)).toContain('from a:2 (connection-lost)');
+  });
+});
+
+describe('options of connection-bound sessions', () => {
+  const base = { redis: 'redis://127.0.0.1:1' };
+  it('defaults: on, crashGraceMs 140, a check every 40 ms; off where the session TTL is as short', () => {
+    expect(resolveOptions(base)).toMatchObject({
+      connectionBound: true,
+      crashGraceMs: 140,
+      connectionCheckIntervalMs: 40,
+    });
+    expect(resolveOptions({ ...base, sessionTtlMs: 140 }).connectionBound).toBe(false);
+    expect(resolveOptions({ ...base, connectionBound: false }).connectionBound).toBe(false);
+  });
+
+  it('bad values are refused with the option named', () => {
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ connectionBound: 'yes' }, /`connectionBound` to be a boolean/],
+      [{ crashGraceMs: 50 }, /`crashGraceMs`/],
+      [{ connectionCheckIntervalMs: 5 }, /`connectionCheckIntervalMs`/],
+      [{ crashGraceMs: 200, connectionCheckIntervalMs: 300 }, /`connectionCheckIntervalMs`/],
+      [
+        { connectionBound: true, sessionTtlMs: 100, heartbeatIntervalMs: 30 },
+        /`crashGraceMs` \(140\) to be below `sessionTtlMs` \(100\)/,
+      ],
+    ];
+    for (const [opts, message] of bad) {
+      expect(() => resolveOptions({ ...base, ...opts } as never)).toThrow(InvalidOptionError);
+      expect(() => resolveOptions({ ...base, ...opts } as never)).toThrow(message);
+    }
   });
 });
