@@ -19,8 +19,9 @@
 
   Output: one { pttl, seq, lostInMs } per holder, in order: pttl 0 when the session is
     gone; seq 0 when the holder has settled or released nothing within the retention;
-    lostInMs -1 without a sighting of its connection gone, else the ms until a claim may
-    take its tasks over on that evidence (0: now).
+    lostInMs -2 when the holder's session is not bound to a connection, -1 without a
+    sighting of its connection gone, else the ms until a claim may take its tasks over on
+    that evidence (0: now).
 
   Events: none.
 ]]
@@ -36,6 +37,7 @@ for i = 1, #KEYS / 3 do
   local lostIn = -1
   if pttl > 0 and livePrefix ~= '' then
     local b = decodeBinding(rcall('GET', KEYS[3 * i]))
+    if not b then lostIn = -2 end
     -- a healthy holder costs GET and NUMSUB; the server run is read only once one is gone
     local gone = b and b.run ~= '-' and liveSubscribers(livePrefix .. ARGV[3 + i]) == 0
     if b and not gone and b.lostAt ~= 0 then

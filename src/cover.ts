@@ -59,10 +59,21 @@ interface Group<R> {
   checks: number;
   /** A check is in flight (the interval timer and the connection ticker may meet). */
   checking: boolean;
+  /**
+   * The holder's session is bound to a connection (as the last check found it). An
+   * unbound one (an old server, a worker with connectionBound off, or between a reconnect
+   * and its new binding) is checked at every UNBOUND_EVERY-th tick only.
+   */
+  bound: boolean;
+  ticks: number;
 }
 
 // One peek call reads this many covered records (a few ms of Redis time at most).
 const PEEK_BATCH = 1_000;
+// A holder not bound to a connection is checked at every 25th connection tick (once a
+// second by default): little cost where the evidence is off, a short wait where a holder
+// is about to bind (it has just started, or reconnected).
+const UNBOUND_EVERY = 25;
 // setTimeout's ceiling
 const MAX_TIMER = 2_147_483_647;
 const now = () => performance.now();
@@ -99,6 +110,8 @@ export class Cover<R extends CoveredRun> {
         dirty: false,
         checks: 0,
         checking: false,
+        bound: true,
+        ticks: 0,
       };
       this.groups.set(holder, group);
       this.arm(holder, group, ownerPttl);
@@ -159,7 +172,10 @@ export class Cover<R extends CoveredRun> {
     this.ticker = setTimeout(() => {
       this.ticker = undefined;
       if (this.groups.size === 0) return;
-      for (const [holder, group] of this.groups) void this.check(holder, group);
+      for (const [holder, group] of this.groups) {
+        group.ticks += 1;
+        if (group.bound || group.ticks % UNBOUND_EVERY === 0) void this.check(holder, group);
+      }
       this.startTicker();
     }, every);
   }
@@ -193,6 +209,7 @@ export class Cover<R extends CoveredRun> {
     }
     if (this.groups.get(holder) !== group) return;
     group.checks += 1;
+    group.bound = state.lostInMs !== -2;
     // gone: its session expired, or its connection was seen gone long enough ago
     if (state.pttl <= 0 || state.lostInMs === 0) {
       this.gone(holder, group);

@@ -136,8 +136,9 @@ export interface HolderState {
   /** +1 per batch of the holder's settles and releases; events carry it as `q`. */
   seq: number;
   /**
-   * -1 without a sighting of the holder's bound connection gone; else ms until a claim may
-   * take its tasks over on that evidence (0: now). Always -1 where the store reads none.
+   * -2: the holder's session is not bound to a connection; -1: no sighting of its bound
+   * connection gone; else ms until a claim may take its tasks over on that evidence (0:
+   * now). Always -1 where the store reads no connection evidence.
    */
   lostInMs: number;
 }

@@ -256,6 +256,40 @@ describe('Cover', () => {
   });
 });
 
+describe('Cover: holders not bound to a connection', () => {
+  it('are checked at every 25th connection interval only', async () => {
+    let calls = 0;
+    const cover = new Cover<CoveredRun & { woken: number }>({
+      store: {
+        cover: async () => {
+          calls += 1;
+          return { pttl: 10_000, seq: 0, lostInMs: -2 };
+        },
+        peek: async () => [],
+      },
+      firstAttemptIntervalMs: 10_000,
+      otherAttemptIntervalMs: 10_000,
+      connectionCheckIntervalMs: 20,
+      wake: () => {},
+      peerFailed: () => {},
+    });
+    const r = {
+      loc: { taskId: 't', ref: 't:t', container: 't', index: 't', field: '' },
+      finished: false,
+      claiming: false,
+      holder: undefined,
+      known: { state: 'R', token: 1 },
+      woken: 0,
+    };
+    cover.watch(r, 'h#1', 10_000, 60_000, 0);
+    await sleep(150);
+    expect(calls).toBe(1);
+    await sleep(550); // 25 ticks of 20 ms after the first (the 50th comes later)
+    expect(calls).toBe(2);
+    cover.clear();
+  });
+});
+
 describe('pairlock watch', () => {
   it('shows a takeover on connection evidence with its kind', () => {
     const w = decodeEvent(
