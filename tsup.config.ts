@@ -12,8 +12,13 @@ export default defineConfig([
     target: 'node20',
   },
   {
-    // executables (the CLI and the demo's worker process): ESM only, top-level await allowed
-    entry: { cli: 'src/cli/main.ts', 'demo-worker': 'src/demo/worker.ts' },
+    // executables (the CLI, and the worker processes of the demo and of verify): ESM only,
+    // top-level await allowed
+    entry: {
+      cli: 'src/cli/main.ts',
+      'demo-worker': 'src/demo/worker.ts',
+      'verify-worker': 'src/verify/worker.ts',
+    },
     format: ['esm'],
     sourcemap: true,
     target: 'node20',

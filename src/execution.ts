@@ -262,9 +262,14 @@ export class Executor {
         payload,
       );
     } finally {
-      this.executions.delete(run.loc.ref);
+      this.forget(exec);
       exec.markOver();
     }
+  }
+
+  private forget(exec: Execution): void {
+    const ref = exec.run.loc.ref;
+    if (this.executions.get(ref) === exec) this.executions.delete(ref);
   }
 
   /** Settle a grant and act on the answer: an outcome, a retry, or claiming again. */
@@ -277,6 +282,9 @@ export class Executor {
     const { taskId } = run.loc;
     const { token, attempt, kind, exec } = grant;
     const reply = await this.settleWithRetry(run.loc, grant.session, token, state, payload);
+    // The execution is over from here: a run woken below claims again (a run that joined
+    // the execution has no claim of its own in flight to fold the wake into).
+    if (exec) this.forget(exec);
     if (run.finished) return;
     if (reply === 'unavailable') {
       // Redis stayed away past the lease. Keep the result: the effect happened, and

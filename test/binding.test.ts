@@ -127,7 +127,9 @@ describe('Binding (the holder of a connection-bound session)', () => {
     expect(lapses).toEqual([]);
     expect(binding.graceMs).toBeGreaterThanOrEqual(200);
     const last = calls.at(-1);
-    expect(last).toMatchObject({ op: 'bind', epoch: 2, graceMs: binding.graceMs });
+    // bound again (once, or more when a proof came slower still), with the grace it keeps
+    expect(last).toMatchObject({ op: 'bind', graceMs: binding.graceMs });
+    expect(last?.epoch).toBeGreaterThanOrEqual(2);
     link.delayMs = 0;
     await sleep(300);
     expect(calls.at(-1)).toBe(last);

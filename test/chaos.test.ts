@@ -15,7 +15,7 @@ import { check } from './chaos/check.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('chaos run (small)', () => {
-  it('two pairs under kills, pauses, cuts, delays, partitions and Redis restarts: every invariant holds', async () => {
+  it('two pairs under kills, pauses, cuts, delays, partitions, Redis restarts, caller aborts, client-side timeouts and handovers: every invariant holds', async () => {
     const args = [
       '--import',
       'tsx',
@@ -48,6 +48,10 @@ describe('chaos run (small)', () => {
     expect(out).toMatch(/\| lost tasks +\| 0 +\| ok/);
     expect(out).toMatch(/\| fenced double commits +\| 0 +\| ok/);
     expect(out).toMatch(/\| stale settles accepted +\| 0 +\| ok/);
+    expect(out).toMatch(
+      /\| overlapping executions not caused by pause, cut or partition +\| 0 +\| ok/,
+    );
+    expect(out).toMatch(/\| run\(\) calls unanswered within .*\| 0 +\| ok/);
     expect(code).toBe(0);
   }, 240_000);
 });
@@ -88,11 +92,11 @@ describe('the checker', () => {
         { t, ev: 'start', w: 0, p: 'w0.1', pid: 1, worker: 'w0:a', session: 'w0:a#1' },
         { t: t + 1, ev: 'claimed', task, token: 1, attempt: 1, kind: 'fresh' },
         { t: t + 1, ev: 'exec-start', task, token: 1, attempt: 1, session: 'w0:a#1' },
-        { t: t + 5, ev: 'sink', task, token: 1, ok: true, current: 0 },
-        { t: t + 5, ev: 'exec-end', task, token: 1, status: 'ok' },
-        { t: t + 6, ev: 'settled', task, token: 1, state: 'done', attempt: 1 },
+        { t: t + 400, ev: 'sink', task, token: 1, ok: true, current: 0 },
+        { t: t + 400, ev: 'exec-end', task, token: 1, status: 'ok' },
+        { t: t + 401, ev: 'settled', task, token: 1, state: 'done', attempt: 1 },
         {
-          t: t + 6,
+          t: t + 401,
           ev: 'outcome',
           task,
           state: 'done',
@@ -107,7 +111,7 @@ describe('the checker', () => {
         { t, ev: 'start', w: 1, p: 'w1.1', pid: 2, worker: 'w1:b', session: 'w1:b#1' },
         { t: t + 2, ev: 'standby', task, holder: 'w0:a', token: 1 },
         {
-          t: t + 7,
+          t: t + 402,
           ev: 'outcome',
           task,
           state: 'done',
@@ -147,6 +151,23 @@ describe('the checker', () => {
   });
   const t = 1_000_000;
   const task = 'task-0';
+  /** A fault of `kind` on slot `w` (undefined: every slot), optionally on one node. */
+  const faultOn = (
+    f: Fixture,
+    kind: string,
+    w: number | undefined,
+    from: number,
+    to: number,
+    node?: number,
+  ) => {
+    const at = {
+      kind,
+      ...(w === undefined ? {} : { w, p: `w${w}.1` }),
+      ...(node === undefined ? {} : { node }),
+    };
+    f.parent.push({ t: from, ev: 'fault', ...at, phase: 'start' });
+    f.parent.push({ t: to, ev: 'fault', ...at, phase: 'end' });
+  };
   // w1 takes the task over with token 2 while w0 (token 1) still runs
   const takeover = (f: Fixture) => {
     f.w1.splice(2, 0, {
@@ -218,7 +239,73 @@ describe('the checker', () => {
     [
       'executions overlapping without a fault',
       takeover,
-      (r) => r.duplicates.filter((d) => d.cause === 'none').length,
+      (r) => r.duplicates.filter((d) => !d.allowed).length,
+    ],
+    ...(['handover', 'timeout', 'abort', 'delay', 'kill'] as const).map(
+      (kind) =>
+        [
+          `executions overlapping under fault '${kind}' of the older holder`,
+          (f: Fixture) => {
+            takeover(f);
+            faultOn(f, kind, 0, t + 1, t + 4);
+          },
+          (r: ReturnType<typeof check>) => r.duplicates.filter((d) => !d.allowed).length,
+        ] as [string, (f: Fixture) => void, (r: ReturnType<typeof check>) => number],
+    ),
+    [
+      'executions overlapping where the handler was told only after the newer one started (a handover that released before it aborted)',
+      (f) => {
+        takeover(f);
+        faultOn(f, 'handover', 0, t + 1, t + 4);
+        f.w0.splice(3, 0, { t: t + 300, ev: 'exec-signal', task, token: 1, reason: 'handover' });
+      },
+      (r) => r.duplicates.filter((d) => !d.allowed).length,
+    ],
+    [
+      'a handler that ended by itself just after the newer one started, told only long after',
+      (f) => {
+        takeover(f);
+        faultOn(f, 'handover', 0, t + 1, t + 4);
+        for (const line of f.w0) if (line.ev === 'sink' || line.ev === 'exec-end') line.t = t + 9;
+        f.w0.push({ t: t + 300, ev: 'lease-lost', task, token: 1, reason: 'handover' });
+      },
+      (r) => r.duplicates.filter((d) => !d.allowed).length,
+    ],
+    [
+      'executions overlapping in quorum mode with only one node away (cut-node)',
+      (f) => {
+        f.summary.nodes = 3;
+        takeover(f);
+        faultOn(f, 'cut-node', 0, t + 1, t + 4, 1);
+      },
+      (r) => r.duplicates.filter((d) => !d.allowed).length,
+    ],
+    [
+      'a run() call that never answers (hung run() call)',
+      (f) => {
+        f.summary.runBoundMs = 1_000;
+        f.w1.splice(1, 0, { t: t + 1, ev: 'run-call', task, call: 1 });
+        f.parent.push({ t: t + 5_000, ev: 'end', reason: 'test', released: 1 });
+      },
+      (r) => r.hungRunCalls.length,
+    ],
+    [
+      'a run() call still waiting long after its task had an outcome (hung run() call)',
+      (f) => {
+        f.summary.runBoundMs = 60_000;
+        f.summary.noticeBoundMs = 2_000;
+        f.w0.push({ t: t + 10, ev: 'run-call', task, call: 2 });
+        f.w0.push({
+          t: t + 3_000,
+          ev: 'run-error',
+          call: 2,
+          task,
+          code: 'ERR_CLOSED',
+          message: 'closed',
+          final: false,
+        });
+      },
+      (r) => r.hungRunCalls.length,
     ],
     [
       'one grant executed twice',
@@ -254,13 +341,67 @@ describe('the checker', () => {
     expect(cli.status).toBe(1);
   });
 
-  it('attributes an overlap to the fault that hit the older holder', () => {
+  it.each(['pause', 'cut', 'partition'] as const)(
+    'allows an overlap under a %s of the older holder',
+    (kind) => {
+      const dir = fixture((f) => {
+        takeover(f);
+        faultOn(f, kind, 0, t + 1, t + 4);
+      });
+      expect(check(dir).duplicates.map((d) => [d.cause, d.allowed])).toEqual([[kind, true]]);
+    },
+  );
+
+  it('allows an overlap whose handler had been told and ignored its signal', () => {
     const dir = fixture((f) => {
       takeover(f);
-      f.parent.push({ t: t + 1, ev: 'fault', kind: 'pause', w: 0, p: 'w0.1', phase: 'start' });
-      f.parent.push({ t: t + 4, ev: 'fault', kind: 'pause', w: 0, p: 'w0.1', phase: 'end' });
+      faultOn(f, 'handover', 0, t + 1, t + 4);
+      f.w0.splice(3, 0, { t: t + 2, ev: 'exec-signal', task, token: 1, reason: 'handover' });
     });
-    expect(check(dir).duplicates.map((d) => d.cause)).toEqual(['pause']);
+    expect(check(dir).duplicates.map((d) => [d.cause, d.allowed])).toEqual([
+      ['handler ignored its abort signal', true],
+    ]);
+  });
+
+  it('allows an overlap only as long as the older holder was stalled', () => {
+    const stalled = (from: number, to: number) =>
+      check(
+        fixture((f) => {
+          takeover(f);
+          f.w0.push({ t: t + to, ev: 'lag', ms: to - from });
+        }),
+      ).duplicates.map((d) => [d.cause, d.allowed]);
+    // frozen from before the newer start until it ended: it could not have stopped sooner
+    expect(stalled(0, 400)).toEqual([['event-loop stall', true]]);
+    // a short stall while it went on for 400 ms unaware explains nothing
+    expect(stalled(200, 250)).toEqual([['none', false]]);
+  });
+
+  it('allows an overlap in quorum mode when a majority of the nodes was away from the holder', () => {
+    const dir = fixture((f) => {
+      f.summary.nodes = 3;
+      takeover(f);
+      faultOn(f, 'cut-node', 0, t + 1, t + 4, 1);
+      faultOn(f, 'slow-minority', undefined, t + 2, t + 5, 2);
+    });
+    const [d] = check(dir).duplicates;
+    expect(d?.allowed).toBe(true);
+    expect(d?.cause).toMatch(/cut-node\+slow-minority \(a majority of the nodes away\)/);
+  });
+
+  it('the new fault kinds and invariants show in the table', () => {
+    const dir = fixture((f) => {
+      f.summary.faults = { abort: 1, timeout: 2, handover: 3 };
+    });
+    const cli = spawnSync(process.execPath, ['--import', 'tsx', 'test/chaos/check.ts', dir], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    expect(cli.stdout).toMatch(/\| faults injected +\| 6: abort 1, timeout 2, handover 3 +\|/);
+    expect(cli.stdout).toMatch(
+      /\| overlapping executions not caused by pause, cut or partition +\| 0 +\| ok/,
+    );
+    expect(cli.stdout).toMatch(/\| run\(\) calls unanswered within [\d.]+ s .*\| 0 +\| ok/);
   });
 });
 

@@ -174,6 +174,33 @@ describe('TcpProxy', () => {
     expect(await pingRtt(c)).toBeLessThan(40);
   });
 
+  it('setReplyDelay(150): the command is applied at once, its reply comes late', async () => {
+    const s = await server();
+    const p = await proxyTo(s);
+    const c = client(p.port);
+    const direct = client(s.port);
+    await c.ping();
+    p.setReplyDelay(150);
+    const t0 = performance.now();
+    let replied = false;
+    const reply = c.set('k', 'applied').then((r) => {
+      replied = true;
+      return r;
+    });
+    // the server has the write well before the client hears of it
+    let seen: string | null = null;
+    for (let i = 0; i < 20 && seen === null; i++) {
+      seen = await direct.get('k');
+      if (seen === null) await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(seen).toBe('applied');
+    expect(replied).toBe(false);
+    expect(await reply).toBe('OK');
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(150);
+    p.setReplyDelay(0);
+    expect(await pingRtt(c)).toBeLessThan(40);
+  });
+
   it('keeps byte order while the delay changes under a pipelined load', async () => {
     const s = await server();
     const p = await proxyTo(s);

@@ -100,6 +100,49 @@ describe('a second run() of a task whose handler still runs here', () => {
   });
 });
 
+describe('a handler that overran its deadline and was taken over', () => {
+  for (const joined of [false, true]) {
+    it(`resolves its worker's run() with the peer's outcome once its settle is refused${joined ? ' (a run() that joined the execution)' : ''}`, async () => {
+      const ns = pair.namespace('overrun');
+      const timing = {
+        taskTimeoutMs: 400,
+        firstAttemptIntervalMs: 200,
+        otherAttemptIntervalMs: 400,
+      };
+      const a = pair.worker(ns, 'a', timing);
+      const b = pair.worker(ns, 'b', timing);
+      const caller = new AbortController();
+      let aStarted!: () => void;
+      const started = new Promise<void>((r) => {
+        aStarted = r;
+      });
+      const slow = () => {
+        aStarted();
+        return sleep(1_200).then(() => 'late a'); // ignores its signal
+      };
+      const first = a.run('t', slow, joined ? { signal: caller.signal } : {});
+      await started;
+      let mine = first;
+      if (joined) {
+        caller.abort(new Error('caller gave up'));
+        await expect(first).rejects.toThrow('caller gave up');
+        mine = a.run('t', () => 'never');
+      }
+      const peer = b.run('t', () => 'b');
+      expect(await within(peer, 5_000, "the peer's run()")).toMatchObject({
+        result: 'b',
+        role: 'took-over',
+      });
+      expect(await within(mine, 5_000, "the overrunning worker's run()")).toMatchObject({
+        state: 'done',
+        result: 'b',
+        role: 'watched',
+        token: 2,
+      });
+    });
+  }
+});
+
 describe('a claim reply lost to a client-side timeout', () => {
   it('resumes its own grant with the server deadline and the grant kind', async () => {
     const ns = pair.namespace('resume');
@@ -353,10 +396,12 @@ describe('a hung handler under the default safety-net intervals', () => {
     const a = pair.worker(ns, 'a', timing);
     const b = pair.worker(ns, 'b', timing);
     const aStarted = new Promise<number>((resolve) => {
-      void a.run('t', () => {
-        resolve(now());
-        return new Promise(() => {}); // ignores its signal: hung
-      });
+      void a
+        .run('t', () => {
+          resolve(now());
+          return new Promise(() => {}); // ignores its signal: hung
+        })
+        .catch(() => {}); // closed at the end
     });
     const startedAt = await aStarted;
     let tookOverAt = 0;
@@ -401,6 +446,7 @@ describe('fencing tokens never restart while a retry is pending', () => {
     const outcome = w.run('t', () => {
       throw new Error('boom');
     });
+    outcome.catch(() => {}); // closed before its retry
     await until(async () => ((await admin.get(`pairlock:{${ns}}:t:t`)) ?? '').includes('|F|'));
     const pttl = await admin.pttl(`pairlock:{${ns}}:t:t`);
     // retry at +1 s, then kept for the retention: about 2 s

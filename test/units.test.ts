@@ -1,16 +1,19 @@
 /**
  * The worker's parts, each alone, without Redis: the coalescing of transitions, the
- * deadline queue, and the covering of peers (against a store made of plain functions).
+ * deadline queue, the covering of peers, the session lease and the concurrency slots
+ * (against stores made of plain functions).
  */
 import { describe, expect, it } from 'vitest';
 import { Batcher } from '../src/batcher.js';
 import { decodeEvent, formatEvent } from '../src/cli/watch.js';
 import { Cover, type CoveredRun } from '../src/cover.js';
 import { DeadlineQueue } from '../src/deadlines.js';
-import { InvalidOptionError } from '../src/errors.js';
+import { InvalidOptionError, RedisUnavailableError } from '../src/errors.js';
 import type { TaskLocation } from '../src/keys.js';
 import { resolveOptions } from '../src/options.js';
 import type { HolderState, PeekEntry } from '../src/replies.js';
+import { Session } from '../src/session.js';
+import { Slots } from '../src/slots.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -328,5 +331,84 @@ describe('options of connection-bound sessions', () => {
       expect(() => resolveOptions({ ...base, ...opts } as never)).toThrow(InvalidOptionError);
       expect(() => resolveOptions({ ...base, ...opts } as never)).toThrow(message);
     }
+  });
+});
+
+describe('Session', () => {
+  function setup(answers: ('ok' | 'expired' | 'away')[]) {
+    const log: string[] = [];
+    let i = 0;
+    const session = new Session({
+      workerId: 'w:1',
+      store: {
+        session: async (op, id) => {
+          log.push(`${op} ${id}`);
+          if (op === 'open') return { ok: true, serverNow: 0, pttl: 100 };
+          const a = answers[Math.min(i++, answers.length - 1)];
+          if (a === 'ok') return { ok: true, serverNow: 0, pttl: 100 };
+          if (a === 'expired') return { ok: false, reason: 'session-expired' };
+          throw new RedisUnavailableError('away');
+        },
+      },
+      sessionTtlMs: 100,
+      heartbeatIntervalMs: 20,
+      logger: { debug() {}, info() {}, warn() {}, error() {} },
+      onLapse: (id) => log.push(`lapse ${id}`),
+      onReopened: () => log.push('reopened'),
+      renewFailed: (id, _e, lost) => log.push(`renew-failed ${id} ${lost}`),
+      fault: (e) => log.push(`fault ${e.message}`),
+    });
+    return { session, log };
+  }
+
+  it('renews by heartbeat and believes its lease until ttl − drift after the last renewal sent', async () => {
+    const { session, log } = setup(['ok']);
+    await session.open();
+    expect(session.id).toBe('w:1#1');
+    session.start();
+    await sleep(70);
+    expect(log.filter((l) => l.startsWith('renew')).length).toBeGreaterThanOrEqual(2);
+    expect(session.valid).toBe(true);
+    await session.stop();
+  });
+
+  it('lapses when renewals fail (Redis away), and opens a new epoch when the server let it expire', async () => {
+    const away = setup(['away']);
+    await away.session.open();
+    away.session.start();
+    await sleep(150);
+    expect(away.log).toContain('lapse w:1#1');
+    expect(away.log).toContain('renew-failed w:1#1 false');
+    expect(away.session.valid).toBe(false);
+    await away.session.stop();
+
+    const expired = setup(['expired', 'ok']);
+    await expired.session.open();
+    expired.session.start();
+    await sleep(60);
+    expect(expired.log).toContain('renew-failed w:1#1 true');
+    expect(expired.log).toContain('open w:1#2');
+    expect(expired.log).toContain('reopened');
+    expect(expired.session.id).toBe('w:1#2');
+    await expired.session.stop();
+  });
+});
+
+describe('Slots', () => {
+  it('never lets more than the limit run, and hands a freed slot to the first waiter', async () => {
+    const slots = new Slots(2);
+    const order: number[] = [];
+    await slots.acquire();
+    await slots.acquire();
+    const third = slots.acquire().then(() => order.push(3));
+    const fourth = slots.acquire().then(() => order.push(4));
+    await sleep(5);
+    expect(order).toEqual([]);
+    slots.release();
+    await third;
+    expect(order).toEqual([3]);
+    slots.release();
+    await fourth;
+    expect(order).toEqual([3, 4]);
   });
 });

@@ -32,7 +32,11 @@ export async function handover(ctx: Ctx): Promise<ScenarioResult> {
         holder
           .run(t, ({ signal }) => {
             holding += 1;
-            return new Promise((resolve) => signal.addEventListener('abort', resolve));
+            // a handler that stops when told: it ends with the signal's reason (one that
+            // returned a result instead would have it settled, and nothing handed over)
+            return new Promise((_, reject) =>
+              signal.addEventListener('abort', () => reject(signal.reason)),
+            );
           })
           .catch(() => {});
       }

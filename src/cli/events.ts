@@ -24,8 +24,8 @@ export interface EventSubscription {
 export interface EventHandlers {
   /** One event, as published (JSON). */
   message(msg: string): void;
-  /** A connection was lost or restored: events sent in between were not seen. */
-  status(line: string): void;
+  /** A connection was lost (`up` false) or restored: events sent in between were not seen. */
+  status(line: string, up: boolean): void;
 }
 
 /** A subscriber that reconnects for as long as it lives, saying when it lost and regained. */
@@ -44,12 +44,12 @@ async function subscribeNode(
   let down = !node.up;
   sub.on('error', (err: Error) => {
     if (!down)
-      h.status(`pairlock: connection to ${node.label} lost (${err.message}); reconnecting…`);
+      h.status(`pairlock: connection to ${node.label} lost (${err.message}); reconnecting…`, false);
     down = true;
   });
   sub.on('ready', () => {
     if (down)
-      h.status(`pairlock: reconnected to ${node.label}; events sent meanwhile were not seen`);
+      h.status(`pairlock: reconnected to ${node.label}; events sent meanwhile were not seen`, true);
     down = false;
   });
   sub.on('message', (_channel: string, msg: string) => onMessage(msg));
@@ -82,7 +82,10 @@ export async function subscribeEvents(
     const info = await shard.client.info('server').catch(() => '');
     const sharded = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0) >= 7;
     const restored = () =>
-      h.status(`pairlock: subscribed again in ${conn.where}; events sent meanwhile were not seen`);
+      h.status(
+        `pairlock: subscribed again in ${conn.where}; events sent meanwhile were not seen`,
+        true,
+      );
     const subs = (sharded ? [true, false] : [false]).map(
       (s) => new ClusterSubscriber(cluster, channels, h.message, restored, conn.opts.timeout, s),
     );

@@ -12,6 +12,7 @@ import {
   stdio,
 } from './common.js';
 import { addConnectionOptions, connectionInput, parseConnection } from './connection.js';
+import { registerDashboard } from './dashboard/index.js';
 import { registerDemo } from './demo.js';
 import { registerInspect } from './inspect.js';
 import { registerList } from './list.js';
@@ -19,6 +20,7 @@ import { packageRoot } from './root.js';
 import { registerRun } from './run.js';
 import { registerRunWorker } from './run-worker.js';
 import { registerStats } from './stats.js';
+import { registerVerify } from './verify.js';
 import { registerWatch } from './watch.js';
 
 /** The package version, read from package.json beside the sources or the build. */
@@ -77,10 +79,12 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
   registerList(program, globals, io);
   registerStats(program, globals, io);
   registerWatch(program, globals, io);
+  registerDashboard(program, globals, io);
   registerDemo(program, globals, io);
   registerBench(program, globals, io, setExit);
   registerRun(program, globals, io, setExit);
   registerRunWorker(program, globals, io);
+  registerVerify(program, globals, io, setExit);
   return { program, exitCode: () => code };
 }
 

@@ -42,6 +42,8 @@ export interface ReadOptions {
   hash?: string;
   /** SCAN COUNT hint. */
   count: number;
+  /** Awaited after each page: a long-running reader (the dashboard) spaces its pages out. */
+  pace?: () => Promise<void>;
 }
 
 /** Task ids on one node, page by page: SCAN (HSCAN for a hash), never KEYS. */
@@ -132,6 +134,7 @@ export async function* quorumRecords(
         fresh.map((id) => readEverywhere(conn, id, opts.hash).catch(skipUnreadable(id, warn))),
       );
       for (const r of reads) if (r) yield r;
+      await opts.pace?.();
     }
   }
 }
@@ -162,5 +165,6 @@ export async function* records(
       ),
     );
     for (const info of infos) if (info) yield info;
+    await opts.pace?.();
   }
 }

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { Cluster, type Redis } from 'ioredis';
 import { grantKinds } from '../codes.js';
 import { type NamespaceEvent, parseNamespaceMessage } from '../events.js';
 import { workerOf } from '../store.js';
@@ -98,17 +99,43 @@ export function formatEvent(w: WatchEvent): string {
 const WATCH_FLAG_TTL_MS = 30_000;
 
 /**
- * `pairlock watch`: print every event of the namespace channel until SIGINT/SIGTERM
- * (or until `stop` resolves, for embedding). Pub/sub is at-most-once: events published
- * while the connection is down are not shown; the gap is reported.
+ * The CLI's clients give up after a few failed attempts (a one-shot command must answer);
+ * a command that runs for hours (watch, dashboard) must come back after a Redis restart.
  */
-export async function watchCommand(
-  opts: WatchOptions,
-  g: GlobalOptions,
-  io: Io,
-  stop?: Promise<unknown>,
-): Promise<void> {
-  const conn = await CliConnection.open(g, io.err);
+export function keepReconnecting(client: Redis | Cluster): void {
+  const backoff = (times: number) => Math.min(100 * times, 2_000);
+  if (client instanceof Cluster) client.options.clusterRetryStrategy = backoff;
+  else {
+    client.options.retryStrategy = backoff;
+    client.options.sentinelRetryStrategy = backoff;
+  }
+}
+
+export interface NamespaceFeedHandlers {
+  /** Every event of the namespace (and, while the flag is kept, fresh claims and standbys). */
+  onEvent(ev: NamespaceEvent, receivedAt: number): void;
+  /** A subscriber lost or regained its connection (`up`); events in between were not seen. */
+  status(line: string, up: boolean): void;
+}
+
+export interface NamespaceFeed {
+  /** Where the events are read, for messages. */
+  readonly where: string;
+  /** Stop keeping the flag and close the subscribers. */
+  close(): void;
+}
+
+/**
+ * Subscribe to the namespace's events and keep the watch flag alive on every node, so that
+ * claim scripts publish fresh claims, standbys and refused settles too (`pairlock watch`,
+ * `pairlock dashboard`). The flag is the only key this writes. The command clients are
+ * kept reconnecting, and set the flag again as soon as they are back (a restarted Redis has
+ * lost it). Pub/sub is at-most-once: events published while a subscriber is down are not seen.
+ */
+export async function subscribeNamespace(
+  conn: CliConnection,
+  h: NamespaceFeedHandlers,
+): Promise<NamespaceFeed> {
   const { channel } = conn.keys;
   const flagKey = `${channel}:watching`;
   // on every node: each one's claim script reads its own copy of the flag
@@ -121,41 +148,95 @@ export async function watchCommand(
       ),
     );
   let sub: EventSubscription | undefined;
-  let flag: NodeJS.Timeout | undefined;
+  await conn.guard(async () => {
+    // fresh claims travel on a side channel of their own, and only while a watcher
+    // keeps the flag key alive (workers do not need them)
+    sub = await subscribeEvents(conn, [channel, `${channel}:claims`], {
+      message: (msg) => {
+        const at = Date.now();
+        for (const ev of parseNamespaceMessage(msg)) h.onEvent(ev, at);
+      },
+      status: h.status,
+    });
+    try {
+      await keepFlag();
+    } catch (err) {
+      sub.close();
+      throw err;
+    }
+  });
+  const setFlag = () => void keepFlag().catch(() => {});
+  for (const n of conn.nodes) {
+    keepReconnecting(n.client);
+    n.client.on('ready', setFlag);
+  }
+  const flag = setInterval(setFlag, WATCH_FLAG_TTL_MS / 3);
+  const opened = sub as EventSubscription | undefined;
+  return {
+    where: opened?.where ?? conn.where,
+    close() {
+      clearInterval(flag);
+      for (const n of conn.nodes) n.client.off('ready', setFlag);
+      opened?.close();
+    },
+  };
+}
+
+/**
+ * `pairlock watch`: print every event of the namespace channel until SIGINT/SIGTERM
+ * (or until `stop` resolves, for embedding). Pub/sub is at-most-once: events published
+ * while the connection is down are not shown; the gap is reported.
+ */
+export async function watchCommand(
+  opts: WatchOptions,
+  g: GlobalOptions,
+  io: Io,
+  stop?: Promise<unknown>,
+): Promise<void> {
+  const conn = await CliConnection.open(g, io.err);
+  let feed: NamespaceFeed | undefined;
   // listening before anything is printed: a signal sent on seeing the first line is caught
+  const stopping = untilStopped(stop);
+  try {
+    feed = await subscribeNamespace(conn, {
+      onEvent: (ev, receivedAt) => {
+        const w = decodeEvent(ev, receivedAt);
+        io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
+      },
+      status: (line) => io.err(line),
+    });
+    io.err(`watching ${conn.keys.channel} on ${feed.where} (Ctrl-C to stop)`);
+    await stopping.until;
+  } finally {
+    stopping.dispose();
+    feed?.close();
+    await conn.close();
+  }
+}
+
+/**
+ * SIGINT, SIGTERM or `stop` settling (for embedding). Listens from the call on, so a signal
+ * sent as soon as the command printed its first line is caught.
+ */
+export function untilStopped(stop?: Promise<unknown>): {
+  until: Promise<void>;
+  dispose(): void;
+} {
   let stopped!: () => void;
-  const stopping = new Promise<void>((resolve) => {
+  const until = new Promise<void>((resolve) => {
     stopped = resolve;
   });
   const done = () => stopped();
   process.once('SIGINT', done);
   process.once('SIGTERM', done);
   stop?.then(done, done);
-  try {
-    await conn.guard(async () => {
-      // fresh claims travel on a side channel of their own, and only while a watcher
-      // keeps the flag key alive (workers do not need them)
-      sub = await subscribeEvents(conn, [channel, `${channel}:claims`], {
-        message: (msg) => {
-          for (const ev of parseNamespaceMessage(msg)) {
-            const w = decodeEvent(ev, Date.now());
-            io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
-          }
-        },
-        status: io.err,
-      });
-      await keepFlag();
-    });
-    flag = setInterval(() => void keepFlag().catch(() => {}), WATCH_FLAG_TTL_MS / 3);
-    io.err(`watching ${channel} on ${sub?.where ?? conn.where} (Ctrl-C to stop)`);
-    await stopping;
-  } finally {
-    process.off('SIGINT', done);
-    process.off('SIGTERM', done);
-    clearInterval(flag);
-    sub?.close();
-    await conn.close();
-  }
+  return {
+    until,
+    dispose() {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+    },
+  };
 }
 
 export function registerWatch(program: Command, globals: () => GlobalOptions, io: Io): void {

@@ -51,6 +51,9 @@ type ClaimVote =
   | { kind: 'fault'; key: string; node: number; error: CorruptRecordError };
 
 type Ours = Extract<ClaimVote, { kind: 'grant' | 'self' }>;
+/** How late in a task's life the record behind a grant's kind is (see grantReply). */
+const kindRank = (g: Granted): number =>
+  g.kind === 'retry' || g.kind === 'handover' ? 2 : g.kind === 'fresh' ? 0 : 1;
 const isOurs = (v: ClaimVote): v is Ours => v.kind === 'grant' || v.kind === 'self';
 
 type ClaimRound = { type: 'reply'; reply: ClaimReply } | { type: 'retry'; why: string };
@@ -414,11 +417,30 @@ export class QuorumClaims {
     };
   }
 
+  /**
+   * The grant the quorum made: its token, and the kind (and previous owner) most of the
+   * granting nodes report. A node that missed a transition (restarted, or cut off) may
+   * see an older record and report another kind: the majority's view is the task's. A tie
+   * (a decision on the first majority to answer) goes to the kind that follows from the
+   * later record: a retry or handover (the grant was settled or released) over a
+   * takeover of a running grant, over a fresh grant.
+   */
   private grantReply(list: readonly ClaimVote[], token: number): ClaimReply {
-    let best: Granted | undefined;
+    const groups = new Map<string, Granted[]>();
     for (const v of list) {
       if (v.kind !== 'grant') continue;
-      if (!best || v.reply.attempt > best.attempt) best = v.reply;
+      const key = `${v.reply.kind}:${v.reply.from}`;
+      groups.set(key, [...(groups.get(key) ?? []), v.reply]);
+    }
+    let best: Granted | undefined;
+    let bestCount = 0;
+    for (const replies of groups.values()) {
+      const top = replies.reduce((x, y) => (y.attempt > x.attempt ? y : x));
+      const later = best !== undefined && kindRank(top) > kindRank(best);
+      if (replies.length > bestCount || (replies.length === bestCount && later)) {
+        best = top;
+        bestCount = replies.length;
+      }
     }
     if (!best) throw new Error('quorum: a grant without a granted reply');
     return { ...best, token };

@@ -12,6 +12,8 @@ export interface TcpProxyOptions {
   listenPort?: number;
   /** One-way delay per chunk, in both directions. Default 0. */
   delayMs?: number;
+  /** Extra delay per chunk from the target to the client only (see setReplyDelay). Default 0. */
+  replyDelayMs?: number;
 }
 
 export interface BlackholeOptions {
@@ -29,6 +31,8 @@ type Mode = 'open' | 'drop' | 'hold';
 
 interface ProxyState {
   delayMs: number;
+  /** Added to delayMs in the target → client direction only. */
+  replyDelayMs: number;
   mode: Mode;
 }
 
@@ -54,6 +58,8 @@ class Pipe {
     private readonly src: net.Socket,
     private readonly dst: net.Socket,
     private readonly state: ProxyState,
+    /** The target → client direction (replies), which setReplyDelay() slows down. */
+    private readonly replies: boolean,
   ) {
     src.on('data', (chunk: Buffer) => this.push(chunk));
     src.on('end', () => this.push(null));
@@ -62,11 +68,12 @@ class Pipe {
   private push(chunk: Buffer | null): void {
     if (this.state.mode === 'drop') return;
     const now = performance.now();
-    if (this.state.mode === 'open' && this.state.delayMs <= 0 && this.queue.length === 0) {
+    const delayMs = this.state.delayMs + (this.replies ? this.state.replyDelayMs : 0);
+    if (this.state.mode === 'open' && delayMs <= 0 && this.queue.length === 0) {
       this.deliver(chunk);
       return;
     }
-    const due = Math.max(now + this.state.delayMs, this.lastDue);
+    const due = Math.max(now + delayMs, this.lastDue);
     this.lastDue = due;
     this.queue.push({ due, chunk });
     this.schedule();
@@ -135,8 +142,8 @@ class Link {
     state: ProxyState,
     private readonly onGone: (link: Link) => void,
   ) {
-    this.toUpstream = new Pipe(client, upstream, state);
-    this.toClient = new Pipe(upstream, client, state);
+    this.toUpstream = new Pipe(client, upstream, state, false);
+    this.toClient = new Pipe(upstream, client, state, true);
     const onClose = (other: net.Socket) => (hadError: boolean) => {
       // While blackholed the other end must not learn about the close either; heal() settles it.
       if (state.mode !== 'open') return;
@@ -194,7 +201,7 @@ export class TcpProxy {
     this.url = `redis://${this.host}:${this.port}`;
     this.targetHost = opts.targetHost ?? '127.0.0.1';
     this.targetPort = opts.targetPort;
-    this.state = { delayMs: opts.delayMs ?? 0, mode: 'open' };
+    this.state = { delayMs: opts.delayMs ?? 0, replyDelayMs: opts.replyDelayMs ?? 0, mode: 'open' };
     server.on('connection', (sock) => this.accept(sock));
   }
 
@@ -225,6 +232,17 @@ export class TcpProxy {
   /** One-way delay for each chunk in BOTH directions, so a round trip gains 2 * ms. */
   setDelay(ms: number): void {
     this.state.delayMs = Math.max(0, ms);
+  }
+
+  /**
+   * Extra delay for each chunk from the target to the client only (replies, pub/sub
+   * messages). Commands reach Redis and are applied on time; their replies come late.
+   * Past the client's own timeout this is a command that succeeded on the server while
+   * the client gave up on it. Replies stay in order: a reply queued behind a delayed one
+   * waits for it, as on one TCP connection.
+   */
+  setReplyDelay(ms: number): void {
+    this.state.replyDelayMs = Math.max(0, ms);
   }
 
   /** Resets every connection and resets new ones right after accept, until heal(). */

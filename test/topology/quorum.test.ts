@@ -522,6 +522,31 @@ describe('quorum store: undo, repair and late answers', () => {
     }
   });
 
+  it("a grant's kind is the majority's: a node that missed a settle does not make a retry a takeover", async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const keys = new Keys('pairlock', `kind-${++nsCounter}`);
+    const nodes = await nodeStores(urls, keys);
+    const q = await quorumStore(urls, keys);
+    const s1 = `s1:${nsCounter}#1`;
+    const s2 = `s2:${nsCounter}#1`;
+    for (const n of nodes) {
+      expect((await n.session('open', s1, 30_000)).ok).toBe(true);
+      expect((await n.session('open', s2, 30_000)).ok).toBe(true);
+    }
+    const loc = keys.task('t');
+    // every node granted s1 token 1 with a short deadline; two of them then took its
+    // failure (a retry may follow at once), the first missed the settle and still holds
+    // the running record, whose deadline passes
+    for (const n of nodes) await n.claim(loc, args(s1, { taskTimeoutMs: 200 }));
+    for (const n of nodes.slice(1)) {
+      await n.settle(loc, { ...done(s1, 1), state: 'F', payload: '{}', maxAttempts: 3 });
+    }
+    await sleep(250);
+    const reply = await q.claim(loc, args(s2));
+    expect(reply).toMatchObject({ type: 'granted', token: 2, kind: 'retry' });
+  });
+
   it('our own grant on a majority is resumed (as one Redis answers a claim whose reply was lost), not granted anew', async () => {
     const topo = await topology();
     const urls = topo.nodes.map((n) => n.url);

@@ -1,0 +1,464 @@
+/**
+ * The faults of a run (see common.ts planFaults for their parameters): what each kind does
+ * to the worker processes, to their proxies, or (only where the run owns them) to the
+ * Redis servers. Every fault is logged to parent.log with its start and end, which is what
+ * the checker attributes overlapping executions to.
+ */
+import type { ChildProcess } from 'node:child_process';
+import type { TcpProxy } from '../testing/proxy.js';
+import {
+  derive,
+  type FaultPlan,
+  noticeBoundMs,
+  type ParentEntry,
+  stamp,
+  type TaskSpec,
+  type ToWorker,
+  workerTiming,
+} from './common.js';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** One worker of a pair, across its restarts. */
+export interface Slot {
+  readonly index: number;
+  readonly pair: number;
+  /** One proxy per coordination node: this worker's own links. */
+  readonly proxies: TcpProxy[];
+  /** Reply delays asked for each proxy, by the fault that asked (the largest applies). */
+  readonly replyDelays: Map<string, number>[];
+  child: ChildProcess | undefined;
+  instance: string;
+  instances: number;
+  ready: boolean;
+  /** Tasks released to this slot that its current process has not reported an outcome for. */
+  readonly pending: Map<string, TaskSpec>;
+  /** Tasks whose handler runs now in this slot's process (holder detection). */
+  readonly running: Set<string>;
+  /**
+   * The process is down on purpose (kill), frozen (pause), closing on SIGTERM (handover),
+   * or being stopped at the end of the run.
+   */
+  state: 'up' | 'killed' | 'paused' | 'handover' | 'stopping';
+  /** The proxy is faulted (cut, delay, partition, timeout, cut-node). */
+  linkFault: boolean;
+  /**
+   * After an `abort`, the process is not killed or handed over for a while: its second
+   * run() call must be seen to answer (or not) before the process goes away.
+   */
+  keepUntil: number;
+}
+
+/** Stops and starts the coordination servers: only a run that owns them has this. */
+export interface ServerControl {
+  /** SIGKILL of node `i`. */
+  kill(i: number): Promise<void>;
+  /** Start node `i` again on its port with its data (after a clean stop when it runs). */
+  restart(i: number): Promise<void>;
+}
+
+export interface FaultContext {
+  readonly slots: Slot[];
+  /** Coordination nodes: 1, or 3+ in quorum mode. */
+  readonly nodes: number;
+  readonly servers: ServerControl | undefined;
+  log(line: ParentEntry): void;
+  /** Start a new process in the slot (after a kill or a handover). */
+  respawn(slot: Slot): void;
+}
+
+export function setReplyDelay(slot: Slot, node: number, source: string, ms: number): void {
+  const asked = slot.replyDelays[node];
+  const proxy = slot.proxies[node];
+  if (!asked || !proxy) return;
+  if (ms > 0) asked.set(source, ms);
+  else asked.delete(source);
+  proxy.setReplyDelay(Math.max(0, ...asked.values()));
+}
+
+/** The same reply delay on every link of a slot. */
+export function setLinkReplyDelay(slot: Slot, source: string, ms: number): void {
+  for (let n = 0; n < slot.proxies.length; n++) setReplyDelay(slot, n, source, ms);
+}
+
+export class FaultInjector {
+  readonly done: Record<string, number> = {};
+  readonly skipped: Record<string, number> = {};
+  private readonly rng: () => number;
+  private readonly inFlight = new Set<Promise<void>>();
+  /** One node at a time is restarted, lost or slow (a minority: the others keep a quorum). */
+  private nodeFaultBusy = false;
+  /**
+   * A `timeout` fault waits for the next release of tasks to its slot's pair: the replies to
+   * that slot's claims are held back past connectTimeoutMs while Redis has applied them.
+   */
+  private armedTimeout: { f: FaultPlan; slot: Slot; armedAt: number } | undefined;
+  /** An armed node-loss: goes off on the next settle a worker reports. */
+  private onSettle: (() => void) | undefined;
+
+  constructor(
+    private readonly ctx: FaultContext,
+    seed: number,
+  ) {
+    this.rng = derive(seed, 3);
+  }
+
+  /** A worker reported an accepted settle. */
+  settled(): void {
+    this.onSettle?.();
+  }
+
+  /** No more releases: an armed `timeout` will not go off. */
+  disarm(): void {
+    if (!this.armedTimeout) return;
+    this.armedTimeout.slot.linkFault = false;
+    this.skipped.timeout = (this.skipped.timeout ?? 0) + 1;
+    this.armedTimeout = undefined;
+  }
+
+  /** Wait until every fault started has ended (healed, restarted). */
+  async settle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Heal every link at once (end of the run, or an interrupted one). */
+  healAll(): void {
+    for (const slot of this.ctx.slots) {
+      slot.proxies.forEach((proxy, n) => {
+        proxy.setDelay(0);
+        for (const source of [...(slot.replyDelays[n]?.keys() ?? [])])
+          setReplyDelay(slot, n, source, 0);
+        proxy.heal();
+      });
+    }
+  }
+
+  private track(p: Promise<void>): void {
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  private pickHolder(preferred: Slot, ending = false): Slot | undefined {
+    const up = this.ctx.slots.filter(
+      (s) => s.state === 'up' && s.child && s.ready && (!ending || s.keepUntil <= stamp()),
+    );
+    const holders = up.filter((s) => s.running.size > 0);
+    if (holders.includes(preferred)) return preferred;
+    if (holders.length > 0) return holders[Math.floor(this.rng() * holders.length)];
+    return up.includes(preferred) ? preferred : up[0];
+  }
+
+  /** Start fault `f` now (or arm it: `timeout`, `node-loss`). */
+  inject(f: FaultPlan): void {
+    const target = this.ctx.slots[f.slot];
+    if (!target) return;
+    const skip = (why: string) => {
+      this.skipped[f.kind] = (this.skipped[f.kind] ?? 0) + 1;
+      this.ctx.log({
+        ev: 'fault',
+        kind: f.kind,
+        w: target.index,
+        phase: 'end',
+        detail: `skipped: ${why}`,
+      });
+    };
+    const done = () => {
+      this.done[f.kind] = (this.done[f.kind] ?? 0) + 1;
+    };
+    switch (f.kind) {
+      case 'kill':
+      case 'handover': {
+        const slot = this.pickHolder(target, true);
+        if (!slot?.child) {
+          skip('no live worker');
+          return;
+        }
+        const child = slot.child;
+        const handover = f.kind === 'handover';
+        slot.state = handover ? 'handover' : 'killed';
+        const slow = handover && (f.replyDelayMs ?? 0) > 0;
+        this.ctx.log({
+          ev: 'fault',
+          kind: f.kind,
+          w: slot.index,
+          p: slot.instance,
+          phase: 'start',
+          detail: `holding ${slot.running.size}${slow ? `, replies ${f.replyDelayMs} ms late` : ''}`,
+        });
+        // a slow link: the release's reply (and what the worker does after it) comes late
+        if (slow) setLinkReplyDelay(slot, 'handover', f.replyDelayMs ?? 0);
+        child.kill(handover ? 'SIGTERM' : 'SIGKILL');
+        done();
+        this.track(
+          (async () => {
+            // a handover: the process closes and exits by itself (bounded by its handleSignals)
+            for (let i = 0; i < 150 && slot.child === child; i++) await sleep(100);
+            if (slot.child === child) child.kill('SIGKILL');
+            setLinkReplyDelay(slot, 'handover', 0);
+            await sleep(f.durationMs);
+            if (slot.state !== 'killed' && slot.state !== 'handover') return;
+            slot.state = 'up';
+            this.ctx.respawn(slot);
+            this.ctx.log({
+              ev: 'fault',
+              kind: f.kind,
+              w: slot.index,
+              p: slot.instance,
+              phase: 'end',
+              detail: 'restarted',
+            });
+          })(),
+        );
+        return;
+      }
+      case 'pause': {
+        const slot = target.state === 'up' && target.child ? target : this.pickHolder(target);
+        if (!slot?.child || slot.state !== 'up') {
+          skip('no live worker');
+          return;
+        }
+        const child = slot.child;
+        slot.state = 'paused';
+        this.ctx.log({
+          ev: 'fault',
+          kind: 'pause',
+          w: slot.index,
+          p: slot.instance,
+          phase: 'start',
+          detail: `${f.durationMs} ms, holding ${slot.running.size}`,
+        });
+        child.kill('SIGSTOP');
+        done();
+        this.track(
+          (async () => {
+            await sleep(f.durationMs);
+            if (slot.state === 'paused') slot.state = 'up';
+            child.kill('SIGCONT');
+            this.ctx.log({
+              ev: 'fault',
+              kind: 'pause',
+              w: slot.index,
+              p: slot.instance,
+              phase: 'end',
+            });
+          })(),
+        );
+        return;
+      }
+      case 'abort': {
+        // the feed of a worker whose handler runs gives up on that run() and calls it again
+        const slot = this.pickHolder(target);
+        if (!slot?.child?.connected || slot.running.size === 0) {
+          skip('no running handler');
+          return;
+        }
+        this.ctx.log({
+          ev: 'fault',
+          kind: 'abort',
+          w: slot.index,
+          p: slot.instance,
+          phase: 'start',
+          detail: `run() called again within ${f.durationMs} ms`,
+        });
+        slot.child.send({ type: 'abort', afterMs: f.durationMs } satisfies ToWorker);
+        slot.keepUntil = stamp() + f.durationMs + noticeBoundMs() + 5_000;
+        done();
+        const instance = slot.instance;
+        this.track(
+          (async () => {
+            await sleep(f.durationMs);
+            this.ctx.log({ ev: 'fault', kind: 'abort', w: slot.index, p: instance, phase: 'end' });
+          })(),
+        );
+        return;
+      }
+      case 'redis-restart':
+      case 'node-loss': {
+        if (this.nodeFaultBusy) {
+          skip('another node fault is in progress');
+          return;
+        }
+        const servers = this.ctx.servers;
+        if (!servers) {
+          skip('this run does not own its Redis servers');
+          return;
+        }
+        this.nodeFaultBusy = true;
+        const nodeIndex = f.node ?? 0;
+        done();
+        const go = async () => {
+          const crash = f.kind === 'node-loss' || f.crash;
+          this.ctx.log({
+            ev: 'fault',
+            kind: f.kind,
+            node: nodeIndex,
+            phase: 'start',
+            detail: `${crash ? 'SIGKILL' : 'SIGTERM'}${this.ctx.nodes > 1 ? ` node ${nodeIndex}` : ''}`,
+          });
+          try {
+            if (crash) await servers.kill(nodeIndex);
+            // node-loss: the node stays away a while (the others must keep a quorum)
+            if (f.kind === 'node-loss') await sleep(f.durationMs);
+            await servers.restart(nodeIndex);
+          } finally {
+            this.nodeFaultBusy = false;
+            this.ctx.log({ ev: 'fault', kind: f.kind, node: nodeIndex, phase: 'end' });
+          }
+        };
+        if (f.kind === 'redis-restart') {
+          this.track(go());
+          return;
+        }
+        // node-loss: right after the next settle a worker reports (or in 2 s at the latest)
+        this.track(
+          new Promise<void>((resolve) => {
+            const fire = () => {
+              clearTimeout(timer);
+              this.onSettle = undefined;
+              void go().finally(resolve);
+            };
+            const timer = setTimeout(fire, 2_000);
+            this.onSettle = fire;
+          }),
+        );
+        return;
+      }
+      case 'slow-minority': {
+        if (this.nodeFaultBusy) {
+          skip('another node fault is in progress');
+          return;
+        }
+        this.nodeFaultBusy = true;
+        const nodeIndex = f.node ?? 0;
+        this.ctx.log({
+          ev: 'fault',
+          kind: 'slow-minority',
+          node: nodeIndex,
+          phase: 'start',
+          detail: `node ${nodeIndex} answers ${f.replyDelayMs} ms late for ${f.durationMs} ms`,
+        });
+        for (const slot of this.ctx.slots)
+          setReplyDelay(slot, nodeIndex, 'slow-minority', f.replyDelayMs ?? 0);
+        done();
+        this.track(
+          (async () => {
+            await sleep(f.durationMs);
+            for (const slot of this.ctx.slots) setReplyDelay(slot, nodeIndex, 'slow-minority', 0);
+            // the replies held back are still on their way
+            await sleep(f.replyDelayMs ?? 0);
+            this.nodeFaultBusy = false;
+            this.ctx.log({ ev: 'fault', kind: 'slow-minority', node: nodeIndex, phase: 'end' });
+          })(),
+        );
+        return;
+      }
+      case 'timeout': {
+        if (target.linkFault || this.armedTimeout) {
+          skip('the link is already faulted');
+          return;
+        }
+        target.linkFault = true;
+        this.armedTimeout = { f, slot: target, armedAt: stamp() };
+        return;
+      }
+      case 'cut':
+      case 'partition':
+      case 'delay':
+      case 'cut-node': {
+        if (target.linkFault) {
+          skip('the link is already faulted');
+          return;
+        }
+        target.linkFault = true;
+        const one = f.kind === 'cut-node' ? (f.node ?? 0) : undefined;
+        const links = one === undefined ? target.proxies : target.proxies.slice(one, one + 1);
+        const detail =
+          f.kind === 'delay'
+            ? `${f.delayMs} ms one-way for ${f.durationMs} ms`
+            : `${f.durationMs} ms${one === undefined ? '' : ` from node ${one}`}`;
+        this.ctx.log({
+          ev: 'fault',
+          kind: f.kind,
+          w: target.index,
+          p: target.instance,
+          ...(one === undefined ? {} : { node: one }),
+          phase: 'start',
+          detail,
+        });
+        for (const proxy of links) {
+          if (f.kind === 'cut' || f.kind === 'cut-node') proxy.cut();
+          else if (f.kind === 'partition') proxy.blackhole({ hold: true });
+          else proxy.setDelay(f.delayMs ?? 100);
+        }
+        done();
+        this.track(
+          (async () => {
+            await sleep(f.durationMs);
+            for (const proxy of links) {
+              if (f.kind === 'delay') proxy.setDelay(0);
+              else proxy.heal();
+            }
+            target.linkFault = false;
+            this.ctx.log({
+              ev: 'fault',
+              kind: f.kind,
+              w: target.index,
+              p: target.instance,
+              ...(one === undefined ? {} : { node: one }),
+              phase: 'end',
+            });
+          })(),
+        );
+        return;
+      }
+    }
+  }
+
+  /**
+   * An armed `timeout` fault goes off when tasks are released to its pair, preferably one whose
+   * handler will overrun its deadline (or after 3 s): the slot's replies are held back past
+   * connectTimeoutMs for a short window, and the slot gets the tasks a moment before its peer,
+   * so that its claims win and their replies come too late. (A grant whose reply was lost must
+   * still end its handler by the deadline Redis applies.)
+   * Returns the slot whose peer must get its share of this release a round later.
+   */
+  fireTimeout(batch: TaskSpec[][]): Slot | undefined {
+    const armed = this.armedTimeout;
+    if (!armed) return undefined;
+    const { f, slot } = armed;
+    const share = batch[slot.index] ?? [];
+    const waited = stamp() - armed.armedAt;
+    const hasTasks = share.length > 0;
+    const wanted = share.some((t) => t.overrunMs !== undefined);
+    if (!(wanted || (hasTasks && waited >= 3_000) || waited >= 6_000)) return undefined;
+    this.armedTimeout = undefined;
+    const late = f.replyDelayMs ?? workerTiming.connectTimeoutMs * 2;
+    this.ctx.log({
+      ev: 'fault',
+      kind: 'timeout',
+      w: slot.index,
+      p: slot.instance,
+      phase: 'start',
+      detail: `replies ${late} ms late for ${f.durationMs} ms`,
+    });
+    setLinkReplyDelay(slot, 'timeout', late);
+    this.done.timeout = (this.done.timeout ?? 0) + 1;
+    this.track(
+      (async () => {
+        await sleep(f.durationMs);
+        setLinkReplyDelay(slot, 'timeout', 0);
+        // the replies held back are still on their way
+        await sleep(late);
+        slot.linkFault = false;
+        this.ctx.log({
+          ev: 'fault',
+          kind: 'timeout',
+          w: slot.index,
+          p: slot.instance,
+          phase: 'end',
+        });
+      })(),
+    );
+    return hasTasks ? slot : undefined;
+  }
+}

@@ -1,0 +1,197 @@
+/** The checker's report, and its table (as `npm run chaos` and `pairlock verify` print it). */
+import { faultKinds } from './common.js';
+import { short } from './evidence.js';
+
+export interface Duplicate {
+  task: string;
+  olderToken: number;
+  newerToken: number;
+  olderInstance: string;
+  newerInstance: string;
+  overlapMs: number;
+  cause: string;
+  /** Explained by a fault under which the older holder could not know (see overlapFaults). */
+  allowed: boolean;
+}
+
+export interface Report {
+  ok: boolean;
+  seed: number;
+  topology: string;
+  command: string;
+  planned: number;
+  released: number;
+  durationSec: number;
+  endReason: string;
+  faults: Record<string, number>;
+  faultsSkipped: Record<string, number>;
+  outcomes: { done: number; failed: number };
+  grants: Record<string, number>;
+  executions: number;
+  sinkWrites: { accepted: number; rejected: number };
+  staleSettlesRejected: number;
+  leaseLost: Record<string, number>;
+  runErrors: { retried: number; final: number };
+  lost: string[];
+  fencedDoubleCommits: string[];
+  finalEffectMismatch: string[];
+  keptResults: number;
+  staleSettlesAccepted: string[];
+  disagreements: string[];
+  duplicates: Duplicate[];
+  sameTokenReexecutions: string[];
+  /** run() calls made (and aborted by their caller), the longest one (ms), and the bounds. */
+  runCalls: {
+    count: number;
+    longestMs: number;
+    boundMs: number;
+    noticeMs: number;
+    aborted: number;
+  };
+  hungRunCalls: string[];
+  recommits: number;
+  unexpectedExits: number;
+  takeover: Record<string, { n: number; p50?: number; p99?: number; max?: number }>;
+  problems: string[];
+}
+
+const fmtMap = (m: Record<string, number>, order: readonly string[] = []) => {
+  const keys = [
+    ...order.filter((k) => k in m),
+    ...Object.keys(m)
+      .filter((k) => !order.includes(k))
+      .sort(),
+  ];
+  return keys.length === 0 ? '—' : keys.map((k) => `${k} ${m[k]}`).join(', ');
+};
+
+/** The report as a Markdown table, then the invariants line (PASS or FAIL) and any details. */
+export function formatReport(r: Report): string {
+  const rows: [string, string, string][] = [];
+  const inv = (name: string, n: number, detail = '') =>
+    rows.push([name, `${n}${detail}`, n === 0 ? 'ok' : 'FAIL']);
+  const total = Object.values(r.faults).reduce((a, b) => a + b, 0);
+  rows.push(['seed', String(r.seed), '']);
+  rows.push(['topology', r.topology, '']);
+  rows.push(['tasks released / planned', `${r.released} / ${r.planned}`, '']);
+  rows.push(['outcomes', `done ${r.outcomes.done}, failed ${r.outcomes.failed}`, '']);
+  rows.push(['faults injected', `${total}: ${fmtMap(r.faults, faultKinds)}`, '']);
+  rows.push([
+    'grants by kind',
+    fmtMap(r.grants, ['fresh', 'session-expired', 'deadline-passed', 'retry', 'handover']),
+    '',
+  ]);
+  rows.push(['handler executions', String(r.executions), '']);
+  rows.push([
+    'sink writes accepted / rejected (fenced out)',
+    `${r.sinkWrites.accepted} / ${r.sinkWrites.rejected}`,
+    '',
+  ]);
+  rows.push(['stale settles rejected by Redis', String(r.staleSettlesRejected), '']);
+  rows.push(['lease losses seen by holders', fmtMap(r.leaseLost), '']);
+  rows.push(['run() redelivered after unavailability', String(r.runErrors.retried), '']);
+  inv('lost tasks', r.lost.length);
+  inv('fenced double commits', r.fencedDoubleCommits.length);
+  inv('final effect ≠ outcome', r.finalEffectMismatch.length);
+  rows.push(['results settled under a later grant (kept results)', String(r.keptResults), '']);
+  inv('stale settles accepted', r.staleSettlesAccepted.length);
+  inv('pair disagreements', r.disagreements.length);
+  const allowedBy: Record<string, number> = {};
+  const unexplainedBy: Record<string, number> = {};
+  for (const d of r.duplicates) {
+    const m = d.allowed ? allowedBy : unexplainedBy;
+    m[d.cause] = (m[d.cause] ?? 0) + 1;
+  }
+  const allowedCount = r.duplicates.filter((d) => d.allowed).length;
+  const unexplained = r.duplicates.length - allowedCount;
+  rows.push([
+    'overlapping executions (holder frozen, cut off, or told)',
+    `${allowedCount}${allowedCount > 0 ? ` (${fmtMap(allowedBy)})` : ''}`,
+    'allowed',
+  ]);
+  inv(
+    'overlapping executions not caused by pause, cut or partition',
+    unexplained,
+    unexplained > 0 ? ` (${fmtMap(unexplainedBy)})` : '',
+  );
+  inv('grants executed twice (same token)', r.sameTokenReexecutions.length);
+  rows.push([
+    'run() calls (aborted by the caller)',
+    `${r.runCalls.count} (${r.runCalls.aborted}), longest ${(r.runCalls.longestMs / 1_000).toFixed(1)} s`,
+    '',
+  ]);
+  inv(
+    `run() calls unanswered within ${r.runCalls.boundMs / 1_000} s (${r.runCalls.noticeMs / 1_000} s after the outcome)`,
+    r.hungRunCalls.length,
+  );
+  rows.push(['effects committed more than once (at-least-once)', String(r.recommits), '']);
+  inv('unexpected worker exits', r.unexpectedExits);
+  for (const [k, v] of Object.entries(r.takeover).sort()) {
+    rows.push([
+      `takeover by a healthy peer after ${k} (ms, n=${v.n})`,
+      `p50 ${v.p50?.toFixed(0)}, p99 ${v.p99?.toFixed(0)}, max ${v.max?.toFixed(0)}`,
+      '',
+    ]);
+  }
+  rows.push(['run time', `${r.durationSec} s (${r.endReason})`, '']);
+
+  const w0 = Math.max(5, ...rows.map((x) => x[0].length));
+  const w1 = Math.max(5, ...rows.map((x) => x[1].length));
+  const w2 = Math.max(9, ...rows.map((x) => x[2].length));
+  const line = (a: string, b: string, c: string) =>
+    `| ${a.padEnd(w0)} | ${b.padEnd(w1)} | ${c.padEnd(w2)} |`;
+  const out = [
+    line('check', 'value', 'invariant'),
+    `|${'-'.repeat(w0 + 2)}|${'-'.repeat(w1 + 2)}|${'-'.repeat(w2 + 2)}|`,
+  ];
+  for (const [a, b, c] of rows) out.push(line(a, b, c));
+  const failures = [
+    ['lost', r.lost.length],
+    ['fenced-double-commits', r.fencedDoubleCommits.length],
+    ['final-effect-mismatch', r.finalEffectMismatch.length],
+    ['stale-settles-accepted', r.staleSettlesAccepted.length],
+    ['disagreements', r.disagreements.length],
+    ['unexplained-overlaps', unexplained],
+    ['same-token-reexecutions', r.sameTokenReexecutions.length],
+    ['hung-run-calls', r.hungRunCalls.length],
+    ['unexpected-exits', r.unexpectedExits],
+  ] as const;
+  out.push('');
+  out.push(
+    `invariants: ${r.ok ? 'PASS' : 'FAIL'} (${failures.map(([k, v]) => `${k}=${v}`).join(', ')})`,
+  );
+  out.push(`reproduce: ${r.command}`);
+  const detail = (title: string, list: string[]) => {
+    if (list.length === 0) return;
+    out.push(`${title} (${list.length}):`);
+    for (const x of list.slice(0, 20)) out.push(`  - ${x}`);
+    if (list.length > 20) out.push(`  … ${list.length - 20} more`);
+  };
+  detail('lost', r.lost);
+  detail('fenced double commits', r.fencedDoubleCommits);
+  detail('final effect mismatch', r.finalEffectMismatch);
+  detail('stale settles accepted', r.staleSettlesAccepted);
+  detail('disagreements', r.disagreements);
+  detail('grants executed twice', r.sameTokenReexecutions);
+  detail('hung run() calls', r.hungRunCalls);
+  detail(
+    'overlapping executions not caused by pause, cut or partition',
+    r.duplicates
+      .filter((d) => !d.allowed)
+      .map(
+        (d) =>
+          `${short(d.task)}: token ${d.olderToken} (${d.olderInstance}) still ran ${d.overlapMs} ms into token ${d.newerToken} (${d.newerInstance}); cause: ${d.cause}`,
+      ),
+  );
+  detail(
+    'overlapping executions (allowed)',
+    r.duplicates
+      .filter((d) => d.allowed)
+      .map(
+        (d) =>
+          `${short(d.task)}: token ${d.olderToken} (${d.olderInstance}) still ran ${d.overlapMs} ms into token ${d.newerToken} (${d.newerInstance}); cause: ${d.cause}`,
+      ),
+  );
+  detail('notes', r.problems);
+  return out.join('\n');
+}

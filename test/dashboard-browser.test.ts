@@ -1,0 +1,182 @@
+/**
+ * The dashboard page in a real browser: headless Chromium (Debian's `chromium` package,
+ * or CHROMIUM_PATH) driven by playwright-core, which downloads no browser of its own.
+ * Two worker processes share a task; the holder is killed with SIGKILL; the page must
+ * show the takeover and the new holder within 2 s of it.
+ *
+ * PAIRLOCK_DASHBOARD_SCREENSHOT=docs/dashboard.png also runs a stream of tasks through the
+ * pair for half a minute first (so the charts have something to show) and saves a
+ * screenshot of the page after the takeover: `npm run screenshot:dashboard`.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { type Browser, chromium } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { RedisServer } from '../src/testing/index.js';
+import { type Dashboard, startDashboard } from './support/dashboard.js';
+
+const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'];
+const chromiumPath = candidates.find((p): p is string => !!p && existsSync(p));
+if (!chromiumPath) {
+  console.warn(
+    `dashboard browser test skipped: no Chromium found (looked at ${candidates.filter(Boolean).join(', ')}). ` +
+      "Install Debian's chromium package (apt-get install chromium; .ci/run does) or set CHROMIUM_PATH.",
+  );
+}
+const screenshot = process.env.PAIRLOCK_DASHBOARD_SCREENSHOT;
+
+type Msg = { ev: string; [k: string]: unknown };
+
+/** A worker process of src/demo/worker.ts, driven over IPC. */
+class WorkerProcess {
+  readonly messages: Msg[] = [];
+  private waiters: (() => void)[] = [];
+  id = '';
+
+  constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: Msg) => {
+      this.messages.push(m);
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  async waitFor(pred: (m: Msg) => boolean, what: string, timeoutMs = 20_000): Promise<Msg> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.messages.find(pred);
+      if (found) return found;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 250);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  run(taskId: string, holdMs: number): void {
+    this.proc.send({ cmd: 'run', taskId, holdMs });
+  }
+}
+
+let server: RedisServer;
+let browser: Browser;
+const procs: WorkerProcess[] = [];
+
+async function spawnWorker(ns: string, name: string): Promise<WorkerProcess> {
+  const proc = fork(new URL('../src/demo/worker.ts', import.meta.url), {
+    execArgv: ['--import', 'tsx'],
+    env: {
+      ...process.env,
+      PAIRLOCK_REDIS_URL: server.url,
+      PAIRLOCK_NAMESPACE: ns,
+      PAIRLOCK_NAME: name,
+      // the screenshot shows TTL bars of a more usual length; the test takes over sooner
+      PAIRLOCK_SESSION_TTL_MS: screenshot ? '5000' : '1000',
+    },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const w = new WorkerProcess(proc);
+  procs.push(w);
+  w.id = String((await w.waitFor((m) => m.ev === 'ready', `${name} ready`)).id);
+  return w;
+}
+
+describe.skipIf(!chromiumPath)('pairlock dashboard in headless Chromium', () => {
+  beforeAll(async () => {
+    server = await RedisServer.start();
+    browser = await chromium.launch({ executablePath: chromiumPath });
+  });
+  afterEach(() => {
+    for (const w of procs.splice(0))
+      if (w.proc.exitCode === null && w.proc.signalCode === null) w.proc.kill('SIGKILL');
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it(
+    'shows the takeover after a SIGKILL of the holder, and the new holder, within 2 s',
+    async () => {
+      const ns = 'browser';
+      let dash: Dashboard | undefined;
+      const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+      const problems: string[] = [];
+      page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+      page.on('console', (m) => {
+        if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+      });
+      try {
+        dash = await startDashboard(server.url, ns);
+        const a = await spawnWorker(ns, 'site-a');
+        const b = await spawnWorker(ns, 'site-b');
+        await page.goto(dash.url);
+        await page.waitForSelector('#status[data-state="live"]');
+        await page.waitForSelector(`#workers tr[data-worker="${a.id}"]`);
+        await page.waitForSelector(`#workers tr[data-worker="${b.id}"]`);
+
+        if (screenshot) {
+          // half a minute of traffic, so that the charts and counters have a history
+          for (let i = 1; i <= 180; i++) {
+            const id = `mail-${String(i).padStart(4, '0')}`;
+            const holdMs = 400 + ((i * 7919) % 4_600);
+            a.run(id, holdMs);
+            b.run(id, holdMs);
+            await new Promise((r) => setTimeout(r, 150));
+          }
+        }
+
+        a.run('job', 60_000);
+        await a.waitFor((m) => m.ev === 'started' && m.taskId === 'job', 'a started the job');
+        b.run('job', 5_000);
+        await b.waitFor((m) => m.ev === 'standby' && m.taskId === 'job', 'b covers the job');
+        await page.waitForSelector(`#running .group[data-holder="${a.id}"] tr[data-task="job"]`, {
+          timeout: 5_000,
+        });
+
+        a.proc.kill('SIGKILL');
+        const took = await b.waitFor(
+          (m) => m.ev === 'took-over' && m.taskId === 'job',
+          'b took the job over',
+        );
+        const tookAt = Date.now();
+        expect(took).toMatchObject({ kind: 'session-expired', from: a.id });
+        const row = `#timeline li[data-event="took-over"][data-task="job"]`;
+        await Promise.all([
+          page.waitForSelector(row, { timeout: 2_000 }),
+          page.waitForSelector(`#running .group[data-holder="${b.id}"] tr[data-task="job"]`, {
+            timeout: 2_000,
+          }),
+        ]);
+        console.log(
+          `the page showed the takeover and the new holder ${Date.now() - tookAt} ms after it`,
+        );
+        const text = await page.textContent(row);
+        expect(text).toContain(`from ${a.id} (session-expired)`);
+        expect(text).toContain(b.id);
+        expect(
+          await page.locator(`#running .group[data-holder="${a.id}"] tr[data-task="job"]`).count(),
+        ).toBe(0);
+        // the killed worker stays on the page, marked
+        await page.waitForSelector(`#workers tr.gone[data-worker="${a.id}"]`, { timeout: 3_000 });
+        expect(await page.textContent(`#workers tr[data-worker="${a.id}"]`)).toContain('expired');
+
+        if (screenshot) {
+          mkdirSync(dirname(screenshot), { recursive: true });
+          await page.waitForTimeout(1_000);
+          await page.screenshot({ path: screenshot, fullPage: true });
+          console.log(`screenshot saved to ${screenshot}`);
+        }
+        expect(problems).toEqual([]);
+      } finally {
+        await page.close();
+        await dash?.stop();
+      }
+    },
+    screenshot ? 120_000 : 60_000,
+  );
+});
