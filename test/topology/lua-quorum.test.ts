@@ -62,8 +62,6 @@ const claimScript = (loc: TaskLocation, a: string, channel: string, minToken?: n
     channel,
     minToken === undefined ? '' : '1',
     keys.seqPrefix,
-    keys.bindPrefix,
-    keys.livePrefix,
     loc.field,
     loc.ref,
     minToken ?? '',
