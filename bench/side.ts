@@ -226,9 +226,7 @@ async function main(): Promise<void> {
         redis: String(init.url),
         namespace: String(init.namespace),
         name: 'holder',
-        // 0: the library default
-        sessionTtlMs: Number(init.sessionTtlMs) || undefined,
-        connectionBound: init.connectionBound !== false,
+        sessionTtlMs: Number(init.sessionTtlMs),
       });
       await worker.start();
       let started = 0;

@@ -1,6 +1,4 @@
-import { EventEmitter } from 'node:events';
 import { type Cluster, Redis } from 'ioredis';
-import type { LiveLink } from './replies.js';
 
 /*
  * Redis Cluster support that ioredis does not give in the shape pairlock needs: a
@@ -9,10 +7,6 @@ import type { LiveLink } from './replies.js';
  * re-checks its waiting tasks then). Sharded (SSUBSCRIBE, Redis 7) by default; a classic
  * SUBSCRIBE would work on any node, as every node relays classic messages, but it is kept
  * on the slot owner as well.
- *
- * It is also the connection a worker's session is bound to (LiveLink, see binding.ts):
- * the sessions' liveness channels share the namespace's slot, and the scripts of that
- * slot's owner read their subscribers.
  */
 
 // CRC16/XMODEM, the hash of Redis Cluster key slots
@@ -41,11 +35,8 @@ export function keySlot(key: string): number {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export class ClusterSubscriber implements LiveLink {
+export class ClusterSubscriber {
   private conn: Redis | undefined;
-  /** Liveness channels followed (LiveLink), subscribed again on every new connection. */
-  private readonly live = new Set<string>();
-  private readonly links = new EventEmitter();
   private nodeKey = '';
   private closed = false;
   private resubscribing = false;
@@ -64,8 +55,6 @@ export class ClusterSubscriber implements LiveLink {
     private readonly onReconnect: () => void,
     private readonly timeoutMs: number,
     private readonly sharded = true,
-    /** Liveness channel prefix (LiveLink); '' for a subscriber that binds no session. */
-    private readonly livePrefix = '',
   ) {
     this.channels = typeof channel === 'string' ? [channel] : channel;
     this.slot = keySlot(this.channels[0] ?? '');
@@ -112,9 +101,8 @@ export class ClusterSubscriber implements LiveLink {
       await Promise.race([
         (async () => {
           await conn.connect();
-          const all = [...this.channels, ...this.live];
-          if (this.sharded) await conn.ssubscribe(...all);
-          else await conn.subscribe(...all);
+          if (this.sharded) await conn.ssubscribe(...this.channels);
+          else await conn.subscribe(...this.channels);
         })(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
@@ -136,38 +124,8 @@ export class ClusterSubscriber implements LiveLink {
     this.conn = conn;
     this.nodeKey = key;
     conn.once('end', () => {
-      if (this.conn !== conn || this.closed) return;
-      this.links.emit('close');
-      void this.resubscribe();
+      if (this.conn === conn && !this.closed) void this.resubscribe();
     });
-  }
-
-  get ready(): boolean {
-    return this.conn?.status === 'ready';
-  }
-
-  on(event: 'ready' | 'close', listener: () => void): void {
-    this.links.on(event, listener);
-  }
-
-  async follow(sessionId: string, previous: string): Promise<void> {
-    const conn = this.conn;
-    if (!conn || !this.livePrefix) throw new Error(`not subscribed to ${this.name}`);
-    const ch = this.livePrefix + sessionId;
-    this.live.add(ch);
-    if (this.sharded) await conn.ssubscribe(ch);
-    else await conn.subscribe(ch);
-    if (previous && previous !== sessionId) {
-      const old = this.livePrefix + previous;
-      this.live.delete(old);
-      await (this.sharded ? conn.sunsubscribe(old) : conn.unsubscribe(old)).catch(() => {});
-    }
-  }
-
-  async ping(): Promise<void> {
-    const conn = this.conn;
-    if (!conn) throw new Error(`not subscribed to ${this.name}`);
-    await conn.ping();
   }
 
   /** After a connection loss, a failover or a slot move: subscribe again, then re-check. */
@@ -187,10 +145,7 @@ export class ClusterSubscriber implements LiveLink {
         ]);
         try {
           await this.subscribeOnce();
-          if (!this.closed) {
-            this.onReconnect();
-            this.links.emit('ready');
-          }
+          if (!this.closed) this.onReconnect();
           return;
         } catch {
           await sleep(delay);
