@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PairedWorker } from '../src/index.js';
 import { freePort, RedisServer, RedisServerStartError } from '../src/testing/index.js';
-import { makeCertificates, type TestCertificates } from './support/certs.js';
+import { makeCertificates, type TestCertificates, tlsServerArgs } from './support/certs.js';
 import { baseEnv, cli, Running, root } from './support/cli-process.js';
 
 let dir: string;
@@ -31,20 +31,7 @@ beforeAll(async () => {
     skipTls = `openssl could not make test certificates: ${(err as Error).message}`;
   }
   tlsPort = await freePort();
-  const tlsArgs = certs
-    ? [
-        '--tls-port',
-        String(tlsPort),
-        '--tls-cert-file',
-        certs.cert,
-        '--tls-key-file',
-        certs.key,
-        '--tls-ca-cert-file',
-        certs.ca,
-        '--tls-auth-clients',
-        'no',
-      ]
-    : [];
+  const tlsArgs = certs ? tlsServerArgs(certs, tlsPort) : [];
   try {
     server = await RedisServer.start({ args: tlsArgs });
   } catch (err) {

@@ -382,7 +382,7 @@ describe('concurrency slots', () => {
   });
 });
 
-describe('a hung handler under the default safety-net intervals', () => {
+describe('a hung handler under long safety-net intervals', () => {
   it('is taken over soon after its deadline, not at the next safety-net check', async () => {
     const ns = pair.namespace('hung');
     // A standby re-checks a held task at the safety-net intervals; these are long enough

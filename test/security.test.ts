@@ -9,7 +9,7 @@ import { Keys, PairedWorker, type PairedWorkerOptions, PairlockError } from '../
 import { loadScripts, scriptNames } from '../src/scripts.js';
 import { RedisStore } from '../src/store.js';
 import { freePort, RedisServer, RedisServerStartError } from '../src/testing/index.js';
-import { makeCertificates, type TestCertificates } from './support/certs.js';
+import { makeCertificates, type TestCertificates, tlsServerArgs } from './support/certs.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const quick = {
@@ -263,20 +263,7 @@ describe('TLS (rediss://)', () => {
     ca = readFileSync(certs.ca);
     tlsPort = await freePort();
     try {
-      tlsServer = await RedisServer.start({
-        args: [
-          '--tls-port',
-          String(tlsPort),
-          '--tls-cert-file',
-          certs.cert,
-          '--tls-key-file',
-          certs.key,
-          '--tls-ca-cert-file',
-          certs.ca,
-          '--tls-auth-clients',
-          'no',
-        ],
-      });
+      tlsServer = await RedisServer.start({ args: tlsServerArgs(certs, tlsPort) });
     } catch (err) {
       const log = err instanceof RedisServerStartError ? err.log.join('\n') : String(err);
       if (/tls|ssl/i.test(log)) {

@@ -85,3 +85,19 @@ export function makeCertificates(dir: string): TestCertificates {
     otherCa: f('other.pem'),
   };
 }
+
+/** redis-server arguments for a TLS port served with `certs` (clients not asked for a certificate). */
+export function tlsServerArgs(certs: TestCertificates, port: number): string[] {
+  return [
+    '--tls-port',
+    String(port),
+    '--tls-cert-file',
+    certs.cert,
+    '--tls-key-file',
+    certs.key,
+    '--tls-ca-cert-file',
+    certs.ca,
+    '--tls-auth-clients',
+    'no',
+  ];
+}
