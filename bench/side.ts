@@ -226,7 +226,9 @@ async function main(): Promise<void> {
         redis: String(init.url),
         namespace: String(init.namespace),
         name: 'holder',
-        sessionTtlMs: Number(init.sessionTtlMs),
+        // 0: the library default
+        sessionTtlMs: Number(init.sessionTtlMs) || undefined,
+        connectionBound: init.connectionBound !== false,
       });
       await worker.start();
       let started = 0;

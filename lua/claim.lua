@@ -21,9 +21,12 @@
     ARGV[9] quorum mode: '1' when every task names a minimum token (below), else ''
     ARGV[10] change-sequence key prefix (an owner's sequence = prefix .. session id; see
              settle.lua)
-    ARGV[11 + 3(i-1)]  field of task i ('' in plain mode)
-    ARGV[12 + 3(i-1)]  task ref of task i (identifies the task in events)
-    ARGV[13 + 3(i-1)]  minimum token of task i (quorum mode; '' otherwise). A grant's token
+    ARGV[11] binding key prefix (a session's binding = prefix .. session id; see
+             includes/binding) ('' to use no connection evidence)
+    ARGV[12] liveness channel prefix (channel = prefix .. session id)
+    ARGV[13 + 3(i-1)]  field of task i ('' in plain mode)
+    ARGV[14 + 3(i-1)]  task ref of task i (identifies the task in events)
+    ARGV[15 + 3(i-1)]  minimum token of task i (quorum mode; '' otherwise). A grant's token
              is at least this (so a grant made on a majority of independent nodes can
              carry one token, the highest of them), and in quorum mode the grant's record
              keeps the record it replaced (its undo note, see includes/record.lua), so that
@@ -34,10 +37,15 @@
   Output: one reply per task, in order:
     { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession }   granted
         kind: 0 fresh, 1 takeover (owner session expired), 2 takeover (deadline passed),
-              3 retry after failure, 4 handover (released); fromSession: the previous
+              3 retry after failure, 4 handover (released), 5 takeover (the connection the
+              owner's session is bound to is gone: first seen gone at least the owner's
+              crash grace ago, on the server run where the binding was made, and still
+              gone; the grant revokes the owner's session, so every other task it held is
+              orphaned too, and its next call learns it); fromSession: the previous
               owner ('' when fresh)
     { 2, ownerSession, token, attempt, ownerPttl, deadlineInMs, ownerSeq }
-        held by a live owner; ownerSeq: the owner's change sequence now (0 when none), from
+        held by a live owner (ownerPttl: ms until its session expires, or until its
+        connection evidence allows a takeover, whichever is sooner); ownerSeq: the owner's change sequence now (0 when none), from
         which a standby can tell later whether it missed one of the owner's events
     { 3, ownerSession, token, attempt, updatedAt, resultJson }       done
     { 4, ownerSession, token, attempt, updatedAt, errorJson, terminal, retryInMs }  failed
@@ -60,11 +68,13 @@
   when a live owner holds the task (o: the owner, by: the claimer that now covers it).
 ]]
 --- @include "includes/record"
+--- @include "includes/binding"
 
 local claimer, sessionPrefix = ARGV[1], ARGV[2]
 local sessionTtl, taskTimeout, retention = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local maxAttempts, dryRun, channel = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
 local quorumMode, seqPrefix = ARGV[9] == '1', ARGV[10]
+local bindPrefix, livePrefix = ARGV[11], ARGV[12]
 local tasks = (#KEYS - 1) / 2
 
 local out = {}
@@ -85,8 +95,37 @@ local function owner(session)
     local seq = rcall('GET', seqPrefix .. session)
     o = {pttl = sessionPttl(sessionPrefix, session), seq = tonumber(seq) or 0}
     owners[session] = o
+    local b = nil
+    if bindPrefix ~= '' then b = decodeBinding(rcall('GET', bindPrefix .. session)) end
+    if b and b.run == '-' then
+      o.revoked = true
+    elseif b and o.pttl > 0 and b.lostAt > 0 and b.run == serverRunId() then
+      -- the connection was seen gone; the binding is this epoch's (a rebind clears the
+      -- sighting) and was made on this server run
+      local waitMs = b.lostAt + b.grace - now
+      if liveSubscribers(livePrefix .. session) > 0 then
+        -- subscribed again but not yet re-bound: a reconnect, not a crash
+      elseif waitMs <= 0 then
+        o.lost = b
+      elseif waitMs < o.pttl then
+        o.pttl = waitMs
+      end
+    end
   end
   return o
+end
+
+-- Take over from an owner whose connection is gone: revoke its session, so that every
+-- other task it held is orphaned too and its next call learns that all it held is gone.
+local function revoke(session, o)
+  if dryRun or not o.lost then return end
+  rcall('DEL', sessionPrefix .. session)
+  o.lost.run = '-'
+  o.lost.lostAt = 0
+  rcall('SET', bindPrefix .. session, encodeBinding(o.lost), 'PX', o.pttl)
+  o.lost = nil
+  o.revoked = true
+  o.pttl = 0
 end
 
 local function claimOne(container, index, field, ref, minToken)
@@ -122,7 +161,7 @@ local function claimOne(container, index, field, ref, minToken)
       return {6, r.token, r.attempt, r.kind, r.deadline - now, now}
     end
     local o = owner(r.session)
-    if o.pttl > 0 and now < r.deadline then
+    if o.pttl > 0 and not o.lost and now < r.deadline then
       if not dryRun and isWatched then
         publish(channel .. ':claims', 'standby', ref, r, {by = claimer})
       end
@@ -130,7 +169,12 @@ local function claimOne(container, index, field, ref, minToken)
     end
     -- orphaned: the owner's session expired (crash, pause, partition) or its handler hung
     local kind = 2
-    if o.pttl == 0 then kind = 1 end
+    if o.lost or o.revoked then
+      kind = 5
+      revoke(r.session, o)
+    elseif o.pttl == 0 then
+      kind = 1
+    end
     return grant(r.token + 1, r.attempt + 1, kind, r.session)
   end
 
@@ -149,7 +193,7 @@ local function claimOne(container, index, field, ref, minToken)
 end
 
 for i = 1, tasks do
-  local a = 11 + 3 * (i - 1)
+  local a = 13 + 3 * (i - 1)
   local minToken = 0
   if quorumMode then minToken = tonumber(ARGV[a + 2]) or 0 end
   out[i] = claimOne(KEYS[2 * i], KEYS[2 * i + 1], ARGV[a], ARGV[a + 1], minToken)

@@ -28,6 +28,10 @@ export const ReplyCode = {
   // session
   SessionExists: -16,
   UnknownOp: -17,
+  // binding (connection-bound sessions, bind-2.lua)
+  NotSubscribed: -18,
+  NewerBinding: -19,
+  Unsupported: -20,
 } as const;
 
 /** Why an owner's write (settle, release, progress) was turned away. */
@@ -49,11 +53,18 @@ export const rejectReasons: Record<number, RejectReason> = {
 };
 
 /** How a grant came about. */
-export type GrantKind = 'fresh' | 'session-expired' | 'deadline-passed' | 'retry' | 'handover';
+export type GrantKind =
+  | 'fresh'
+  | 'session-expired'
+  | 'deadline-passed'
+  | 'retry'
+  | 'handover'
+  | 'connection-lost';
 export const grantKinds: readonly GrantKind[] = [
   'fresh',
   'session-expired',
   'deadline-passed',
   'retry',
   'handover',
+  'connection-lost',
 ];

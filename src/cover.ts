@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { DeadlineQueue } from './deadlines.js';
 import type { NamespaceEvent } from './events.js';
 import type { TaskLocation } from './keys.js';
-import type { PeekEntry, Store } from './replies.js';
+import type { HolderState, PeekEntry, Store } from './replies.js';
 
 /*
  * Covering peers: what a standby does while a peer holds tasks it also waits for.
@@ -18,6 +18,12 @@ import type { PeekEntry, Store } from './replies.js';
  * A holder that keeps heartbeating and whose events arrive costs its standby one small
  * call per session TTL, whatever it holds. A hung handler is caught at its task's own
  * deadline, through one timer for the earliest deadline of every covered task.
+ *
+ * Connection evidence (connection-bound sessions, see binding.ts): while it covers anyone,
+ * the standby also checks every `connectionCheckIntervalMs` — one call for all holders,
+ * the same `cover` call — whether their bound connections still exist. The script records
+ * the first sighting of one gone and answers how long until a claim may act on it
+ * (`lostInMs`); the group's timer is set to that moment, and its tasks are then claimed.
  */
 
 /** The part of a waiting run() the cover needs. */
@@ -35,6 +41,8 @@ export interface CoverContext<R extends CoveredRun> {
   readonly store: Pick<Store, 'cover' | 'peek'>;
   readonly firstAttemptIntervalMs: number;
   readonly otherAttemptIntervalMs: number;
+  /** Check every covered holder's bound connection this often (0: never). */
+  readonly connectionCheckIntervalMs: number;
   /** Claim the task again now. */
   wake(run: R): void;
   /** The holder's session is gone; its tasks are about to be claimed. */
@@ -49,10 +57,23 @@ interface Group<R> {
   /** An event was missed (a gap in the sequence): re-read at the next check. */
   dirty: boolean;
   checks: number;
+  /** A check is in flight (the interval timer and the connection ticker may meet). */
+  checking: boolean;
+  /**
+   * The holder's session is bound to a connection (as the last check found it). An
+   * unbound one (an old server, a worker with connectionBound off, or between a reconnect
+   * and its new binding) is checked at every UNBOUND_EVERY-th tick only.
+   */
+  bound: boolean;
+  ticks: number;
 }
 
 // One peek call reads this many covered records (a few ms of Redis time at most).
 const PEEK_BATCH = 1_000;
+// A holder not bound to a connection is checked at every 25th connection tick (once a
+// second by default): little cost where the evidence is off, a short wait where a holder
+// is about to bind (it has just started, or reconnected).
+const UNBOUND_EVERY = 25;
 // setTimeout's ceiling
 const MAX_TIMER = 2_147_483_647;
 const now = () => performance.now();
@@ -60,6 +81,7 @@ const now = () => performance.now();
 export class Cover<R extends CoveredRun> {
   private readonly groups = new Map<string, Group<R>>();
   private readonly deadlines: DeadlineQueue<R>;
+  private ticker: NodeJS.Timeout | undefined;
 
   constructor(private readonly ctx: CoverContext<R>) {
     this.deadlines = new DeadlineQueue<R>((run) => ctx.wake(run), now);
@@ -81,9 +103,19 @@ export class Cover<R extends CoveredRun> {
       // The sequence read with this record is a safe start for a new group: an event it
       // does not count comes later. (An existing group keeps what it saw in events, or a
       // missed event of another covered task could be hidden.)
-      group = { runs: new Set(), timer: undefined, seen: ownerSeq, dirty: false, checks: 0 };
+      group = {
+        runs: new Set(),
+        timer: undefined,
+        seen: ownerSeq,
+        dirty: false,
+        checks: 0,
+        checking: false,
+        bound: true,
+        ticks: 0,
+      };
       this.groups.set(holder, group);
       this.arm(holder, group, ownerPttl);
+      this.startTicker();
     }
     group.runs.add(run);
     this.deadlines.set(run, now() + deadlineInMs + 1);
@@ -126,9 +158,26 @@ export class Cover<R extends CoveredRun> {
   }
 
   clear(): void {
+    clearTimeout(this.ticker);
+    this.ticker = undefined;
     for (const group of this.groups.values()) clearTimeout(group.timer);
     this.groups.clear();
     this.deadlines.clear();
+  }
+
+  /** The connection check: every holder at once, so the calls share one script call. */
+  private startTicker(): void {
+    const every = this.ctx.connectionCheckIntervalMs;
+    if (every <= 0 || this.ticker) return;
+    this.ticker = setTimeout(() => {
+      this.ticker = undefined;
+      if (this.groups.size === 0) return;
+      for (const [holder, group] of this.groups) {
+        group.ticks += 1;
+        if (group.bound || group.ticks % UNBOUND_EVERY === 0) void this.check(holder, group);
+      }
+      this.startTicker();
+    }, every);
   }
 
   private interval(group: Group<R>): number {
@@ -142,8 +191,9 @@ export class Cover<R extends CoveredRun> {
   }
 
   private async check(holder: string, group: Group<R>): Promise<void> {
-    if (this.groups.get(holder) !== group || group.runs.size === 0) return;
-    let state: { pttl: number; seq: number };
+    if (this.groups.get(holder) !== group || group.runs.size === 0 || group.checking) return;
+    let state: HolderState;
+    group.checking = true;
     try {
       state = await this.ctx.store.cover(holder);
     } catch {
@@ -154,14 +204,15 @@ export class Cover<R extends CoveredRun> {
       clearTimeout(group.timer);
       for (const run of group.runs) this.ctx.wake(run);
       return;
+    } finally {
+      group.checking = false;
     }
     if (this.groups.get(holder) !== group) return;
     group.checks += 1;
-    if (state.pttl <= 0) {
-      this.groups.delete(holder);
-      clearTimeout(group.timer);
-      this.ctx.peerFailed(holder, group.runs.size);
-      for (const run of group.runs) this.ctx.wake(run);
+    group.bound = state.lostInMs !== -2;
+    // gone: its session expired, or its connection was seen gone long enough ago
+    if (state.pttl <= 0 || state.lostInMs === 0) {
+      this.gone(holder, group);
       return;
     }
     // seq -1: the store cannot tell (quorum mode), so every check re-reads
@@ -170,7 +221,23 @@ export class Cover<R extends CoveredRun> {
       if (state.seq >= 0) group.seen = state.seq;
       await this.peek([...group.runs]);
     }
-    if (this.groups.get(holder) === group) this.arm(holder, group, state.pttl);
+    if (this.groups.get(holder) !== group) return;
+    if (state.lostInMs > 0 && state.lostInMs < state.pttl) {
+      // its connection was seen gone: claim when a claim may act on that (the claim
+      // decides again; answered 'held', the task is covered anew)
+      clearTimeout(group.timer);
+      group.timer = setTimeout(() => this.gone(holder, group), state.lostInMs + 1);
+      return;
+    }
+    this.arm(holder, group, state.pttl);
+  }
+
+  private gone(holder: string, group: Group<R>): void {
+    if (this.groups.get(holder) !== group) return;
+    this.groups.delete(holder);
+    clearTimeout(group.timer);
+    this.ctx.peerFailed(holder, group.runs.size);
+    for (const run of group.runs) this.ctx.wake(run);
   }
 
   /** Re-read covered records in batches; wake each run whose record changed. */

@@ -68,13 +68,13 @@ export class CorruptRecordError extends PairlockError {
 }
 
 /**
- * The holder can no longer prove it holds the task (its session lapsed, the task's
- * deadline passed, or it handed the task over). The handler's AbortSignal carries this
- * as `signal.reason`.
+ * The holder can no longer prove it holds the task (its session lapsed, the connection its
+ * session is bound to went unproven — reason `connection` —, the task's deadline passed,
+ * or it handed the task over). The handler's AbortSignal carries this as `signal.reason`.
  */
 export class LeaseLostError extends PairlockError {
   readonly taskId: string;
-  readonly reason: 'session' | 'deadline' | 'handover' | 'closed' | 'rejected';
+  readonly reason: 'session' | 'connection' | 'deadline' | 'handover' | 'closed' | 'rejected';
   constructor(taskId: string, reason: LeaseLostError['reason'], message: string) {
     super(reason === 'deadline' ? 'ERR_TASK_TIMEOUT' : 'ERR_LEASE_LOST', message);
     this.taskId = taskId;

@@ -60,7 +60,7 @@ export interface PairedWorkerEvents {
   'lease-lost': {
     taskId: string;
     token: number;
-    reason: 'session' | 'deadline' | 'handover' | 'closed' | 'rejected';
+    reason: 'session' | 'connection' | 'deadline' | 'handover' | 'closed' | 'rejected';
     rejected?: RejectReason;
   };
   /** A watched peer session expired. */

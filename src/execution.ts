@@ -179,11 +179,13 @@ export class Executor {
   }
 
   /** The session's lease can no longer be proven: abort every handler running under it. */
-  lapse(sessionId: string): void {
+  lapse(sessionId: string, reason: 'session' | 'connection' = 'session'): void {
+    const message =
+      reason === 'session'
+        ? `the session ${sessionId} could not be renewed in time`
+        : `the connection the session ${sessionId} is bound to could not be proven in time`;
     for (const exec of [...this.executions.values()]) {
-      if (exec.session === sessionId) {
-        this.abort(exec, 'session', `the session ${sessionId} could not be renewed in time`);
-      }
+      if (exec.session === sessionId) this.abort(exec, reason, message);
     }
   }
 
@@ -220,7 +222,11 @@ export class Executor {
         kind,
         progress: (value, note) => this.reportProgress(exec, value, note),
       };
-      const result = await run.handler(ctx);
+      const pending = run.handler(ctx);
+      // granted while the bound connection is unproven: a standby may take it over soon.
+      // Fired once the handler has started, so that a listener it added sees the abort.
+      if (this.ctx.session.connection?.valid === false) this.lapse(exec.session, 'connection');
+      const result = await pending;
       try {
         payload = serializeResult(result, o.maxResultBytes);
         state = 'D';

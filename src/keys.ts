@@ -8,6 +8,8 @@
  *   <prefix>:{<ns>}:hx:<key>          index zset of that hash: field -> drop time (server ms)
  *   <prefix>:{<ns>}:s:<sessionId>     a worker's session (liveness lease)
  *   <prefix>:{<ns>}:q:<sessionId>     its change sequence: +1 per batch of its settles and releases
+ *   <prefix>:{<ns>}:b:<sessionId>     its binding to its worker's connection (lua/includes/binding)
+ *   <prefix>:{<ns>}:live:<sessionId>  its liveness channel, subscribed by that connection
  *   <prefix>:{<ns>}:events            pub/sub channel of the namespace (takeovers, settles, releases)
  *   <prefix>:{<ns>}:events:claims     fresh claims, published only while <channel>:watching exists
  *   <prefix>:{<ns>}:events:watching  flag kept alive by `pairlock watch`
@@ -31,12 +33,16 @@ export class Keys {
   readonly channel: string;
   readonly sessionPrefix: string;
   readonly seqPrefix: string;
+  readonly bindPrefix: string;
+  readonly livePrefix: string;
 
   constructor(keyPrefix: string, namespace: string) {
     this.base = `${keyPrefix}:{${namespace}}:`;
     this.channel = `${this.base}events`;
     this.sessionPrefix = `${this.base}s:`;
     this.seqPrefix = `${this.base}q:`;
+    this.bindPrefix = `${this.base}b:`;
+    this.livePrefix = `${this.base}live:`;
   }
 
   session(sessionId: string): string {
@@ -46,6 +52,11 @@ export class Keys {
   /** The change sequence of a session: lets a standby tell whether it missed an event. */
   seq(sessionId: string): string {
     return this.seqPrefix + sessionId;
+  }
+
+  /** The binding of a session to its worker's connection. */
+  bind(sessionId: string): string {
+    return this.bindPrefix + sessionId;
   }
 
   task(taskId: string, hashKey?: string): TaskLocation {

@@ -59,13 +59,13 @@ function metricSet(registry: Registry, prefix: string, buckets: readonly number[
     }),
     takeovers: new Counter({
       name: `${prefix}takeovers_total`,
-      help: 'Tasks this worker took over, by kind: session-expired, deadline-passed, retry, handover',
+      help: 'Tasks this worker took over, by kind: session-expired, deadline-passed, retry, handover, connection-lost',
       labelNames: ['worker', 'kind'],
       registers,
     }),
     leaseLost: new Counter({
       name: `${prefix}lease_lost_total`,
-      help: 'Grants this worker stopped being able to prove, by reason: session, deadline, handover, closed, rejected',
+      help: 'Grants this worker stopped being able to prove, by reason: session, connection, deadline, handover, closed, rejected',
       labelNames: ['worker', 'reason'],
       registers,
     }),

@@ -91,6 +91,34 @@ export interface PairedWorkerOptions {
   readonly sessionTtlMs?: number;
   /** How often the session is renewed. Must be below half of `sessionTtlMs`. @default sessionTtlMs / 3 */
   readonly heartbeatIntervalMs?: number;
+  /**
+   * Bind the session to this worker's subscriber connection (one Redis, Sentinel or
+   * Cluster, Redis 7 or newer; not in quorum mode): a process that dies — its sockets closed by the OS — is
+   * taken over about `crashGraceMs` after a standby sees that connection gone, instead of
+   * `sessionTtlMs` after its last heartbeat. The holder proves its connection at most
+   * 10 times a second and aborts its handlers (reason `connection`) when it cannot. Where
+   * the evidence is absent or untrustworthy (a host gone without closing its sockets, a
+   * partition, a Redis restart or failover, Redis before 7, quorum mode), the
+   * session TTL decides, as without it.
+   * @default true
+   */
+  readonly connectionBound?: boolean;
+  /**
+   * Connection-bound sessions: a holder believes its leases only this long after the
+   * last proof of its connection; a standby takes over only this long after it first saw
+   * that connection gone. At least 120 (the proof runs every 100 ms, so a stall of the
+   * holder's event loop longer than about crashGraceMs − 100 ms aborts its handlers). A
+   * worker with a slower link binds with more: 100 ms + 2 × its round trip + 20 ms, up
+   * to sessionTtlMs / 2.
+   * @default 140
+   */
+  readonly crashGraceMs?: number;
+  /**
+   * Connection-bound sessions: how often a standby checks the connections of the holders
+   * it covers (one call for all of them). At most `crashGraceMs`.
+   * @default 40
+   */
+  readonly connectionCheckIntervalMs?: number;
   /** Time-to-run of one grant: past it the task counts as hung and may be taken over. @default 300000 */
   readonly taskTimeoutMs?: number;
   readonly failure?: FailureOptions;
@@ -123,6 +151,9 @@ export interface ResolvedOptions {
   readonly keyPrefix: string;
   readonly sessionTtlMs: number;
   readonly heartbeatIntervalMs: number;
+  readonly connectionBound: boolean;
+  readonly crashGraceMs: number;
+  readonly connectionCheckIntervalMs: number;
   readonly taskTimeoutMs: number;
   readonly failure: Required<FailureOptions>;
   readonly firstAttemptIntervalMs: number;
@@ -141,6 +172,9 @@ export const defaults = {
   namespace: 'default',
   keyPrefix: 'pairlock',
   sessionTtlMs: 10_000,
+  connectionBound: true,
+  crashGraceMs: 140,
+  connectionCheckIntervalMs: 40,
   taskTimeoutMs: 300_000,
   failure: { policy: 'takeover', maxAttempts: 3, backoffMs: 1_000 },
   firstAttemptIntervalMs: 10_000,
@@ -231,6 +265,27 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
       `Expected \`heartbeatIntervalMs\` (${heartbeatIntervalMs}) to be at most half of \`sessionTtlMs\` (${sessionTtlMs}), so that one lost heartbeat does not end the session`,
     );
   }
+  const boundIn = opts.connectionBound ?? defaults.connectionBound;
+  if (typeof boundIn !== 'boolean') {
+    throw new InvalidOptionError(
+      `Expected \`connectionBound\` to be a boolean, got ${describe(boundIn)}`,
+    );
+  }
+  const crashGraceMs = number('crashGraceMs', opts.crashGraceMs ?? defaults.crashGraceMs, {
+    min: 120,
+  });
+  if (opts.connectionBound === true && crashGraceMs >= sessionTtlMs) {
+    throw new InvalidOptionError(
+      `Expected \`crashGraceMs\` (${crashGraceMs}) to be below \`sessionTtlMs\` (${sessionTtlMs}) with \`connectionBound\`: the session TTL would decide first`,
+    );
+  }
+  // by default, only where it is faster than the session TTL
+  const connectionBound = boundIn && crashGraceMs < sessionTtlMs;
+  const connectionCheckIntervalMs = number(
+    'connectionCheckIntervalMs',
+    opts.connectionCheckIntervalMs ?? defaults.connectionCheckIntervalMs,
+    { min: 10, max: crashGraceMs },
+  );
   const taskTimeoutMs = number('taskTimeoutMs', opts.taskTimeoutMs ?? defaults.taskTimeoutMs, {
     min: 1,
   });
@@ -288,6 +343,9 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
     keyPrefix,
     sessionTtlMs,
     heartbeatIntervalMs,
+    connectionBound,
+    crashGraceMs,
+    connectionCheckIntervalMs,
     taskTimeoutMs,
     failure,
     firstAttemptIntervalMs,

@@ -309,7 +309,7 @@ export class QuorumStore implements Store {
         }
         if (!done && answers.length < results.length) return undefined;
         const alive = answers.filter((p) => p > 0).sort((x, y) => y - x);
-        return { pttl: alive.length >= q ? (alive[q - 1] as number) : 0, seq: -1 };
+        return { pttl: alive.length >= q ? (alive[q - 1] as number) : 0, seq: -1, lostInMs: -1 };
       },
     );
   }

@@ -135,6 +135,32 @@ export interface HolderState {
   pttl: number;
   /** +1 per batch of the holder's settles and releases; events carry it as `q`. */
   seq: number;
+  /**
+   * -2: the holder's session is not bound to a connection; -1: no sighting of its bound
+   * connection gone; else ms until a claim may take its tasks over on that evidence (0:
+   * now). Always -1 where the store reads no connection evidence.
+   */
+  lostInMs: number;
+}
+
+export type BindReply =
+  | { ok: true; runId: string }
+  | { ok: false; reason: 'session-expired' | 'not-subscribed' | 'newer-binding' }
+  | { ok: false; reason: 'unsupported'; version: string };
+
+/**
+ * The connection a session is bound to (a worker's subscriber), as the holder sees it.
+ * See binding.ts.
+ */
+export interface LiveLink {
+  /** Subscribe the connection to the session's liveness channel (and leave `previous`'s). */
+  follow(sessionId: string, previous: string): Promise<void>;
+  /** A command answered on this very connection (PING in subscriber mode). */
+  ping(): Promise<void>;
+  /** Whether the connection is up now. */
+  readonly ready: boolean;
+  /** `ready`: after each (re)connect, once subscriptions are restored; `close`: dropped. */
+  on(event: 'ready' | 'close', listener: () => void): void;
 }
 
 /** What pairlock needs from Redis. One implementation per topology. */
@@ -171,6 +197,18 @@ export interface Store {
     ttlMs: number,
     desc?: string,
   ): Promise<SessionReply>;
+  /**
+   * Bind `sessionId` to the connection `liveLink()` returns, or untie it (bind-2.lua).
+   * Absent where sessions are never bound (quorum mode).
+   */
+  bind?(
+    op: 'bind' | 'unbind',
+    sessionId: string,
+    epoch: number,
+    graceMs: number,
+  ): Promise<BindReply>;
+  /** The connection sessions are bound to, once subscribed; undefined without one. */
+  liveLink?(): LiveLink | undefined;
   /** Deliver namespace events; `onReconnect` runs after the subscription is restored. */
   subscribe(onMessage: (msg: string) => void, onReconnect: () => void): Promise<void>;
   close(): Promise<void>;

@@ -54,6 +54,8 @@ export class Session {
   private watchdogTimer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
   private stopped = false;
+  /** The connection the session is bound to, when it is (see binding.ts). */
+  connection: { readonly valid: boolean } | undefined;
 
   constructor(private readonly ctx: SessionContext) {}
 

@@ -12,6 +12,7 @@ import {
   withTimeout,
 } from './connection.js';
 import type { Keys, TaskLocation } from './keys.js';
+import { decodeBind, Subscriber } from './liveness.js';
 import type { RedisConnection } from './options.js';
 import { Replication } from './replication.js';
 import {
@@ -25,6 +26,7 @@ import {
   faultToError,
   type HolderState,
   type InspectReply,
+  type LiveLink,
   type OwnerReply,
   type PeekEntry,
   type Raw,
@@ -78,7 +80,7 @@ const groupKey = (g: object): string => JSON.stringify(g);
 export class RedisStore implements Store {
   readonly client: Client;
   private readonly owned: boolean;
-  private subscriber: Client | ClusterSubscriber | undefined;
+  private subscriber: Subscriber | ClusterSubscriber | undefined;
   private readonly prefix: string;
   /** WAIT after writes (option `replication`); undefined without it. */
   private readonly replicas: Replication | undefined;
@@ -181,6 +183,8 @@ export class RedisStore implements Store {
       this.eventChannel,
       g.quorum ? '1' : '',
       this.prefix + this.keys.seqPrefix,
+      this.prefix + this.keys.bindPrefix,
+      this.prefix + this.keys.livePrefix,
     ];
     for (const { loc, minToken } of items) {
       keys.push(loc.container, loc.index);
@@ -383,9 +387,11 @@ export class RedisStore implements Store {
   }
 
   private readonly covers = new Batcher<null, string, HolderState>(async (_g, sessions) => {
-    const keys = sessions.flatMap((s) => [this.keys.session(s), this.keys.seq(s)]);
-    const raw = (await this.call('cover', [keys.length, ...keys])) as unknown as Raw[];
-    return raw.map((r) => ({ pttl: Number(r[0]), seq: Number(r[1]) }));
+    const k = this.keys;
+    const keys = sessions.flatMap((s) => [k.session(s), k.seq(s), k.bind(s)]);
+    const argv = [keys.length, ...keys, this.prefix + k.livePrefix, '', '', ...sessions];
+    const raw = (await this.call('cover', argv)) as unknown as Raw[];
+    return raw.map((r) => ({ pttl: Number(r[0]), seq: Number(r[1]), lostInMs: Number(r[2]) }));
   });
 
   cover(session: string): Promise<HolderState> {
@@ -419,7 +425,7 @@ export class RedisStore implements Store {
     ttlMs: number,
     desc = '',
   ): Promise<SessionReply> {
-    const args = [this.keys.session(sessionId), op, ttlMs, desc];
+    const args = [this.keys.session(sessionId), this.keys.bind(sessionId), op, ttlMs, desc];
     if (!this.replicas || (op !== 'open' && op !== 'renew')) {
       return decodeSession(await this.call('session', args));
     }
@@ -433,54 +439,46 @@ export class RedisStore implements Store {
   }
 
   async subscribe(onMessage: (msg: string) => void, onReconnect: () => void): Promise<void> {
-    if (this.client instanceof Cluster) {
-      // on the node that owns the namespace's slot, following it when it moves
-      const channel = this.sharded ? this.shardChannel : this.keys.channel;
-      const cs = new ClusterSubscriber(
-        this.client,
-        channel,
-        onMessage,
-        onReconnect,
-        this.timeoutMs,
-        this.sharded,
-      );
-      this.subscriber = cs;
-      try {
-        await cs.start();
-      } catch (err) {
-        if (this.subscriber === cs) this.subscriber = undefined;
-        cs.disconnect();
-        throw err;
-      }
-      return;
-    }
-    const sub = this.client.duplicate() as Client;
+    const sub =
+      this.client instanceof Cluster
+        ? // on the node that owns the namespace's slot, following it when it moves
+          new ClusterSubscriber(
+            this.client,
+            this.sharded ? this.shardChannel : this.keys.channel,
+            onMessage,
+            onReconnect,
+            this.timeoutMs,
+            this.sharded,
+            this.prefix + this.keys.livePrefix,
+          )
+        : new Subscriber(
+            this.client,
+            this.keys.channel,
+            this.prefix + this.keys.livePrefix,
+            this.timeoutMs,
+            onMessage,
+            onReconnect,
+          );
     this.subscriber = sub;
-    sub.on('error', () => {
-      // reconnection is ioredis's job; onReconnect re-checks every waiting task
-    });
-    sub.on('message', (_channel: string, msg: string) => onMessage(msg));
-    let first = true;
-    sub.on('ready', () => {
-      if (first) {
-        first = false;
-        return;
-      }
-      onReconnect();
-    });
     try {
-      await connectClient(sub, this.timeoutMs);
-      await withTimeout(
-        sub.subscribe(this.keys.channel),
-        this.timeoutMs,
-        () => 'SUBSCRIBE timed out',
-      );
+      await sub.start();
     } catch (err) {
       // leave nothing reconnecting behind; a later subscribe() starts afresh
       if (this.subscriber === sub) this.subscriber = undefined;
       sub.disconnect();
       throw err;
     }
+  }
+
+  /** The subscriber, to which sessions are bound (on a Cluster: on the slot's owner). */
+  liveLink(): LiveLink | undefined {
+    return this.subscriber;
+  }
+
+  async bind(op: 'bind' | 'unbind', session: string, epoch: number, graceMs: number) {
+    const keys = [this.keys.session(session), this.keys.bind(session)];
+    const live = this.prefix + this.keys.livePrefix + session;
+    return decodeBind(await this.call('bind', [...keys, op, epoch, graceMs, live]));
   }
 
   async close(): Promise<void> {

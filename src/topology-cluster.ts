@@ -1,4 +1,6 @@
+import { EventEmitter } from 'node:events';
 import { type Cluster, Redis } from 'ioredis';
+import type { LiveLink } from './replies.js';
 
 /*
  * Redis Cluster support that ioredis does not give in the shape pairlock needs: a
@@ -7,6 +9,10 @@ import { type Cluster, Redis } from 'ioredis';
  * re-checks its waiting tasks then). Sharded (SSUBSCRIBE, Redis 7) by default; a classic
  * SUBSCRIBE would work on any node, as every node relays classic messages, but it is kept
  * on the slot owner as well.
+ *
+ * It is also the connection a worker's session is bound to (LiveLink, see binding.ts):
+ * the sessions' liveness channels share the namespace's slot, and the scripts of that
+ * slot's owner read their subscribers.
  */
 
 // CRC16/XMODEM, the hash of Redis Cluster key slots
@@ -35,8 +41,11 @@ export function keySlot(key: string): number {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export class ClusterSubscriber {
+export class ClusterSubscriber implements LiveLink {
   private conn: Redis | undefined;
+  /** Liveness channels followed (LiveLink), subscribed again on every new connection. */
+  private readonly live = new Set<string>();
+  private readonly links = new EventEmitter();
   private nodeKey = '';
   private closed = false;
   private resubscribing = false;
@@ -55,6 +64,8 @@ export class ClusterSubscriber {
     private readonly onReconnect: () => void,
     private readonly timeoutMs: number,
     private readonly sharded = true,
+    /** Liveness channel prefix (LiveLink); '' for a subscriber that binds no session. */
+    private readonly livePrefix = '',
   ) {
     this.channels = typeof channel === 'string' ? [channel] : channel;
     this.slot = keySlot(this.channels[0] ?? '');
@@ -101,8 +112,9 @@ export class ClusterSubscriber {
       await Promise.race([
         (async () => {
           await conn.connect();
-          if (this.sharded) await conn.ssubscribe(...this.channels);
-          else await conn.subscribe(...this.channels);
+          const all = [...this.channels, ...this.live];
+          if (this.sharded) await conn.ssubscribe(...all);
+          else await conn.subscribe(...all);
         })(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
@@ -124,8 +136,38 @@ export class ClusterSubscriber {
     this.conn = conn;
     this.nodeKey = key;
     conn.once('end', () => {
-      if (this.conn === conn && !this.closed) void this.resubscribe();
+      if (this.conn !== conn || this.closed) return;
+      this.links.emit('close');
+      void this.resubscribe();
     });
+  }
+
+  get ready(): boolean {
+    return this.conn?.status === 'ready';
+  }
+
+  on(event: 'ready' | 'close', listener: () => void): void {
+    this.links.on(event, listener);
+  }
+
+  async follow(sessionId: string, previous: string): Promise<void> {
+    const conn = this.conn;
+    if (!conn || !this.livePrefix) throw new Error(`not subscribed to ${this.name}`);
+    const ch = this.livePrefix + sessionId;
+    this.live.add(ch);
+    if (this.sharded) await conn.ssubscribe(ch);
+    else await conn.subscribe(ch);
+    if (previous && previous !== sessionId) {
+      const old = this.livePrefix + previous;
+      this.live.delete(old);
+      await (this.sharded ? conn.sunsubscribe(old) : conn.unsubscribe(old)).catch(() => {});
+    }
+  }
+
+  async ping(): Promise<void> {
+    const conn = this.conn;
+    if (!conn) throw new Error(`not subscribed to ${this.name}`);
+    await conn.ping();
   }
 
   /** After a connection loss, a failover or a slot move: subscribe again, then re-check. */
@@ -145,7 +187,10 @@ export class ClusterSubscriber {
         ]);
         try {
           await this.subscribeOnce();
-          if (!this.closed) this.onReconnect();
+          if (!this.closed) {
+            this.onReconnect();
+            this.links.emit('ready');
+          }
           return;
         } catch {
           await sleep(delay);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { type Binding, bindSession } from './binding.js';
 import { callbackRun, checkTaskId, toTaskInfo } from './compat.js';
 import { Cover } from './cover.js';
 import { ClosedError, InvalidOptionError, RedisUnavailableError } from './errors.js';
@@ -40,7 +41,7 @@ export type {
 
 /*
  * A PairedWorker is made of parts, each in its own file and each testable alone:
- *   session.ts    its liveness lease and heartbeat
+ *   session.ts    its liveness lease and heartbeat; binding.ts: bound to its connection
  *   store.ts      the transport to Redis, coalescing the transitions of one turn
  *                 (batcher.ts) into one script call per kind
  *   execution.ts  running a grant: handler, signal, deadline, progress, settle
@@ -73,6 +74,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
    */
   private readonly eventsAreRecords: boolean;
   private readonly lease: Session;
+  private binding: Binding | undefined;
   private readonly executor: Executor;
   private readonly covering: Cover<AnyRun>;
 
@@ -105,6 +107,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       logger: this.logger,
       onLapse: (sessionId) => this.executor.lapse(sessionId),
       onReopened: () => {
+        this.binding?.sessionChanged();
         // waiting runs that could not claim with the old session try again
         for (const run of this.runs.values()) if (!this.executionOf(run)) this.wake(run);
       },
@@ -130,6 +133,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       store: this.store,
       firstAttemptIntervalMs: options.firstAttemptIntervalMs,
       otherAttemptIntervalMs: options.otherAttemptIntervalMs,
+      connectionCheckIntervalMs:
+        this.store.bind && options.connectionBound ? options.connectionCheckIntervalMs : 0,
       wake: (run) => this.wake(run),
       peerFailed: (holder, tasks) =>
         this.emit('peer-failed', { session: holder, worker: workerOf(holder), tasks }),
@@ -168,6 +173,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       },
     );
     this.lease.start();
+    this.binding = bindSession(this.store, this.lease, this.options, this.logger, this.executor);
   }
 
   private executionOf(run: AnyRun) {
@@ -179,9 +185,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     return f.policy === 'give-up' ? 1 : f.maxAttempts;
   }
 
-  // -------------------------------------------------------------------------------
-  // run()
-  // -------------------------------------------------------------------------------
+  // ---- run() ----
 
   /**
    * Race for `taskId`; run `handler` if this worker wins, otherwise cover the winner.
@@ -400,9 +404,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     }
   }
 
-  // -------------------------------------------------------------------------------
-  // The callback API of redis-paired-worker, for migration (see compat.ts)
-  // -------------------------------------------------------------------------------
+  // ---- The callback API of redis-paired-worker, for migration (see compat.ts) ----
 
   /**
    * `lock(name, cb)` as in redis-paired-worker: `cb(error, acquired, done)`. When this
@@ -420,9 +422,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     callbackRun((t, h, o) => this.run(t, h, o), field, key, cb);
   }
 
-  // -------------------------------------------------------------------------------
-  // Inspection, maintenance, shutdown
-  // -------------------------------------------------------------------------------
+  // ---- Inspection, maintenance, shutdown ----
 
   /** The stored record of a task with its remaining lease, or null when there is none. */
   async inspect(taskId: string, opts: { hash?: { key: string } } = {}): Promise<TaskInfo | null> {
@@ -482,7 +482,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       }
     }
     await this.executor.handOver(opts.graceMs ?? 1_000);
-    await this.lease.stop();
+    await Promise.all([this.lease.stop(), this.binding?.stop()]);
     this.covering.clear();
     for (const run of [...this.runs.values()]) {
       this.finish(

@@ -569,10 +569,9 @@ describe('session', () => {
     expect(await store.session('close', id, 0)).toEqual({ ok: false, reason: 'session-expired' });
     // a renewal never re-creates an expired session
     expect(await redis.exists(keys.session(id))).toBe(0);
-    expect(await callScript(redis, 'session', [keys.session(id), 'bogus', 0, ''])).toEqual([
-      -17,
-      'bogus',
-    ]);
+    expect(
+      await callScript(redis, 'session', [keys.session(id), keys.bind(id), 'bogus', 0, '']),
+    ).toEqual([-17, 'bogus']);
   });
 });
 
@@ -744,9 +743,10 @@ describe('batches: one script call per kind per turn, each task decided alone', 
     const before = await evalCalls();
     const [x, y] = await Promise.all([store.cover(a), store.cover(gone)]);
     expect((await evalCalls()) - before).toBe(1);
-    expect(x).toMatchObject({ seq: 0 });
+    // -2: a session not bound to a connection
+    expect(x).toMatchObject({ seq: 0, lostInMs: -2 });
     expect(x.pttl).toBeGreaterThan(0);
-    expect(y).toEqual({ pttl: 0, seq: 0 });
+    expect(y).toEqual({ pttl: 0, seq: 0, lostInMs: -1 });
   });
 
   it('releases and progress reports of one turn share a call each', async () => {
@@ -766,5 +766,121 @@ describe('batches: one script call per kind per turn, each task decided alone', 
     expect((await evalCalls()) - before).toBe(1);
     expect(released).toMatchObject([{ ok: true }, { ok: true }]);
     expect(await store.cover(a)).toMatchObject({ seq: 1 });
+  });
+});
+
+describe('bind and connection evidence (connection-bound sessions)', () => {
+  const live = (id: string) => `${keys.livePrefix}${id}`;
+  /** A session bound to a connection of its own, subscribed to its liveness channel. */
+  async function bound(name: string, graceMs = 60) {
+    const id = await session(name);
+    const conn = new Redis(server.url);
+    await conn.subscribe(live(id));
+    expect(await store.bind('bind', id, 1, graceMs)).toMatchObject({ ok: true });
+    return { id, conn };
+  }
+
+  it('bind: 1 bound on this run, -14 no session, -18 no subscriber, -19 newer binding; unbind', async () => {
+    expect(await store.bind('bind', 'ghost:0#1', 1, 150)).toEqual({
+      ok: false,
+      reason: 'session-expired',
+    });
+    const id = await session('a');
+    expect(await store.bind('bind', id, 1, 150)).toEqual({ ok: false, reason: 'not-subscribed' });
+    const conn = new Redis(server.url);
+    await conn.subscribe(live(id));
+    const runId = /run_id:(\w+)/.exec(await redis.info('server'))?.[1];
+    expect(await store.bind('bind', id, 1, 150)).toEqual({ ok: true, runId });
+    expect(await redis.get(keys.bind(id))).toBe(`${runId}|1|150|0`);
+    // the binding lives as long as the session
+    expect(await redis.pttl(keys.bind(id))).toBeGreaterThan(9_000);
+    // a reconnect is a new binding: the same epoch again is refused, as is an older one
+    expect(await store.bind('bind', id, 1, 150)).toEqual({ ok: false, reason: 'newer-binding' });
+    expect(await store.bind('bind', id, 2, 150)).toMatchObject({ ok: true });
+    expect(await store.bind('unbind', id, 1, 0)).toEqual({ ok: false, reason: 'newer-binding' });
+    expect(await store.bind('unbind', id, 2, 0)).toEqual({ ok: true, runId: '' });
+    expect(await redis.exists(keys.bind(id))).toBe(0);
+    // renew keeps it alive with the session; close removes both
+    expect(await store.bind('bind', id, 3, 150)).toMatchObject({ ok: true });
+    await redis.pexpire(keys.bind(id), 1_000);
+    await store.session('renew', id, 10_000);
+    expect(await redis.pttl(keys.bind(id))).toBeGreaterThan(9_000);
+    await store.session('close', id, 0);
+    expect(await redis.exists(keys.bind(id))).toBe(0);
+    conn.disconnect();
+  });
+
+  it('cover records the first sighting of the connection gone; claim takes over after the grace (kind 5) and revokes the session', async () => {
+    const a = await bound('a');
+    const b = await session('b');
+    const [t1, t2] = [task(), task(true)];
+    await store.claim(t1, claimArgs(a.id));
+    await store.claim(t2, claimArgs(a.id));
+    expect(await store.cover(a.id)).toMatchObject({ lostInMs: -1 });
+    a.conn.disconnect();
+    await sleep(20);
+    const seen = await store.cover(a.id);
+    expect(seen.pttl).toBeGreaterThan(9_000);
+    expect(seen.lostInMs).toBeGreaterThan(0);
+    expect(seen.lostInMs).toBeLessThanOrEqual(60);
+    // before the grace: held, and the held reply says when to look again
+    const held = await store.claim(t1, claimArgs(b));
+    expect(held).toMatchObject({ type: 'held', owner: a.id });
+    expect(held.type === 'held' && held.ownerPttl <= 60).toBe(true);
+    await sleep(70);
+    expect(await store.cover(a.id)).toMatchObject({ lostInMs: 0 });
+    expect(await store.claim(t1, claimArgs(b))).toMatchObject({
+      type: 'granted',
+      token: 2,
+      kind: 'connection-lost',
+      from: a.id,
+    });
+    await sleep(20);
+    expect(events).toContainEqual(expect.objectContaining({ e: 'claimed', kind: 5, from: a.id }));
+    // revoked: the session is gone, its other task goes the same way, its writes are refused
+    expect(await redis.exists(keys.session(a.id))).toBe(0);
+    expect(await store.claim(t2, claimArgs(b))).toMatchObject({
+      type: 'granted',
+      kind: 'connection-lost',
+    });
+    expect(await settle(t2, a.id, 1)).toMatchObject({ ok: false, reason: 'token-superseded' });
+    expect(await store.bind('bind', a.id, 9, 60)).toEqual({ ok: false, reason: 'session-expired' });
+  });
+
+  it('no takeover on connection evidence: subscribed again, re-bound, or bound on another server run', async () => {
+    const b = await session('b');
+    // subscribed again (a reconnect not yet re-bound): the sighting is cleared
+    const a = await bound('a');
+    const t = task();
+    await store.claim(t, claimArgs(a.id));
+    a.conn.disconnect();
+    await sleep(10);
+    expect((await store.cover(a.id)).lostInMs).toBeGreaterThan(0);
+    const again = new Redis(server.url);
+    await again.subscribe(live(a.id));
+    await sleep(70);
+    expect(await store.claim(t, claimArgs(b))).toMatchObject({ type: 'held' });
+    expect(await store.cover(a.id)).toMatchObject({ lostInMs: -1 });
+    expect((await redis.get(keys.bind(a.id)))?.endsWith('|0')).toBe(true);
+    // re-bound with a new epoch: a sighting of the old binding no longer counts
+    again.disconnect();
+    await sleep(10);
+    expect((await store.cover(a.id)).lostInMs).toBeGreaterThan(0);
+    const third = new Redis(server.url);
+    await third.subscribe(live(a.id));
+    expect(await store.bind('bind', a.id, 2, 60)).toMatchObject({ ok: true });
+    third.disconnect();
+    await sleep(70);
+    // gone again, but first seen by the next check: the grace starts then
+    expect(await store.claim(t, claimArgs(b))).toMatchObject({ type: 'held' });
+    // a binding made on another server run (a restart, a failover) gives no evidence
+    const c = await session('c');
+    const tc = task();
+    await store.claim(tc, claimArgs(c));
+    await redis.set(keys.bind(c), `${'f'.repeat(40)}|1|60|0`, 'PX', 10_000);
+    expect(await store.cover(c)).toMatchObject({ lostInMs: -1 });
+    expect(await redis.get(keys.bind(c))).toBe(`${'f'.repeat(40)}|1|60|0`);
+    await redis.set(keys.bind(c), `${'f'.repeat(40)}|1|60|1`, 'PX', 10_000);
+    expect(await store.claim(tc, claimArgs(b))).toMatchObject({ type: 'held' });
   });
 });

@@ -3,45 +3,9 @@
  * skew. Takeover times are printed for the record; speed is measured by bench/, not
  * asserted here.
  */
-import { type ChildProcess, fork } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RedisServer } from '../src/testing/index.js';
-
-type Msg = { ev: string; [k: string]: unknown };
-
-class Child {
-  readonly messages: Msg[] = [];
-  private waiters: (() => void)[] = [];
-  id = '';
-  constructor(readonly proc: ChildProcess) {
-    proc.on('message', (m: Msg) => {
-      this.messages.push({ ...m, receivedAt: performance.now() });
-      for (const w of this.waiters.splice(0)) w();
-    });
-  }
-
-  async waitFor(pred: (m: Msg) => boolean, what: string, timeoutMs = 20_000): Promise<Msg> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const found = this.messages.find(pred);
-      if (found) return found;
-      const left = deadline - performance.now();
-      if (left <= 0)
-        throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.messages)}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  run(taskId: string, holdMs: number, ignoreAbort = false): void {
-    this.proc.send({ cmd: 'run', taskId, holdMs, ignoreAbort });
-  }
-}
+import { type Child, spawnWorker as spawn } from './support/child-worker.js';
 
 let server: RedisServer;
 const children: Child[] = [];
@@ -52,21 +16,8 @@ async function spawnWorker(
   name: string,
   env: Record<string, string> = {},
 ): Promise<Child> {
-  const proc = fork(new URL('../src/demo/worker.ts', import.meta.url), {
-    execArgv: ['--import', 'tsx'],
-    env: {
-      ...process.env,
-      PAIRLOCK_REDIS_URL: server.url,
-      PAIRLOCK_NAMESPACE: ns,
-      PAIRLOCK_NAME: name,
-      PAIRLOCK_SESSION_TTL_MS: '1000',
-      ...env,
-    },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  const child = new Child(proc);
+  const child = await spawn(server.url, ns, name, env);
   children.push(child);
-  child.id = String((await child.waitFor((m) => m.ev === 'ready', `${name} ready`)).id);
   return child;
 }
 
@@ -74,12 +25,7 @@ beforeAll(async () => {
   server = await RedisServer.start();
 });
 afterEach(() => {
-  for (const c of children.splice(0)) {
-    if (c.proc.exitCode === null && c.proc.signalCode === null) {
-      c.proc.kill('SIGCONT');
-      c.proc.kill('SIGKILL');
-    }
-  }
+  for (const c of children.splice(0)) c.reap();
 });
 afterAll(async () => {
   await server?.stop();
@@ -88,8 +34,9 @@ afterAll(async () => {
 describe('two worker processes', () => {
   it('SIGKILL of the holder mid-task: the standby runs the task (token + 1)', async () => {
     const ns = `proc-${++nsCounter}`;
-    const a = await spawnWorker(ns, 'a');
-    const b = await spawnWorker(ns, 'b');
+    // the session TTL decides (connection-bound sessions: connection-bound.test.ts)
+    const a = await spawnWorker(ns, 'a', { PAIRLOCK_CONNECTION_BOUND: '0' });
+    const b = await spawnWorker(ns, 'b', { PAIRLOCK_CONNECTION_BOUND: '0' });
     a.run('job', 60_000);
     await a.waitFor((m) => m.ev === 'started', 'a started');
     b.run('job', 10);
@@ -121,7 +68,8 @@ describe('two worker processes', () => {
     await b.waitFor((m) => m.ev === 'started', 'b started after a paused');
     a.proc.kill('SIGCONT');
     const aborted = await a.waitFor((m) => m.ev === 'aborted', 'a aborted');
-    expect(['session', 'rejected']).toContain(aborted.reason);
+    // its connection proof stalled while stopped (connection), or its session lapsed
+    expect(['connection', 'session', 'rejected']).toContain(aborted.reason);
     const rejected = await a.waitFor(
       (m) => m.ev === 'lease-lost' && m.reason === 'rejected',
       'a settle rejected',

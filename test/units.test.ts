@@ -5,10 +5,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Batcher } from '../src/batcher.js';
+import { decodeEvent, formatEvent } from '../src/cli/watch.js';
 import { Cover, type CoveredRun } from '../src/cover.js';
 import { DeadlineQueue } from '../src/deadlines.js';
-import { RedisUnavailableError } from '../src/errors.js';
+import { InvalidOptionError, RedisUnavailableError } from '../src/errors.js';
 import type { TaskLocation } from '../src/keys.js';
+import { resolveOptions } from '../src/options.js';
 import type { HolderState, PeekEntry } from '../src/replies.js';
 import { Session } from '../src/session.js';
 import { Slots } from '../src/slots.js';
@@ -104,6 +106,7 @@ describe('Cover', () => {
       },
       firstAttemptIntervalMs: 30,
       otherAttemptIntervalMs: 30,
+      connectionCheckIntervalMs: 0,
       wake: (r) => {
         r.woken += 1;
       },
@@ -114,7 +117,7 @@ describe('Cover', () => {
   const unchanged = (): PeekEntry => ({ state: 'R', token: 1, orphaned: false });
 
   it('a healthy holder whose events arrive costs one cover call per check and no peek', async () => {
-    const { cover, calls } = setup({ pttl: 10_000, seq: 4 }, unchanged);
+    const { cover, calls } = setup({ pttl: 10_000, seq: 4, lostInMs: -1 }, unchanged);
     const runs = Array.from({ length: 100 }, (_, i) => run(`t${i}`));
     for (const r of runs) cover.watch(r, 'h#1', 10_000, 60_000, 4);
     expect(cover.holders).toBe(1);
@@ -126,7 +129,7 @@ describe('Cover', () => {
   });
 
   it('a sequence past the last event seen re-reads the group, and wakes only what changed', async () => {
-    const { cover, calls } = setup({ pttl: 10_000, seq: 5 }, (loc) =>
+    const { cover, calls } = setup({ pttl: 10_000, seq: 5, lostInMs: -1 }, (loc) =>
       loc.taskId === 't1' ? { state: 'D', token: 1, orphaned: false } : unchanged(),
     );
     const [r0, r1] = [run('t0'), run('t1')];
@@ -142,7 +145,7 @@ describe('Cover', () => {
   });
 
   it('an event that arrives keeps the sequence; a gap checks at once', async () => {
-    const { cover, calls } = setup({ pttl: 10_000, seq: 7 }, unchanged);
+    const { cover, calls } = setup({ pttl: 10_000, seq: 7, lostInMs: -1 }, unchanged);
     const r = run('t');
     cover.watch(r, 'h#1', 10_000, 60_000, 5);
     cover.onEvent({ e: 'settled', r: 't:x', s: 'D', k: 1, a: 1, o: 'h#1', q: 6 });
@@ -155,7 +158,7 @@ describe('Cover', () => {
   });
 
   it('a holder whose session is gone: every covered task is woken', async () => {
-    const { cover, calls } = setup({ pttl: 0, seq: 0 }, unchanged);
+    const { cover, calls } = setup({ pttl: 0, seq: 0, lostInMs: -1 }, unchanged);
     const runs = [run('a'), run('b')];
     for (const r of runs) cover.watch(r, 'h#1', 5, 60_000, 0);
     await sleep(30);
@@ -175,6 +178,7 @@ describe('Cover', () => {
       },
       firstAttemptIntervalMs: 10,
       otherAttemptIntervalMs: 10,
+      connectionCheckIntervalMs: 0,
       wake: (r) => woken.push(r.loc.taskId),
       peerFailed: () => {},
     });
@@ -186,7 +190,7 @@ describe('Cover', () => {
   });
 
   it("a task's deadline wakes it, whatever the holder", async () => {
-    const { cover } = setup({ pttl: 10_000, seq: 0 }, unchanged);
+    const { cover } = setup({ pttl: 10_000, seq: 0, lostInMs: -1 }, unchanged);
     const r = run('t');
     cover.watch(r, 'h#1', 10_000, 15, 0);
     await sleep(40);
@@ -194,6 +198,139 @@ describe('Cover', () => {
     cover.uncover(r);
     expect(cover.holders).toBe(0);
     cover.clear();
+  });
+
+  it('connection checks: one call per interval for every holder; a connection seen gone wakes the tasks when a claim may act on it', async () => {
+    const states = new Map<string, HolderState>([
+      ['h#1', { pttl: 10_000, seq: 0, lostInMs: -1 }],
+      ['h#2', { pttl: 10_000, seq: 0, lostInMs: -1 }],
+    ]);
+    let calls = 0;
+    let batches = 0;
+    let goneAt = 0;
+    let pendingTurn = false;
+    const failed: string[] = [];
+    const cover = new Cover<Run>({
+      store: {
+        cover: async (holder) => {
+          calls += 1;
+          // calls made in one turn count as one batch (the store coalesces them)
+          if (!pendingTurn) {
+            pendingTurn = true;
+            batches += 1;
+            queueMicrotask(() => {
+              pendingTurn = false;
+            });
+          }
+          const st = states.get(holder) as HolderState;
+          // as the server answers: the time left shrinks from the first sighting
+          if (holder === 'h#1' && goneAt > 0)
+            return { ...st, lostInMs: Math.max(0, 60 - Math.round(performance.now() - goneAt)) };
+          return st;
+        },
+        peek: async () => [],
+      },
+      firstAttemptIntervalMs: 10_000,
+      otherAttemptIntervalMs: 10_000,
+      connectionCheckIntervalMs: 20,
+      wake: (r) => {
+        r.woken += 1;
+      },
+      peerFailed: (h) => failed.push(h),
+    });
+    const [r1, r2] = [run('a'), run('b')];
+    cover.watch(r1, 'h#1', 10_000, 60_000, 0);
+    cover.watch(r2, 'h#2', 10_000, 60_000, 0);
+    await sleep(110);
+    expect(batches).toBeGreaterThanOrEqual(3);
+    expect(batches).toBeLessThanOrEqual(6);
+    expect(calls).toBe(2 * batches);
+    expect([r1.woken, r2.woken]).toEqual([0, 0]);
+    // h#1's connection is seen gone: its task is claimed once the grace has passed
+    goneAt = performance.now();
+    const seenAt = goneAt;
+    while (r1.woken === 0 && performance.now() - seenAt < 1_000) await sleep(2);
+    expect(r1.woken).toBe(1);
+    expect(performance.now() - seenAt).toBeGreaterThanOrEqual(55);
+    expect(failed).toEqual(['h#1']);
+    expect(r2.woken).toBe(0);
+    expect(cover.holders).toBe(1);
+    cover.clear();
+  });
+});
+
+describe('Cover: holders not bound to a connection', () => {
+  it('are checked at every 25th connection interval only', async () => {
+    let calls = 0;
+    const cover = new Cover<CoveredRun & { woken: number }>({
+      store: {
+        cover: async () => {
+          calls += 1;
+          return { pttl: 10_000, seq: 0, lostInMs: -2 };
+        },
+        peek: async () => [],
+      },
+      firstAttemptIntervalMs: 10_000,
+      otherAttemptIntervalMs: 10_000,
+      connectionCheckIntervalMs: 20,
+      wake: () => {},
+      peerFailed: () => {},
+    });
+    const r = {
+      loc: { taskId: 't', ref: 't:t', container: 't', index: 't', field: '' },
+      finished: false,
+      claiming: false,
+      holder: undefined,
+      known: { state: 'R', token: 1 },
+      woken: 0,
+    };
+    cover.watch(r, 'h#1', 10_000, 60_000, 0);
+    await sleep(150);
+    expect(calls).toBe(1);
+    await sleep(550); // 25 ticks of 20 ms after the first (the 50th comes later)
+    expect(calls).toBe(2);
+    cover.clear();
+  });
+});
+
+describe('pairlock watch', () => {
+  it('shows a takeover on connection evidence with its kind', () => {
+    const w = decodeEvent(
+      { e: 'claimed', r: 't:job', s: 'R', k: 2, a: 2, o: 'b:1#1', kind: 5, from: 'a:2#1' },
+      0,
+    );
+    expect(w).toMatchObject({ event: 'took-over', kind: 'connection-lost', from: 'a:2' });
+    expect(formatEvent(w)).toContain('from a:2 (connection-lost)');
+  });
+});
+
+describe('options of connection-bound sessions', () => {
+  const base = { redis: 'redis://127.0.0.1:1' };
+  it('defaults: on, crashGraceMs 140, a check every 40 ms; off where the session TTL is as short', () => {
+    expect(resolveOptions(base)).toMatchObject({
+      connectionBound: true,
+      crashGraceMs: 140,
+      connectionCheckIntervalMs: 40,
+    });
+    expect(resolveOptions({ ...base, sessionTtlMs: 140 }).connectionBound).toBe(false);
+    expect(resolveOptions({ ...base, connectionBound: false }).connectionBound).toBe(false);
+  });
+
+  it('bad values are refused with the option named', () => {
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ connectionBound: 'yes' }, /`connectionBound` to be a boolean/],
+      [{ crashGraceMs: 50 }, /`crashGraceMs`/],
+      [{ connectionCheckIntervalMs: 5 }, /`connectionCheckIntervalMs`/],
+      [{ crashGraceMs: 200, connectionCheckIntervalMs: 300 }, /`connectionCheckIntervalMs`/],
+      [
+        { connectionBound: true, sessionTtlMs: 100, heartbeatIntervalMs: 30 },
+        /`crashGraceMs` \(140\) to be below `sessionTtlMs` \(100\)/,
+      ],
+    ];
+    for (const [opts, message] of bad) {
+      expect(() => resolveOptions({ ...base, ...opts } as never)).toThrow(InvalidOptionError);
+      expect(() => resolveOptions({ ...base, ...opts } as never)).toThrow(message);
+    }
   });
 });
 

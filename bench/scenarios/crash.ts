@@ -7,27 +7,44 @@
  */
 import { Queue, Worker } from 'bullmq';
 import { PairedWorker } from '../../src/index.js';
+import { TcpProxy } from '../../src/testing/index.js';
 import { Side } from '../lib/child.js';
 import type { Ctx } from '../lib/context.js';
+import { diffCounts, installCommandCounter, total } from '../lib/counting.js';
+import { commandStats, statsDelta } from '../lib/redis.js';
 import { newResult, type ScenarioResult, type Series } from '../lib/report.js';
-import { downsample, ms, ratio, signedMs, sleep, summarize } from '../lib/stats.js';
+import { downsample, ms, ratio, type Summary, signedMs, sleep, summarize } from '../lib/stats.js';
 
 const SESSION_TTL = 1_000;
 
-async function pairlockRound(ctx: Ctx, round: number, k: number): Promise<number[]> {
-  const namespace = `crash-${ctx.runId}`;
+/** How a round's holder is set up and made to fail. */
+interface Mode {
+  /** 0: the library default (10 s). */
+  readonly sessionTtlMs: number;
+  readonly connectionBound: boolean;
+  /** kill: SIGKILL of the holder's process; blackhole: its links partitioned (no FIN). */
+  readonly fault: 'kill' | 'blackhole';
+}
+
+async function pairlockRound(ctx: Ctx, round: number, k: number, mode: Mode): Promise<number[]> {
+  const namespace = `crash-${ctx.runId}-${mode.fault}-${mode.sessionTtlMs}-${round}`;
   const tasks = Array.from({ length: k }, (_, i) => `crash:${round}:${i}`);
+  const proxy =
+    mode.fault === 'blackhole' ? await TcpProxy.start({ targetPort: ctx.redis.port }) : undefined;
   const holder = new Side(`holder ${round}`, 'crash-holder', {
-    url: ctx.redis.url,
+    url: proxy ? `redis://127.0.0.1:${proxy.port}` : ctx.redis.url,
     namespace,
-    sessionTtlMs: SESSION_TTL,
+    sessionTtlMs: mode.sessionTtlMs,
+    connectionBound: mode.connectionBound,
     tasks,
   });
+  const ttl = mode.sessionTtlMs || 10_000;
   const standby = new PairedWorker({
     redis: ctx.redis.url,
     namespace,
     name: 'standby',
-    sessionTtlMs: SESSION_TTL,
+    sessionTtlMs: mode.sessionTtlMs || undefined,
+    connectionBound: mode.connectionBound,
   });
   try {
     await holder.next('holding', 60_000);
@@ -46,12 +63,66 @@ async function pairlockRound(ctx: Ctx, round: number, k: number): Promise<number
     const coverBy = performance.now() + 10_000;
     while (covering < k && performance.now() < coverBy) await sleep(1);
     if (covering < k) throw new Error(`the standby covers ${covering} of ${k} tasks`);
-    // kill at a random point of the holder's heartbeat cycle
-    await sleep(Math.random() * (SESSION_TTL / 3));
-    const killedAt = performance.now();
+    // fail at a random point of the holder's heartbeat cycle (and so of its proof cycle,
+    // and of the standby's connection checks)
+    await sleep(Math.random() * (ttl / 3));
+    const failedAt = performance.now();
+    if (proxy) proxy.blackhole();
+    else holder.kill();
+    await Promise.race([Promise.all(outcomes), sleep(ttl * 3)]);
+    return tasks.map((t) => (started.get(t) ?? Number.NaN) - failedAt);
+  } finally {
     holder.kill();
-    await Promise.race([Promise.all(outcomes), sleep(SESSION_TTL * 10)]);
-    return tasks.map((t) => (started.get(t) ?? Number.NaN) - killedAt);
+    await holder.exited;
+    proxy?.heal();
+    await standby.close();
+    await proxy?.close();
+  }
+}
+
+/**
+ * Healthy cost of connection-bound sessions: a holder (child process) holds k tasks, a
+ * standby (this process) covers them, nothing fails, for `seconds`. Server-side
+ * commandstats (commands inside scripts included) and the standby's own round trips.
+ */
+async function healthyCost(ctx: Ctx, k: number, seconds: number) {
+  const namespace = `crash-${ctx.runId}-healthy`;
+  const tasks = Array.from({ length: k }, (_, i) => `healthy:${i}`);
+  const holder = new Side('holder (healthy)', 'crash-holder', {
+    url: ctx.redis.url,
+    namespace,
+    sessionTtlMs: 0,
+    tasks,
+  });
+  const standby = new PairedWorker({ redis: ctx.redis.url, namespace, name: 'standby' });
+  const counted = installCommandCounter();
+  try {
+    await holder.next('holding', 60_000);
+    await standby.start();
+    for (const t of tasks) standby.run(t, () => 'x').catch(() => {});
+    await sleep(1_000);
+    const before = await commandStats(ctx.redis.admin);
+    const mine = counted();
+    await sleep(seconds * 1_000);
+    const delta = statsDelta(before, await commandStats(ctx.redis.admin));
+    const standbyCalls = diffCounts(mine, counted());
+    const per = (name: string) => (delta.get(name)?.calls ?? 0) / seconds;
+    let inside = 0;
+    for (const [name, st] of delta)
+      if (!name.startsWith('evalsha') && name !== 'ping') inside += st.calls;
+    return {
+      // every worker proves its own connection: two workers here
+      proofPerWorker: per('ping') / 2,
+      standbyCover: (standbyCalls['evalsha:cover'] ?? 0) / seconds,
+      standbyRoundTrips: total(standbyCalls) / seconds,
+      scripts: per('evalsha'),
+      inside: inside / seconds,
+      totalPerSecond: [...delta.values()].reduce((a, st) => a + st.calls, 0) / seconds,
+      breakdown: [...delta.entries()]
+        .sort((a, b) => b[1].calls - a[1].calls)
+        .map(([name, st]) => `${name} ${(st.calls / seconds).toFixed(1)}`)
+        .join(', '),
+    };
   } finally {
     holder.kill();
     await holder.exited;
@@ -151,13 +222,39 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
   const k = 20;
   const rounds = ctx.quick ? 2 : 10;
   await ctx.redis.flush();
+  // library defaults: connection-bound sessions, sessionTtl 10 s
   const pl: number[] = [];
-  const perRound: number[] = [];
+  const perKill: Summary[] = [];
   for (let r = 0; r < rounds; r++) {
-    const xs = await pairlockRound(ctx, r, k);
+    const xs = await pairlockRound(ctx, r, k, {
+      sessionTtlMs: 0,
+      connectionBound: true,
+      fault: 'kill',
+    });
     pl.push(...xs);
-    perRound.push(Math.max(...xs));
+    perKill.push(summarize(xs));
   }
+  // the session TTL alone (as before connection-bound sessions): sessionTtl 1 s
+  const ttlOnly: number[] = [];
+  for (let r = 0; r < (ctx.quick ? 1 : 3); r++) {
+    const xs = await pairlockRound(ctx, 100 + r, k, {
+      sessionTtlMs: SESSION_TTL,
+      connectionBound: false,
+      fault: 'kill',
+    });
+    ttlOnly.push(...xs);
+  }
+  // a network cut (no FIN): the connection evidence is absent, the session TTL decides
+  const cut: number[] = [];
+  for (let r = 0; r < (ctx.quick ? 1 : 3); r++) {
+    const xs = await pairlockRound(ctx, 200 + r, k, {
+      sessionTtlMs: SESSION_TTL,
+      connectionBound: true,
+      fault: 'blackhole',
+    });
+    cut.push(...xs);
+  }
+  const healthy = await healthyCost(ctx, k, ctx.quick ? 3 : 5);
   const tuned = { lockDuration: 1_000, stalledInterval: 1_000 };
   const bullTuned: number[] = [];
   for (let r = 0; r < (ctx.quick ? 1 : 3); r++) {
@@ -180,6 +277,8 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
   }
 
   const sPl = summarize(pl);
+  const sTtl = summarize(ttlOnly);
+  const sCut = summarize(cut);
   const sTuned = summarize(bullTuned.filter(Number.isFinite));
   const sDef = summarize(bullDefault.filter(Number.isFinite));
   const lost = (xs: number[]) => xs.filter((x) => !Number.isFinite(x)).length;
@@ -199,14 +298,36 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
     rows: [
       [
         'pairlock',
-        `sessionTtlMs ${SESSION_TTL} (heartbeat every ${Math.floor(SESSION_TTL / 3)} ms)`,
-        `${sPl.n} (${rounds} kills)`,
+        'defaults (sessionTtl 10 s; connection-bound, crashGrace 140 ms, check every 40 ms)',
+        `${sPl.n} (${rounds} kills)${lost(pl) ? ` (+${lost(pl)} not taken over)` : ''}`,
         ms(sPl.p50),
         ms(sPl.p99),
         ms(sPl.max),
-        `sessionTtl ${SESSION_TTL} ms`,
-        signedMs(sPl.p99 - SESSION_TTL),
+        'target p99 200 ms (crashGrace 140 + check interval 40 + a claim)',
+        signedMs(sPl.p99 - 200),
         '1×',
+      ],
+      [
+        'pairlock, session TTL only',
+        `sessionTtlMs ${SESSION_TTL}, connectionBound false`,
+        `${sTtl.n}${lost(ttlOnly) ? ` (+${lost(ttlOnly)} not taken over)` : ''}`,
+        ms(sTtl.p50),
+        ms(sTtl.p99),
+        ms(sTtl.max),
+        `sessionTtl ${SESSION_TTL} ms`,
+        signedMs(sTtl.p99 - SESSION_TTL),
+        ratio(sTtl.p50, sPl.p50),
+      ],
+      [
+        'pairlock, network cut (blackhole, no FIN)',
+        `sessionTtlMs ${SESSION_TTL}, connection-bound`,
+        `${sCut.n}${lost(cut) ? ` (+${lost(cut)} not taken over)` : ''}`,
+        ms(sCut.p50),
+        ms(sCut.p99),
+        ms(sCut.max),
+        `sessionTtl + 50 = ${SESSION_TTL + 50} ms`,
+        signedMs(sCut.p99 - SESSION_TTL - 50),
+        ratio(sCut.p50, sPl.p50),
       ],
       [
         'BullMQ, tuned',
@@ -255,10 +376,31 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
       ],
     ],
     notes: [
-      'pairlock: the holder runs in a child process; the standby (same settings) in the bench process. A session expires on the server sessionTtl after its last renewal, so the kill-to-expiry time lies between sessionTtl − heartbeat interval and sessionTtl; the standby’s timer fires at the server-reported expiry.',
-      `Per kill, the slowest task: ${perRound.map((x) => ms(x)).join(', ')}.`,
+      'pairlock: the holder runs in a child process; the standby (same settings) in the bench process.',
+      `pairlock defaults, per kill (p50 / p99 / max): ${perKill.map((x) => `${ms(x.p50)} / ${ms(x.p99)} / ${ms(x.max)}`).join('; ')}.`,
+      'pairlock defaults: the holder’s process dies, the OS closes its sockets and Redis drops its subscriber; the standby’s next connection check (one call for all holders, every 40 ms) records the first sighting, and the claim made crashGraceMs later takes every task over (kind connection-lost). Session TTL only, and a network cut (blackhole: no FIN, so Redis still sees the connection): the session expires on the server sessionTtl after its last renewal, between sessionTtl − heartbeat interval and sessionTtl after the fault.',
       'BullMQ: the victim worker runs in a child process with every job active; the surviving worker (same settings) runs in the bench process and starts each job once the stalled-job checker has moved it back to wait. A check moves a job only when the check before marked it and its lock has expired since, hence the bound. The defaults round runs in the background from the start of the bench, on a Redis of its own.',
       'original (not measured): a crashed holder’s task is taken over only when the standby’s next retry finds the stored expiry (its own clock + lockTimeout) passed.',
+    ],
+  });
+  res.tables.push({
+    title: `Healthy cost of connection-bound sessions: a holder (child process) holds ${k} tasks, a standby covers them, nothing fails (library defaults)`,
+    columns: ['measure', 'per second', 'budget'],
+    rows: [
+      [
+        'holder proof (PING on its subscriber), per worker',
+        healthy.proofPerWorker.toFixed(1),
+        '≤ 10',
+      ],
+      ['standby connection check (cover calls)', healthy.standbyCover.toFixed(1), '≤ 25'],
+      ['standby round trips in all', healthy.standbyRoundTrips.toFixed(1), ''],
+      ['script calls (both workers)', healthy.scripts.toFixed(1), ''],
+      ['commands inside scripts', healthy.inside.toFixed(1), ''],
+      ['Redis commands in all', healthy.totalPerSecond.toFixed(1), ''],
+    ],
+    notes: [
+      `Server commandstats per second: ${healthy.breakdown}.`,
+      'Both workers prove their own connections (a standby may be granted a task at any time), so PING counts are halved for the per-worker figure. Independent of the number of tasks held.',
     ],
   });
   const series: Series[] = [
@@ -267,7 +409,7 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
       label: 'pairlock',
       summary: sPl,
       samples: downsample(pl),
-      marker: { at: SESSION_TTL, label: `sessionTtl ${SESSION_TTL} ms` },
+      marker: { at: 200, label: 'target p99 200 ms' },
     },
     {
       panel: 'Crash takeover (from SIGKILL)',
@@ -287,7 +429,10 @@ export async function crash(ctx: Ctx): Promise<ScenarioResult> {
   res.data = {
     sessionTtlMs: SESSION_TTL,
     pairlock: sPl,
-    perKillMax: perRound,
+    perKill,
+    sessionTtlOnly: sTtl,
+    networkCut: sCut,
+    healthy,
     bullmqTuned: sTuned,
     bullmqDefaults: sDef,
     bullmqDefaultsLost: lost(bullDefault),

@@ -31,9 +31,15 @@ const worker = new PairedWorker({
     : { redis: url }),
   namespace: process.env.PAIRLOCK_NAMESPACE ?? 'demo',
   name: process.env.PAIRLOCK_NAME ?? 'worker',
-  sessionTtlMs: Number(process.env.PAIRLOCK_SESSION_TTL_MS ?? 1_000),
-  firstAttemptIntervalMs: 500,
-  otherAttemptIntervalMs: 1_000,
+  // PAIRLOCK_DEFAULTS=1: the library's own timings (session TTL, safety-net intervals)
+  ...(process.env.PAIRLOCK_DEFAULTS === '1'
+    ? {}
+    : {
+        sessionTtlMs: Number(process.env.PAIRLOCK_SESSION_TTL_MS ?? 1_000),
+        firstAttemptIntervalMs: 500,
+        otherAttemptIntervalMs: 1_000,
+      }),
+  connectionBound: process.env.PAIRLOCK_CONNECTION_BOUND !== '0',
 });
 const events = [
   'claimed',

@@ -385,7 +385,12 @@ export function check(dir: string): Report {
     slotOf.get(instance) ?? Number(/^w(\d+)/.exec(instance)?.[1]);
   for (const list of grants.values()) {
     for (const g of list) {
-      if (g.kind !== 'session-expired' && g.kind !== 'deadline-passed') continue;
+      if (
+        g.kind !== 'session-expired' &&
+        g.kind !== 'deadline-passed' &&
+        g.kind !== 'connection-lost'
+      )
+        continue;
       // the previous holder: the grant of token - 1
       const prev = list.find((x) => x.token === g.token - 1);
       const prevSlot = prev ? instanceSlot(prev.instance) : undefined;
@@ -405,7 +410,9 @@ export function check(dir: string): Report {
       // only a healthy peer's reaction time: skip takeovers by a peer that was faulted itself
       const takerSlot = instanceSlot(g.instance);
       if (faults.some((x) => x.slot === takerSlot && x.start <= g.t && x.end >= from)) continue;
-      for (const k of [kind, 'all']) {
+      // connection-lost takeovers (a holder's connection seen gone) are also shown apart
+      const keys = g.kind === 'connection-lost' ? [kind, 'all', 'connection-lost'] : [kind, 'all'];
+      for (const k of keys) {
         const list = lat[k] ?? [];
         list.push(ms);
         lat[k] = list;

@@ -5,6 +5,7 @@
 
   Input:
     KEYS[1] the session key
+    KEYS[2] its binding key (see bind-2.lua): lives and dies with the session
     ARGV[1] op: 'open' | 'renew' | 'close' | 'ttl'
     ARGV[2] ttl ms (open, renew)
     ARGV[3] description JSON stored as the value (open)
@@ -29,8 +30,10 @@ if op == 'open' then
   return {1, now, tonumber(ARGV[2])}
 elseif op == 'renew' then
   if rcall('PEXPIRE', key, ARGV[2]) == 0 then return {-14} end
+  rcall('PEXPIRE', KEYS[2], ARGV[2])
   return {1, now, tonumber(ARGV[2])}
 elseif op == 'close' then
+  rcall('DEL', KEYS[2])
   if rcall('DEL', key) == 0 then return {-14} end
   return {1, now, 0}
 elseif op == 'ttl' then

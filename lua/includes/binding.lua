@@ -1,0 +1,43 @@
+--[[
+  Connection-bound sessions: the evidence that a holder's process is gone.
+
+  A session may be bound to its worker's subscriber connection, which subscribes to the
+  session's own liveness channel (<livePrefix><session>); PUBSUB NUMSUB (SHARDNUMSUB on a
+  Cluster) of that channel says whether the connection still exists on this server. The binding record (key
+  <bindPrefix><session>, as long-lived as the session) is one string:
+    <runId>|<epoch>|<graceMs>|<lostAt>
+  runId    the server run on which the binding was made (INFO server): subscriptions are
+           not replicated and do not survive a restart, so evidence is read only on the
+           run that holds the binding; '-' once a takeover revoked the session
+  epoch    the worker's count of its subscriber's connects: a reconnect is a new binding
+  graceMs  the holder's crash grace: it stops believing its leases this long after its
+           last proof; a takeover waits at least as long after the first sighting
+  lostAt   server ms of the first sighting of the connection gone (0: none)
+]]
+local bindRunId = nil
+-- The server's run id, read once per call (INFO is allowed in scripts; CLIENT is not).
+local function serverRunId()
+  if not bindRunId then
+    bindRunId = string.match(rcall('INFO', 'server'), 'run_id:(%x+)') or ''
+  end
+  return bindRunId
+end
+
+local function decodeBinding(raw)
+  if not raw then return nil end
+  local run, epoch, grace, lostAt = string.match(raw, '^([%x%-]+)|(%d+)|(%d+)|(%d+)$')
+  if not run then return nil end
+  return {run = run, epoch = tonumber(epoch), grace = tonumber(grace), lostAt = tonumber(lostAt)}
+end
+
+local function encodeBinding(b)
+  return b.run .. '|' .. string.format('%d', b.epoch) .. '|' .. string.format('%d', b.grace) ..
+    '|' .. string.format('%d', b.lostAt)
+end
+
+-- Subscribers of the session's liveness channel on this server: classic, or sharded (a
+-- Cluster's subscriber uses SSUBSCRIBE on the owner of the namespace's slot).
+local function liveSubscribers(channel)
+  return (tonumber(rcall('PUBSUB', 'NUMSUB', channel)[2]) or 0) +
+    (tonumber(rcall('PUBSUB', 'SHARDNUMSUB', channel)[2]) or 0)
+end

@@ -1,0 +1,255 @@
+/**
+ * The holder's side of connection-bound sessions (src/binding.ts), without Redis: a fake
+ * link and a fake store, so each rule of the belief can be driven alone.
+ */
+import { EventEmitter } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import { Binding } from '../src/binding.js';
+import { RedisUnavailableError } from '../src/errors.js';
+import type { BindReply, LiveLink } from '../src/replies.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const GRACE = 150;
+
+class FakeLink extends EventEmitter implements LiveLink {
+  ready = true;
+  pings = 0;
+  /** false: pings never answer (a stalled proof). */
+  answering = true;
+  followed: string[] = [];
+  left: string[] = [];
+  async follow(sessionId: string, previous: string): Promise<void> {
+    if (this.delayMs) await sleep(this.delayMs);
+    this.followed.push(sessionId);
+    if (previous && previous !== sessionId) this.left.push(previous);
+  }
+  /** Round trip of a proof. */
+  delayMs = 0;
+  ping(): Promise<void> {
+    this.pings += 1;
+    if (!this.answering) return new Promise(() => {});
+    return this.delayMs ? sleep(this.delayMs).then(() => {}) : Promise.resolve();
+  }
+  override on(event: 'ready' | 'close', listener: () => void): this {
+    return super.on(event, listener);
+  }
+  drop(): void {
+    this.ready = false;
+    this.emit('close');
+  }
+  reconnect(): void {
+    this.ready = true;
+    this.emit('ready');
+  }
+}
+
+function setup(answer: (op: string, epoch: number) => BindReply | Error = () => ok) {
+  const link = new FakeLink();
+  const calls: { op: string; session: string; epoch: number; graceMs?: number }[] = [];
+  const lapses: string[] = [];
+  const logs: string[] = [];
+  let session = 'w:1#1';
+  const binding = new Binding({
+    store: {
+      bind: async (op, s, epoch, graceMs) => {
+        calls.push(
+          op === 'bind' && graceMs !== GRACE
+            ? { op, session: s, epoch, graceMs }
+            : { op, session: s, epoch },
+        );
+        const r = answer(op, epoch);
+        if (r instanceof Error) throw r;
+        return r;
+      },
+    },
+    link,
+    crashGraceMs: GRACE,
+    maxGraceMs: 5_000,
+    logger: {
+      debug: () => {},
+      info: () => {},
+      warn: (_o, msg) => logs.push(String(msg)),
+      error: () => {},
+    },
+    sessionId: () => session,
+    onLapse: (id) => lapses.push(id),
+  });
+  return {
+    link,
+    calls,
+    lapses,
+    logs,
+    binding,
+    setSession: (s: string) => {
+      session = s;
+    },
+  };
+}
+const ok: BindReply = { ok: true, runId: 'r' };
+
+describe('Binding (the holder of a connection-bound session)', () => {
+  it('binds at start and stays proven by its proofs, at most 10 a second', async () => {
+    const { binding, link, calls, lapses } = setup();
+    binding.start();
+    await sleep(20);
+    expect(calls).toEqual([{ op: 'bind', session: 'w:1#1', epoch: 1 }]);
+    expect(link.followed).toEqual(['w:1#1']);
+    await sleep(3 * GRACE);
+    expect(binding.valid).toBe(true);
+    expect(lapses).toEqual([]);
+    // 470 ms: at most 5 proofs
+    expect(link.pings).toBeGreaterThanOrEqual(3);
+    expect(link.pings).toBeLessThanOrEqual(5);
+    await binding.stop();
+  });
+
+  it('a distant Redis (70 ms round trip): bound with a grace its proofs can keep, no lapse', async () => {
+    const { binding, link, calls, lapses } = setup();
+    link.delayMs = 70; // 100 ms between proofs + 70 ms round trip > 150 ms grace
+    binding.start();
+    await sleep(1_000);
+    expect(lapses).toEqual([]);
+    expect(binding.valid).toBe(true);
+    // 100 + 2 × 70 + 20 = 260 ms (a little more: the round trip measured includes timers)
+    expect(binding.graceMs).toBeGreaterThanOrEqual(260);
+    expect(calls[0]).toMatchObject({ op: 'bind', epoch: 1 });
+    expect(calls[0]?.graceMs).toBeGreaterThanOrEqual(260);
+    await binding.stop();
+  });
+
+  it('proofs growing slower: bound again with a longer grace (never a shorter one), no lapse', async () => {
+    const { binding, link, calls, lapses } = setup();
+    binding.start();
+    await sleep(20);
+    expect(binding.graceMs).toBe(GRACE);
+    link.delayMs = 40; // the next proof still comes in time: 100 + 40 < 150 − drift
+    await sleep(600);
+    expect(lapses).toEqual([]);
+    expect(binding.graceMs).toBeGreaterThanOrEqual(200);
+    const last = calls.at(-1);
+    // bound again (once, or more when a proof came slower still), with the grace it keeps
+    expect(last).toMatchObject({ op: 'bind', graceMs: binding.graceMs });
+    expect(last?.epoch).toBeGreaterThanOrEqual(2);
+    link.delayMs = 0;
+    await sleep(300);
+    expect(calls.at(-1)).toBe(last);
+    expect(binding.valid).toBe(true);
+    await binding.stop();
+  });
+
+  it('a stalled proof: the lease is given up crashGraceMs − drift after the last answered proof', async () => {
+    const { binding, link, lapses } = setup();
+    binding.start();
+    await sleep(120);
+    link.answering = false;
+    const stalledAt = performance.now();
+    while (lapses.length === 0 && performance.now() - stalledAt < 1_000) await sleep(2);
+    expect(lapses).toEqual(['w:1#1']);
+    // the last answered proof was sent at most one interval before the stall
+    const after = performance.now() - stalledAt;
+    expect(after).toBeLessThanOrEqual(GRACE + 10);
+    expect(binding.valid).toBe(false);
+    await binding.stop();
+  });
+
+  it('a dropped connection unbound through the command link in time: no lapse; re-bound on reconnect with a new epoch', async () => {
+    const { binding, link, calls, lapses } = setup();
+    binding.start();
+    await sleep(50);
+    link.drop();
+    await sleep(2 * GRACE);
+    expect(calls.map((c) => `${c.op}:${c.epoch}`)).toEqual(['bind:1', 'unbind:1']);
+    expect(lapses).toEqual([]);
+    expect(binding.valid).toBe(true);
+    link.reconnect();
+    await sleep(20);
+    expect(calls.at(-1)).toEqual({ op: 'bind', session: 'w:1#1', epoch: 2 });
+    expect(binding.valid).toBe(true);
+    await binding.stop();
+  });
+
+  it('a dropped connection that cannot be unbound (Redis away): the handlers lapse; a reconnect binds again', async () => {
+    let away = false;
+    const { binding, link, calls, lapses } = setup(() =>
+      away ? new RedisUnavailableError('away') : ok,
+    );
+    binding.start();
+    await sleep(50);
+    away = true;
+    link.drop();
+    await sleep(GRACE + 20);
+    expect(lapses).toEqual(['w:1#1']);
+    expect(binding.valid).toBe(false);
+    away = false;
+    link.reconnect();
+    await sleep(20);
+    expect(calls.at(-1)?.op).toBe('bind');
+    expect(calls.at(-1)?.epoch).toBe(2);
+    expect(binding.valid).toBe(true);
+    await binding.stop();
+  });
+
+  it('a proof sent before a drop and answered after it does not count', async () => {
+    const { binding, link, lapses } = setup((op) =>
+      op === 'unbind' ? new RedisUnavailableError('away') : ok,
+    );
+    binding.start();
+    await sleep(20);
+    let answer: () => void = () => {};
+    link.ping = () => {
+      link.pings += 1;
+      return new Promise<void>((r) => {
+        answer = r;
+      });
+    };
+    await sleep(110); // a proof is in flight
+    link.drop();
+    link.ready = true; // resent on the new connection, say
+    answer();
+    const droppedAt = performance.now();
+    while (lapses.length === 0 && performance.now() - droppedAt < 1_000) await sleep(2);
+    expect(lapses).toEqual(['w:1#1']);
+    await binding.stop();
+  });
+
+  it('a server that cannot give the evidence: off, said once; never lapses, no proofs', async () => {
+    const { binding, link, lapses, logs } = setup(() => ({
+      ok: false,
+      reason: 'unsupported',
+      version: '6.2.14',
+    }));
+    binding.start();
+    await sleep(20);
+    link.drop();
+    link.reconnect();
+    await sleep(3 * GRACE);
+    expect(logs.filter((l) => l.includes('connection-bound sessions are off'))).toHaveLength(1);
+    expect(lapses).toEqual([]);
+    expect(binding.valid).toBe(true);
+    expect(link.pings).toBe(0);
+    await binding.stop();
+  });
+
+  it('a script the server refuses (renamed command, ACL) is taken as unsupported', async () => {
+    const { binding, logs } = setup(() => new Error("ERR unknown command 'PUBSUB'"));
+    binding.start();
+    await sleep(20);
+    expect(logs.filter((l) => l.includes('connection-bound sessions are off'))).toHaveLength(1);
+    expect(binding.valid).toBe(true);
+    await binding.stop();
+  });
+
+  it('a new session (the old one expired or was revoked) is bound in its place', async () => {
+    const { binding, link, calls, setSession } = setup();
+    binding.start();
+    await sleep(20);
+    setSession('w:1#2');
+    binding.sessionChanged();
+    await sleep(20);
+    expect(link.followed).toEqual(['w:1#1', 'w:1#2']);
+    expect(link.left).toEqual(['w:1#1']);
+    expect(calls.at(-1)).toMatchObject({ op: 'bind', session: 'w:1#2' });
+    expect(binding.valid).toBe(true);
+    await binding.stop();
+  });
+});
