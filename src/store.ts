@@ -123,6 +123,14 @@ export class RedisStore implements Store {
     return this.prefix + this.keys.channel;
   }
 
+  /**
+   * The liveness channels' prefix as the scripts take it: '#' first where the subscriber
+   * listens with SSUBSCRIBE (a Cluster's sharded pub/sub), so they count the right kind.
+   */
+  private get livePrefix(): string {
+    return (this.sharded ? '#' : '') + this.prefix + this.keys.livePrefix;
+  }
+
   /** Whether namespace events use sharded pub/sub (decided at connect() in 'auto' mode). */
   get sharded(): boolean {
     return this.eventChannel.startsWith('#');
@@ -184,7 +192,7 @@ export class RedisStore implements Store {
       g.quorum ? '1' : '',
       this.prefix + this.keys.seqPrefix,
       this.prefix + this.keys.bindPrefix,
-      this.prefix + this.keys.livePrefix,
+      this.livePrefix,
     ];
     for (const { loc, minToken } of items) {
       keys.push(loc.container, loc.index);
@@ -389,7 +397,7 @@ export class RedisStore implements Store {
   private readonly covers = new Batcher<null, string, HolderState>(async (_g, sessions) => {
     const k = this.keys;
     const keys = sessions.flatMap((s) => [k.session(s), k.seq(s), k.bind(s)]);
-    const argv = [keys.length, ...keys, this.prefix + k.livePrefix, '', '', ...sessions];
+    const argv = [keys.length, ...keys, this.livePrefix, '', '', ...sessions];
     const raw = (await this.call('cover', argv)) as unknown as Raw[];
     return raw.map((r) => ({ pttl: Number(r[0]), seq: Number(r[1]), lostInMs: Number(r[2]) }));
   });
@@ -477,7 +485,7 @@ export class RedisStore implements Store {
 
   async bind(op: 'bind' | 'unbind', session: string, epoch: number, graceMs: number) {
     const keys = [this.keys.session(session), this.keys.bind(session)];
-    const live = this.prefix + this.keys.livePrefix + session;
+    const live = this.livePrefix + session;
     return decodeBind(await this.call('bind', [...keys, op, epoch, graceMs, live]));
   }
 

@@ -534,7 +534,8 @@ describe('pairlock run', () => {
     expect(res.code).toBe(0);
     expect(res.stderr).toMatch(/supervisor: crashy-[12] exited with code 7; restarting in 200 ms/);
     expect(res.stdout).toMatch(
-      /took over fragile from crashy-[12]:\w+ \(session-expired, token 2\)/,
+      // a crashed process: its connection closed (or, unbound, its session expired)
+      /took over fragile from crashy-[12]:\w+ \((connection-lost|session-expired), token 2\)/,
     );
     const rec = await cli(['--redis', pair.url, '--namespace', ns, 'inspect', 'fragile', '--json']);
     expect(JSON.parse(rec.stdout)).toMatchObject({

@@ -37,7 +37,11 @@ end
 
 -- Subscribers of the session's liveness channel on this server: classic, or sharded (a
 -- Cluster's subscriber uses SSUBSCRIBE on the owner of the namespace's slot).
+-- Subscribers of a liveness channel: '#<name>' is a shard channel (SSUBSCRIBE, a Redis 7
+-- Cluster's sharded pub/sub: PUBSUB SHARDNUMSUB), any other name a classic one (NUMSUB).
 local function liveSubscribers(channel)
-  return (tonumber(rcall('PUBSUB', 'NUMSUB', channel)[2]) or 0) +
-    (tonumber(rcall('PUBSUB', 'SHARDNUMSUB', channel)[2]) or 0)
+  if string.byte(channel, 1) == 35 then
+    return tonumber(rcall('PUBSUB', 'SHARDNUMSUB', string.sub(channel, 2))[2]) or 0
+  end
+  return tonumber(rcall('PUBSUB', 'NUMSUB', channel)[2]) or 0
 end

@@ -95,6 +95,8 @@ export const WORKER_COMMANDS = [
   'ZRANGEBYSCORE',
   'ZSCORE',
   'PUBLISH',
+  'PING',
+  'PUBSUB|NUMSUB',
 ] as const;
 
 /** Commands the run sends on top of the workers' own (the sink, its dump, the cleanup). */
@@ -144,6 +146,8 @@ export async function checkAcl(client: Redis, base: string): Promise<void> {
       },
     ],
     ['PUBLISH', () => client.publish(`${base}events`, 'probe')],
+    ['PING', () => client.ping()],
+    ['PUBSUB|NUMSUB', () => client.pubsub('NUMSUB', `${base}events`)],
     ['SCAN', () => client.scan('0', 'MATCH', `${base}*`, 'COUNT', 10)],
     ['DEL', () => client.del(k, h, z, l, n)],
     [

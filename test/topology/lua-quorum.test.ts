@@ -62,6 +62,8 @@ const claimScript = (loc: TaskLocation, a: string, channel: string, minToken?: n
     channel,
     minToken === undefined ? '' : '1',
     keys.seqPrefix,
+    keys.bindPrefix,
+    keys.livePrefix,
     loc.field,
     loc.ref,
     minToken ?? '',
