@@ -159,25 +159,6 @@ export class Executor {
     return p.finally(() => this.executing.delete(p));
   }
 
-  /**
-   * A result this worker produced before but could not settle, which `grant` may carry
-   * instead of running the handler again (the effect has happened): under the same grant
-   * (resumed), any kept result; under the next grant from the same session, a done one —
-   * nobody held the task in between. (Had another holder come in between, it may have
-   * run the task to the end, and the kept result would be stale: the handler runs.)
-   */
-  keptFor(
-    run: AnyRun,
-    grant: Grant,
-    resumed: boolean,
-  ): { state: 'D' | 'F'; payload: string } | undefined {
-    const kept = run.unsettled;
-    if (!kept) return undefined;
-    if (resumed) return kept.token === grant.token ? kept : undefined;
-    const next = grant.token === kept.token + 1 && grant.from === kept.session;
-    return next && kept.state === 'D' ? kept : undefined;
-  }
-
   /** The session's lease can no longer be proven: abort every handler running under it. */
   lapse(sessionId: string, reason: 'session' | 'connection' = 'session'): void {
     const message =
@@ -211,6 +192,7 @@ export class Executor {
 
     let state: 'D' | 'F';
     let payload: string;
+    let lostLease = false;
     try {
       const ctx: HandlerContext = {
         taskId,
@@ -242,6 +224,8 @@ export class Executor {
     } catch (err) {
       payload = serializeError(err);
       state = 'F';
+      // stopped because its lease was lost (the signal's own reason): not the task's failure
+      lostLease = exec.aborted && err instanceof LeaseLostError;
     } finally {
       this.deadlines.delete(exec);
       exec.handlerDone = true;
@@ -254,6 +238,22 @@ export class Executor {
         return;
       }
       if (this.ctx.isClosing()) return;
+      // A handler that ended on its lost lease reports nothing: the grant goes back (if it
+      // is still ours), and the task is claimed again by this worker or its peer, so a
+      // lease lost to a pause of this process uses up no attempt. Should Redis not answer
+      // the give-back, the failure is reported as any other (never run again under this
+      // token).
+      if (
+        lostLease &&
+        (await this.release(exec).then(
+          () => true,
+          () => false,
+        ))
+      ) {
+        this.forget(exec);
+        this.ctx.wake(exec.run);
+        return;
+      }
       // exec.run: a run() that joined while the handler ran gets this outcome
       await this.conclude(
         exec.run,

@@ -93,6 +93,24 @@ export class TaskRun<T> implements CoveredRun {
     this.timers.push(t);
   }
 
+  /**
+   * A result this worker produced before but could not settle, which `grant` may carry
+   * instead of running the handler again (the effect has happened): under the same grant
+   * (resumed), any kept result; under the next grant from the same session, a done one —
+   * nobody held the task in between. (Had another holder come in between, it may have
+   * run the task to the end, and the kept result would be stale: the handler runs.)
+   */
+  keptFor(
+    grant: { token: number; from: string },
+    resumed: boolean,
+  ): { state: 'D' | 'F'; payload: string } | undefined {
+    const kept = this.unsettled;
+    if (!kept) return undefined;
+    if (resumed) return kept.token === grant.token ? kept : undefined;
+    const next = grant.token === kept.token + 1 && grant.from === kept.session;
+    return next && kept.state === 'D' ? kept : undefined;
+  }
+
   /** The role this worker played in the grant that settled the task with `token`. */
   roleFor(token: number): Role {
     if (this.lastOwn?.token !== token) return 'watched';

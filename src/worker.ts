@@ -306,7 +306,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
           // and its reply lost); the script answers with that grant's token, kind and
           // remaining deadline, and it never runs twice under one token
           const grant = reply.type === 'granted' ? reply : { ...reply, from: '' };
-          const kept = this.executor.keptFor(run, grant, reply.type === 'resumed');
+          const kept = run.keptFor(grant, reply.type === 'resumed');
           if (kept) {
             const owner = { ...grant, session: this.lease.id };
             await this.executor.conclude(run, owner, kept.state, kept.payload);

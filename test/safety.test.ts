@@ -143,6 +143,35 @@ describe('a handler that overran its deadline and was taken over', () => {
   }
 });
 
+describe('a handler that stops because its lease was lost', () => {
+  it('gives the task back instead of reporting a failure (an event-loop stall uses up no attempt)', async () => {
+    const ns = pair.namespace('lapse');
+    // give-up: one reported failure would be the outcome
+    const w = pair.worker(ns, 'a', { failure: { policy: 'give-up' } });
+    await w.start();
+    await sleep(300); // bound
+    let runs = 0;
+    const outcome = await within(
+      w.run('t', async (ctx) => {
+        runs += 1;
+        if (runs === 1) {
+          // a stall far longer than the connection proof allows, then the handler looks
+          // at its signal at its next step
+          const until = performance.now() + 400;
+          while (performance.now() < until) {}
+          await sleep(50);
+          ctx.signal.throwIfAborted();
+        }
+        return 'ok';
+      }),
+      10_000,
+      'run()',
+    );
+    expect(outcome).toMatchObject({ state: 'done', result: 'ok' });
+    expect(runs).toBe(2);
+  });
+});
+
 describe('a claim reply lost to a client-side timeout', () => {
   it('resumes its own grant with the server deadline and the grant kind', async () => {
     const ns = pair.namespace('resume');
