@@ -167,12 +167,15 @@ local function claimOne(container, index, field, ref, minToken)
       end
       return {2, r.session, r.token, r.attempt, o.pttl, r.deadline - now, o.seq}
     end
-    -- orphaned: the owner's session expired (crash, pause, partition) or its handler hung
+    -- orphaned: the owner's session expired (crash, pause, partition) or its handler hung.
+    -- Past the deadline the kind is 2 even when the session is gone too: the owner's own
+    -- deadline stopped it, whatever its session (quorum mode relies on this: a session
+    -- seen expired on one node is no proof, a deadline passed is)
     local kind = 2
     if o.lost or o.revoked then
       kind = 5
       revoke(r.session, o)
-    elseif o.pttl == 0 then
+    elseif o.pttl == 0 and now < r.deadline then
       kind = 1
     end
     return grant(r.token + 1, r.attempt + 1, kind, r.session)

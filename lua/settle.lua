@@ -11,9 +11,13 @@
     ARGV[4] max attempts: a failure settled at attempt >= this is final (the rule claim
             applies to a failed record); 0: not asked (final is then 0)
     ARGV[5] event channel ('' for none; '#<channel>': sharded, SPUBLISH)
-    ARGV[6 + 5(i-1)] .. ARGV[10 + 5(i-1)], task i: field ('' in plain mode), task ref,
+    ARGV[6 + 6(i-1)] .. ARGV[11 + 6(i-1)], task i: field ('' in plain mode), task ref,
             fencing token of the grant, state ('D' done or 'F' failed), payload (result
-            JSON when done, error JSON when failed)
+            JSON when done, error JSON when failed), and the grant's attempt as its claim
+            reported it ('' when unknown). Quorum mode: a node that missed some of the
+            task's grants counts fewer attempts than the quorum's grant reported; the settle
+            writes the reported count, so that every node that takes it agrees on whether a
+            failure is final
 
   Output: one reply per task, in order:
     { 1, token, attempt, serverNow, final, repeated }   settled
@@ -50,9 +54,10 @@ end
 
 local out, settled, events = {}, {}, {}
 for i = 1, tasks do
-  local a = 6 + 5 * (i - 1)
+  local a = 6 + 6 * (i - 1)
   local container, index, field, ref = KEYS[2 * i + 1], KEYS[2 * i + 2], ARGV[a], ARGV[a + 1]
   local token, state, payload = tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
+  local attempt = tonumber(ARGV[a + 5])
   local r, err = checkOwner(container, index, field, alive, session, token, now, true)
   if err and err[1] == -13 and r.state == state and r.payload == payload then
     -- checkOwner answers -13 only to the grant's own session and token: the very outcome
@@ -73,6 +78,7 @@ for i = 1, tasks do
     r.state = state
     r.payload = payload
     r.updatedAt = now
+    if attempt and attempt > r.attempt then r.attempt = attempt end
     r.deadline = 0
     local keep = retention
     if state == 'F' then

@@ -281,7 +281,7 @@ export class Executor {
   ): Promise<void> {
     const { taskId } = run.loc;
     const { token, attempt, kind, exec } = grant;
-    const reply = await this.settleWithRetry(run.loc, grant.session, token, state, payload);
+    const reply = await this.settleWithRetry(run.loc, grant.session, token, attempt, state, payload);
     // The execution is over from here: a run woken below claims again (a run that joined
     // the execution has no claim of its own in flight to fold the wake into).
     if (exec) this.forget(exec);
@@ -341,6 +341,7 @@ export class Executor {
     loc: TaskLocation,
     session: string,
     token: number,
+    attempt: number,
     state: 'D' | 'F',
     payload: string,
   ): Promise<OwnerReply | 'unavailable'> {
@@ -351,6 +352,7 @@ export class Executor {
         return await this.ctx.store.settle(loc, {
           session,
           token,
+          attempt,
           state,
           payload,
           retentionMs: o.retentionMs,
@@ -457,6 +459,7 @@ export class Executor {
         await this.ctx.store.settle(loc, {
           session: exec.session,
           token: exec.token,
+          attempt: exec.attempt,
           state,
           payload,
           retentionMs: o.retentionMs,

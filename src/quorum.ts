@@ -32,7 +32,12 @@ import {
  *     whose answer failed or came after the timeout. A grant's fencing token is one number
  *     on all its nodes: the highest any of them gave; nodes that gave less are undone and
  *     asked again with that number as the minimum. Any two majorities share a node, so
- *     tokens of successive grants strictly increase.
+ *     tokens of successive grants strictly increase. A grant handed to the worker is never
+ *     undone by a later claim of the same session (one whose answers never came, say): it
+ *     may be running, and undone on a majority its token could be granted again.
+ *   - Attempts: a node that missed some of a task's grants counts fewer attempts than the
+ *     quorum's grant reports; the settle carries the reported count, so the nodes that take
+ *     it agree whether a failure is final.
  *   - Settles (quorum/outcome.ts) count on a majority; nodes that missed one get the outcome
  *     written back (repair-2.lua), and so do nodes a standby finds behind a settled
  *     outcome: a finished task survives the later loss of any minority. A settle whose
@@ -77,7 +82,7 @@ export class QuorumStore implements Store {
     });
     this.quorumNodes = new QuorumNodes(this.nodes);
     this.quorum = this.quorumNodes.quorum;
-    this.claims = new QuorumClaims(this.quorumNodes);
+    this.claims = new QuorumClaims(this.quorumNodes, (session) => this.cover(session));
   }
 
   // -----------------------------------------------------------------------------------
@@ -210,17 +215,23 @@ export class QuorumStore implements Store {
     return this.claims.claim(loc, a);
   }
 
-  settle(loc: TaskLocation, a: SettleArgs): Promise<OwnerReply> {
-    return settle(this.quorumNodes, loc, a);
+  async settle(loc: TaskLocation, a: SettleArgs): Promise<OwnerReply> {
+    const reply = await settle(this.quorumNodes, loc, a);
+    if (reply.ok) this.claims.forget(a.session, loc, a.token);
+    return reply;
   }
 
-  release(
+  async release(
     loc: TaskLocation,
     a: { session: string; token: number; retentionMs: number },
   ): Promise<OwnerReply> {
-    return ownerWrite(this.quorumNodes, `release of task ${JSON.stringify(loc.taskId)}`, (node) =>
-      node.release(loc, a),
+    const reply = await ownerWrite(
+      this.quorumNodes,
+      `release of task ${JSON.stringify(loc.taskId)}`,
+      (node) => node.release(loc, a),
     );
+    if (reply.ok) this.claims.forget(a.session, loc, a.token);
+    return reply;
   }
 
   progress(

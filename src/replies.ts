@@ -127,6 +127,11 @@ export interface SettleArgs {
   backoffMs: number;
   /** A failure settled at this attempt or later is final (reply `final`); 0 or absent: not asked. */
   maxAttempts?: number;
+  /**
+   * The grant's attempt as its claim reported it. A quorum node that missed some of the
+   * task's grants counts fewer; it takes this count with the settle.
+   */
+  attempt?: number;
 }
 
 /** A holder as a standby's safety net sees it: session lease left, and change sequence. */

@@ -68,7 +68,7 @@ interface OwnerItem {
   loc: TaskLocation;
   token: number;
 }
-type SettleItem = OwnerItem & { state: 'D' | 'F'; payload: string };
+type SettleItem = OwnerItem & { state: 'D' | 'F'; payload: string; attempt: number | undefined };
 type ProgressItem = OwnerItem & { progress: number; note: string };
 interface ReleaseGroup {
   session: string;
@@ -327,7 +327,7 @@ export class RedisStore implements Store {
     ];
     for (const it of items) {
       keys.push(it.loc.container, it.loc.index);
-      argv.push(it.loc.field, it.loc.ref, it.token, it.state, it.payload);
+      argv.push(it.loc.field, it.loc.ref, it.token, it.state, it.payload, it.attempt ?? '');
     }
     const b = await this.batch('settle', [keys.length, ...keys, ...argv], true);
     return b.replies.map((raw) => ({ raw, acked: b.acked }));
@@ -345,6 +345,7 @@ export class RedisStore implements Store {
       token: a.token,
       state: a.state,
       payload: a.payload,
+      attempt: a.attempt,
     });
     // a retried settle (the first was not acknowledged by enough replicas) is answered as
     // settled, `repeated`, by the script itself

@@ -34,6 +34,9 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const drift = (ttlMs: number) => Math.floor(ttlMs * 0.01) + 2;
 /** Retry delay after a split vote or a late grant, as in Redlock: short and jittered. */
 const jitter = () => 20 + Math.floor(Math.random() * 80);
+/** Grants remembered as handed out (see QuorumClaims.handedOut); the oldest go first. */
+const HANDED_OUT_MAX = 1_000_000;
+const handedKey = (session: string, ref: string) => `${session}\n${ref}`;
 /** Rounds of one claim() call before a persistent disagreement is reported. */
 const CLAIM_ROUNDS = 3;
 /** Tasks whose claims found the nodes split, remembered for their backoff. */
@@ -76,8 +79,19 @@ export class QuorumClaims {
   private readonly splits = new Map<string, number>();
   /** node + ref -> our undos of that task on that node still on their way (never rejects). */
   private readonly undoing = new Map<string, Promise<unknown>>();
+  /**
+   * session + ref -> the token of the grant this store last handed to that session (granted
+   * or resumed): it may be running, so no later claim of the same session undoes it, not
+   * even blindly on a node whose answer never came (undo-2.lua: a grant that was used is
+   * never undone). Dropped once the grant is settled, released or replaced (bounded).
+   */
+  private readonly handedOut = new Map<string, number>();
 
-  constructor(private readonly nodes: QuorumNodes) {}
+  constructor(
+    private readonly nodes: QuorumNodes,
+    /** A holder's session as the majority sees it (QuorumStore.cover): pttl 0 when gone. */
+    private readonly holder: (session: string) => Promise<{ pttl: number }>,
+  ) {}
 
   async claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply> {
     let why = '';
@@ -85,6 +99,24 @@ export class QuorumClaims {
       const r = await this.claimRound(loc, a);
       if (r.type === 'reply') {
         if (r.reply.type !== 'held' || r.reply.deadlineInMs > 2_000) this.splits.delete(loc.ref);
+        if (!a.dryRun) {
+          const key = handedKey(a.session, loc.ref);
+          if (r.reply.type === 'granted' || r.reply.type === 'resumed') {
+            this.handedOut.delete(key);
+            this.handedOut.set(key, r.reply.token);
+            if (this.handedOut.size > HANDED_OUT_MAX) {
+              const oldest = this.handedOut.keys().next().value;
+              if (oldest !== undefined) this.handedOut.delete(oldest);
+            }
+          } else if (
+            r.reply.type === 'done' ||
+            r.reply.type === 'failed' ||
+            (r.reply.type === 'held' && r.reply.owner !== a.session)
+          ) {
+            // a majority holds something later than our grant: undoing it is harmless now
+            this.handedOut.delete(key);
+          }
+        }
         return r.reply;
       }
       why = r.why;
@@ -140,11 +172,25 @@ export class QuorumClaims {
     announce: boolean,
   ): Promise<unknown> {
     if (a.dryRun) return Promise.resolve();
+    // The grant handed out before (it may be running) stays: undone on a majority, the
+    // task could be granted again with its token. Unless this round won that very token
+    // again: its majority then holds it, and these nodes are outside that majority.
+    const used = this.handedOut.get(handedKey(a.session, loc.ref));
+    const spare = keep !== undefined && keep === used ? undefined : used;
     const base = { session: a.session, retentionMs: a.retentionMs, announce };
-    for (const i of silentNodes) this.undoOn(i, loc, { ...base, keep }).catch(() => {});
+    for (const i of silentNodes)
+      this.undoOn(i, loc, { ...base, keep: keep ?? used }).catch(() => {});
     return Promise.allSettled(
-      votes.map((v) => this.undoOn(v.node, loc, { ...base, token: v.token })),
+      votes
+        .filter((v) => v.token !== spare)
+        .map((v) => this.undoOn(v.node, loc, { ...base, token: v.token })),
     );
+  }
+
+  /** The grant of `session` for `loc` was settled or released: it no longer needs keeping. */
+  forget(session: string, loc: TaskLocation, token: number): void {
+    const key = handedKey(session, loc.ref);
+    if (this.handedOut.get(key) === token) this.handedOut.delete(key);
   }
 
   private undoOn(
@@ -204,7 +250,7 @@ export class QuorumClaims {
         }
         const v = this.vote(i, late);
         if (v && isOurs(v) && voteKey(v) !== won?.key)
-          void this.undo(loc, a, [v], [], undefined, false);
+          void this.undo(loc, a, [v], [], won?.token, false);
       },
     );
 
@@ -243,6 +289,12 @@ export class QuorumClaims {
           type: 'retry',
           why: `the grant reached a majority after its validity (${Math.round(now() - sent)} ms)`,
         };
+      }
+      const alive = await this.liveHolder(list);
+      if (alive) {
+        won = undefined;
+        await this.undo(loc, a, ours, unknown, undefined, true);
+        return { type: 'reply', reply: this.heldByLive(alive, token) };
       }
       won = { key, token };
       // our grant from an earlier claim is a leftover even with this token: it keeps its
@@ -375,7 +427,9 @@ export class QuorumClaims {
     let token = 0;
     for (const v of ours) token = Math.max(token, v.kind === 'grant' ? v.token : v.token + 1);
     const keep = ours.filter((v) => v.kind === 'grant' && v.token === token);
-    const redo = ours.filter((v) => !(v.kind === 'grant' && v.token === token));
+    // the grant handed out before is not taken back to be made anew (it may be running)
+    const used = this.handedOut.get(handedKey(a.session, loc.ref));
+    const redo = ours.filter((v) => !(v.kind === 'grant' && v.token === token) && v.token !== used);
     const failed: number[] = [];
     const again = await Promise.all(
       redo.map(async (v): Promise<ClaimVote | undefined> => {
@@ -397,13 +451,55 @@ export class QuorumClaims {
     const regranted = again.filter((v) => v !== undefined).filter(isOurs);
     const all = [...keep, ...regranted.filter((v) => v.kind === 'grant' && v.token === token)];
     const valid = ttl - (now() - sent) - drift(ttl) > 0;
-    if (all.length >= this.nodes.quorum && valid) {
+    const alive = all.length >= this.nodes.quorum && valid ? await this.liveHolder(all) : undefined;
+    if (all.length >= this.nodes.quorum && valid && !alive) {
       const strays = regranted.filter((v) => !(v.kind === 'grant' && v.token === token));
       void this.undo(loc, a, strays, failed, token, false);
       return { token, reply: this.grantReply(all, token) };
     }
     await this.undo(loc, a, [...keep, ...regranted], failed, undefined, true);
     return undefined;
+  }
+
+  /**
+   * A takeover granted because the holder's session expired on the granting nodes is sound
+   * only if the session is gone on a majority: the holder believes its leases while its
+   * renewals reach a majority, which need not be the nodes that hold a given grant (a
+   * holder cut off from one node renews on the others, and a node that missed its grant
+   * may hold an older record anyone can take over). Checked after the grants, so a holder
+   * seen alive on a majority then is answered as holding the task; seen gone, it has
+   * stopped believing in its leases by then (the drift aside), and stays stopped.
+   * Answers such a live holder (its session, and ms left of it), or undefined.
+   */
+  private async liveHolder(
+    list: readonly ClaimVote[],
+  ): Promise<{ owner: string; pttl: number } | undefined> {
+    const owners = new Set<string>();
+    for (const v of list) {
+      if (v.kind === 'grant' && v.reply.kind === 'session-expired' && v.reply.from)
+        owners.add(v.reply.from);
+    }
+    for (const owner of owners) {
+      // unknown (no majority answered) counts as alive: the grant is not proven sound
+      const state = await this.holder(owner).catch(() => ({ pttl: 100 }));
+      if (state.pttl > 0) return { owner, pttl: state.pttl };
+    }
+    return undefined;
+  }
+
+  /** The answer to a claim that found a holder alive on a majority behind its grants. */
+  private heldByLive(live: { owner: string; pttl: number }, token: number): ClaimReply {
+    // The owner's record is not read here (the token is the one below the grant's): the
+    // standby covers the owner and claims again once its session may be gone.
+    return {
+      type: 'held',
+      owner: live.owner,
+      token: Math.max(1, token - 1),
+      attempt: 0,
+      ownerPttl: live.pttl,
+      deadlineInMs: live.pttl + jitter(),
+      ownerSeq: -1,
+    };
   }
 
   /** Our own grant on a majority: its kind, and the remaining deadline a majority vouches for. */

@@ -126,8 +126,17 @@ async function main(): Promise<void> {
   );
   // AOF with fsync on every write: a restart (even a SIGKILL) keeps every record and token.
   // --persistence none shows what a restart that loses the data does.
-  const redisArgs = persistence === 'aof' ? ['--appendonly', 'yes', '--appendfsync', 'always'] : [];
-  for (let i = 0; i < nodeCount; i++) coordNodes.push(await RedisServer.start({ args: redisArgs }));
+  // The nodes' files live in the run directory: a failed run keeps each node's AOF, with
+  // timestamps, as the history of every record it held.
+  for (let i = 0; i < nodeCount; i++) {
+    const dir = path.join(outDir, `redis-node-${i}`);
+    mkdirSync(dir, { recursive: true });
+    const args =
+      persistence === 'aof'
+        ? ['--appendonly', 'yes', '--appendfsync', 'always', '--aof-timestamp-enabled', 'yes']
+        : [];
+    coordNodes.push(await RedisServer.start({ args: [...args, '--dir', dir] }));
+  }
   sinkServer = await RedisServer.start();
   const report = await runChaos({
     seed,

@@ -661,4 +661,122 @@ describe('quorum store: undo, repair and late answers', () => {
     // every node did grant, after the claimer had stopped waiting for it
     expect([...granted].sort()).toEqual([0, 1, 2]);
   });
+
+  it('a claim of a task its session already holds, whose answers never come, leaves that grant on every node (no blind undo takes it back)', async () => {
+    const topo = await topology();
+    const proxies = await Promise.all(topo.nodes.map((n) => delayedProxy(n.port)));
+    const keys = new Keys('pairlock', `kept-grant-${++nsCounter}`);
+    const node = await nodeStores(
+      topo.nodes.map((n) => n.url),
+      keys,
+    );
+    const q1 = await quorumStore(
+      proxies.map((p) => p.url),
+      keys,
+      400,
+    );
+    const s1 = 'one#1';
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    const loc = keys.task('job');
+    // s1 wins token 1 and runs it; its settle cannot be sent, so it claims the task again
+    // (as a worker does): every answer comes after the claimer stopped waiting
+    expect(await q1.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: 1 });
+    for (const p of proxies) p.setDelay(300);
+    await expect(q1.claim(loc, args(s1))).rejects.toBeInstanceOf(NoQuorumError);
+    // one node answers, two stay silent: the answer is our own grant, resumed on a minority
+    proxies[0]!.setDelay(0);
+    await expect(q1.claim(loc, args(s1))).rejects.toBeInstanceOf(NoQuorumError);
+    for (const p of proxies) p.setDelay(0);
+    // every undo sent meanwhile has arrived by now (a 300 ms delay each way)
+    await sleep(1_000);
+    for (const n of node) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 1 });
+    }
+    // so no other session is granted token 1 again: the running grant is held
+    const s2 = 'two#1';
+    expect((await q1.session('open', s2, 30_000)).ok).toBe(true);
+    expect(await q1.claim(loc, args(s2))).toMatchObject({ type: 'held', owner: s1, token: 1 });
+    // and the outcome is taken
+    expect(await q1.settle(loc, done(s1, 1))).toMatchObject({ ok: true, token: 1 });
+  });
+
+  it('a holder whose session lapsed only on the node it cannot reach keeps its task: a takeover needs its session gone on a majority', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const keys = new Keys('pairlock', `live-holder-${++nsCounter}`);
+    const node = await nodeStores(urls, keys);
+    const q = await quorumStore(urls, keys);
+    const s1 = `s1:${nsCounter}#1`;
+    const loc = keys.task('t');
+    // s1 won the task on A and B (C answered too late to count and has no record); then s1
+    // was cut off from B: its session lapsed there, while it renews on A and C
+    for (const n of node) expect((await n.session('open', s1, 30_000)).ok).toBe(true);
+    for (const n of [node[0]!, node[1]!]) {
+      expect(await n.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: 1 });
+    }
+    await node[1]!.session('close', s1, 0);
+    // B would grant a takeover, C a fresh grant: a majority of grants, but s1 is alive
+    const s2 = `s2:${nsCounter}#1`;
+    expect((await q.session('open', s2, 30_000)).ok).toBe(true);
+    expect(await q.claim(loc, args(s2))).toMatchObject({ type: 'held', owner: s1 });
+    // the grants were taken back: s1 still holds the task where it did, C has nothing
+    await until('the grants to be undone', async () => !(await node[2]!.inspect(loc)).found);
+    for (const n of [node[0]!, node[1]!]) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 1 });
+    }
+    // once s1's session is gone on a majority, the takeover is granted
+    await node[2]!.session('close', s1, 0);
+    expect(await q.claim(loc, args(s2))).toMatchObject({
+      type: 'granted',
+      token: 2,
+      kind: 'session-expired',
+      from: s1,
+    });
+  });
+
+  it('a node that missed some grants counts the attempts the quorum reported once it takes the settle: a final failure is final on every node', async () => {
+    const topo = await topology();
+    const urls = topo.nodes.map((n) => n.url);
+    const keys = new Keys('pairlock', `attempts-${++nsCounter}`);
+    const node = await nodeStores(urls, keys);
+    const q = await quorumStore(urls, keys);
+    const s1 = `s1:${nsCounter}#1`;
+    for (const n of node) expect((await n.session('open', s1, 30_000)).ok).toBe(true);
+    const loc = keys.task('t');
+    const failed = (token: number) => ({
+      ...done(s1, token),
+      state: 'F' as const,
+      payload: '{}',
+      backoffMs: 0,
+      maxAttempts: 3,
+    });
+    // A saw every grant: attempts 1, 2 (failed) and 3 (token 3, running). B missed the
+    // second: its grant of token 3 (the quorum's minimum) is only its second attempt.
+    // C is away.
+    for (let t = 1; t <= 2; t++) {
+      expect(await node[0]!.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: t });
+      expect(await node[0]!.settle(loc, failed(t))).toMatchObject({ ok: true });
+    }
+    expect(await node[0]!.claim(loc, args(s1))).toMatchObject({ token: 3, attempt: 3 });
+    expect(await node[1]!.claim(loc, args(s1))).toMatchObject({ token: 1, attempt: 1 });
+    expect(await node[1]!.settle(loc, failed(1))).toMatchObject({ ok: true });
+    expect(await node[1]!.claimAtLeast(loc, args(s1), 3)).toMatchObject({ token: 3, attempt: 2 });
+    await topo.nodes[2]!.kill();
+
+    // the quorum's grant was attempt 3: its failure is final, on A and on B
+    expect(await q.settle(loc, { ...failed(3), attempt: 3 })).toMatchObject({
+      ok: true,
+      token: 3,
+      attempt: 3,
+      final: true,
+    });
+    for (const n of [node[0]!, node[1]!]) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'failed', token: 3, attempt: 3 });
+    }
+    // C comes back empty-handed: another session is told the task failed, not granted it
+    await topo.nodes[2]!.restart();
+    const s2 = `s2:${nsCounter}#1`;
+    expect((await q.session('open', s2, 30_000)).ok).toBe(true);
+    expect(await q.claim(loc, args(s2))).toMatchObject({ type: 'failed', token: 3, terminal: true });
+  });
 });
