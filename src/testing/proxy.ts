@@ -224,6 +224,16 @@ export class TcpProxy {
     return this.links.size;
   }
 
+  /**
+   * Local ports of the live upstream connections: the addresses the target sees for this
+   * proxy's clients (`addr=` in CLIENT LIST), to find one client's connections there.
+   */
+  upstreamPorts(): number[] {
+    return [...this.links].flatMap((l) =>
+      l.upstream.localPort === undefined ? [] : [l.upstream.localPort],
+    );
+  }
+
   /** The address new connections are forwarded to. */
   get target(): { host: string; port: number } {
     return { host: this.targetHost, port: this.targetPort };

@@ -22,6 +22,7 @@
  * and reports takeover latencies (fault start → took-over). report.ts prints the table.
  */
 import {
+  DEFAULT_SESSION_PAIR,
   LAG_LOG_MS,
   LAG_SAMPLE_MS,
   nodeFaults,
@@ -29,6 +30,7 @@ import {
   percentile,
   SIDES,
   type SinkEntry,
+  timingOf,
 } from './common.js';
 import { type Exec, type FaultInterval, loadEvidence, push, short } from './evidence.js';
 import type { Duplicate, Report } from './report.js';
@@ -353,13 +355,18 @@ export function check(dir: string): Report {
   // ---- every run() call answers ----------------------------------------------------
   // Two bounds: on the whole call, and on how long it goes on once its task has an outcome
   // (a call that waits for an outcome Redis already holds is hung, whatever ends it later).
-  const boundMs = summary.runBoundMs ?? 60_000;
-  const noticeMs = summary.noticeBoundMs ?? boundMs;
+  const anyBoundMs = summary.runBoundMs ?? 60_000;
+  const anyNoticeMs = summary.noticeBoundMs ?? anyBoundMs;
   const outcomeAt = new Map<string, number>();
   for (const [task, outs] of outcomes) outcomeAt.set(task, Math.min(...outs.map((o) => o.line.t)));
   const hungRunCalls: string[] = [];
   let longestMs = 0;
+  const slotOfInstance = (instance: string) =>
+    slotOf.get(instance) ?? Number(/^w(\d+)/.exec(instance)?.[1]);
   for (const c of runCalls) {
+    const bounds = summary.pairBounds?.[Math.floor(slotOfInstance(c.instance) / SIDES)];
+    const boundMs = bounds?.runMs ?? anyBoundMs;
+    const noticeMs = bounds?.noticeMs ?? anyNoticeMs;
     const until = c.end ?? exitAt.get(c.instance) ?? endOfRun;
     const ms = until - c.start;
     longestMs = Math.max(longestMs, ms);
@@ -412,6 +419,10 @@ export function check(dir: string): Report {
       if (faults.some((x) => x.slot === takerSlot && x.start <= g.t && x.end >= from)) continue;
       // connection-lost takeovers (a holder's connection seen gone) are also shown apart
       const keys = g.kind === 'connection-lost' ? [kind, 'all', 'connection-lost'] : [kind, 'all'];
+      // and those of the pair with the library's default session TTL
+      if (Math.floor(prevSlot / SIDES) === DEFAULT_SESSION_PAIR) {
+        keys.push(`${kind}, session TTL ${timingOf(DEFAULT_SESSION_PAIR).sessionTtlMs / 1_000} s`);
+      }
       for (const k of keys) {
         const list = lat[k] ?? [];
         list.push(ms);
@@ -480,8 +491,9 @@ export function check(dir: string): Report {
     runCalls: {
       count: runCalls.length,
       longestMs: Math.round(longestMs),
-      boundMs,
-      noticeMs,
+      boundMs: anyBoundMs,
+      noticeMs: anyNoticeMs,
+      ...(summary.pairBounds ? { perPair: summary.pairBounds } : {}),
       aborted: callerAborts,
     },
     hungRunCalls,

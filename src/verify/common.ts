@@ -6,6 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { RedisOptions } from 'ioredis';
+import { defaults } from '../options.js';
 
 /** Monotonic ms on a clock shared (to ~1 ms) by every process of the run. */
 export function stamp(): number {
@@ -60,11 +61,29 @@ export const workerTiming = {
 };
 
 /**
+ * The pair whose workers keep the library's default session TTL and heartbeat (10 s, one
+ * renewal every 3.3 s): a holder of that pair that crashes is taken over on evidence of
+ * its closed connection, or else only past its deadline or its session TTL. The other pair
+ * keeps the short test TTL above.
+ */
+export const DEFAULT_SESSION_PAIR = 1;
+
+/** The timing of a pair's workers (see DEFAULT_SESSION_PAIR). */
+export function timingOf(pair: number): typeof workerTiming {
+  if (pair !== DEFAULT_SESSION_PAIR) return workerTiming;
+  return {
+    ...workerTiming,
+    sessionTtlMs: defaults.sessionTtlMs,
+    heartbeatIntervalMs: Math.floor(defaults.sessionTtlMs / 3),
+  };
+}
+
+/**
  * The longest a run() call may take before the checker calls it hung: Redis away for
  * `unavailableTimeoutMs`, then every attempt running to its deadline and being taken over
  * after a session TTL and a safety-net interval, plus 10 s of slack for pauses and stalls.
  */
-export function runCallBoundMs(t: typeof workerTiming = workerTiming): number {
+export function runCallBoundMs(t: typeof workerTiming = timingOf(DEFAULT_SESSION_PAIR)): number {
   return (
     t.unavailableTimeoutMs +
     t.failure.maxAttempts * (t.taskTimeoutMs + t.sessionTtlMs + t.otherAttemptIntervalMs) +
@@ -77,7 +96,7 @@ export function runCallBoundMs(t: typeof workerTiming = workerTiming): number {
  * the latest at its next safety-net check, or gives up after `unavailableTimeoutMs` when
  * Redis stays away, plus a pause's worth of slack.
  */
-export function noticeBoundMs(t: typeof workerTiming = workerTiming): number {
+export function noticeBoundMs(t: typeof workerTiming = timingOf(DEFAULT_SESSION_PAIR)): number {
   return t.unavailableTimeoutMs + t.otherAttemptIntervalMs + 3 * t.sessionTtlMs;
 }
 
@@ -146,7 +165,9 @@ export type FaultKind =
   | 'handover'
   | 'cut-node'
   | 'node-loss'
-  | 'slow-minority';
+  | 'slow-minority'
+  | 'sub-reset'
+  | 'cmd-reset';
 export const faultKinds: readonly FaultKind[] = [
   'kill',
   'pause',
@@ -160,14 +181,23 @@ export const faultKinds: readonly FaultKind[] = [
   'cut-node',
   'node-loss',
   'slow-minority',
+  'sub-reset',
+  'cmd-reset',
 ];
 /** Fault kinds that only mean something with several coordination nodes (quorum mode). */
 export const quorumOnlyFaults: readonly FaultKind[] = ['cut-node', 'slow-minority'];
 /**
- * Fault kinds that stop or restart a Redis server: only where the run owns its servers
+ * Fault kinds that act on a Redis server itself: stop or restart it, or make it close one
+ * worker's connections (CLIENT KILL: sub-reset its subscriber connections, the command
+ * connections staying; cmd-reset the reverse). Only where the run owns its servers
  * (`npm run chaos`). Every other kind acts on the workers or on their proxies.
  */
-export const serverFaults: readonly FaultKind[] = ['redis-restart', 'node-loss'];
+export const serverFaults: readonly FaultKind[] = [
+  'redis-restart',
+  'node-loss',
+  'sub-reset',
+  'cmd-reset',
+];
 /** The fault kinds a run injects unless told otherwise. */
 export function defaultFaults(nodes: number, ownsServers = true): FaultKind[] {
   return faultKinds.filter(

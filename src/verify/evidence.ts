@@ -76,6 +76,8 @@ export function loadEvidence(dir: string) {
     nodes?: number;
     runBoundMs?: number;
     noticeBoundMs?: number;
+    /** The two bounds per pair (the pairs' session timing differs), by pair index. */
+    pairBounds?: { runMs: number; noticeMs: number }[];
     released: number;
     faults: Record<string, number>;
     faultsSkipped: Record<string, number>;

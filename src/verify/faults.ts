@@ -65,6 +65,12 @@ export interface FaultContext {
   log(line: ParentEntry): void;
   /** Start a new process in the slot (after a kill or a handover). */
   respawn(slot: Slot): void;
+  /**
+   * Make node `node` close the connections that come from `ports` (its subscriber
+   * connections when `pubsub`, else the others); answers how many it closed. Only where
+   * the run owns its servers.
+   */
+  dropConnections?(node: number, ports: ReadonlySet<number>, pubsub: boolean): Promise<number>;
 }
 
 export function setReplyDelay(slot: Slot, node: number, source: string, ms: number): void {
@@ -320,6 +326,46 @@ export class FaultInjector {
             const timer = setTimeout(fire, 2_000);
             this.onSettle = fire;
           }),
+        );
+        return;
+      }
+      case 'sub-reset':
+      case 'cmd-reset': {
+        const drop = this.ctx.dropConnections?.bind(this.ctx);
+        if (!drop) {
+          skip('this run does not own its Redis servers');
+          return;
+        }
+        const slot = this.pickHolder(target);
+        if (!slot?.child) {
+          skip('no live worker');
+          return;
+        }
+        const pubsub = f.kind === 'sub-reset';
+        this.ctx.log({
+          ev: 'fault',
+          kind: f.kind,
+          w: slot.index,
+          p: slot.instance,
+          phase: 'start',
+          detail: `Redis closes its ${pubsub ? 'subscriber' : 'command'} connections (holding ${slot.running.size})`,
+        });
+        done();
+        this.track(
+          (async () => {
+            let closed = 0;
+            for (const [n, proxy] of slot.proxies.entries()) {
+              closed += await drop(n, new Set(proxy.upstreamPorts()), pubsub).catch(() => 0);
+            }
+            this.ctx.log({
+              ev: 'fault',
+              kind: f.kind,
+              w: slot.index,
+              p: slot.instance,
+              phase: 'end',
+              detail: `${closed} closed`,
+            });
+          })(),
         );
         return;
       }

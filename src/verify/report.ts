@@ -46,6 +46,8 @@ export interface Report {
     longestMs: number;
     boundMs: number;
     noticeMs: number;
+    /** The bounds of each pair, where the pairs' session timings differ. */
+    perPair?: { runMs: number; noticeMs: number }[];
     aborted: number;
   };
   hungRunCalls: string[];
@@ -120,8 +122,12 @@ export function formatReport(r: Report): string {
     `${r.runCalls.count} (${r.runCalls.aborted}), longest ${(r.runCalls.longestMs / 1_000).toFixed(1)} s`,
     '',
   ]);
+  const s = (ms: number) => `${ms / 1_000} s`;
+  const perPair = r.runCalls.perPair;
   inv(
-    `run() calls unanswered within ${r.runCalls.boundMs / 1_000} s (${r.runCalls.noticeMs / 1_000} s after the outcome)`,
+    perPair && perPair.length > 1
+      ? `run() calls unanswered within ${perPair.map((b) => s(b.runMs)).join(' / ')} (${perPair.map((b) => s(b.noticeMs)).join(' / ')} after the outcome; by pair)`
+      : `run() calls unanswered within ${s(r.runCalls.boundMs)} (${s(r.runCalls.noticeMs)} after the outcome)`,
     r.hungRunCalls.length,
   );
   rows.push(['effects committed more than once (at-least-once)', String(r.recommits), '']);

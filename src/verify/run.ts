@@ -35,6 +35,7 @@ import {
   stamp,
   type TaskSpec,
   type ToWorker,
+  timingOf,
   type WorkerConfig,
 } from './common.js';
 import { FaultInjector, type ServerControl, type Slot } from './faults.js';
@@ -240,8 +241,42 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
     });
   };
 
+  const dropConnections = async (node: number, ports: ReadonlySet<number>, pubsub: boolean) => {
+    const n = setup.nodes[node];
+    if (!n || ports.size === 0) return 0;
+    const admin = new Redis({
+      ...n.options,
+      host: n.host,
+      port: n.port,
+      lazyConnect: true,
+      maxRetriesPerRequest: 1,
+    });
+    admin.on('error', () => {});
+    try {
+      await admin.connect();
+      const list = String(await admin.call('CLIENT', 'LIST', 'TYPE', pubsub ? 'pubsub' : 'normal'));
+      let closed = 0;
+      for (const line of list.split('\n')) {
+        const id = /\bid=(\d+)/.exec(line)?.[1];
+        const port = /\baddr=\S*:(\d+)/.exec(line)?.[1];
+        if (id && port && ports.has(Number(port))) {
+          closed += Number(await admin.call('CLIENT', 'KILL', 'ID', id));
+        }
+      }
+      return closed;
+    } finally {
+      admin.disconnect();
+    }
+  };
   const faults = new FaultInjector(
-    { slots, nodes: setup.nodes.length, servers: setup.servers, log, respawn: spawnWorker },
+    {
+      slots,
+      nodes: setup.nodes.length,
+      servers: setup.servers,
+      log,
+      respawn: spawnWorker,
+      ...(setup.servers ? { dropConnections } : {}),
+    },
     setup.seed,
   );
   const killAll = () => {
@@ -412,6 +447,10 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
         nodes: setup.nodes.length,
         runBoundMs: runCallBoundMs(),
         noticeBoundMs: noticeBoundMs(),
+        pairBounds: Array.from({ length: PAIRS }, (_, p) => ({
+          runMs: runCallBoundMs(timingOf(p)),
+          noticeMs: noticeBoundMs(timingOf(p)),
+        })),
         tasksPlanned: setup.tasks,
         released,
         faults: faults.done,

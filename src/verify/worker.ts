@@ -24,6 +24,7 @@ import {
   stamp,
   type TaskSpec,
   type ToWorker,
+  timingOf,
   type WorkerConfig,
   type WorkerLine,
   workerTiming,
@@ -55,7 +56,7 @@ const worker = new PairedWorker({
   namespace: config.namespace,
   keyPrefix: config.keyPrefix,
   name: `w${config.slot}`,
-  ...workerTiming,
+  ...timingOf(config.pair),
   ...(config.retentionMs === undefined ? {} : { retentionMs: config.retentionMs }),
 });
 const sink = new Redis({ ...config.sink, maxRetriesPerRequest: 3 });

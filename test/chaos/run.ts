@@ -14,13 +14,13 @@
  *   --tasks <n>            tasks in the plan (default 5000)
  *   --max-seconds <n>      stop releasing tasks and injecting faults after this long (default 300);
  *                          the run then heals everything and drains for up to --drain-seconds
- *   --drain-seconds <n>    (default 60)
+ *   --drain-seconds <n>    (default 80)
  *   --rate <n>             tasks released per second, both pairs together (default 50)
  *   --fault-gap-ms <n>     mean time between two faults (default 700)
  *   --faults <list>        fault kinds, comma-separated (default all that apply:
  *                          kill,pause,redis-restart,cut,delay,partition,abort,timeout,handover,
- *                          and with --topology quorum also cut-node,node-loss,slow-minority;
- *                          node-loss also applies to one Redis)
+ *                          node-loss,sub-reset,cmd-reset, and with --topology quorum also
+ *                          cut-node,slow-minority)
  *   --topology single|quorum   quorum: three independent masters (PairedWorker `nodes`); a
  *                          Redis restart then restarts one node of the three (a minority)
  *   --persistence aof|none AOF with fsync always (default), or none: a restart loses the data
@@ -48,7 +48,7 @@ const { values: args } = parseArgs({
     seed: { type: 'string' },
     tasks: { type: 'string', default: '5000' },
     'max-seconds': { type: 'string', default: '300' },
-    'drain-seconds': { type: 'string', default: '60' },
+    'drain-seconds': { type: 'string', default: '80' },
     rate: { type: 'string', default: '50' },
     'fault-gap-ms': { type: 'string', default: '700' },
     faults: { type: 'string' },
