@@ -34,6 +34,10 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const drift = (ttlMs: number) => Math.floor(ttlMs * 0.01) + 2;
 /** Retry delay after a split vote or a late grant, as in Redlock: short and jittered. */
 const jitter = () => 20 + Math.floor(Math.random() * 80);
+/** The claims sent to one node in one round: node -> the claim's number (see claimOn). */
+type Round = Map<number, number>;
+/** Tasks whose latest claim per node is remembered; the oldest go first. */
+const LAST_CLAIM_MAX = 1_000_000;
 /** Grants remembered as handed out (see QuorumClaims.handedOut); the oldest go first. */
 const HANDED_OUT_MAX = 1_000_000;
 const handedKey = (session: string, ref: string) => `${session}\n${ref}`;
@@ -79,6 +83,9 @@ export class QuorumClaims {
   private readonly splits = new Map<string, number>();
   /** node + ref -> our undos of that task on that node still on their way (never rejects). */
   private readonly undoing = new Map<string, Promise<unknown>>();
+  /** node + ref -> the number of the latest claim of that task sent to that node (bounded). */
+  private readonly lastClaim = new Map<string, number>();
+  private claimsSent = 0;
   /**
    * session + ref -> the token of the grant this store last handed to that session (granted
    * or resumed): it may be running, so no later claim of the same session undoes it, not
@@ -164,6 +171,7 @@ export class QuorumClaims {
    * next claim of the task on each of these nodes waits for its undo.
    */
   private undo(
+    round: Round,
     loc: TaskLocation,
     a: ClaimArgs,
     votes: readonly Ours[],
@@ -172,6 +180,13 @@ export class QuorumClaims {
     announce: boolean,
   ): Promise<unknown> {
     if (a.dryRun) return Promise.resolve();
+    // Not on a node where a later claim of the task was sent since this round's: that claim
+    // came after this round's on the same connection, so it saw whatever this round left
+    // there and answered for it; an undo sent now would run after it and could take back
+    // its grant instead (a late answer, or a timeout, of an earlier round).
+    const current = (i: number) => this.lastClaim.get(`${i}:${loc.ref}`) === round.get(i);
+    silentNodes = silentNodes.filter(current);
+    votes = votes.filter((v) => current(v.node));
     // The grant handed out before (it may be running) stays: undone on a majority, the
     // task could be granted again with its token. Unless this round won that very token
     // again: its majority then holds it, and these nodes are outside that majority.
@@ -210,15 +225,31 @@ export class QuorumClaims {
   }
 
   /** Claim on node i, once our undos of the task there have answered. */
-  private async claimOn(i: number, loc: TaskLocation, a: ClaimArgs, minToken: number) {
+  private async claimOn(
+    i: number,
+    loc: TaskLocation,
+    a: ClaimArgs,
+    minToken: number,
+    round: Round,
+  ) {
     const node = this.nodes.list[i];
     if (!node) throw new Error(`quorum: no node ${i}`);
-    await this.undoing.get(`${i}:${loc.ref}`);
+    const key = `${i}:${loc.ref}`;
+    await this.undoing.get(key);
+    const n = ++this.claimsSent;
+    this.lastClaim.delete(key);
+    this.lastClaim.set(key, n);
+    if (this.lastClaim.size > LAST_CLAIM_MAX) {
+      const oldest = this.lastClaim.keys().next().value;
+      if (oldest !== undefined) this.lastClaim.delete(oldest);
+    }
+    round.set(i, n);
     return node.claimAtLeast(loc, a, minToken);
   }
 
   private async claimRound(loc: TaskLocation, a: ClaimArgs): Promise<ClaimRound> {
     const q = this.nodes.quorum;
+    const round: Round = new Map();
     const sent = now();
     const ttl = Math.min(a.sessionTtlMs, a.taskTimeoutMs);
     const validFor = () => ttl - (now() - sent) - drift(ttl);
@@ -229,7 +260,7 @@ export class QuorumClaims {
       ClaimReply,
       { results: readonly (NodeResult<ClaimReply> | undefined)[] }
     >(
-      (_node, i) => this.claimOn(i, loc, a, 0),
+      (_node, i) => this.claimOn(i, loc, a, 0, round),
       (results, done) => {
         for (const [key, list] of count(this.votes(results), voteKey)) {
           // a majority for one answer cannot change whatever the others say
@@ -245,12 +276,12 @@ export class QuorumClaims {
         // an answer after the decision: a grant that is not the one we won is taken back,
         // and so is whatever a node that failed or timed out may have granted
         if (silent(late)) {
-          void this.undo(loc, a, [], [i], won?.token, false);
+          void this.undo(round, loc, a, [], [i], won?.token, false);
           return;
         }
         const v = this.vote(i, late);
         if (v && isOurs(v) && voteKey(v) !== won?.key)
-          void this.undo(loc, a, [v], [], won?.token, false);
+          void this.undo(round, loc, a, [v], [], won?.token, false);
       },
     );
 
@@ -267,6 +298,7 @@ export class QuorumClaims {
       const token = Number(key.slice(2));
       won = { key, token };
       void this.undo(
+        round,
         loc,
         a,
         ours.filter((v) => voteKey(v) !== key),
@@ -284,7 +316,7 @@ export class QuorumClaims {
       if (validFor() <= 0) {
         won = undefined;
         // a majority saw this grant: tell the waiters it is gone
-        await this.undo(loc, a, ours, unknown, undefined, true);
+        await this.undo(round, loc, a, ours, unknown, undefined, true);
         return {
           type: 'retry',
           why: `the grant reached a majority after its validity (${Math.round(now() - sent)} ms)`,
@@ -293,13 +325,14 @@ export class QuorumClaims {
       const alive = await this.liveHolder(list);
       if (alive) {
         won = undefined;
-        await this.undo(loc, a, ours, unknown, undefined, true);
+        await this.undo(round, loc, a, ours, unknown, undefined, true);
         return { type: 'reply', reply: this.heldByLive(alive, token) };
       }
       won = { key, token };
       // our grant from an earlier claim is a leftover even with this token: it keeps its
       // own, earlier deadline
       void this.undo(
+        round,
         loc,
         a,
         ours.filter((v) => voteKey(v) !== key),
@@ -314,12 +347,12 @@ export class QuorumClaims {
     //    one token for all, the highest; the others are undone and asked for at least it
     const answeredAll = results.every((r) => r !== undefined);
     if (answeredAll && !a.dryRun && ours.length >= q && validFor() > 0) {
-      const fixed = await this.fixUp(loc, a, ours, sent, ttl);
+      const fixed = await this.fixUp(round, loc, a, ours, sent, ttl);
       won = fixed && { key: `g:${fixed.token}`, token: fixed.token };
-      void this.undo(loc, a, [], unknown, fixed?.token, false);
+      void this.undo(round, loc, a, [], unknown, fixed?.token, false);
       if (fixed) return { type: 'reply', reply: fixed.reply };
     } else {
-      await this.undo(loc, a, ours, unknown, undefined, ours.length >= q);
+      await this.undo(round, loc, a, ours, unknown, undefined, ours.length >= q);
     }
 
     // 4. no grant: the majority view of the task
@@ -416,6 +449,7 @@ export class QuorumClaims {
    * row on one connection may run in another order (a NOSCRIPT resend goes last).
    */
   private async fixUp(
+    round: Round,
     loc: TaskLocation,
     a: ClaimArgs,
     ours: readonly Ours[],
@@ -440,7 +474,7 @@ export class QuorumClaims {
         );
         if (!answered) return undefined;
         try {
-          const reply = await this.claimOn(v.node, loc, a, token);
+          const reply = await this.claimOn(v.node, loc, a, token, round);
           return this.vote(v.node, { ok: true, value: reply });
         } catch {
           failed.push(v.node); // it may have granted
@@ -454,10 +488,10 @@ export class QuorumClaims {
     const alive = all.length >= this.nodes.quorum && valid ? await this.liveHolder(all) : undefined;
     if (all.length >= this.nodes.quorum && valid && !alive) {
       const strays = regranted.filter((v) => !(v.kind === 'grant' && v.token === token));
-      void this.undo(loc, a, strays, failed, token, false);
+      void this.undo(round, loc, a, strays, failed, token, false);
       return { token, reply: this.grantReply(all, token) };
     }
-    await this.undo(loc, a, [...keep, ...regranted], failed, undefined, true);
+    await this.undo(round, loc, a, [...keep, ...regranted], failed, undefined, true);
     return undefined;
   }
 

@@ -700,6 +700,44 @@ describe('quorum store: undo, repair and late answers', () => {
     expect(await q1.settle(loc, done(s1, 1))).toMatchObject({ ok: true, token: 1 });
   });
 
+  it("an earlier claim's answer that comes too late does not take back the grant of a later claim of the same task on that node", async () => {
+    const topo = await topology();
+    const proxy = await delayedProxy(topo.nodes[2]!.port);
+    const urls = [topo.nodes[0]!.url, topo.nodes[1]!.url, proxy.url];
+    const keys = new Keys('pairlock', `late-undo-${++nsCounter}`);
+    const node = await nodeStores(
+      topo.nodes.map((n) => n.url),
+      keys,
+    );
+    const q1 = await quorumStore(urls, keys, 1_000);
+    const s1 = `s1:${nsCounter}#1`;
+    const s2 = `s2:${nsCounter}#1`;
+    const loc = keys.task('t');
+    for (const n of node) {
+      expect((await n.session('open', s2, 30_000)).ok).toBe(true);
+      expect(await n.claim(loc, args(s2))).toMatchObject({ type: 'granted', token: 1 });
+    }
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    // claim 1: held by s2 everywhere; C applies it at once, its answer comes 100 ms after
+    // the 1 s timeout
+    proxy.setReplyDelay(1_100);
+    const sent = performance.now();
+    expect(await q1.claim(loc, args(s1))).toMatchObject({ type: 'held', owner: s2 });
+    await sleep(30); // C's answer is on its way, delayed
+    proxy.setReplyDelay(0);
+    // s2's session lapses on A and C; claim 2, 200 ms after claim 1, is granted on both and
+    // waits for C's answer, queued behind claim 1's: meanwhile claim 1 gives up on C (and,
+    // blind, would undo whatever grant of s1 C holds by then: claim 2's)
+    await node[0]!.session('close', s2, 0);
+    await node[2]!.session('close', s2, 0);
+    await sleep(200 - (performance.now() - sent));
+    expect(await q1.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: 2 });
+    await sleep(300);
+    for (const n of [node[0]!, node[2]!]) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 2 });
+    }
+  });
+
   it('a holder whose session lapsed only on the node it cannot reach keeps its task: a takeover needs its session gone on a majority', async () => {
     const topo = await topology();
     const urls = topo.nodes.map((n) => n.url);
@@ -777,6 +815,10 @@ describe('quorum store: undo, repair and late answers', () => {
     await topo.nodes[2]!.restart();
     const s2 = `s2:${nsCounter}#1`;
     expect((await q.session('open', s2, 30_000)).ok).toBe(true);
-    expect(await q.claim(loc, args(s2))).toMatchObject({ type: 'failed', token: 3, terminal: true });
+    expect(await q.claim(loc, args(s2))).toMatchObject({
+      type: 'failed',
+      token: 3,
+      terminal: true,
+    });
   });
 });
