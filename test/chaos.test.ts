@@ -15,7 +15,7 @@ import { check } from './chaos/check.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('chaos run (small)', () => {
-  it('two pairs under kills, pauses, cuts, delays, partitions, Redis restarts, caller aborts, client-side timeouts and handovers: every invariant holds', async () => {
+  it('two pairs (one with the default session TTL) under kills, pauses, cuts, delays, partitions, Redis restarts, connection resets, caller aborts, client-side timeouts and handovers: every invariant holds', async () => {
     const args = [
       '--import',
       'tsx',
@@ -29,7 +29,7 @@ describe('chaos run (small)', () => {
       '--max-seconds',
       '60',
       '--drain-seconds',
-      '60',
+      '80',
     ];
     const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
