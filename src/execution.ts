@@ -281,7 +281,14 @@ export class Executor {
   ): Promise<void> {
     const { taskId } = run.loc;
     const { token, attempt, kind, exec } = grant;
-    const reply = await this.settleWithRetry(run.loc, grant.session, token, attempt, state, payload);
+    const reply = await this.settleWithRetry(
+      run.loc,
+      grant.session,
+      token,
+      attempt,
+      state,
+      payload,
+    );
     // The execution is over from here: a run woken below claims again (a run that joined
     // the execution has no claim of its own in flight to fold the wake into).
     if (exec) this.forget(exec);
