@@ -14,6 +14,7 @@ import {
   type PairedWorkerOptions,
 } from '../src/index.js';
 import { Keys } from '../src/keys.js';
+import { Subscriber } from '../src/liveness.js';
 import {
   RedisServer,
   startCluster,
@@ -66,6 +67,14 @@ function capture(): Logger & { lines: string[] } {
     if (msg) lines.push(msg);
   };
   return { lines, debug: keep, info: keep, warn: keep, error: keep };
+}
+
+async function until(ok: () => boolean, ms: number): Promise<void> {
+  const deadline = now() + ms;
+  while (!ok()) {
+    if (now() > deadline) throw new Error(`not within ${ms} ms`);
+    await sleep(10);
+  }
 }
 
 const pct = (xs: number[], p: number) =>
@@ -265,6 +274,63 @@ describe('one Redis', () => {
       expect(await runB).toMatchObject({ role: 'watched', result: 'a' });
     } finally {
       admin.disconnect();
+    }
+  });
+
+  it('the subscriber dropped again before its channels were restored: no unhandled rejection (the process lives), and the next connect restores them', async () => {
+    const proxy = await TcpProxy.start({ targetPort: server.port });
+    const main = new Redis({ host: proxy.host, port: proxy.port, maxRetriesPerRequest: 0 });
+    main.on('error', () => {});
+    const got: string[] = [];
+    const sub = new Subscriber(
+      main,
+      'events',
+      'live:',
+      2_000,
+      (m) => got.push(m),
+      () => {},
+    );
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await sub.start();
+      await sub.follow('s#1', '');
+      let readies = 0;
+      sub.on('ready', () => {
+        readies += 1;
+      });
+      // the next connection's SUBSCRIBE replies are held back; the connection drops while
+      // they are on their way (after 'ready', before the channels are restored)
+      let connects = 0;
+      sub.client.on('ready', () => {
+        connects += 1;
+        if (connects === 1) setTimeout(() => proxy.cut(), 100);
+      });
+      proxy.setReplyDelay(300);
+      proxy.cut();
+      proxy.heal();
+      await until(() => connects >= 1, 5_000);
+      await sleep(150);
+      proxy.setReplyDelay(0);
+      proxy.heal();
+      await until(() => sub.ready, 5_000);
+      expect(unhandled).toEqual([]);
+      expect(readies).toBeGreaterThanOrEqual(1);
+      const admin = new Redis(server.port);
+      try {
+        const counts = (await admin.call('PUBSUB', 'NUMSUB', 'events', 'live:s#1')) as unknown[];
+        expect(counts).toEqual(['events', 1, 'live:s#1', 1]);
+        await admin.publish('events', 'hello');
+      } finally {
+        admin.disconnect();
+      }
+      await until(() => got.includes('hello'), 2_000);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      sub.disconnect();
+      main.disconnect();
+      await proxy.close();
     }
   });
 
