@@ -290,8 +290,12 @@ export class Executor {
       payload,
     );
     // The execution is over from here: a run woken below claims again (a run that joined
-    // the execution has no claim of its own in flight to fold the wake into).
-    if (exec) this.forget(exec);
+    // the execution has no claim of its own in flight to fold the wake into). A run() that
+    // joined while this settle was on its way is the one the answer is for.
+    if (exec) {
+      this.forget(exec);
+      run = exec.run;
+    }
     if (run.finished) return;
     if (reply === 'unavailable') {
       // Redis stayed away past the lease. Keep the result: the effect happened, and

@@ -100,6 +100,49 @@ describe('a second run() of a task whose handler still runs here', () => {
   });
 });
 
+describe('a second run() of a task whose settle is on its way', () => {
+  it('gets the outcome that settle brings (the handler has returned, its settle is not answered yet)', async () => {
+    const ns = pair.namespace('join-settle');
+    const w = pair.worker(ns, 'a');
+    await w.start();
+    // hold the settle back until the second run() has come
+    const store = storeOf(w);
+    const settle = store.settle.bind(store);
+    let letSettle!: () => void;
+    const gate = new Promise<void>((r) => {
+      letSettle = r;
+    });
+    let settling = false;
+    store.settle = async (...args: Parameters<Store['settle']>) => {
+      settling = true;
+      await gate;
+      return settle(...args);
+    };
+    const caller = new AbortController();
+    let runs = 0;
+    const first = w.run(
+      't',
+      () => {
+        runs += 1;
+        return 'first';
+      },
+      { signal: caller.signal },
+    );
+    await until(() => settling);
+    caller.abort(new Error('caller gave up'));
+    await expect(first).rejects.toThrow('caller gave up');
+    const second = w.run('t', () => {
+      runs += 1;
+      return 'second';
+    });
+    await sleep(20);
+    letSettle();
+    const outcome = await within(second, 5_000, 'the second run()');
+    expect(outcome).toMatchObject({ state: 'done', result: 'first', token: 1 });
+    expect(runs).toBe(1);
+  });
+});
+
 describe('a handler that overran its deadline and was taken over', () => {
   for (const joined of [false, true]) {
     it(`resolves its worker's run() with the peer's outcome once its settle is refused${joined ? ' (a run() that joined the execution)' : ''}`, async () => {
