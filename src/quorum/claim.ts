@@ -115,12 +115,9 @@ export class QuorumClaims {
               const oldest = this.handedOut.keys().next().value;
               if (oldest !== undefined) this.handedOut.delete(oldest);
             }
-          } else if (
-            r.reply.type === 'done' ||
-            r.reply.type === 'failed' ||
-            (r.reply.type === 'held' && r.reply.owner !== a.session)
-          ) {
-            // a majority holds something later than our grant: undoing it is harmless now
+          } else if (r.reply.type === 'done' || r.reply.type === 'failed') {
+            // a majority holds an outcome: our grant is settled or superseded. (Not on
+            // 'held': that answer may be the largest group of a split, not a majority.)
             this.handedOut.delete(key);
           }
         }

@@ -700,6 +700,46 @@ describe('quorum store: undo, repair and late answers', () => {
     expect(await q1.settle(loc, done(s1, 1))).toMatchObject({ ok: true, token: 1 });
   });
 
+  it('a grant handed out stays protected when a later claim is answered by a split (held by another on a minority)', async () => {
+    const topo = await topology();
+    const proxy = await delayedProxy(topo.nodes[1]!.port);
+    const urls = [topo.nodes[0]!.url, proxy.url, topo.nodes[2]!.url];
+    const keys = new Keys('pairlock', `split-held-${++nsCounter}`);
+    const node = await nodeStores(
+      topo.nodes.map((n) => n.url),
+      keys,
+    );
+    const q1 = await quorumStore(urls, keys, 400);
+    const s1 = `s1:${nsCounter}#1`;
+    const s3 = `s3:${nsCounter}#1`;
+    const loc = keys.task('t');
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    expect(await q1.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: 1 });
+    // C lost the task and another session holds it there; B is cut off
+    const c = new Redis(topo.nodes[2]!.port);
+    try {
+      await c.del(loc.container);
+    } finally {
+      c.disconnect();
+    }
+    expect((await node[2]!.session('open', s3, 30_000)).ok).toBe(true);
+    expect(await node[2]!.claim(loc, args(s3))).toMatchObject({ type: 'granted', token: 1 });
+    proxy.cut();
+    // two claims of s1 (its settle could not be sent, say): A answers with s1's own grant,
+    // C held by s3, B silent: no majority for anything, answered as held by s3
+    for (let i = 0; i < 2; i++) {
+      await q1.claim(loc, args(s1)).then(
+        (r) => expect(r).toMatchObject({ type: 'held', owner: s3 }),
+        (err) => expect(err).toBeInstanceOf(NoQuorumError),
+      );
+    }
+    proxy.heal();
+    await sleep(300);
+    for (const n of [node[0]!, node[1]!]) {
+      expect(await n.inspect(loc)).toMatchObject({ state: 'running', session: s1, token: 1 });
+    }
+  });
+
   it("an earlier claim's answer that comes too late does not take back the grant of a later claim of the same task on that node", async () => {
     const topo = await topology();
     const proxy = await delayedProxy(topo.nodes[2]!.port);
