@@ -179,6 +179,11 @@ describe('pairlock dashboard: the server', () => {
         'the takeover on the stream',
       );
       expect(took).toMatchObject({ kind: 'handover', worker: b.id, from: a.id, token: 2 });
+      // the settle's event may come a moment after the grant's (the stream is not a reply)
+      await until(
+        () => stream.events().find((e) => e.event === 'done' && e.task === 'job-1'),
+        'the outcome on the stream',
+      );
       const kinds = stream.events().map((e) => e.event);
       expect(kinds).toEqual(expect.arrayContaining(['claimed', 'standby', 'took-over', 'done']));
       expect(kinds.indexOf('claimed')).toBeLessThan(kinds.indexOf('took-over'));
