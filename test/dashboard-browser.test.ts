@@ -158,14 +158,17 @@ describe.skipIf(!chromiumPath)('pairlock dashboard in headless Chromium', () => 
           `the page showed the takeover and the new holder ${Date.now() - tookAt} ms after it`,
         );
         const text = await page.textContent(row);
-        expect(text).toContain(`from ${a.id} (session-expired)`);
+        expect(text).toContain(`from ${a.id} (${took.kind})`);
         expect(text).toContain(b.id);
         expect(
           await page.locator(`#running .group[data-holder="${a.id}"] tr[data-task="job"]`).count(),
         ).toBe(0);
         // the killed worker stays on the page, marked
         await page.waitForSelector(`#workers tr.gone[data-worker="${a.id}"]`, { timeout: 3_000 });
-        expect(await page.textContent(`#workers tr[data-worker="${a.id}"]`)).toContain('expired');
+        // revoked by the connection-lost takeover, or (unbound) expired
+        expect(await page.textContent(`#workers tr[data-worker="${a.id}"]`)).toContain(
+          took.kind === 'connection-lost' ? 'revoked' : 'expired',
+        );
 
         if (screenshot) {
           mkdirSync(dirname(screenshot), { recursive: true });

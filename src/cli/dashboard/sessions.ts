@@ -1,7 +1,8 @@
 /**
  * Worker sessions as the dashboard sees them: one row per session key, with its last TTL
  * reading. A session whose key is gone stays for GONE_KEEP_MS, marked `expired` (nothing
- * was left of its TTL) or `closed` (it went with time left: the worker closed it).
+ * was left of its TTL), `revoked` (a takeover on connection evidence deleted it: its
+ * worker's connection was gone) or `closed` (it went with time left: the worker closed it).
  */
 import type { TimelineItem } from './state.js';
 
@@ -24,7 +25,7 @@ export interface SessionRow {
   /** Local ms of the last renewal, estimated from the readings once one was seen. */
   renewedAt?: number;
   renewSeen?: boolean;
-  gone?: { at: number; reason: 'expired' | 'closed' };
+  gone?: { at: number; reason: 'expired' | 'closed' | 'revoked' };
 }
 
 /** A session as a scan finds it (`liveSessions` of `pairlock stats`). */
@@ -40,6 +41,8 @@ export interface FoundSession {
 export class Sessions {
   private readonly rowsBySession = new Map<string, SessionRow>();
   private discovered = false;
+  /** Sessions a connection-lost takeover revoked (its event names them), bounded. */
+  private readonly revoked = new Set<string>();
 
   /** `push`: a timeline entry for a session that started or ended. */
   constructor(private readonly push: (item: Omit<TimelineItem, 'seq'>) => void) {}
@@ -50,6 +53,15 @@ export class Sessions {
 
   get(session: string): SessionRow | undefined {
     return this.rowsBySession.get(session);
+  }
+
+  /** A `connection-lost` takeover revoked `session`: it goes as `revoked`, not `closed`. */
+  noteRevoked(session: string): void {
+    this.revoked.add(session);
+    if (this.revoked.size > 1_000) {
+      const oldest = this.revoked.values().next().value;
+      if (oldest !== undefined) this.revoked.delete(oldest);
+    }
   }
 
   alive(session: string): boolean {
@@ -112,9 +124,11 @@ export class Sessions {
   }
 
   private markGone(row: SessionRow, at: number): void {
-    // gone with (almost) nothing left of its TTL: it expired; else it was closed
+    // gone with (almost) nothing left of its TTL: it expired; else it was revoked by a
+    // takeover on connection evidence, or closed
     const left = row.ttlMs - (at - row.at);
-    row.gone = { at, reason: left <= 250 ? 'expired' : 'closed' };
+    const reason = left <= 250 ? 'expired' : this.revoked.has(row.session) ? 'revoked' : 'closed';
+    row.gone = { at, reason };
     this.push({
       at,
       event: 'session-gone',

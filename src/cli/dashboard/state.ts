@@ -149,6 +149,9 @@ export class DashboardState {
     const w = decodeEvent(ev, at);
     this.push({ ...w, at });
     const ref = String(ev.r);
+    if (w.event === 'took-over' && w.kind === 'connection-lost' && ev.from) {
+      this.sessions.noteRevoked(String(ev.from));
+    }
     if (w.event === 'claimed' || w.event === 'took-over') {
       this.series.grant(ref, w.token, at, w.event === 'took-over' ? w.kind : undefined);
     } else if (w.event === 'done' || w.event === 'failed' || w.event === 'released') {
