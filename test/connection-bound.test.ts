@@ -82,6 +82,29 @@ const pct = (xs: number[], p: number) =>
 
 describe('one Redis', () => {
   let server: RedisServer;
+
+  /** Workers a and b on task 't': a runs it until release(), b covers it. */
+  async function heldByA(ns: string) {
+    const a = worker(server.url, ns, 'a');
+    const b = worker(server.url, ns, 'b');
+    let release: () => void = () => {};
+    let reason = '';
+    const runA = a.run('t', ({ signal }) => {
+      signal.addEventListener('abort', () => {
+        reason = String((signal.reason as { reason?: string }).reason);
+      });
+      return new Promise<string>((r) => {
+        release = () => r('a');
+      });
+    });
+    await sleep(100);
+    const runB = b.run('t', async () => 'b');
+    // awaited by the test; a failed assertion must not leave their rejections unhandled
+    runA.catch(() => {});
+    runB.catch(() => {});
+    await sleep(100);
+    return { a, runA, runB, release: () => release(), aborted: () => reason };
+  }
   beforeAll(async () => {
     server = await RedisServer.start();
   });
@@ -158,7 +181,11 @@ describe('one Redis', () => {
         now() < until
       )
         await sleep(20);
-      expect(await admin.get(keys.bind(a.session))).toMatch(/\|140\|0$/);
+      // bound again, never seen gone; with the configured grace, or (proofs slowed by a
+      // loaded machine) a longer one
+      const rebound = (await admin.get(keys.bind(a.session))) ?? '';
+      expect(rebound).toMatch(/\|\d+\|0$/);
+      expect(Number(rebound.split('|')[2])).toBeGreaterThanOrEqual(140);
       admin.disconnect();
     } finally {
       proxy.heal();
@@ -237,21 +264,7 @@ describe('one Redis', () => {
     const ns = `sub-${++n}`;
     const admin = new Redis(server.url);
     try {
-      const a = worker(server.url, ns, 'a');
-      const b = worker(server.url, ns, 'b');
-      let release: () => void = () => {};
-      let aborted = '';
-      const runA = a.run('t', ({ signal }) => {
-        signal.addEventListener('abort', () => {
-          aborted = String((signal.reason as { reason?: string }).reason);
-        });
-        return new Promise<string>((r) => {
-          release = () => r('a');
-        });
-      });
-      await sleep(100);
-      const runB = b.run('t', async () => 'b');
-      await sleep(100);
+      const { a, runA, runB, release, aborted } = await heldByA(ns);
       const keys = new Keys('pairlock', ns);
       // still bound on this server run, never seen gone (a proof slowed by a loaded machine
       // may have made it bind again with a longer grace: a new epoch, not an unbinding)
@@ -280,7 +293,7 @@ describe('one Redis', () => {
         new RegExp(`^${runId}\\|\\d+\\|\\d+\\|0$`),
       );
       expect(await epochOf()).toBeGreaterThan(before);
-      expect(aborted).toBe('');
+      expect(aborted()).toBe('');
       release();
       expect(await runA).toMatchObject({ role: 'ran', result: 'a' });
       expect(await runB).toMatchObject({ role: 'watched', result: 'a' });
@@ -350,24 +363,7 @@ describe('one Redis', () => {
     const ns = `cmd-${++n}`;
     const admin = new Redis(server.url);
     try {
-      const a = worker(server.url, ns, 'a');
-      const b = worker(server.url, ns, 'b');
-      let release: () => void = () => {};
-      let aborted = '';
-      const runA = a.run('t', ({ signal }) => {
-        signal.addEventListener('abort', () => {
-          aborted = 'yes';
-        });
-        return new Promise<string>((r) => {
-          release = () => r('a');
-        });
-      });
-      await sleep(100);
-      const runB = b.run('t', async () => 'b');
-      // awaited below; a failed assertion must not leave their rejections unhandled
-      runA.catch(() => {});
-      runB.catch(() => {});
-      await sleep(100);
+      const { a, runA, runB, release, aborted } = await heldByA(ns);
       const port = (a as unknown as { store: { client: Redis } }).store.client.stream.localPort;
       const line = String(await admin.call('CLIENT', 'LIST', 'TYPE', 'normal'))
         .split('\n')
@@ -381,7 +377,7 @@ describe('one Redis', () => {
       expect(await admin.get(keys.bind(a.session))).toMatch(
         new RegExp(`^${runId}\\|\\d+\\|\\d+\\|0$`),
       );
-      expect(aborted).toBe('');
+      expect(aborted()).toBe('');
       release();
       expect(await runA).toMatchObject({ role: 'ran' });
       expect(await runB).toMatchObject({ role: 'watched', result: 'a' });

@@ -427,6 +427,27 @@ describe('quorum store: undo, repair and late answers', () => {
       }),
     );
   }
+  /**
+   * Every node behind a proxy of its own, one store per node straight to it, and a quorum
+   * store through the proxies with session `one#1` open.
+   */
+  async function proxiedQuorum(name: string, timeoutMs: number) {
+    const topo = await topology();
+    const proxies = await Promise.all(topo.nodes.map((n) => delayedProxy(n.port)));
+    const keys = new Keys('pairlock', `${name}-${++nsCounter}`);
+    const node = await nodeStores(
+      topo.nodes.map((n) => n.url),
+      keys,
+    );
+    const q1 = await quorumStore(
+      proxies.map((p) => p.url),
+      keys,
+      timeoutMs,
+    );
+    const s1 = 'one#1';
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    return { proxies, keys, node, q1, s1 };
+  }
   async function delayedProxy(port: number): Promise<TcpProxy> {
     const p = await TcpProxy.start({ targetPort: port });
     cleanup.push(() => p.close());
@@ -622,20 +643,7 @@ describe('quorum store: undo, repair and late answers', () => {
   });
 
   it('grants made by nodes that all answered after the timeout are undone on every node', async () => {
-    const topo = await topology();
-    const proxies = await Promise.all(topo.nodes.map((n) => delayedProxy(n.port)));
-    const keys = new Keys('pairlock', `late-all-${++nsCounter}`);
-    const node = await nodeStores(
-      topo.nodes.map((n) => n.url),
-      keys,
-    );
-    const q1 = await quorumStore(
-      proxies.map((p) => p.url),
-      keys,
-      400,
-    );
-    const s1 = 'one#1';
-    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    const { proxies, keys, node, q1, s1 } = await proxiedQuorum('late-all', 400);
     for (const p of proxies) p.setDelay(300);
     const granted = new Set<number>();
     const watch = setInterval(() => {
@@ -663,20 +671,7 @@ describe('quorum store: undo, repair and late answers', () => {
   });
 
   it('a claim of a task its session already holds, whose answers never come, leaves that grant on every node (no blind undo takes it back)', async () => {
-    const topo = await topology();
-    const proxies = await Promise.all(topo.nodes.map((n) => delayedProxy(n.port)));
-    const keys = new Keys('pairlock', `kept-grant-${++nsCounter}`);
-    const node = await nodeStores(
-      topo.nodes.map((n) => n.url),
-      keys,
-    );
-    const q1 = await quorumStore(
-      proxies.map((p) => p.url),
-      keys,
-      400,
-    );
-    const s1 = 'one#1';
-    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    const { proxies, keys, node, q1, s1 } = await proxiedQuorum('kept-grant', 400);
     const loc = keys.task('job');
     // s1 wins token 1 and runs it; its settle cannot be sent, so it claims the task again
     // (as a worker does): every answer comes after the claimer stopped waiting
