@@ -169,6 +169,28 @@ describe('dashboard state', () => {
     expect(s.sessions.rows().map((r) => r.session)).toEqual(['c#1']);
   });
 
+  it('marks a session a connection-lost takeover ended as revoked, whether its event comes before or after the key is seen gone', () => {
+    const s = new DashboardState(100, () => 0);
+    s.sessions.discover(
+      [
+        { session: 'a#1', worker: 'a', ttlMs: 10_000 },
+        { session: 'c#1', worker: 'c', ttlMs: 10_000 },
+      ],
+      0,
+    );
+    s.onEvent(grant('x', 1, 'a#1'), 10);
+    s.onEvent(grant('y', 1, 'c#1'), 10);
+    // the takeover's event first, then the reading that finds a's key gone (time left)
+    s.onEvent(grant('x', 2, 'b#1', 5, 'a#1'), 200);
+    s.sessions.readings([['a#1', -2]], 300);
+    expect(s.sessions.get('a#1')?.gone?.reason).toBe('revoked');
+    // the reading first (c's key gone with time left: 'closed' so far), then the event
+    s.sessions.readings([['c#1', -2]], 400);
+    expect(s.sessions.get('c#1')?.gone?.reason).toBe('closed');
+    s.onEvent(grant('y', 2, 'b#1', 5, 'c#1'), 450);
+    expect(s.sessions.get('c#1')?.gone?.reason).toBe('revoked');
+  });
+
   it('rates per second and claim-to-outcome latency', () => {
     const base = 1_000_000;
     let now = base;

@@ -57,6 +57,9 @@ export class Sessions {
 
   /** A `connection-lost` takeover revoked `session`: it goes as `revoked`, not `closed`. */
   noteRevoked(session: string): void {
+    // the event may come after a reading found the key gone: the reason is corrected
+    const row = this.rowsBySession.get(session);
+    if (row?.gone) row.gone.reason = 'revoked';
     this.revoked.add(session);
     if (this.revoked.size > 1_000) {
       const oldest = this.revoked.values().next().value;
@@ -124,10 +127,10 @@ export class Sessions {
   }
 
   private markGone(row: SessionRow, at: number): void {
-    // gone with (almost) nothing left of its TTL: it expired; else it was revoked by a
-    // takeover on connection evidence, or closed
+    // revoked by a takeover on connection evidence (its event names it); else gone with
+    // (almost) nothing left of its TTL: it expired; else it was closed
     const left = row.ttlMs - (at - row.at);
-    const reason = left <= 250 ? 'expired' : this.revoked.has(row.session) ? 'revoked' : 'closed';
+    const reason = this.revoked.has(row.session) ? 'revoked' : left <= 250 ? 'expired' : 'closed';
     row.gone = { at, reason };
     this.push({
       at,
