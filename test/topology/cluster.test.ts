@@ -124,6 +124,8 @@ describe('Redis Cluster (3 masters)', () => {
         w.on('namespace-event', () => events.set(ns, (events.get(ns) ?? 0) + 1));
       return { ns, a, b };
     });
+    // every worker subscribed before the first task (see the 'classic' test below)
+    await Promise.all(pairs.flatMap(({ a, b }) => [a.start(), b.start()]));
     await Promise.all(pairs.map(({ ns, a, b }) => pairRun(a, b, 150, ns)));
 
     const owners = await Promise.all(namespaces.map((ns) => ownerOf(topo, keySlot(`{${ns}}`))));
@@ -163,9 +165,11 @@ describe('Redis Cluster (3 masters)', () => {
     b.on('namespace-event', () => {
       seen += 1;
     });
+    // subscribed before the first task: otherwise a may settle every task before b listens
+    await Promise.all([a.start(), b.start()]);
     await pairRun(a, b, 50, 'classic');
     // a PUBLISH inside a script reaches the subscriber's node over the cluster bus, after
-    // the script's reply: b may have learned every outcome from a reply before any event came
+    // the script's reply
     await vi.waitFor(() => expect(seen).toBeGreaterThan(0), { timeout: 5_000, interval: 20 });
   });
 

@@ -470,6 +470,9 @@ describe('quorum store: undo, repair and late answers', () => {
     // s1's session lapses on node C only; s2's takeover is granted there alone, and undone
     await node[2]!.session('close', s1, 0);
     expect(await q2.claim(loc, args(s2))).toMatchObject({ type: 'held', owner: s1, token: 1 });
+    // A and B decided the claim: C's part may not even have been applied yet (it is
+    // undone once its answer comes); give it time to arrive before looking
+    await sleep(300);
     await until('the takeover on C to be undone', async () => {
       const rec = await node[2]!.inspect(loc);
       return rec.found && rec.session === s1;
