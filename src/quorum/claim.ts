@@ -1,8 +1,21 @@
 import { performance } from 'node:perf_hooks';
-import { CorruptRecordError, NoQuorumError } from '../errors.js';
+import { NoQuorumError } from '../errors.js';
 import type { TaskLocation } from '../keys.js';
-import type { ClaimArgs, ClaimReply, RedisStore } from '../store.js';
+import type { ClaimArgs, ClaimReply } from '../store.js';
 import { atLeastOnQuorum, count, type NodeResult, type QuorumNodes } from './nodes.js';
+import { type Round, Undos } from './undo.js';
+import {
+  type ClaimVote,
+  type Granted,
+  isOurs,
+  kindRank,
+  type Ours,
+  ourToken,
+  silent,
+  voteKey,
+  voteOf,
+  votesOf,
+} from './votes.js';
 
 /*
  * Quorum mode: the claim. Redlock over claim.lua and undo-2.lua.
@@ -20,10 +33,9 @@ import { atLeastOnQuorum, count, type NodeResult, type QuorumNodes } from './nod
  *     is made one: the lower ones are undone and claimed again with the highest token as
  *     the minimum. Any two majorities share a node, so each grant's token is above every
  *     earlier grant's (undo-2.lua explains why an undo keeps this true).
- *   - A claim of a task on a node waits for our undos of that task on that node still on
- *     their way: an undo names a grant by session and token (or none: whichever is ours),
- *     and a node may grant the same pair again once an undo restored the record before it.
- *     Two scripts in a row on one connection are not enough: a NOSCRIPT resend goes last.
+ *   - Undos never take back a grant in use, nor run after a later claim (undo.ts).
+ *   - A takeover because the holder's session expired is used only once that session is
+ *     gone on a majority (liveHolder).
  *   - Without a grant, the majority view of the task; an outcome settled on some nodes and
  *     nothing newer on the others is written back (read repair).
  */
@@ -34,71 +46,26 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const drift = (ttlMs: number) => Math.floor(ttlMs * 0.01) + 2;
 /** Retry delay after a split vote or a late grant, as in Redlock: short and jittered. */
 const jitter = () => 20 + Math.floor(Math.random() * 80);
-/** The claims sent to one node in one round: node -> the claim's number (see claimOn). */
-type Round = Map<number, number>;
-/** Tasks whose latest claim per node is remembered; the oldest go first. */
-const LAST_CLAIM_MAX = 1_000_000;
-/** Grants remembered as handed out (see QuorumClaims.handedOut); the oldest go first. */
-const HANDED_OUT_MAX = 1_000_000;
-const handedKey = (session: string, ref: string) => `${session}\n${ref}`;
 /** Rounds of one claim() call before a persistent disagreement is reported. */
 const CLAIM_ROUNDS = 3;
 /** Tasks whose claims found the nodes split, remembered for their backoff. */
 const SPLITS_MAX = 10_000;
 
-type Granted = Extract<ClaimReply, { type: 'granted' }>;
-type Resumed = Extract<ClaimReply, { type: 'resumed' }>;
-
-/** One node's claim answer, as a vote. */
-type ClaimVote =
-  | { kind: 'grant'; token: number; node: number; reply: Granted }
-  /** held by our own session already: a grant of an earlier claim of ours */
-  | { kind: 'self'; token: number; node: number; reply: Resumed }
-  | { kind: 'other'; key: string; node: number; reply: ClaimReply }
-  | { kind: 'fault'; key: string; node: number; error: CorruptRecordError };
-
-type Ours = Extract<ClaimVote, { kind: 'grant' | 'self' }>;
-/** How late in a task's life the record behind a grant's kind is (see grantReply). */
-const kindRank = (g: Granted): number =>
-  g.kind === 'retry' || g.kind === 'handover' ? 2 : g.kind === 'fresh' ? 0 : 1;
-const isOurs = (v: ClaimVote): v is Ours => v.kind === 'grant' || v.kind === 'self';
-
 type ClaimRound = { type: 'reply'; reply: ClaimReply } | { type: 'retry'; why: string };
-
-/** A node whose answer failed (or never came): it may have granted. */
-const silent = (r: NodeResult<ClaimReply> | undefined) =>
-  r !== undefined && !r.ok && !(r.error instanceof CorruptRecordError);
-
-function voteKey(v: ClaimVote): string {
-  if (v.kind === 'grant') return `g:${v.token}`;
-  if (v.kind === 'self') return `s:${v.token}`;
-  return v.key;
-}
-/** The token of a majority of grants (g:) or of our own grant resumed (s:). */
-const ourToken = (key: string) =>
-  key.startsWith('g:') || key.startsWith('s:') ? Number(key.slice(2)) : undefined;
 
 export class QuorumClaims {
   /** ref -> consecutive split claims (bounded). */
   private readonly splits = new Map<string, number>();
-  /** node + ref -> our undos of that task on that node still on their way (never rejects). */
-  private readonly undoing = new Map<string, Promise<unknown>>();
-  /** node + ref -> the number of the latest claim of that task sent to that node (bounded). */
-  private readonly lastClaim = new Map<string, number>();
-  private claimsSent = 0;
-  /**
-   * session + ref -> the token of the grant this store last handed to that session (granted
-   * or resumed): it may be running, so no later claim of the same session undoes it, not
-   * even blindly on a node whose answer never came (undo-2.lua: a grant that was used is
-   * never undone). Dropped once the grant is settled, released or replaced (bounded).
-   */
-  private readonly handedOut = new Map<string, number>();
+  /** Our undos, and the bookkeeping that keeps them off grants in use (undo.ts). */
+  private readonly undos: Undos;
 
   constructor(
     private readonly nodes: QuorumNodes,
     /** A holder's session as the majority sees it (QuorumStore.cover): pttl 0 when gone. */
     private readonly holder: (session: string) => Promise<{ pttl: number }>,
-  ) {}
+  ) {
+    this.undos = new Undos(nodes);
+  }
 
   async claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply> {
     let why = '';
@@ -106,21 +73,7 @@ export class QuorumClaims {
       const r = await this.claimRound(loc, a);
       if (r.type === 'reply') {
         if (r.reply.type !== 'held' || r.reply.deadlineInMs > 2_000) this.splits.delete(loc.ref);
-        if (!a.dryRun) {
-          const key = handedKey(a.session, loc.ref);
-          if (r.reply.type === 'granted' || r.reply.type === 'resumed') {
-            this.handedOut.delete(key);
-            this.handedOut.set(key, r.reply.token);
-            if (this.handedOut.size > HANDED_OUT_MAX) {
-              const oldest = this.handedOut.keys().next().value;
-              if (oldest !== undefined) this.handedOut.delete(oldest);
-            }
-          } else if (r.reply.type === 'done' || r.reply.type === 'failed') {
-            // a majority holds an outcome: our grant is settled or superseded. (Not on
-            // 'held': that answer may be the largest group of a split, not a majority.)
-            this.handedOut.delete(key);
-          }
-        }
+        if (!a.dryRun) this.undos.answered(a.session, loc.ref, r.reply);
         return r.reply;
       }
       why = r.why;
@@ -131,94 +84,9 @@ export class QuorumClaims {
     );
   }
 
-  private vote(i: number, r: NodeResult<ClaimReply> | undefined): ClaimVote | undefined {
-    if (!r) return undefined;
-    if (!r.ok) {
-      if (r.error instanceof CorruptRecordError)
-        return { kind: 'fault', key: `e:${r.error.code}`, node: i, error: r.error };
-      return undefined;
-    }
-    const reply = r.value;
-    switch (reply.type) {
-      case 'granted':
-        return { kind: 'grant', token: reply.token, node: i, reply };
-      case 'resumed':
-        return { kind: 'self', token: reply.token, node: i, reply };
-      case 'held':
-        return { kind: 'other', key: `h:${reply.owner}`, node: i, reply };
-      case 'done':
-        return { kind: 'other', key: 'd', node: i, reply };
-      case 'failed':
-        return { kind: 'other', key: `f:${reply.terminal ? 1 : 0}`, node: i, reply };
-      case 'claimable':
-        return { kind: 'other', key: 'c', node: i, reply };
-      case 'session-expired':
-        return { kind: 'other', key: 'x', node: i, reply };
-    }
-  }
-
-  private votes(results: readonly (NodeResult<ClaimReply> | undefined)[]) {
-    return results.map((r, i) => this.vote(i, r)).filter((v) => v !== undefined);
-  }
-
-  /**
-   * Take back our grants: those these votes show, and whatever grant of ours the silent
-   * nodes hold, except `keep` (the grant we won). Resolves once the nodes that showed a
-   * grant have answered; a silent node may be slow to, and is not waited for here. Our
-   * next claim of the task on each of these nodes waits for its undo.
-   */
-  private undo(
-    round: Round,
-    loc: TaskLocation,
-    a: ClaimArgs,
-    votes: readonly Ours[],
-    silentNodes: readonly number[],
-    keep: number | undefined,
-    announce: boolean,
-  ): Promise<unknown> {
-    if (a.dryRun) return Promise.resolve();
-    // Not on a node where a later claim of the task was sent since this round's: that claim
-    // came after this round's on the same connection, so it saw whatever this round left
-    // there and answered for it; an undo sent now would run after it and could take back
-    // its grant instead (a late answer, or a timeout, of an earlier round).
-    const current = (i: number) => this.lastClaim.get(`${i}:${loc.ref}`) === round.get(i);
-    silentNodes = silentNodes.filter(current);
-    votes = votes.filter((v) => current(v.node));
-    // The grant handed out before (it may be running) stays: undone on a majority, the
-    // task could be granted again with its token. Unless this round won that very token
-    // again: its majority then holds it, and these nodes are outside that majority.
-    const used = this.handedOut.get(handedKey(a.session, loc.ref));
-    const spare = keep !== undefined && keep === used ? undefined : used;
-    const base = { session: a.session, retentionMs: a.retentionMs, announce };
-    for (const i of silentNodes)
-      this.undoOn(i, loc, { ...base, keep: keep ?? used }).catch(() => {});
-    return Promise.allSettled(
-      votes
-        .filter((v) => v.token !== spare)
-        .map((v) => this.undoOn(v.node, loc, { ...base, token: v.token })),
-    );
-  }
-
   /** The grant of `session` for `loc` was settled or released: it no longer needs keeping. */
   forget(session: string, loc: TaskLocation, token: number): void {
-    const key = handedKey(session, loc.ref);
-    if (this.handedOut.get(key) === token) this.handedOut.delete(key);
-  }
-
-  private undoOn(
-    i: number,
-    loc: TaskLocation,
-    args: Parameters<RedisStore['undo']>[1],
-  ): Promise<boolean> {
-    const node = this.nodes.list[i];
-    if (!node) return Promise.resolve(false);
-    const key = `${i}:${loc.ref}`;
-    const call = node.undo(loc, args);
-    const settled: Promise<unknown> = Promise.allSettled([this.undoing.get(key), call]).then(() => {
-      if (this.undoing.get(key) === settled) this.undoing.delete(key);
-    });
-    this.undoing.set(key, settled);
-    return call;
+    this.undos.forget(session, loc.ref, token);
   }
 
   /** Claim on node i, once our undos of the task there have answered. */
@@ -231,16 +99,7 @@ export class QuorumClaims {
   ) {
     const node = this.nodes.list[i];
     if (!node) throw new Error(`quorum: no node ${i}`);
-    const key = `${i}:${loc.ref}`;
-    await this.undoing.get(key);
-    const n = ++this.claimsSent;
-    this.lastClaim.delete(key);
-    this.lastClaim.set(key, n);
-    if (this.lastClaim.size > LAST_CLAIM_MAX) {
-      const oldest = this.lastClaim.keys().next().value;
-      if (oldest !== undefined) this.lastClaim.delete(oldest);
-    }
-    round.set(i, n);
+    await this.undos.beforeClaim(i, loc.ref, round);
     return node.claimAtLeast(loc, a, minToken);
   }
 
@@ -259,7 +118,7 @@ export class QuorumClaims {
     >(
       (_node, i) => this.claimOn(i, loc, a, 0, round),
       (results, done) => {
-        for (const [key, list] of count(this.votes(results), voteKey)) {
+        for (const [key, list] of count(votesOf(results), voteKey)) {
           // a majority for one answer cannot change whatever the others say
           if (list.length >= q) {
             const token = ourToken(key);
@@ -273,28 +132,24 @@ export class QuorumClaims {
         // an answer after the decision: a grant that is not the one we won is taken back,
         // and so is whatever a node that failed or timed out may have granted
         if (silent(late)) {
-          void this.undo(round, loc, a, [], [i], won?.token, false);
+          void this.undos.undo(round, loc, a, [], [i], won?.token, false);
           return;
         }
-        const v = this.vote(i, late);
+        const v = voteOf(i, late);
         if (v && isOurs(v) && voteKey(v) !== won?.key)
-          void this.undo(round, loc, a, [v], [], won?.token, false);
+          void this.undos.undo(round, loc, a, [v], [], won?.token, false);
       },
     );
 
     const results = decided.results;
-    const votes = this.votes(results);
+    const votes = votesOf(results);
     const ours = votes.filter(isOurs);
     const unknown = results.flatMap((r, i) => (silent(r) ? [i] : []));
     const groups = count(votes, voteKey);
-
-    // 1. a majority holds our own grant already (an earlier claim of ours was granted, and
-    //    its answer lost): that grant, resumed, as one Redis answers
-    for (const [key, list] of groups) {
-      if (!key.startsWith('s:') || list.length < q) continue;
-      const token = Number(key.slice(2));
+    /** The round won `key`: the rest of ours is undone (keeping that token). */
+    const win = (key: string, token: number) => {
       won = { key, token };
-      void this.undo(
+      void this.undos.undo(
         round,
         loc,
         a,
@@ -303,6 +158,18 @@ export class QuorumClaims {
         token,
         false,
       );
+    };
+    /** Nothing won after all: every grant of ours is undone, and the waiters told. */
+    const giveUp = () => {
+      won = undefined;
+      return this.undos.undo(round, loc, a, ours, unknown, undefined, true);
+    };
+
+    // 1. a majority holds our own grant already (an earlier claim of ours was granted, and
+    //    its answer lost): that grant, resumed, as one Redis answers
+    for (const [key, list] of groups) {
+      if (!key.startsWith('s:') || list.length < q) continue;
+      win(key, Number(key.slice(2)));
       return { type: 'reply', reply: this.resumedReply(list) };
     }
 
@@ -311,9 +178,8 @@ export class QuorumClaims {
       if (!key.startsWith('g:') || list.length < q) continue;
       const token = Number(key.slice(2));
       if (validFor() <= 0) {
-        won = undefined;
         // a majority saw this grant: tell the waiters it is gone
-        await this.undo(round, loc, a, ours, unknown, undefined, true);
+        await giveUp();
         return {
           type: 'retry',
           why: `the grant reached a majority after its validity (${Math.round(now() - sent)} ms)`,
@@ -321,22 +187,12 @@ export class QuorumClaims {
       }
       const alive = await this.liveHolder(list);
       if (alive) {
-        won = undefined;
-        await this.undo(round, loc, a, ours, unknown, undefined, true);
+        await giveUp();
         return { type: 'reply', reply: this.heldByLive(alive, token) };
       }
-      won = { key, token };
       // our grant from an earlier claim is a leftover even with this token: it keeps its
       // own, earlier deadline
-      void this.undo(
-        round,
-        loc,
-        a,
-        ours.filter((v) => voteKey(v) !== key),
-        unknown,
-        token,
-        false,
-      );
+      win(key, token);
       return { type: 'reply', reply: this.grantReply(list, token) };
     }
 
@@ -346,10 +202,10 @@ export class QuorumClaims {
     if (answeredAll && !a.dryRun && ours.length >= q && validFor() > 0) {
       const fixed = await this.fixUp(round, loc, a, ours, sent, ttl);
       won = fixed && { key: `g:${fixed.token}`, token: fixed.token };
-      void this.undo(round, loc, a, [], unknown, fixed?.token, false);
+      void this.undos.undo(round, loc, a, [], unknown, fixed?.token, false);
       if (fixed) return { type: 'reply', reply: fixed.reply };
     } else {
-      await this.undo(round, loc, a, ours, unknown, undefined, ours.length >= q);
+      await this.undos.undo(round, loc, a, ours, unknown, undefined, ours.length >= q);
     }
 
     // 4. no grant: the majority view of the task
@@ -459,20 +315,20 @@ export class QuorumClaims {
     for (const v of ours) token = Math.max(token, v.kind === 'grant' ? v.token : v.token + 1);
     const keep = ours.filter((v) => v.kind === 'grant' && v.token === token);
     // the grant handed out before is not taken back to be made anew (it may be running)
-    const used = this.handedOut.get(handedKey(a.session, loc.ref));
+    const used = this.undos.used(a.session, loc.ref);
     const redo = ours.filter((v) => !(v.kind === 'grant' && v.token === token) && v.token !== used);
     const failed: number[] = [];
     const again = await Promise.all(
       redo.map(async (v): Promise<ClaimVote | undefined> => {
         const args = { session: a.session, token: v.token, retentionMs: a.retentionMs };
-        const answered = await this.undoOn(v.node, loc, { ...args, announce: false }).then(
+        const answered = await this.undos.undoOn(v.node, loc, { ...args, announce: false }).then(
           () => true,
           () => false,
         );
         if (!answered) return undefined;
         try {
           const reply = await this.claimOn(v.node, loc, a, token, round);
-          return this.vote(v.node, { ok: true, value: reply });
+          return voteOf(v.node, { ok: true, value: reply });
         } catch {
           failed.push(v.node); // it may have granted
           return undefined;
@@ -485,10 +341,10 @@ export class QuorumClaims {
     const alive = all.length >= this.nodes.quorum && valid ? await this.liveHolder(all) : undefined;
     if (all.length >= this.nodes.quorum && valid && !alive) {
       const strays = regranted.filter((v) => !(v.kind === 'grant' && v.token === token));
-      void this.undo(round, loc, a, strays, failed, token, false);
+      void this.undos.undo(round, loc, a, strays, failed, token, false);
       return { token, reply: this.grantReply(all, token) };
     }
-    await this.undo(round, loc, a, [...keep, ...regranted], failed, undefined, true);
+    await this.undos.undo(round, loc, a, [...keep, ...regranted], failed, undefined, true);
     return undefined;
   }
 
