@@ -466,6 +466,9 @@ describe('quorum store: undo, repair and late answers', () => {
     expect((await q2.session('open', s2, 30_000)).ok).toBe(true);
     const loc = keys.task('job');
     expect(await q1.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: 1 });
+    // A and B decided the grant; C's part may still be on its way (a connection of its own,
+    // which the session close below could overtake)
+    await until('the grant on C', async () => (await node[2]!.inspect(loc)).found);
 
     // s1's session lapses on node C only; s2's takeover is granted there alone, and undone
     await node[2]!.session('close', s1, 0);
