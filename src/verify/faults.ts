@@ -8,6 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import type { TcpProxy } from '../testing/proxy.js';
 import {
   derive,
+  type FaultKind,
   type FaultPlan,
   noticeBoundMs,
   type ParentEntry,
@@ -139,6 +140,18 @@ export class FaultInjector {
     }
   }
 
+  /** A fault's start or end on a worker's slot, in the orchestrator's log. */
+  private logSlot(kind: FaultKind, slot: Slot, phase: 'start' | 'end', detail?: string): void {
+    this.ctx.log({
+      ev: 'fault',
+      kind,
+      w: slot.index,
+      p: slot.instance,
+      phase,
+      ...(detail === undefined ? {} : { detail }),
+    });
+  }
+
   private track(p: Promise<void>): void {
     this.inFlight.add(p);
     void p.finally(() => this.inFlight.delete(p));
@@ -183,14 +196,12 @@ export class FaultInjector {
         const handover = f.kind === 'handover';
         slot.state = handover ? 'handover' : 'killed';
         const slow = handover && (f.replyDelayMs ?? 0) > 0;
-        this.ctx.log({
-          ev: 'fault',
-          kind: f.kind,
-          w: slot.index,
-          p: slot.instance,
-          phase: 'start',
-          detail: `holding ${slot.running.size}${slow ? `, replies ${f.replyDelayMs} ms late` : ''}`,
-        });
+        this.logSlot(
+          f.kind,
+          slot,
+          'start',
+          `holding ${slot.running.size}${slow ? `, replies ${f.replyDelayMs} ms late` : ''}`,
+        );
         // a slow link: the release's reply (and what the worker does after it) comes late
         if (slow) setLinkReplyDelay(slot, 'handover', f.replyDelayMs ?? 0);
         child.kill(handover ? 'SIGTERM' : 'SIGKILL');
@@ -205,14 +216,7 @@ export class FaultInjector {
             if (slot.state !== 'killed' && slot.state !== 'handover') return;
             slot.state = 'up';
             this.ctx.respawn(slot);
-            this.ctx.log({
-              ev: 'fault',
-              kind: f.kind,
-              w: slot.index,
-              p: slot.instance,
-              phase: 'end',
-              detail: 'restarted',
-            });
+            this.logSlot(f.kind, slot, 'end', 'restarted');
           })(),
         );
         return;
@@ -225,14 +229,7 @@ export class FaultInjector {
         }
         const child = slot.child;
         slot.state = 'paused';
-        this.ctx.log({
-          ev: 'fault',
-          kind: 'pause',
-          w: slot.index,
-          p: slot.instance,
-          phase: 'start',
-          detail: `${f.durationMs} ms, holding ${slot.running.size}`,
-        });
+        this.logSlot('pause', slot, 'start', `${f.durationMs} ms, holding ${slot.running.size}`);
         child.kill('SIGSTOP');
         done();
         this.track(
@@ -240,13 +237,7 @@ export class FaultInjector {
             await sleep(f.durationMs);
             if (slot.state === 'paused') slot.state = 'up';
             child.kill('SIGCONT');
-            this.ctx.log({
-              ev: 'fault',
-              kind: 'pause',
-              w: slot.index,
-              p: slot.instance,
-              phase: 'end',
-            });
+            this.logSlot('pause', slot, 'end');
           })(),
         );
         return;
@@ -258,14 +249,7 @@ export class FaultInjector {
           skip('no running handler');
           return;
         }
-        this.ctx.log({
-          ev: 'fault',
-          kind: 'abort',
-          w: slot.index,
-          p: slot.instance,
-          phase: 'start',
-          detail: `run() called again within ${f.durationMs} ms`,
-        });
+        this.logSlot('abort', slot, 'start', `run() called again within ${f.durationMs} ms`);
         slot.child.send({ type: 'abort', afterMs: f.durationMs } satisfies ToWorker);
         slot.keepUntil = stamp() + f.durationMs + noticeBoundMs() + 5_000;
         done();
@@ -342,14 +326,12 @@ export class FaultInjector {
           return;
         }
         const pubsub = f.kind === 'sub-reset';
-        this.ctx.log({
-          ev: 'fault',
-          kind: f.kind,
-          w: slot.index,
-          p: slot.instance,
-          phase: 'start',
-          detail: `Redis closes its ${pubsub ? 'subscriber' : 'command'} connections (holding ${slot.running.size})`,
-        });
+        this.logSlot(
+          f.kind,
+          slot,
+          'start',
+          `Redis closes its ${pubsub ? 'subscriber' : 'command'} connections (holding ${slot.running.size})`,
+        );
         done();
         this.track(
           (async () => {
@@ -357,14 +339,7 @@ export class FaultInjector {
             for (const [n, proxy] of slot.proxies.entries()) {
               closed += await drop(n, new Set(proxy.upstreamPorts()), pubsub).catch(() => 0);
             }
-            this.ctx.log({
-              ev: 'fault',
-              kind: f.kind,
-              w: slot.index,
-              p: slot.instance,
-              phase: 'end',
-              detail: `${closed} closed`,
-            });
+            this.logSlot(f.kind, slot, 'end', `${closed} closed`);
           })(),
         );
         return;
@@ -479,14 +454,7 @@ export class FaultInjector {
     if (!(wanted || (hasTasks && waited >= 3_000) || waited >= 6_000)) return undefined;
     this.armedTimeout = undefined;
     const late = f.replyDelayMs ?? workerTiming.connectTimeoutMs * 2;
-    this.ctx.log({
-      ev: 'fault',
-      kind: 'timeout',
-      w: slot.index,
-      p: slot.instance,
-      phase: 'start',
-      detail: `replies ${late} ms late for ${f.durationMs} ms`,
-    });
+    this.logSlot('timeout', slot, 'start', `replies ${late} ms late for ${f.durationMs} ms`);
     setLinkReplyDelay(slot, 'timeout', late);
     this.done.timeout = (this.done.timeout ?? 0) + 1;
     this.track(
@@ -496,13 +464,7 @@ export class FaultInjector {
         // the replies held back are still on their way
         await sleep(late);
         slot.linkFault = false;
-        this.ctx.log({
-          ev: 'fault',
-          kind: 'timeout',
-          w: slot.index,
-          p: slot.instance,
-          phase: 'end',
-        });
+        this.logSlot('timeout', slot, 'end');
       })(),
     );
     return hasTasks ? slot : undefined;
