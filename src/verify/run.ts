@@ -17,6 +17,7 @@ import { packageRoot } from '../cli/root.js';
 import { fencedRead } from '../fencing.js';
 import { TcpProxy } from '../testing/proxy.js';
 import { PairedWorker } from '../worker.js';
+import { dropConnections } from './admin.js';
 import { check, type Report } from './check.js';
 import {
   type FaultKind,
@@ -241,33 +242,6 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
     });
   };
 
-  const dropConnections = async (node: number, ports: ReadonlySet<number>, pubsub: boolean) => {
-    const n = setup.nodes[node];
-    if (!n || ports.size === 0) return 0;
-    const admin = new Redis({
-      ...n.options,
-      host: n.host,
-      port: n.port,
-      lazyConnect: true,
-      maxRetriesPerRequest: 1,
-    });
-    admin.on('error', () => {});
-    try {
-      await admin.connect();
-      const list = String(await admin.call('CLIENT', 'LIST', 'TYPE', pubsub ? 'pubsub' : 'normal'));
-      let closed = 0;
-      for (const line of list.split('\n')) {
-        const id = /\bid=(\d+)/.exec(line)?.[1];
-        const port = /\baddr=\S*:(\d+)/.exec(line)?.[1];
-        if (id && port && ports.has(Number(port))) {
-          closed += Number(await admin.call('CLIENT', 'KILL', 'ID', id));
-        }
-      }
-      return closed;
-    } finally {
-      admin.disconnect();
-    }
-  };
   const faults = new FaultInjector(
     {
       slots,
@@ -275,7 +249,16 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
       servers: setup.servers,
       log,
       respawn: spawnWorker,
-      ...(setup.servers ? { dropConnections } : {}),
+      ...(setup.servers
+        ? {
+            dropConnections: (i: number, ports: ReadonlySet<number>, pubsub: boolean) => {
+              const n = setup.nodes[i];
+              return n
+                ? dropConnections({ ...n.options, host: n.host, port: n.port }, ports, pubsub)
+                : Promise.resolve(0);
+            },
+          }
+        : {}),
     },
     setup.seed,
   );
