@@ -256,6 +256,7 @@ async function main(): Promise<void> {
         redis: String(init.url),
         namespace: String(init.namespace),
         name: holder ? 'holder' : 'standby',
+        crashGraceMs: Number(init.crashGraceMs),
       });
       let reached = 0;
       if (holder) {
