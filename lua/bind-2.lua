@@ -39,6 +39,6 @@ end
 local version = string.match(rcall('INFO', 'server'), 'redis_version:([%d%.]+)') or '0'
 if (tonumber(string.match(version, '^(%d+)')) or 0) < 7 then return {-20, version} end
 if liveSubscribers(ARGV[4]) < 1 then return {-18} end
-local b = {run = serverRunId(), epoch = epoch, grace = tonumber(ARGV[3]), lostAt = 0}
+local b = {run = serverRunId(), epoch = epoch, grace = tonumber(ARGV[3]), lostAge = 0, seenAt = 0}
 rcall('SET', KEYS[2], encodeBinding(b), 'PX', pttl)
 return {1, b.run}

@@ -38,11 +38,14 @@
     { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession }   granted
         kind: 0 fresh, 1 takeover (owner session expired), 2 takeover (deadline passed),
               3 retry after failure, 4 handover (released), 5 takeover (the connection the
-              owner's session is bound to is gone: first seen gone at least the owner's
-              crash grace ago, on the server run where the binding was made, and still
-              gone; the grant revokes the owner's session, so every other task it held is
-              orphaned too, and its next call learns it); fromSession: the previous
-              owner ('' when fresh)
+              owner's session is bound to is gone: seen gone for at least the owner's
+              crash grace (its lost age, includes/binding), on the server run where the
+              binding was made, and still gone; the grant revokes the owner's session, so every other task it held is
+              orphaned too, and its next call learns it), 6 reclaimed (the claimer's own
+              worker held the task before: it released the grant after losing its lease,
+              or held it under a session of its own that expired; a worker taking its own
+              task back is neither a peer's takeover nor a handover); fromSession: the
+              previous owner ('' when fresh)
     { 2, ownerSession, token, attempt, ownerPttl, deadlineInMs, ownerSeq }
         held by a live owner (ownerPttl: ms until its session expires, or until its
         connection evidence allows a takeover, whichever is sooner); ownerSeq: the owner's change sequence now (0 when none), from
@@ -76,6 +79,11 @@ local maxAttempts, dryRun, channel = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
 local quorumMode, seqPrefix = ARGV[9] == '1', ARGV[10]
 local bindPrefix, livePrefix = ARGV[11], ARGV[12]
 local tasks = (#KEYS - 1) / 2
+-- sessions are '<workerId>#<epoch>': a record of another session of the claimer's worker
+local claimerWorker = string.match(claimer, '^(.*)#%d+$')
+local function ownWorker(session)
+  return claimerWorker ~= nil and string.match(session, '^(.*)#%d+$') == claimerWorker
+end
 
 local out = {}
 -- A claimer whose session lapsed may learn nothing and be granted nothing. A live one is
@@ -99,10 +107,10 @@ local function owner(session)
     if bindPrefix ~= '' then b = decodeBinding(rcall('GET', bindPrefix .. session)) end
     if b and b.run == '-' then
       o.revoked = true
-    elseif b and o.pttl > 0 and b.lostAt > 0 and b.run == serverRunId() then
+    elseif b and o.pttl > 0 and b.seenAt > 0 and b.run == serverRunId() then
       -- the connection was seen gone; the binding is this epoch's (a rebind clears the
       -- sighting) and was made on this server run
-      local waitMs = b.lostAt + b.grace - now
+      local waitMs = b.grace - lostAgeAt(b, now)
       if liveSubscribers(livePrefix .. session) > 0 then
         -- subscribed again but not yet re-bound: a reconnect, not a crash
       elseif waitMs <= 0 then
@@ -121,7 +129,7 @@ local function revoke(session, o)
   if dryRun or not o.lost then return end
   rcall('DEL', sessionPrefix .. session)
   o.lost.run = '-'
-  o.lost.lostAt = 0
+  clearLost(o.lost)
   rcall('SET', bindPrefix .. session, encodeBinding(o.lost), 'PX', o.pttl)
   o.lost = nil
   o.revoked = true
@@ -177,6 +185,7 @@ local function claimOne(container, index, field, ref, minToken)
       revoke(r.session, o)
     elseif o.pttl == 0 and now < r.deadline then
       kind = 1
+      if ownWorker(r.session) then kind = 6 end
     end
     return grant(r.token + 1, r.attempt + 1, kind, r.session)
   end
@@ -191,7 +200,8 @@ local function claimOne(container, index, field, ref, minToken)
     return grant(r.token + 1, r.attempt + 1, 3, r.session)
   end
 
-  -- 'X': released by a closing owner; anyone may take it at once
+  -- 'X': released by a closing owner (or one that lost its lease); anyone may take it at once
+  if ownWorker(r.session) then return grant(r.token + 1, r.attempt + 1, 6, r.session) end
   return grant(r.token + 1, r.attempt + 1, 4, r.session)
 end
 

@@ -6,9 +6,10 @@
   does it re-read that holder's tasks (peek).
 
   Connection evidence (see includes/binding): for a holder bound on this server run whose
-  liveness channel has no subscriber, the first sighting is recorded (server time) in its
-  binding; a later sighting of the channel subscribed again clears it. A claim may take
-  the holder's tasks over once that sighting is the holder's crash grace old (claim.lua).
+  liveness channel has no subscriber, each sighting adds the server time since the last
+  one (at most 100 ms a step) to the binding's lost age; a sighting of the channel
+  subscribed again clears it. A claim may take the holder's tasks over once that age is
+  the holder's crash grace (claim.lua).
 
   Input (the caller passes numkeys = 3 × holders):
     KEYS[3i-2]  session key of holder i   KEYS[3i-1]  its change sequence (includes/owner)
@@ -40,20 +41,18 @@ for i = 1, #KEYS / 3 do
     if not b then lostIn = -2 end
     -- a healthy holder costs GET and NUMSUB; the server run is read only once one is gone
     local gone = b and b.run ~= '-' and liveSubscribers(livePrefix .. ARGV[3 + i]) == 0
-    if b and not gone and b.lostAt ~= 0 then
+    if b and not gone and b.seenAt ~= 0 then
       -- subscribed again (a reconnect): the sighting no longer holds
-      b.lostAt = 0
+      clearLost(b)
       rcall('SET', KEYS[3 * i], encodeBinding(b), 'KEEPTTL')
     elseif gone and b.run == serverRunId() then
       if not now then
         local t = rcall('TIME')
         now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
       end
-      if b.lostAt == 0 then
-        b.lostAt = now
-        rcall('SET', KEYS[3 * i], encodeBinding(b), 'KEEPTTL')
-      end
-      lostIn = b.lostAt + b.grace - now
+      sightLost(b, now)
+      rcall('SET', KEYS[3 * i], encodeBinding(b), 'KEEPTTL')
+      lostIn = b.grace - b.lostAge
       if lostIn < 0 then lostIn = 0 end
     end
   end

@@ -9,7 +9,10 @@
                 plain mode)
     ARGV[1] session id   ARGV[2] retention ms
     ARGV[3] event channel ('' for none; '#<channel>': sharded, SPUBLISH)
-    ARGV[4 + 3(i-1)] .. ARGV[6 + 3(i-1)], task i: field ('' in plain mode), task ref,
+    ARGV[4] '1': the grants were never run to an effect (the holder lost its lease and its
+            handler stopped, or nobody was left to run them): they use up no attempt, so
+            the next grant carries the same attempt number (its token is still a new one)
+    ARGV[5 + 3(i-1)] .. ARGV[7 + 3(i-1)], task i: field ('' in plain mode), task ref,
             fencing token
 
   Output: one reply per task, in order:
@@ -27,13 +30,14 @@
 --- @include "includes/owner"
 
 local session, retention, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local unused = ARGV[4] == '1'
 local tasks = (#KEYS - 2) / 2
 local now = serverNowMs()
 local alive = rcall('PTTL', KEYS[1]) > 0
 
 local out, released = {}, {}
 for i = 1, tasks do
-  local a = 4 + 3 * (i - 1)
+  local a = 5 + 3 * (i - 1)
   local container, index, field = KEYS[2 * i + 1], KEYS[2 * i + 2], ARGV[a]
   local r, err = checkOwner(container, index, field, alive, session, tonumber(ARGV[a + 2]), now, false)
   -- -13 comes only to the grant's own session and token (see includes/owner)
@@ -46,6 +50,7 @@ for i = 1, tasks do
     r.payload = ''
     r.updatedAt = now
     r.deadline = 0
+    if unused and r.attempt > 0 then r.attempt = r.attempt - 1 end
     store(container, index, field, r, now, retention)
     out[i] = {1, r.token, r.attempt, now, 0, 0}
     released[#released + 1] = {r = r, ref = ARGV[a + 1]}

@@ -59,7 +59,8 @@ export type GrantKind =
   | 'deadline-passed'
   | 'retry'
   | 'handover'
-  | 'connection-lost';
+  | 'connection-lost'
+  | 'reclaimed';
 export const grantKinds: readonly GrantKind[] = [
   'fresh',
   'session-expired',
@@ -67,4 +68,11 @@ export const grantKinds: readonly GrantKind[] = [
   'retry',
   'handover',
   'connection-lost',
+  'reclaimed',
 ];
+
+/**
+ * Grants this worker runs as its own: a fresh claim, or its own task taken back after it
+ * lost its lease ('reclaimed'); every other kind takes the task over from another worker.
+ */
+export const ranItself = (kind: GrantKind): boolean => kind === 'fresh' || kind === 'reclaimed';

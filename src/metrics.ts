@@ -53,7 +53,7 @@ function metricSet(registry: Registry, prefix: string, buckets: readonly number[
     workers,
     claims: new Counter({
       name: `${prefix}claims_total`,
-      help: 'Races for a task by their result: won (fresh grant), standby (a peer holds it), took_over',
+      help: 'Races for a task by their result: won (fresh grant), reclaimed (its own task taken back after a lost lease), standby (a peer holds it), took_over',
       labelNames: ['worker', 'result'],
       registers,
     }),
@@ -168,7 +168,8 @@ export function attachMetrics(worker: PairedWorker, opts: MetricsOptions): () =>
 
   type Ev = PairedWorkerEvents;
   const on = {
-    claimed: (_e: Ev['claimed']) => m.claims.inc({ worker: name, result: 'won' }),
+    claimed: (e: Ev['claimed']) =>
+      m.claims.inc({ worker: name, result: e.kind === 'reclaimed' ? 'reclaimed' : 'won' }),
     standby: (_e: Ev['standby']) => m.claims.inc({ worker: name, result: 'standby' }),
     'took-over': (e: Ev['took-over']) => {
       m.claims.inc({ worker: name, result: 'took_over' });

@@ -14,6 +14,7 @@ import {
   type OwnerReply,
   type PeekEntry,
   RedisStore,
+  type ReleaseArgs,
   type SessionReply,
   type SettleArgs,
   type Store,
@@ -221,10 +222,7 @@ export class QuorumStore implements Store {
     return reply;
   }
 
-  async release(
-    loc: TaskLocation,
-    a: { session: string; token: number; retentionMs: number },
-  ): Promise<OwnerReply> {
+  async release(loc: TaskLocation, a: ReleaseArgs): Promise<OwnerReply> {
     const reply = await ownerWrite(
       this.quorumNodes,
       `release of task ${JSON.stringify(loc.taskId)}`,

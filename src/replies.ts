@@ -168,6 +168,18 @@ export interface LiveLink {
   on(event: 'ready' | 'close', listener: () => void): void;
 }
 
+/** A grant given back without an outcome (release.lua). */
+export interface ReleaseArgs {
+  session: string;
+  token: number;
+  retentionMs: number;
+  /**
+   * The grant was never run to an effect (its handler stopped on a lost lease, or nobody
+   * was left to run it): it uses up no attempt.
+   */
+  unused?: boolean;
+}
+
 /** What pairlock needs from Redis. One implementation per topology. */
 export interface Store {
   /**
@@ -181,10 +193,7 @@ export interface Store {
   connect(): Promise<void>;
   claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply>;
   settle(loc: TaskLocation, a: SettleArgs): Promise<OwnerReply>;
-  release(
-    loc: TaskLocation,
-    a: { session: string; token: number; retentionMs: number },
-  ): Promise<OwnerReply>;
+  release(loc: TaskLocation, a: ReleaseArgs): Promise<OwnerReply>;
   progress(
     loc: TaskLocation,
     a: { session: string; token: number; progress: number; note: string },

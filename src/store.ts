@@ -30,6 +30,7 @@ import {
   type OwnerReply,
   type PeekEntry,
   type Raw,
+  type ReleaseArgs,
   type SessionReply,
   type SettleArgs,
   type Store,
@@ -73,6 +74,8 @@ type ProgressItem = OwnerItem & { progress: number; note: string };
 interface ReleaseGroup {
   session: string;
   retentionMs: number;
+  /** The grants were never run to an effect: they use up no attempt (release.lua). */
+  unused: boolean;
 }
 /** Calls whose caller arguments are equal share a batch. */
 const groupKey = (g: object): string => JSON.stringify(g);
@@ -247,6 +250,7 @@ export class RedisStore implements Store {
       session: a.session,
       token: reply.token,
       retentionMs: a.retentionMs,
+      unused: true,
     }).catch(() => {});
     throw shortfall;
   }
@@ -361,7 +365,12 @@ export class RedisStore implements Store {
 
   private readonly releases = new Batcher<ReleaseGroup, OwnerItem, Raw>(async (g, items) => {
     const keys: string[] = [this.keys.session(g.session), this.keys.seq(g.session)];
-    const argv: (string | number)[] = [g.session, g.retentionMs, this.eventChannel];
+    const argv: (string | number)[] = [
+      g.session,
+      g.retentionMs,
+      this.eventChannel,
+      g.unused ? '1' : '',
+    ];
     for (const it of items) {
       keys.push(it.loc.container, it.loc.index);
       argv.push(it.loc.field, it.loc.ref, it.token);
@@ -369,11 +378,12 @@ export class RedisStore implements Store {
     return (await this.batch('release', [keys.length, ...keys, ...argv], false)).replies;
   });
 
-  async release(
-    loc: TaskLocation,
-    a: { session: string; token: number; retentionMs: number },
-  ): Promise<OwnerReply> {
-    const g: ReleaseGroup = { session: a.session, retentionMs: a.retentionMs };
+  async release(loc: TaskLocation, a: ReleaseArgs): Promise<OwnerReply> {
+    const g: ReleaseGroup = {
+      session: a.session,
+      retentionMs: a.retentionMs,
+      unused: a.unused === true,
+    };
     return decodeOwner(await this.releases.load(groupKey(g), g, { loc, token: a.token }), loc);
   }
 

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { GrantKind } from './codes.js';
+import { type GrantKind, ranItself } from './codes.js';
 import type { CoveredRun } from './cover.js';
 import type { TaskLocation } from './keys.js';
 import { workerOf } from './replies.js';
@@ -114,7 +114,7 @@ export class TaskRun<T> implements CoveredRun {
   /** The role this worker played in the grant that settled the task with `token`. */
   roleFor(token: number): Role {
     if (this.lastOwn?.token !== token) return 'watched';
-    return this.lastOwn.kind === 'fresh' ? 'ran' : 'took-over';
+    return ranItself(this.lastOwn.kind) ? 'ran' : 'took-over';
   }
 
   /** The outcome of a settled record (read, or carried by an event), as this run reports it. */

@@ -220,6 +220,45 @@ describe.each([false, true])('claim (hash-field mode: %s)', (hash) => {
     );
   });
 
+  it('a release of an unused grant uses no attempt; the same worker claiming its own task again is kind 6 (reclaimed)', async () => {
+    const a = await session('a');
+    const loc = task(hash);
+    expect(await store.claim(loc, claimArgs(a))).toMatchObject({ token: 1, attempt: 1 });
+    // given back unused (its handler stopped on a lost lease): the attempt is not used up
+    expect(
+      await store.release(loc, { session: a, token: 1, retentionMs: 60_000, unused: true }),
+    ).toMatchObject({ ok: true, token: 1, attempt: 0 });
+    // the worker's own task taken back: not a handover, the token is new, the attempt the same
+    expect(await store.claim(loc, claimArgs(a))).toMatchObject({
+      type: 'granted',
+      token: 2,
+      attempt: 1,
+      kind: 'reclaimed',
+      from: a,
+    });
+    // a plain release uses the attempt: the next grant, by a peer, is a handover (attempt 2)
+    await store.release(loc, { session: a, token: 2, retentionMs: 60_000 });
+    expect(await store.claim(loc, claimArgs(await session('b')))).toMatchObject({
+      kind: 'handover',
+      token: 3,
+      attempt: 2,
+    });
+    // a record its worker held under a session of its own that expired: reclaimed too,
+    // by that worker's next session (sessions are '<worker>#<epoch>')
+    const worker = `w:${++n}`;
+    expect((await store.session('open', `${worker}#1`, 10_000)).ok).toBe(true);
+    const own = task(hash);
+    await store.claim(own, claimArgs(`${worker}#1`));
+    await redis.del(keys.session(`${worker}#1`));
+    expect((await store.session('open', `${worker}#2`, 10_000)).ok).toBe(true);
+    expect(await store.claim(own, claimArgs(`${worker}#2`))).toMatchObject({
+      type: 'granted',
+      token: 2,
+      kind: 'reclaimed',
+      from: `${worker}#1`,
+    });
+  });
+
   it('5 claimable on a dry run, which writes nothing', async () => {
     const loc = task(hash);
     expect(await store.claim(loc, claimArgs(await session('a'), { dryRun: true }))).toEqual({
@@ -791,7 +830,7 @@ describe('bind and connection evidence (connection-bound sessions)', () => {
     await conn.subscribe(live(id));
     const runId = /run_id:(\w+)/.exec(await redis.info('server'))?.[1];
     expect(await store.bind('bind', id, 1, 150)).toEqual({ ok: true, runId });
-    expect(await redis.get(keys.bind(id))).toBe(`${runId}|1|150|0`);
+    expect(await redis.get(keys.bind(id))).toBe(`${runId}|1|150|0|0`);
     // the binding lives as long as the session
     expect(await redis.pttl(keys.bind(id))).toBeGreaterThan(9_000);
     // a reconnect is a new binding: the same epoch again is refused, as is an older one
@@ -882,5 +921,46 @@ describe('bind and connection evidence (connection-bound sessions)', () => {
     expect(await redis.get(keys.bind(c))).toBe(`${'f'.repeat(40)}|1|60|0`);
     await redis.set(keys.bind(c), `${'f'.repeat(40)}|1|60|1`, 'PX', 10_000);
     expect(await store.claim(tc, claimArgs(b))).toMatchObject({ type: 'held' });
+  });
+
+  it('a step of the server clock shortens the wait by at most 100 ms: the lost age counts each step between sightings up to 100 ms', async () => {
+    const b = await session('b');
+    const runId = /run_id:(\w+)/.exec(await redis.info('server'))?.[1];
+    const serverNow = async () => {
+      const [s, us] = await redis.time();
+      return Number(s) * 1_000 + Math.floor(Number(us) / 1_000);
+    };
+    // sighted gone 10 s ago as the clock reads now (the clock stepped forward 10 s since the
+    // sighting), in the older four-field form and in the current one: neither is 10 s of
+    // evidence. A grace of 150 ms is not reached by one step.
+    for (const form of ['legacy', 'current']) {
+      const a = await bound('a', 150);
+      const t = task();
+      await store.claim(t, claimArgs(a.id));
+      a.conn.disconnect();
+      await sleep(10);
+      const then = (await serverNow()) - 10_000;
+      const rec = form === 'legacy' ? `${runId}|1|150|${then}` : `${runId}|1|150|0|${then}`;
+      await redis.set(keys.bind(a.id), rec, 'PX', 10_000);
+      const held = await store.claim(t, claimArgs(b));
+      expect(held).toMatchObject({ type: 'held', owner: a.id });
+      // 100 ms counted for the step, 50 ms left
+      expect(held.type === 'held' && held.ownerPttl).toBeGreaterThan(0);
+      expect(held.type === 'held' && held.ownerPttl).toBeLessThanOrEqual(50);
+      // the next sighting counts that step (100 ms) and moves the sighting to now
+      const seen = await store.cover(a.id);
+      expect(seen.lostInMs).toBeGreaterThan(0);
+      expect(seen.lostInMs).toBeLessThanOrEqual(50);
+      expect(await redis.get(keys.bind(a.id))).toMatch(
+        new RegExp(`^${runId}\\|1\\|150\\|100\\|\\d+$`),
+      );
+      // real time of the grace passes: taken over
+      await sleep(60);
+      expect(await store.cover(a.id)).toMatchObject({ lostInMs: 0 });
+      expect(await store.claim(t, claimArgs(b))).toMatchObject({
+        type: 'granted',
+        kind: 'connection-lost',
+      });
+    }
   });
 });

@@ -15,9 +15,9 @@
   claimedAt, updatedAt   server ms of the grant and of the last transition
   progress  last reported progress number ('' when none)
   kind      how the current grant came about: 0 fresh, 1 owner session expired, 2 deadline
-            passed, 3 retry after failure, 4 handover, 5 owner's connection gone (so that
-            a claimer that lost its grant's reply is told the grant's real kind when it
-            asks again)
+            passed, 3 retry after failure, 4 handover, 5 owner's connection gone, 6 its
+            own worker took it back (so that a claimer that lost its grant's reply is told
+            the grant's real kind when it asks again)
   payload   D: result JSON, F: error JSON, R: progress note JSON, X: ''
             Quorum mode: a grant's record holds, until its first progress report, its undo
             note in the payload instead: the record the grant replaced, encoded (in this
@@ -51,7 +51,7 @@ local function decodeRecord(raw)
   local s, k, a, o, d, c, u, p, g, payload
   if ver == '2' then
     s, k, a, o, d, c, u, p, g, payload = string.match(raw,
-      '^2|([RDFX])|(%d+)|(%d+)|([^|]+)|(%d+)|(%d+)|(%d+)|([^|]*)|([0-5])|(.*)$')
+      '^2|([RDFX])|(%d+)|(%d+)|([^|]+)|(%d+)|(%d+)|(%d+)|([^|]*)|([0-6])|(.*)$')
   else
     s, k, a, o, d, c, u, p, payload =
       string.match(raw, '^1|([RDFX])|(%d+)|(%d+)|([^|]+)|(%d+)|(%d+)|(%d+)|([^|]*)|(.*)$')

@@ -14,8 +14,21 @@ export interface WatchOptions {
 export interface WatchEvent {
   /** Local time the event was received (ISO 8601). */
   time: string;
-  /** claimed (fresh grant), took-over, done, failed, released; while watched also standby and rejected */
-  event: 'claimed' | 'took-over' | 'done' | 'failed' | 'released' | 'standby' | 'rejected' | string;
+  /**
+   * claimed (fresh grant), took-over (from another worker), reclaimed (a worker took its
+   * own task back after losing its lease), done, failed, released; while watched also
+   * standby and rejected
+   */
+  event:
+    | 'claimed'
+    | 'took-over'
+    | 'reclaimed'
+    | 'done'
+    | 'failed'
+    | 'released'
+    | 'standby'
+    | 'rejected'
+    | string;
   task: string;
   /** The hash, for a task kept as a hash field. */
   hash?: string;
@@ -62,7 +75,9 @@ export function decodeEvent(ev: NamespaceEvent, receivedAt: number): WatchEvent 
   let kind: string | undefined;
   if (ev.e === 'claimed') {
     kind = grantKinds[Number(ev.kind ?? 0)] ?? String(ev.kind);
-    if (kind !== 'fresh') event = 'took-over';
+    // a worker taking back its own task is neither a peer's takeover nor a fresh claim
+    if (kind === 'reclaimed') event = 'reclaimed';
+    else if (kind !== 'fresh') event = 'took-over';
   } else if (ev.e === 'settled') {
     event = state;
   }

@@ -22,7 +22,11 @@ export type ClaimVote =
 export type Ours = Extract<ClaimVote, { kind: 'grant' | 'self' }>;
 /** How late in a task's life the record behind a grant's kind is (see grantReply). */
 export const kindRank = (g: Granted): number =>
-  g.kind === 'retry' || g.kind === 'handover' ? 2 : g.kind === 'fresh' ? 0 : 1;
+  g.kind === 'retry' || g.kind === 'handover' || g.kind === 'reclaimed'
+    ? 2
+    : g.kind === 'fresh'
+      ? 0
+      : 1;
 export const isOurs = (v: ClaimVote): v is Ours => v.kind === 'grant' || v.kind === 'self';
 
 /** A node whose answer failed (or never came): it may have granted. */

@@ -1,4 +1,5 @@
 /** The checker's report, and its table (as `npm run chaos` and `pairlock verify` print it). */
+import { grantKinds } from '../codes.js';
 import { faultKinds } from './common.js';
 import { short } from './evidence.js';
 
@@ -78,11 +79,7 @@ export function formatReport(r: Report): string {
   rows.push(['tasks released / planned', `${r.released} / ${r.planned}`, '']);
   rows.push(['outcomes', `done ${r.outcomes.done}, failed ${r.outcomes.failed}`, '']);
   rows.push(['faults injected', `${total}: ${fmtMap(r.faults, faultKinds)}`, '']);
-  rows.push([
-    'grants by kind',
-    fmtMap(r.grants, ['fresh', 'session-expired', 'deadline-passed', 'retry', 'handover']),
-    '',
-  ]);
+  rows.push(['grants by kind', fmtMap(r.grants, grantKinds), '']);
   rows.push(['handler executions', String(r.executions), '']);
   rows.push([
     'sink writes accepted / rejected (fenced out)',

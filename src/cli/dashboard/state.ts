@@ -152,8 +152,8 @@ export class DashboardState {
     if (w.event === 'took-over' && w.kind === 'connection-lost' && ev.from) {
       this.sessions.noteRevoked(String(ev.from));
     }
-    if (w.event === 'claimed' || w.event === 'took-over') {
-      this.series.grant(ref, w.token, at, w.event === 'took-over' ? w.kind : undefined);
+    if (w.event === 'claimed' || w.event === 'took-over' || w.event === 'reclaimed') {
+      this.series.grant(ref, w.token, at, w.event === 'claimed' ? undefined : w.kind);
     } else if (w.event === 'done' || w.event === 'failed' || w.event === 'released') {
       this.series.outcome(ref, w.token, w.event, at);
     } else {
@@ -249,7 +249,12 @@ export class DashboardState {
         if (c.kind === 'fresh') {
           this.counts.total += 1;
           this.counts.running += 1;
-        } else if (c.kind === 'retry' || c.kind === 'handover') {
+        } else if (
+          c.kind === 'retry' ||
+          c.kind === 'handover' ||
+          // a worker taking back a task it released (not one it still held, seen running)
+          (c.kind === 'reclaimed' && !e)
+        ) {
           const from = c.kind === 'retry' ? 'failed' : 'released';
           this.counts[from] = Math.max(0, this.counts[from] - 1);
           this.counts.running += 1;
