@@ -26,22 +26,53 @@ import { driftMs, type Session } from './session.js';
  * grace it was sent under). The standby takes over on the grace the record holds.
  *
  * Every connect of the subscriber is a new binding (epoch + 1), never a continuation: a
- * proof counts only if no drop happened between its send and its answer. When the
- * connection drops, the holder unbinds through its command connection; once that is
- * answered no takeover on connection evidence can happen (the binding record is gone,
- * or the answer says the session was revoked), and its handlers keep running under the
- * session TTL alone until the subscriber reconnects and binds again.
+ * proof counts only if it was sent and answered on the connection the server has bound
+ * (a reconnected link proves nothing until it is bound again). When the connection
+ * drops, the holder unbinds through its command connection, retrying until that is
+ * answered or a new bind supersedes it; once answered no takeover on connection
+ * evidence can happen (the binding record is gone, or the session was revoked), and its
+ * handlers keep running under the session TTL alone until the subscriber binds again.
  *
- *   unbound ──bind sent──▶ binding ──ok──▶ bound ──proof answered──▶ bound (belief extended)
- *      ▲                      │                │
- *      │                      └──refused───────┼──▶ unbound (or off: the server cannot)
- *      └──────────unbind answered───── dropped ◀┘  (belief runs out meanwhile: lapse)
+ * Doubt is not loss (Chubby's jeopardy; Curator's SUSPENDED vs LOST). When the belief
+ * runs out but the bound connection has not closed, the holder is in doubt: a pause of
+ * its own (GC, synchronous handler code, a burst of work) or of Redis (a fork, a slow
+ * command, DEBUG SLEEP) delayed the proof. It re-proves at once and aborts nothing: a
+ * connection that stands is one the server has not seen gone (the sighting a takeover
+ * needs), and a proof answered on it moves the belief on from that proof's send time.
+ * The doubt is bounded by the session's own lease (its TTL, renewed by the heartbeat
+ * on the command connection): a holder in doubt is a holder under the session TTL rule.
+ * What this leaves is a double fault, written down in docs/topologies.md: the server
+ * closes a live holder's connection (CLIENT KILL, a buffer limit) and the holder does
+ * not learn of it (a partition at that moment, or a stall of its own); fencing tokens
+ * guard what may overlap then.
+ *
+ *   unbound ──bind sent──▶ binding ──ok──▶ PROVEN ──proof answered──▶ PROVEN (belief moves on)
+ *      ▲                      │              │  ▲
+ *      │                      │   belief out │  │ proof answered on the bound connection
+ *      │                      │              ▼  │
+ *      │                      │            DOUBT ──session lease out──▶ lapse (session)
+ *      │                      │              │
+ *      │                      └──refused─────┼──▶ unbound (or off: the server cannot)
+ *      └──unbind answered── UNPROVEN ◀── dropped (lapse once the belief is out)
  */
 
 // At most 10 proofs a second whatever the worker holds.
 export const PROOF_INTERVAL_MS = 100;
 const RETRY_MS = 250;
+/** Proof round trips kept for the grace a link needs (their median decides). */
+const RTT_SAMPLES = 5;
 const now = () => performance.now();
+
+/**
+ * What the holder knows of its binding:
+ * - `proven`: an answered proof says no takeover on connection evidence can come yet
+ *   (or the session is not bound: nothing to prove);
+ * - `doubt`: the proofs are late, but the bound connection has not closed: the holder
+ *   cannot be certain, and keeps running under its session TTL until a proof answers;
+ * - `unproven`: the bound connection closed and its unbind is not answered yet: a
+ *   standby may take the session's tasks over on connection evidence.
+ */
+export type BindingState = 'proven' | 'doubt' | 'unproven';
 
 export interface BindingContext {
   readonly store: Pick<Store, 'bind'>;
@@ -49,11 +80,18 @@ export interface BindingContext {
   readonly crashGraceMs: number;
   /** The largest grace the holder may bind with (beyond it, late proofs lapse). */
   readonly maxGraceMs: number;
+  /**
+   * How long a holder in doubt waits for the proof it sent when the doubt began before
+   * it gives its leases up (0: at once).
+   */
+  readonly doubtMs: number;
   readonly logger: Logger;
   /** The session to bind ('' while none is open). */
   sessionId(): string;
   /** The connection can no longer be proven: abort what runs under `sessionId`. */
   onLapse(sessionId: string): void;
+  /** The state changed (see BindingState). */
+  onState?(state: BindingState, sessionId: string): void;
 }
 
 export class Binding {
@@ -64,7 +102,15 @@ export class Binding {
   private epoch = 0;
   /** +1 on every drop of the connection: a proof counts only within one connection. */
   private generation = 0;
+  /**
+   * The connection generation the server's binding is on (-1: none). A proof counts only
+   * when sent and answered on it: a reconnected link that is not bound again yet proves
+   * nothing about the binding the server still holds (the old connection's, seen gone).
+   */
+  private boundGeneration = -1;
   private bound = '';
+  /** A drop's unbind that is not answered yet: retried until it is, or a bind supersedes it. */
+  private unbinding: { session: string; epoch: number } | undefined;
   private off = false;
   private stopped = false;
   private chain: Promise<void> = Promise.resolve();
@@ -73,6 +119,12 @@ export class Binding {
   /** Round trips of the latest proofs, the newest last. */
   private readonly rtts: number[] = [];
   private growing = false;
+  private lastProofAt = Number.NEGATIVE_INFINITY;
+  /** In doubt: when the proof that may end it was sent (the doubt's bound counts from it). */
+  private doubtProofAt: number | undefined;
+  /** The doubt outlasted doubtMs: given up until a proof answers. */
+  private gaveUp = false;
+  private reported: BindingState = 'proven';
   private proofTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -83,9 +135,28 @@ export class Binding {
     ctx.link.on('ready', () => this.rebind());
   }
 
-  /** False while the session's tasks may be taken over on connection evidence unproven. */
+  /** The bound connection has stood since the server bound it (no drop seen). */
+  private get stands(): boolean {
+    return this.boundGeneration === this.generation;
+  }
+
+  get state(): BindingState {
+    if (!this.required || now() < this.validUntil) return 'proven';
+    return this.stands && !this.gaveUp ? 'doubt' : 'unproven';
+  }
+
+  /**
+   * False while the session's tasks may be taken over on connection evidence unproven.
+   * A holder in doubt is still valid: its connection stands, so the server has not seen
+   * it gone (the session TTL bounds the doubt).
+   */
   get valid(): boolean {
-    return !this.required || now() < this.validUntil;
+    return this.state !== 'unproven';
+  }
+
+  /** Proofs are late on a connection that stands (see BindingState). */
+  get inDoubt(): boolean {
+    return this.state === 'doubt';
   }
 
   start(): void {
@@ -98,6 +169,9 @@ export class Binding {
     // the new session has no binding on the server yet (`bound` still names the old one,
     // whose liveness channel the rebind leaves)
     this.required = false;
+    this.unbinding = undefined;
+    this.endDoubt();
+    this.report();
     this.rebind();
   }
 
@@ -119,13 +193,26 @@ export class Binding {
   private retry(): void {
     if (this.stopped || this.off) return;
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.rebind(), RETRY_MS);
+    this.retryTimer = setTimeout(() => {
+      if (this.unbinding) this.unbind();
+      else this.rebind();
+    }, RETRY_MS);
   }
 
   /** The grace a link with this round trip needs, in 20 ms steps, within the bounds. */
   private graceFor(rttMs: number): number {
     const need = Math.ceil((PROOF_INTERVAL_MS + 2 * rttMs + 20) / 20) * 20;
     return Math.min(Math.max(this.ctx.crashGraceMs, need), this.ctx.maxGraceMs);
+  }
+
+  /**
+   * The round trip the link has: the median of the latest proofs, so that one proof
+   * slowed by a stall (of this process or of Redis) does not lengthen every takeover.
+   */
+  private typicalRtt(): number {
+    if (this.rtts.length === 0) return 0;
+    const sorted = [...this.rtts].sort((a, b) => a - b);
+    return sorted[Math.floor(sorted.length / 2)] ?? 0;
   }
 
   /** The grace of the binding now (for tests and logs). */
@@ -135,27 +222,66 @@ export class Binding {
 
   private believeFrom(sentAt: number, grace: number): void {
     this.validUntil = Math.max(this.validUntil, sentAt + grace - driftMs(grace));
+    if (now() < this.validUntil) this.endDoubt();
     this.arm();
+    this.report();
   }
 
-  private arm(): void {
+  private endDoubt(): void {
+    this.doubtProofAt = undefined;
+    this.gaveUp = false;
+  }
+
+  private arm(at = this.validUntil): void {
     clearTimeout(this.watchdog);
     // Decided after the I/O of the turn: after a stall of the event loop, timers run
-    // before the replies that arrived meanwhile, and an answered proof must count first.
-    this.watchdog = setTimeout(
-      () => setImmediate(() => this.check()),
-      Math.max(0, this.validUntil - now()) + 1,
-    );
+    // before the replies that arrived meanwhile, and an answered proof (or the close of
+    // the connection) must count first.
+    this.watchdog = setTimeout(() => setImmediate(() => this.check()), Math.max(0, at - now()) + 1);
     this.watchdog.unref();
   }
 
-  /** Abort what runs under the session if its connection can no longer be proven. */
+  /** Tell the worker when the state changed. */
+  private report(): void {
+    const state = this.state;
+    if (state === this.reported) return;
+    this.reported = state;
+    const session = this.ctx.sessionId();
+    if (session) this.ctx.onState?.(state, session);
+  }
+
+  /**
+   * The belief ran out (or the connection dropped): decide. A connection that stands is
+   * re-proven before anything is aborted: a proof answered on it shows the server never
+   * saw it gone before, so nobody can have taken over on that evidence (a pause of this
+   * process, or of Redis, ends here). Only a connection that closed lapses.
+   */
   check(): void {
     if (this.stopped) return;
-    if (this.valid) {
+    const state = this.state;
+    this.report();
+    if (state === 'proven') {
       // a timer may fire a little early (the event loop's cached clock): look again then
       if (this.required) this.arm();
       return;
+    }
+    if (state === 'doubt') {
+      const t = now();
+      if (this.doubtProofAt === undefined) {
+        // re-prove now rather than at the next interval (after a stall of this process,
+        // the first proof since it woke); the doubt's bound counts from that proof
+        if (t - this.lastProofAt > 10) this.sendProof();
+        this.doubtProofAt = Math.min(t, Math.max(this.lastProofAt, t - 10));
+      }
+      const until = this.doubtProofAt + this.ctx.doubtMs;
+      if (t < until) {
+        this.arm(until);
+        return;
+      }
+      // that proof stayed unanswered on a connection that stands: a partition, or a Redis
+      // stalled longer than the bound; give up until a proof answers
+      this.gaveUp = true;
+      this.report();
     }
     const session = this.ctx.sessionId();
     if (session) this.ctx.onLapse(session);
@@ -170,14 +296,18 @@ export class Binding {
       const asked = now();
       await this.ctx.link.follow(session, this.bound);
       if (generation !== this.generation) return; // dropped meanwhile: 'ready' comes again
-      const grace = Math.max(this.grace, this.graceFor(Math.max(now() - asked, ...this.rtts)));
+      const rtt = Math.max(now() - asked, this.typicalRtt());
+      const grace = Math.max(this.grace, this.graceFor(rtt));
       this.epoch += 1;
       const sent = now();
       // With no binding of ours on the server before, none can be acted on before this
       // one is recorded, and then only its grace after a later sighting.
+      // The server holds no binding of ours that this one could leave behind, so the
+      // binding it may record is on this connection from now on.
       if (!this.required) {
         this.required = true;
         this.validUntil = 0;
+        this.boundGeneration = generation;
         this.believeFrom(sent, grace);
       }
       let reply: BindReply | undefined;
@@ -192,15 +322,21 @@ export class Binding {
       if (reply.ok) {
         this.bound = session;
         this.grace = grace;
-        if (generation === this.generation) this.believeFrom(sent, grace);
-        else this.check();
+        // a newer binding supersedes an unbind not yet answered
+        this.unbinding = undefined;
+        if (generation === this.generation) {
+          this.boundGeneration = generation;
+          this.believeFrom(sent, grace);
+        } else this.check();
         return;
       }
       if (reply.reason === 'unsupported') {
         // said once: nothing was recorded, so the session TTL decides as without binding
         this.off = true;
         this.required = false;
+        this.unbinding = undefined;
         clearTimeout(this.watchdog);
+        this.report();
         this.ctx.logger.warn(
           { server: reply.version },
           'pairlock: connection-bound sessions are off: the server cannot show a connection gone (Redis 7 or newer, with PUBSUB and INFO allowed in scripts); the session TTL decides takeovers',
@@ -217,26 +353,54 @@ export class Binding {
   private dropped(): void {
     this.generation += 1;
     if (!this.required || this.stopped) return;
-    const session = this.bound;
-    const epoch = this.epoch;
+    this.unbinding = { session: this.bound, epoch: this.epoch };
+    // proofs answered before the drop still count until their belief runs out; a holder
+    // in doubt has nothing left to believe
+    this.check();
+    this.unbind();
+  }
+
+  /** Undo the binding a drop left on the server, until answered or superseded. */
+  private unbind(): void {
     this.serial(async () => {
-      if (!session || this.stopped) return;
-      const reply = await this.ctx.store.bind?.('unbind', session, epoch, 0);
-      // newer-binding: a reconnect bound again meanwhile, which is the state to keep
-      if (reply?.ok && this.bound === session && this.epoch === epoch) {
-        this.required = false;
+      const pending = this.unbinding;
+      if (!pending || this.stopped) return;
+      if (!pending.session) {
+        this.unbinding = undefined;
+        return;
       }
+      const reply = await this.ctx.store.bind?.('unbind', pending.session, pending.epoch, 0);
+      if (this.unbinding !== pending) return; // a bind superseded it meanwhile
+      if (reply?.ok === false && reply.reason === 'newer-binding' && this.epoch > pending.epoch) {
+        // a bind of ours whose reply was lost (Redis away) was recorded after all, on a
+        // connection that may be gone too: undo that one as well
+        this.unbinding = { session: pending.session, epoch: this.epoch };
+        this.unbind();
+        return;
+      }
+      this.unbinding = undefined;
+      // answered: no binding of ours is left (removed, or the session gone, which the
+      // heartbeat learns): nothing can be taken over on evidence of the dropped
+      // connection. The session TTL decides until the link binds again, which it does now
+      // if it is back already (its 'ready' may have come while Redis was away).
+      if (this.bound === pending.session) {
+        this.required = false;
+        this.endDoubt();
+        this.report();
+      }
+      if (this.ctx.link.ready) this.rebind();
     });
   }
 
   /** A proof's round trip: bind again with a larger grace when the link needs one. */
   private slower(rttMs: number): void {
     this.rtts.push(rttMs);
-    if (this.rtts.length > 10) this.rtts.shift();
-    if (this.growing || this.graceFor(rttMs) <= this.grace) return;
+    if (this.rtts.length > RTT_SAMPLES) this.rtts.shift();
+    const typical = this.typicalRtt();
+    if (this.growing || this.graceFor(typical) <= this.grace) return;
     this.growing = true;
     this.ctx.logger.info(
-      { rttMs: Math.round(rttMs), graceMs: this.graceFor(rttMs) },
+      { rttMs: Math.round(typical), graceMs: this.graceFor(typical) },
       'pairlock: connection proofs are slow; binding with a longer crash grace',
     );
     this.rebind();
@@ -245,22 +409,34 @@ export class Binding {
     });
   }
 
+  /** Send one proof, counted only if sent and answered on the bound connection. */
+  private sendProof(): void {
+    const generation = this.generation;
+    if (
+      !this.required ||
+      generation !== this.boundGeneration ||
+      this.bound !== this.ctx.sessionId() ||
+      !this.ctx.link.ready
+    )
+      return;
+    const sent = now();
+    const grace = this.grace;
+    this.lastProofAt = sent;
+    this.ctx.link.ping().then(
+      () => {
+        if (generation !== this.generation || generation !== this.boundGeneration) return;
+        if (this.stopped) return;
+        this.believeFrom(sent, grace);
+        this.slower(now() - sent);
+      },
+      () => {},
+    );
+  }
+
   private proof(): void {
     if (this.stopped || this.off) return;
     this.proofTimer = setTimeout(() => {
-      const generation = this.generation;
-      const sent = now();
-      const grace = this.grace;
-      if (this.required && this.bound === this.ctx.sessionId() && this.ctx.link.ready) {
-        this.ctx.link.ping().then(
-          () => {
-            if (generation !== this.generation || this.stopped) return;
-            this.believeFrom(sent, grace);
-            this.slower(now() - sent);
-          },
-          () => {},
-        );
-      }
+      this.sendProof();
       this.proof();
     }, PROOF_INTERVAL_MS);
     this.proofTimer.unref();
@@ -274,6 +450,7 @@ export function bindSession(
   options: ResolvedOptions,
   logger: Logger,
   executor: { lapse(sessionId: string, reason: 'connection'): void },
+  onState?: (state: BindingState, sessionId: string) => void,
 ): Binding | undefined {
   const link = options.connectionBound ? store.liveLink?.() : undefined;
   if (!link || !store.bind) return undefined;
@@ -282,9 +459,11 @@ export function bindSession(
     link,
     crashGraceMs: options.crashGraceMs,
     maxGraceMs: Math.max(options.crashGraceMs, Math.floor(options.sessionTtlMs / 2)),
+    doubtMs: options.doubtMs,
     logger,
     sessionId: () => session.id,
     onLapse: (id) => executor.lapse(id, 'connection'),
+    onState,
   });
   session.connection = binding;
   binding.start();

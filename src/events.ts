@@ -48,7 +48,10 @@ export function parseNamespaceMessage(msg: string): NamespaceEvent[] {
 
 /** Every event a PairedWorker emits, with its one payload object. */
 export interface PairedWorkerEvents {
-  /** This worker won a grant and starts the handler. */
+  /**
+   * This worker won a grant and starts the handler: a fresh claim, or (kind 'reclaimed')
+   * its own task taken back after it lost its lease.
+   */
   claimed: { taskId: string; token: number; attempt: number; kind: GrantKind };
   /** A peer holds the task; this worker covers it. */
   standby: { taskId: string; holder: string; token: number };
@@ -63,6 +66,14 @@ export interface PairedWorkerEvents {
     reason: 'session' | 'connection' | 'deadline' | 'handover' | 'closed' | 'rejected';
     rejected?: RejectReason;
   };
+  /**
+   * This worker's connection proofs are late although its bound connection stands (a
+   * pause of this process or of Redis): it cannot be certain it still holds its tasks,
+   * but nobody can take them over on connection evidence, and its handlers keep running
+   * under the session TTL (`inDoubt: true`); a proof answered ends the doubt
+   * (`inDoubt: false`). Nothing is aborted for doubt alone.
+   */
+  'lease-doubt': { sessionId: string; inDoubt: boolean };
   /** A watched peer session expired. */
   'peer-failed': { session: string; worker: string; tasks: number };
   /** A session renewal failed (Redis error or the session was gone). */

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { GrantKind } from './codes.js';
+import { type GrantKind, ranItself } from './codes.js';
 import { DeadlineQueue } from './deadlines.js';
 import {
   InvalidOptionError,
@@ -10,7 +10,7 @@ import {
 } from './errors.js';
 import type { PairedWorkerEvents } from './events.js';
 import type { TaskLocation } from './keys.js';
-import type { Logger, ResolvedOptions } from './options.js';
+import { type Logger, peerFirstMs, type ResolvedOptions } from './options.js';
 import { type OwnerReply, type Store, workerOf } from './replies.js';
 import { parseError, parseResult, serializeError, serializeResult } from './serialize.js';
 import { driftMs, type Session } from './session.js';
@@ -180,7 +180,7 @@ export class Executor {
     this.deadlines.set(exec, sentAt + grant.deadlineInMs - driftMs(o.taskTimeoutMs));
     this.executions.set(run.loc.ref, exec);
     run.known = undefined;
-    if (kind === 'fresh') this.ctx.emit('claimed', { taskId, token, attempt, kind });
+    if (ranItself(kind)) this.ctx.emit('claimed', { taskId, token, attempt, kind });
     else
       this.ctx.emit('took-over', {
         taskId,
@@ -243,13 +243,7 @@ export class Executor {
       // lease lost to a pause of this process uses up no attempt. Should Redis not answer
       // the give-back, the failure is reported as any other (never run again under this
       // token).
-      if (
-        lostLease &&
-        (await this.release(exec).then(
-          () => true,
-          () => false,
-        ))
-      ) {
+      if (lostLease && (await this.giveBack(exec))) {
         this.forget(exec);
         this.ctx.wake(exec.run);
         return;
@@ -325,7 +319,7 @@ export class Executor {
     }
     this.ctx.emit('settled', { taskId, state: state === 'D' ? 'done' : 'failed', token, attempt });
     run.lastOwn = { token, kind };
-    const role = kind === 'fresh' ? 'ran' : 'took-over';
+    const role = ranItself(kind) ? 'ran' : 'took-over';
     if (state === 'D') {
       // the stored JSON, as every other participant gets it
       const result = parseResult(payload);
@@ -341,11 +335,11 @@ export class Executor {
       return;
     }
     // The peer retries first: it was woken by this settle. This worker tries the task
-    // again itself only a safety-net interval after the backoff (a peer's claim wakes it
-    // sooner, to cover the peer).
+    // again itself a moment after the backoff (a peer's claim wakes it sooner, to cover
+    // the peer); alone, it honours the backoff.
     const o = this.ctx.options;
     run.known = { state: 'F', token };
-    this.ctx.wakeLater(run, o.failure.backoffMs + o.firstAttemptIntervalMs);
+    this.ctx.wakeLater(run, o.failure.backoffMs + peerFirstMs(o));
   }
 
   private async settleWithRetry(
@@ -376,6 +370,26 @@ export class Executor {
           this.ctx.logger.warn({ err, taskId: loc.taskId }, 'pairlock: settle failed');
           return 'unavailable';
         }
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 1_000);
+      }
+    }
+  }
+
+  /**
+   * Give back a grant whose handler stopped on its lost lease (it uses no attempt),
+   * retried while Redis is away and the session may still be ours: a lease lost to a cut
+   * link is given back once the link is back. False: not answered (reported as a failure).
+   */
+  private async giveBack(exec: Execution): Promise<boolean> {
+    let delay = 50;
+    for (;;) {
+      try {
+        await this.release(exec, true);
+        return true;
+      } catch (err) {
+        if (!(err instanceof RedisUnavailableError)) return false;
+        if (!this.ctx.session.valid || this.ctx.isClosing()) return false;
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 1_000);
       }
@@ -488,12 +502,14 @@ export class Executor {
     }
   }
 
-  private async release(exec: Execution): Promise<void> {
+  /** Give the grant back; `unused`: its handler stopped on a lost lease (no attempt used). */
+  private async release(exec: Execution, unused = false): Promise<void> {
     exec.released = true;
     await this.ctx.store.release(exec.run.loc, {
       session: exec.session,
       token: exec.token,
       retentionMs: this.ctx.options.retentionMs,
+      unused,
     });
   }
 }

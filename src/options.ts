@@ -96,7 +96,9 @@ export interface PairedWorkerOptions {
    * Cluster, Redis 7 or newer; not in quorum mode): a process that dies — its sockets closed by the OS — is
    * taken over about `crashGraceMs` after a standby sees that connection gone, instead of
    * `sessionTtlMs` after its last heartbeat. The holder proves its connection at most
-   * 10 times a second and aborts its handlers (reason `connection`) when it cannot. Where
+   * 10 times a second; when its connection closes and it cannot unbind it, or its proofs
+   * stay unanswered past `doubtMs` on a connection that stands, it aborts its handlers
+   * (reason `connection`); a late proof alone aborts nothing. Where
    * the evidence is absent or untrustworthy (a host gone without closing its sockets, a
    * partition, a Redis restart or failover, Redis before 7, quorum mode), the
    * session TTL decides, as without it.
@@ -104,15 +106,25 @@ export interface PairedWorkerOptions {
    */
   readonly connectionBound?: boolean;
   /**
-   * Connection-bound sessions: a holder believes its leases only this long after the
-   * last proof of its connection; a standby takes over only this long after it first saw
-   * that connection gone. At least 120 (the proof runs every 100 ms, so a stall of the
-   * holder's event loop longer than about crashGraceMs − 100 ms aborts its handlers). A
-   * worker with a slower link binds with more: 100 ms + 2 × its round trip + 20 ms, up
-   * to sessionTtlMs / 2.
+   * Connection-bound sessions: a holder is certain of its leases only this long after the
+   * last proof of its connection (then it is in doubt, see `doubtMs`); a standby takes
+   * over only once it has seen that connection gone this long. At least 120 (a proof is
+   * sent every 100 ms). A worker with a slower link binds with more: 100 ms + 2 × its
+   * round trip + 20 ms, up to sessionTtlMs / 2.
    * @default 140
    */
   readonly crashGraceMs?: number;
+  /**
+   * Connection-bound sessions: a holder whose proofs are late on a connection that has
+   * not closed (a pause of its own, or of Redis) is in doubt, not lost: it sends a proof
+   * at once and keeps its handlers running; only if that proof stays unanswered this
+   * long does it give its leases up (reason `connection`). Nobody can take its tasks over
+   * on connection evidence while the connection stands; the bound limits what could
+   * overlap if the server closed it unseen (a partition at that moment). 0: give up as
+   * soon as the proofs are late. At most sessionTtlMs / 2.
+   * @default 1000
+   */
+  readonly doubtMs?: number;
   /**
    * Connection-bound sessions: how often a standby checks the connections of the holders
    * it covers (one call for all of them). At most `crashGraceMs`.
@@ -153,6 +165,7 @@ export interface ResolvedOptions {
   readonly heartbeatIntervalMs: number;
   readonly connectionBound: boolean;
   readonly crashGraceMs: number;
+  readonly doubtMs: number;
   readonly connectionCheckIntervalMs: number;
   readonly taskTimeoutMs: number;
   readonly failure: Required<FailureOptions>;
@@ -174,6 +187,7 @@ export const defaults = {
   sessionTtlMs: 10_000,
   connectionBound: true,
   crashGraceMs: 140,
+  doubtMs: 1_000,
   connectionCheckIntervalMs: 40,
   taskTimeoutMs: 300_000,
   failure: { policy: 'takeover', maxAttempts: 3, backoffMs: 1_000 },
@@ -281,6 +295,14 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
   }
   // by default, only where it is faster than the session TTL
   const connectionBound = boundIn && crashGraceMs < sessionTtlMs;
+  const doubtMs = number(
+    'doubtMs',
+    opts.doubtMs ?? Math.min(defaults.doubtMs, Math.floor(sessionTtlMs / 2)),
+    {
+      min: 0,
+      max: Math.floor(sessionTtlMs / 2),
+    },
+  );
   const connectionCheckIntervalMs = number(
     'connectionCheckIntervalMs',
     opts.connectionCheckIntervalMs ?? defaults.connectionCheckIntervalMs,
@@ -345,6 +367,7 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
     heartbeatIntervalMs,
     connectionBound,
     crashGraceMs,
+    doubtMs,
     connectionCheckIntervalMs,
     taskTimeoutMs,
     failure,
@@ -435,4 +458,13 @@ function resolveTopology(
     );
   }
   return { replication, clusterPubSub };
+}
+
+/**
+ * After its own failed attempt, a worker tries the task again this long after the
+ * backoff, so that a live peer (woken by the settle event) retries first; a worker alone
+ * still honours `backoffMs`.
+ */
+export function peerFirstMs(o: ResolvedOptions): number {
+  return Math.min(o.firstAttemptIntervalMs, 250);
 }

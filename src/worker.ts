@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { type Binding, bindSession } from './binding.js';
+import { type Binding, type BindingState, bindSession } from './binding.js';
 import { callbackRun, checkTaskId, toTaskInfo } from './compat.js';
 import { Cover } from './cover.js';
 import { ClosedError, InvalidOptionError, RedisUnavailableError } from './errors.js';
@@ -12,7 +12,12 @@ import {
 } from './events.js';
 import { Executor } from './execution.js';
 import { Keys } from './keys.js';
-import { type PairedWorkerOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import {
+  type PairedWorkerOptions,
+  peerFirstMs,
+  type ResolvedOptions,
+  resolveOptions,
+} from './options.js';
 import { type ClaimReply, type Store, workerOf } from './replies.js';
 import { Session } from './session.js';
 import { Slots } from './slots.js';
@@ -84,8 +89,15 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private closeRequested = false;
   private closePromise: Promise<void> | undefined;
   private paused = false;
+  private inDoubt = false;
 
   private readonly runs = new Map<string, AnyRun>();
+  /**
+   * Runs that wait to claim until the session's binding is proven again: a grant made
+   * while a standby may take the task over on connection evidence would be aborted at
+   * once, released and claimed again, burning a token each round (see step()).
+   */
+  private readonly awaitingBinding = new Set<AnyRun>();
 
   private readonly slots: Slots;
 
@@ -173,7 +185,25 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       },
     );
     this.lease.start();
-    this.binding = bindSession(this.store, this.lease, this.options, this.logger, this.executor);
+    this.binding = bindSession(
+      this.store,
+      this.lease,
+      this.options,
+      this.logger,
+      this.executor,
+      (state, sessionId) => this.bindingState(state, sessionId),
+    );
+  }
+
+  /** The binding's state changed: say so, and let waiting runs claim once it is valid. */
+  private bindingState(state: BindingState, sessionId: string): void {
+    if (state === 'doubt') this.emit('lease-doubt', { sessionId, inDoubt: true });
+    else if (this.inDoubt) this.emit('lease-doubt', { sessionId, inDoubt: false });
+    this.inDoubt = state === 'doubt';
+    if (state === 'unproven') return;
+    const waiting = [...this.awaitingBinding];
+    this.awaitingBinding.clear();
+    for (const run of waiting) this.wake(run);
   }
 
   private executionOf(run: AnyRun) {
@@ -230,6 +260,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     run.finished = true;
     run.clearTimers();
     this.covering.uncover(run);
+    this.awaitingBinding.delete(run);
     if (this.runs.get(run.loc.ref) === run) this.runs.delete(run.loc.ref);
     if (outcome) {
       const { taskId, state, role, token, attempts } = outcome;
@@ -283,8 +314,15 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (this.closing) return;
     run.clearTimers();
     this.covering.uncover(run);
+    this.awaitingBinding.delete(run);
     if (this.executionOf(run)) return;
-    const dryRun = this.paused;
+    // The bound connection dropped and its unbind is not answered yet (or its proofs went
+    // unanswered past doubtMs): a grant now could be taken over on that evidence, and
+    // would be aborted at once. Such a run only looks (a dry run: it still covers a
+    // holder, learns an outcome, and gives up when Redis stays away), and claims once the
+    // binding is settled (bindingState).
+    const unbound = !this.paused && this.binding?.valid === false;
+    const dryRun = this.paused || unbound;
     if (!dryRun) await this.slots.acquire();
     let slotHeld = !dryRun;
     try {
@@ -298,7 +336,13 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         this.retryLater(run, err);
         return;
       }
-      if (run.finished || this.closing) return;
+      if (run.finished || this.closing) {
+        // granted to a run() that ended meanwhile (its caller's signal, close): nobody will
+        // run it, so it goes back at once instead of holding the peer off until the
+        // deadline. A run() that joined meanwhile would be another run of the task.
+        if (reply.type === 'granted' || reply.type === 'resumed') this.giveBack(run, reply.token);
+        return;
+      }
       switch (reply.type) {
         case 'granted':
         case 'resumed': {
@@ -338,13 +382,21 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
           // The worker that failed lets its peer retry first: it waits a safety-net
           // interval longer than the backoff before trying the task again itself.
           const mine = workerOf(reply.owner) === this.id;
-          const delay = reply.retryInMs + (mine ? this.options.firstAttemptIntervalMs : 0);
+          const delay = reply.retryInMs + (mine ? peerFirstMs(this.options) : 0);
           run.after(delay, () => this.wake(run));
           return;
         }
         case 'claimable':
-          // paused: covering only; the safety net and events bring it back
           run.known = { state: 'claimable', token: 0 };
+          if (unbound) {
+            // woken when the binding is valid again; meanwhile it looks again now and then
+            this.awaitingBinding.add(run);
+            if (this.binding?.valid !== false) this.wake(run);
+            else
+              run.after(Math.min(this.options.otherAttemptIntervalMs, 1_000), () => this.wake(run));
+            return;
+          }
+          // paused: covering only; the safety net and events bring it back
           run.after(this.options.otherAttemptIntervalMs, () => this.wake(run));
           return;
         case 'session-expired':
@@ -357,6 +409,23 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     } finally {
       if (slotHeld) this.slots.release();
     }
+  }
+
+  /** Give back a grant nobody will run (it uses up no attempt). */
+  private giveBack(run: AnyRun, token: number): void {
+    this.store
+      .release(run.loc, {
+        session: this.lease.id,
+        token,
+        retentionMs: this.options.retentionMs,
+        unused: true,
+      })
+      .catch((err: unknown) => {
+        this.logger.warn(
+          { err, taskId: run.loc.taskId },
+          'pairlock: could not give back an unused grant; the peer takes over when the session expires',
+        );
+      });
   }
 
   private retryLater(run: AnyRun, err: unknown): void {

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { Binding } from '../src/binding.js';
+import { Binding, PROOF_INTERVAL_MS } from '../src/binding.js';
 import { RedisUnavailableError } from '../src/errors.js';
 import type { BindReply, LiveLink } from '../src/replies.js';
 
@@ -43,11 +43,15 @@ class FakeLink extends EventEmitter implements LiveLink {
   }
 }
 
-function setup(answer: (op: string, epoch: number) => BindReply | Error = () => ok) {
+function setup(
+  answer: (op: string, epoch: number) => BindReply | Error = () => ok,
+  doubtMs = 10_000,
+) {
   const link = new FakeLink();
   const calls: { op: string; session: string; epoch: number; graceMs?: number }[] = [];
   const lapses: string[] = [];
   const logs: string[] = [];
+  const states: string[] = [];
   let session = 'w:1#1';
   const binding = new Binding({
     store: {
@@ -65,6 +69,7 @@ function setup(answer: (op: string, epoch: number) => BindReply | Error = () => 
     link,
     crashGraceMs: GRACE,
     maxGraceMs: 5_000,
+    doubtMs,
     logger: {
       debug: () => {},
       info: () => {},
@@ -73,12 +78,14 @@ function setup(answer: (op: string, epoch: number) => BindReply | Error = () => 
     },
     sessionId: () => session,
     onLapse: (id) => lapses.push(id),
+    onState: (state) => states.push(state),
   });
   return {
     link,
     calls,
     lapses,
     logs,
+    states,
     binding,
     setSession: (s: string) => {
       session = s;
@@ -137,18 +144,125 @@ describe('Binding (the holder of a connection-bound session)', () => {
     await binding.stop();
   });
 
-  it('a stalled proof: the lease is given up crashGraceMs − drift after the last answered proof', async () => {
-    const { binding, link, lapses } = setup();
+  it('a stalled proof on a connection that stands is doubt, not loss: nothing lapses, re-proven at once, proven again when a proof answers', async () => {
+    const { binding, link, lapses, states } = setup();
     binding.start();
     await sleep(120);
     link.answering = false;
     const stalledAt = performance.now();
-    while (lapses.length === 0 && performance.now() - stalledAt < 1_000) await sleep(2);
+    while (!binding.inDoubt && performance.now() - stalledAt < 1_000) await sleep(2);
+    // the belief ran out crashGraceMs − drift after the last answered proof (sent at most
+    // one interval before the stall)
+    expect(performance.now() - stalledAt).toBeLessThanOrEqual(GRACE + 10);
+    expect(binding.state).toBe('doubt');
+    const pingsAtDoubt = link.pings;
+    await sleep(5 * GRACE);
+    // a standing connection is one the server has not seen gone: no takeover on connection
+    // evidence can come, so nothing is aborted (the session TTL bounds the doubt)
+    expect(lapses).toEqual([]);
+    expect(binding.valid).toBe(true);
+    // proofs go on while in doubt (at most one an interval)
+    expect(link.pings).toBeGreaterThan(pingsAtDoubt);
+    expect(link.pings - pingsAtDoubt).toBeLessThanOrEqual(9);
+    link.answering = true;
+    await sleep(PROOF_INTERVAL_MS + 20);
+    expect(binding.state).toBe('proven');
+    expect(states).toEqual(['doubt', 'proven']);
+    await binding.stop();
+  });
+
+  it('doubt has a bound: a proof unanswered for doubtMs on a connection that stands gives the leases up, until a proof answers', async () => {
+    const { binding, link, lapses, states } = setup(() => ok, 300);
+    binding.start();
+    await sleep(120);
+    link.answering = false;
+    const stalledAt = performance.now();
+    while (lapses.length === 0 && performance.now() - stalledAt < 2_000) await sleep(2);
     expect(lapses).toEqual(['w:1#1']);
-    // the last answered proof was sent at most one interval before the stall
     const after = performance.now() - stalledAt;
-    expect(after).toBeLessThanOrEqual(GRACE + 10);
+    // the belief's end (≤ GRACE after the stall began), then doubtMs for the re-proof
+    expect(after).toBeGreaterThanOrEqual(300);
+    expect(after).toBeLessThanOrEqual(GRACE + 300 + 30);
+    expect(binding.state).toBe('unproven');
+    link.answering = true;
+    await sleep(PROOF_INTERVAL_MS + 20);
+    expect(binding.state).toBe('proven');
+    expect(states).toEqual(['doubt', 'unproven', 'proven']);
+    await binding.stop();
+  });
+
+  it('doubt ends in loss when the connection drops and cannot be unbound', async () => {
+    let away = false;
+    const { binding, link, lapses, states } = setup(() =>
+      away ? new RedisUnavailableError('away') : ok,
+    );
+    binding.start();
+    await sleep(120);
+    link.answering = false;
+    const stalledAt = performance.now();
+    while (!binding.inDoubt && performance.now() - stalledAt < 1_000) await sleep(2);
+    expect(binding.inDoubt).toBe(true);
+    expect(lapses).toEqual([]);
+    away = true;
+    link.drop();
+    // nothing left to believe: lapse at once
+    await sleep(5);
+    expect(lapses).toEqual(['w:1#1']);
+    expect(binding.state).toBe('unproven');
+    expect(states).toEqual(['doubt', 'unproven']);
+    await binding.stop();
+  });
+
+  it('the reconnect hole: a proof answered on a reconnected link that is not bound again counts for nothing', async () => {
+    // the unbind of the dropped connection and the new bind both fail (Redis away for
+    // commands, the subscriber back): the server still holds the old binding, and may see
+    // the old connection gone
+    let away = false;
+    const { binding, link, calls, lapses } = setup((_op, epoch) =>
+      away && epoch >= 1 ? new RedisUnavailableError('away') : ok,
+    );
+    binding.start();
+    await sleep(50);
+    away = true;
+    link.drop();
+    link.reconnect(); // answers pings again at once
+    const droppedAt = performance.now();
+    while (lapses.length === 0 && performance.now() - droppedAt < 1_000) await sleep(2);
+    expect(lapses).toEqual(['w:1#1']);
     expect(binding.valid).toBe(false);
+    // the new connection answers pings, and proves nothing until it is bound
+    expect(await link.ping().then(() => true)).toBe(true);
+    await sleep(PROOF_INTERVAL_MS * 2);
+    expect(binding.valid).toBe(false);
+    // once bound again, its proofs count
+    away = false;
+    while (!binding.valid && performance.now() - droppedAt < 3_000) await sleep(5);
+    expect(binding.valid).toBe(true);
+    expect(calls.some((c) => c.op === 'bind' && c.epoch >= 2)).toBe(true);
+    await binding.stop();
+  });
+
+  it('a failed unbind is retried until answered, with the link still down', async () => {
+    let failures = 1;
+    const { binding, link, calls, lapses } = setup((op) => {
+      if (op === 'unbind' && failures > 0) {
+        failures -= 1;
+        return new RedisUnavailableError('away');
+      }
+      return ok;
+    });
+    binding.start();
+    await sleep(50);
+    link.drop();
+    const droppedAt = performance.now();
+    while (lapses.length === 0 && performance.now() - droppedAt < 1_000) await sleep(2);
+    expect(binding.valid).toBe(false);
+    while (!binding.valid && performance.now() - droppedAt < 2_000) await sleep(5);
+    expect(calls.map((c) => `${c.op}:${c.epoch}`)).toEqual(['bind:1', 'unbind:1', 'unbind:1']);
+    // the first failed: its belief ran out before the retry was answered
+    expect(lapses).toEqual(['w:1#1']);
+    // answered: no binding is left to act on, the session TTL decides until a reconnect
+    expect(binding.valid).toBe(true);
     await binding.stop();
   });
 

@@ -187,10 +187,11 @@ describe('a handler that overran its deadline and was taken over', () => {
 });
 
 describe('a handler that stops because its lease was lost', () => {
-  it('gives the task back instead of reporting a failure (an event-loop stall uses up no attempt)', async () => {
+  it('gives the task back instead of reporting a failure (a lease lost to an event-loop stall uses up no attempt)', async () => {
     const ns = pair.namespace('lapse');
-    // give-up: one reported failure would be the outcome
-    const w = pair.worker(ns, 'a', { failure: { policy: 'give-up' } });
+    // give-up: one reported failure would be the outcome. doubtMs 0: late proofs end the
+    // lease at once (by default a stall is doubt and aborts nothing, see below)
+    const w = pair.worker(ns, 'a', { failure: { policy: 'give-up' }, doubtMs: 0 });
     await w.start();
     await sleep(300); // bound
     let runs = 0;
@@ -210,8 +211,38 @@ describe('a handler that stops because its lease was lost', () => {
       10_000,
       'run()',
     );
-    expect(outcome).toMatchObject({ state: 'done', result: 'ok' });
+    expect(outcome).toMatchObject({ state: 'done', result: 'ok', attempts: 1 });
     expect(runs).toBe(2);
+  });
+
+  it('by default the same stall is doubt, not loss: the handler goes on, it runs once', async () => {
+    const ns = pair.namespace('doubt');
+    const w = pair.worker(ns, 'a', { failure: { policy: 'give-up' } });
+    const lost: string[] = [];
+    const doubts: boolean[] = [];
+    w.on('lease-lost', (e) => lost.push(e.reason));
+    w.on('lease-doubt', (e) => doubts.push(e.inDoubt));
+    await w.start();
+    await sleep(300); // bound
+    let runs = 0;
+    const outcome = await within(
+      w.run('t', async (ctx) => {
+        runs += 1;
+        const until = performance.now() + 400;
+        while (performance.now() < until) {}
+        await sleep(50);
+        ctx.signal.throwIfAborted();
+        return 'ok';
+      }),
+      10_000,
+      'run()',
+    );
+    expect(outcome).toMatchObject({ state: 'done', result: 'ok', attempts: 1, token: 1 });
+    expect(runs).toBe(1);
+    expect(lost).toEqual([]);
+    // the stall may have put the holder in doubt (unless the proof it sent on waking was
+    // answered in the same turn), and a proof answered after it ended the doubt
+    expect([[], [true, false]]).toContainEqual(doubts);
   });
 });
 

@@ -306,12 +306,16 @@ describe('pairlock watch', () => {
 
 describe('options of connection-bound sessions', () => {
   const base = { redis: 'redis://127.0.0.1:1' };
-  it('defaults: on, crashGraceMs 140, a check every 40 ms; off where the session TTL is as short', () => {
+  it('defaults: on, crashGraceMs 140, doubtMs 1000, a check every 40 ms; off where the session TTL is as short', () => {
     expect(resolveOptions(base)).toMatchObject({
       connectionBound: true,
       crashGraceMs: 140,
+      doubtMs: 1_000,
       connectionCheckIntervalMs: 40,
     });
+    // at most half the session TTL, by default too
+    expect(resolveOptions({ ...base, sessionTtlMs: 1_501 }).doubtMs).toBe(750);
+    expect(resolveOptions({ ...base, doubtMs: 0 }).doubtMs).toBe(0);
     expect(resolveOptions({ ...base, sessionTtlMs: 140 }).connectionBound).toBe(false);
     expect(resolveOptions({ ...base, connectionBound: false }).connectionBound).toBe(false);
   });
@@ -321,6 +325,9 @@ describe('options of connection-bound sessions', () => {
       [{ connectionBound: 'yes' }, /`connectionBound` to be a boolean/],
       [{ crashGraceMs: 50 }, /`crashGraceMs`/],
       [{ connectionCheckIntervalMs: 5 }, /`connectionCheckIntervalMs`/],
+      [{ doubtMs: -1 }, /`doubtMs` to be an integer from 0 to 5000/],
+      [{ doubtMs: 6_000 }, /`doubtMs` to be an integer from 0 to 5000/],
+      [{ doubtMs: 1.5 }, /`doubtMs`/],
       [{ crashGraceMs: 200, connectionCheckIntervalMs: 300 }, /`connectionCheckIntervalMs`/],
       [
         { connectionBound: true, sessionTtlMs: 100, heartbeatIntervalMs: 30 },
