@@ -428,6 +428,13 @@ export class Binding {
         if (this.stopped) return;
         this.believeFrom(sent, grace);
         this.slower(now() - sent);
+        if (this.doubtProofAt !== undefined && sent >= this.doubtProofAt && this.inDoubt) {
+          // the doubt's proof was answered, but too late to be certain (this process
+          // stalled before it read the answer): the connection stood; prove again now,
+          // and bound the new doubt from that proof
+          this.doubtProofAt = undefined;
+          this.check();
+        }
       },
       () => {},
     );

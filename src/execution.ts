@@ -193,11 +193,15 @@ export class Executor {
     let state: 'D' | 'F';
     let payload: string;
     let lostLease = false;
+    const lease = this.ctx.session;
     try {
       const ctx: HandlerContext = {
         taskId,
         get signal() {
           return exec.signal;
+        },
+        get inDoubt() {
+          return lease.connection?.inDoubt === true;
         },
         token,
         attempt,

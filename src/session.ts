@@ -55,7 +55,7 @@ export class Session {
   private renewing: Promise<void> | undefined;
   private stopped = false;
   /** The connection the session is bound to, when it is (see binding.ts). */
-  connection: { readonly valid: boolean } | undefined;
+  connection: { readonly valid: boolean; readonly inDoubt: boolean } | undefined;
 
   constructor(private readonly ctx: SessionContext) {}
 

@@ -13,6 +13,14 @@ export interface HandlerContext {
   readonly attempt: number;
   /** How this grant came about. */
   readonly kind: GrantKind;
+  /**
+   * True while this worker cannot be certain it still holds its tasks although nothing
+   * says it lost them: its connection proofs are late on a connection that stands (a
+   * pause of its own or of Redis; the `lease-doubt` event). Nobody can take the task over
+   * on connection evidence meanwhile, and `signal` fires if the doubt turns into a loss.
+   * A handler may hold back an irreversible step until it is false again.
+   */
+  readonly inDoubt: boolean;
   /** Record progress (and an optional JSON note) in the task record. Rejects when the lease is gone. */
   progress(value: number, note?: unknown): Promise<void>;
 }

@@ -191,6 +191,26 @@ describe('Binding (the holder of a connection-bound session)', () => {
     await binding.stop();
   });
 
+  it('stalls of this process one after another: each late answer is a connection that stood, never a reason to give up', async () => {
+    const { binding, link, lapses } = setup(() => ok, 300);
+    link.delayMs = 2;
+    binding.start();
+    await sleep(120);
+    // synchronous work of 400 ms, again and again: the proof sent on waking is answered
+    // only after the next stretch, too late to be certain, but answered
+    for (let i = 0; i < 6; i++) {
+      const until = performance.now() + 400;
+      while (performance.now() < until) {
+        // the event loop stands still
+      }
+      await sleep(1);
+    }
+    expect(lapses).toEqual([]);
+    await sleep(PROOF_INTERVAL_MS + 20);
+    expect(binding.state).toBe('proven');
+    await binding.stop();
+  });
+
   it('doubt ends in loss when the connection drops and cannot be unbound', async () => {
     let away = false;
     const { binding, link, lapses, states } = setup(() =>

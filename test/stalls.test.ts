@@ -58,8 +58,16 @@ describe('a pause nobody acted on re-runs nothing (library defaults)', () => {
     const b = worker(server.url, ns, 'b');
     const rec = record(a, b);
     const ids = Array.from({ length: 20 }, (_, i) => `job-${i}`);
-    const handler = async ({ taskId, signal }: HandlerContext) => {
+    const sawDoubt: boolean[] = [];
+    const handler = async (ctx: HandlerContext) => {
+      const { taskId, signal } = ctx;
       rec.started(taskId);
+      // what a handler can see meanwhile: its worker in doubt, then certain again
+      const look = setInterval(() => {
+        if (ctx.inDoubt && !sawDoubt.includes(true)) sawDoubt.push(true);
+      }, 10);
+      signal.addEventListener('abort', () => clearInterval(look));
+      setTimeout(() => clearInterval(look), 1_200);
       // holds the task across the stall; stops early only if its signal fires
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 1_200);
@@ -80,6 +88,11 @@ describe('a pause nobody acted on re-runs nothing (library defaults)', () => {
     expect(outcomes.every((o) => o.state === 'done' && o.attempts === 1)).toBe(true);
     expect(rec.lost).toEqual([]);
     expect(rec.total()).toBe(20);
+    // the stall outlasted the proofs' certainty while the connections stood: doubt, seen
+    // by the handlers (ctx.inDoubt) and reported (lease-doubt), then ended by a proof
+    expect(sawDoubt).toEqual([true]);
+    expect(rec.doubts.length).toBeGreaterThanOrEqual(2);
+    expect(rec.doubts.at(-1)).toBe(false);
     console.log(
       `Redis stall 300 ms: ${rec.total()} executions for 20 tasks, doubt events ${rec.doubts.length}`,
     );
