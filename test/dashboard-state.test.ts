@@ -80,6 +80,22 @@ describe('dashboard state', () => {
     ]);
   });
 
+  it("a worker taking its own task back ('reclaimed') is shown as such, counted from released or from its running record", () => {
+    const s = new DashboardState(100);
+    s.beginCensus();
+    s.finishCensus(census([entry('x', 1, 'a#1'), entry('y', 1, 'a#1')]));
+    // x: released unused by a#1 after a lost lease, then taken back by its worker
+    s.onEvent({ e: 'released', r: 't:x', s: 'X', k: 1, a: 0, o: 'a#1' } as NamespaceEvent, 1_000);
+    expect(s.countsNow()).toMatchObject({ running: 1, released: 1 });
+    s.onEvent(grant('x', 2, 'a#1', 6, 'a#1'), 1_010);
+    expect(s.countsNow()).toMatchObject({ running: 2, released: 0, total: 2 });
+    // y: held by a#1, whose session expired; its worker's next session takes it back
+    s.onEvent(grant('y', 2, 'a#2', 6, 'a#1'), 1_020);
+    expect(groups(s)).toEqual({ 'a#1': ['x'], 'a#2': ['y'] });
+    expect(s.countsNow()).toMatchObject({ running: 2, released: 0, total: 2 });
+    expect(s.events(0).map((e) => e.event)).toEqual(['released', 'reclaimed', 'reclaimed']);
+  });
+
   it('applies the events seen while a census ran to its result, whichever came first', () => {
     const s = new DashboardState(100);
     s.beginCensus();

@@ -302,6 +302,16 @@ describe('pairlock watch', () => {
     expect(w).toMatchObject({ event: 'took-over', kind: 'connection-lost', from: 'a:2' });
     expect(formatEvent(w)).toContain('from a:2 (connection-lost)');
   });
+
+  it("shows a worker taking its own task back as 'reclaimed', not as a takeover", () => {
+    const w = decodeEvent(
+      { e: 'claimed', r: 't:job', s: 'R', k: 3, a: 1, o: 'a:2#1', kind: 6, from: 'a:2#1' },
+      0,
+    );
+    expect(w).toMatchObject({ event: 'reclaimed', kind: 'reclaimed', worker: 'a:2' });
+    expect(formatEvent(w)).toMatch(/reclaimed\s+job\s+token 3\s+attempt 1/);
+    expect(formatEvent(w)).not.toContain('took-over');
+  });
 });
 
 describe('options of connection-bound sessions', () => {

@@ -5,6 +5,7 @@ const kinds = [
   ['claimed', 'claims'],
   ['standby', 'standbys'],
   ['took-over', 'takeovers'],
+  ['reclaimed', 'reclaimed'],
   ['done', 'done'],
   ['failed', 'failed'],
   ['released', 'released'],
@@ -20,6 +21,8 @@ function describe(ev) {
   switch (ev.event) {
     case 'took-over':
       return `from ${ev.from || '?'} (${ev.kind})`;
+    case 'reclaimed':
+      return 'its own task taken back after a lost lease';
     case 'standby':
       return `held by ${ev.worker}, covered by ${ev.by || '?'}`;
     case 'rejected':
