@@ -124,6 +124,8 @@ export class Binding {
   private doubtProofAt: number | undefined;
   /** The doubt outlasted doubtMs: given up until a proof answers. */
   private gaveUp = false;
+  /** The handlers were told (onLapse) of this loss already. */
+  private lapsed = false;
   private reported: BindingState = 'proven';
   private proofTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
@@ -230,6 +232,7 @@ export class Binding {
   private endDoubt(): void {
     this.doubtProofAt = undefined;
     this.gaveUp = false;
+    this.lapsed = false;
   }
 
   private arm(at = this.validUntil): void {
@@ -284,7 +287,12 @@ export class Binding {
       this.report();
     }
     const session = this.ctx.sessionId();
-    if (session) this.ctx.onLapse(session);
+    if (session && !this.lapsed) {
+      // once per loss (the watchdog may look again): grants made meanwhile are aborted as
+      // they start (see Executor), and the worker claims nothing new while unproven
+      this.lapsed = true;
+      this.ctx.onLapse(session);
+    }
   }
 
   private rebind(): void {

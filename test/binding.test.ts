@@ -220,7 +220,8 @@ describe('Binding (the holder of a connection-bound session)', () => {
     await sleep(120);
     link.answering = false;
     const stalledAt = performance.now();
-    while (!binding.inDoubt && performance.now() - stalledAt < 1_000) await sleep(2);
+    // reported once the watchdog looks (the state itself turns at the belief's end)
+    while (!states.includes('doubt') && performance.now() - stalledAt < 1_000) await sleep(2);
     expect(binding.inDoubt).toBe(true);
     expect(lapses).toEqual([]);
     away = true;
