@@ -31,6 +31,7 @@ import { handover } from './scenarios/handover.js';
 import { latency } from './scenarios/latency.js';
 import { quorum } from './scenarios/quorum.js';
 import { scale } from './scenarios/scale.js';
+import { stall } from './scenarios/stall.js';
 import { standby } from './scenarios/standby.js';
 import { throughput } from './scenarios/throughput.js';
 
@@ -39,7 +40,7 @@ export interface BenchOptions {
   readonly quick?: boolean;
   /** Where the report goes, line by line. @default console.log */
   readonly out?: (s: string) => void;
-  /** Run only these scenarios: throughput, latency, standby, crash, handover, scale, quorum. */
+  /** Run only these scenarios: throughput, latency, standby, crash, handover, scale, quorum, stall. */
   readonly only?: readonly string[];
   /** Progress lines. @default stderr */
   readonly log?: (s: string) => void;
@@ -64,6 +65,7 @@ export const scenarioNames = [
   'handover',
   'scale',
   'quorum',
+  'stall',
 ] as const;
 
 const scenarios: Record<(typeof scenarioNames)[number], (ctx: Ctx) => Promise<ScenarioResult>> = {
@@ -74,6 +76,7 @@ const scenarios: Record<(typeof scenarioNames)[number], (ctx: Ctx) => Promise<Sc
   handover,
   scale,
   quorum,
+  stall,
 };
 
 const titles: Record<(typeof scenarioNames)[number], string> = {
@@ -84,6 +87,7 @@ const titles: Record<(typeof scenarioNames)[number], string> = {
   handover: '5. Graceful handover',
   scale: '6. Scale',
   quorum: '7. Quorum',
+  stall: '8. Stalls nobody acted on',
 };
 
 export async function runBench(opts: BenchOptions = {}): Promise<BenchResults> {
@@ -205,7 +209,7 @@ function parseArgs(argv: readonly string[]): BenchOptions {
     else if (a === '--only') only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench [-- --quick] [--only=throughput,latency,standby,crash,handover,scale,quorum]',
+        'usage: npm run bench [-- --quick] [--only=throughput,latency,standby,crash,handover,scale,quorum,stall]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
