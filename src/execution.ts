@@ -192,7 +192,7 @@ export class Executor {
 
     let state: 'D' | 'F';
     let payload: string;
-    let lostLease = false;
+    let lostLease: LeaseLostError['reason'] | undefined;
     const lease = this.ctx.session;
     try {
       const ctx: HandlerContext = {
@@ -229,7 +229,7 @@ export class Executor {
       payload = serializeError(err);
       state = 'F';
       // stopped because its lease was lost (the signal's own reason): not the task's failure
-      lostLease = exec.aborted && err instanceof LeaseLostError;
+      if (exec.aborted && err instanceof LeaseLostError) lostLease = err.reason;
     } finally {
       this.deadlines.delete(exec);
       exec.handlerDone = true;
@@ -243,11 +243,14 @@ export class Executor {
       }
       if (this.ctx.isClosing()) return;
       // A handler that ended on its lost lease reports nothing: the grant goes back (if it
-      // is still ours), and the task is claimed again by this worker or its peer, so a
-      // lease lost to a pause of this process uses up no attempt. Should Redis not answer
-      // the give-back, the failure is reported as any other (never run again under this
-      // token).
-      if (lostLease && (await this.giveBack(exec))) {
+      // is still ours), and the task is claimed again by this worker or its peer. A lease
+      // lost to its session or its connection uses up no attempt (the task did nothing
+      // wrong). One that ran to its deadline is a failure (ERR_TASK_TIMEOUT): it uses its
+      // attempt and the failure policy decides, so a task that always hangs ends at
+      // maxAttempts. Should Redis not answer the give-back, the failure is reported as
+      // any other (never run again under this token).
+      const unused = lostLease === 'session' || lostLease === 'connection';
+      if (lostLease && lostLease !== 'deadline' && (await this.giveBack(exec, unused))) {
         this.forget(exec);
         this.ctx.wake(exec.run);
         return;
@@ -381,15 +384,15 @@ export class Executor {
   }
 
   /**
-   * Give back a grant whose handler stopped on its lost lease (it uses no attempt),
+   * Give back a grant whose handler stopped on its lost lease (`unused`: it uses no attempt),
    * retried while Redis is away and the session may still be ours: a lease lost to a cut
    * link is given back once the link is back. False: not answered (reported as a failure).
    */
-  private async giveBack(exec: Execution): Promise<boolean> {
+  private async giveBack(exec: Execution, unused: boolean): Promise<boolean> {
     let delay = 50;
     for (;;) {
       try {
-        await this.release(exec, true);
+        await this.release(exec, unused);
         return true;
       } catch (err) {
         if (!(err instanceof RedisUnavailableError)) return false;

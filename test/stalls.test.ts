@@ -244,3 +244,38 @@ describe('a lost lease, a dropped grant, a worker alone', () => {
     console.log(`alone: retried ${gap.toFixed(0)} ms after the failure (backoffMs 200)`);
   });
 });
+
+describe('a handler that runs to its deadline', () => {
+  it('uses its attempt: one that always hangs ends at maxAttempts, not in a loop', async () => {
+    const ns = `deadline-${++n}`;
+    const a = worker(server.url, ns, 'a', {
+      taskTimeoutMs: 300,
+      failure: { maxAttempts: 2, backoffMs: 0 },
+    });
+    const reasons: string[] = [];
+    a.on('lease-lost', (e) => reasons.push(e.reason));
+    let calls = 0;
+    const outcome = await Promise.race([
+      a
+        .run('t', ({ signal }) => {
+          calls += 1;
+          return new Promise<string>((_resolve, reject) => {
+            signal.addEventListener('abort', () => reject(signal.reason));
+          });
+        })
+        .catch((e: Error) => e),
+      sleep(15_000).then(() => 'still looping'),
+    ]);
+    // a timeout is the task's failure: the failure policy decides, attempts run out
+    expect(outcome).toMatchObject({
+      state: 'failed',
+      attempts: 2,
+      error: { code: 'ERR_TASK_TIMEOUT' },
+    });
+    expect(calls).toBe(2);
+    expect(reasons).toEqual(['deadline', 'deadline']);
+    console.log(
+      `always hangs, maxAttempts 2: ${calls} executions, then ${JSON.stringify(outcome)}`,
+    );
+  });
+});
