@@ -16,7 +16,8 @@ export type ErrorCode =
   | 'ERR_NO_QUORUM'
   | 'ERR_TASK_TIMEOUT'
   | 'ERR_TASK_FAILED'
-  | 'ERR_HANDOVER';
+  | 'ERR_HANDOVER'
+  | 'ERR_EVICTION_POLICY';
 
 /** Base class of every error pairlock throws or reports. */
 export class PairlockError extends Error {
@@ -107,4 +108,17 @@ export class ClosedError extends PairlockError {
  */
 export class NoQuorumError extends RedisUnavailableError {
   override readonly code: ErrorCode = 'ERR_NO_QUORUM';
+}
+
+/**
+ * The Redis a worker coordinates through may evict keys (its `maxmemory-policy` is not
+ * `noeviction`), and the worker was told to refuse that (option `evictionCheck: 'refuse'`).
+ */
+export class EvictionPolicyError extends PairlockError {
+  /** Each node with an evicting policy: its address, `maxmemory-policy` and `maxmemory`. */
+  readonly nodes: readonly { node: string; policy: string; maxmemory: number }[];
+  constructor(message: string, nodes: EvictionPolicyError['nodes']) {
+    super('ERR_EVICTION_POLICY', message);
+    this.nodes = nodes;
+  }
 }

@@ -4,6 +4,7 @@ export {
   ClosedError,
   CorruptRecordError,
   type ErrorCode,
+  EvictionPolicyError,
   InvalidOptionError,
   InvalidTaskIdError,
   LeaseLostError,
@@ -37,6 +38,7 @@ export { Keys, type TaskLocation } from './keys.js';
 export { attachMetrics, type MetricsOptions } from './metrics.js';
 export {
   defaults,
+  type EvictionCheck,
   type FailureOptions,
   type FailurePolicy,
   type Logger,

@@ -12,6 +12,9 @@ export interface Logger {
 
 export type FailurePolicy = 'takeover' | 'give-up';
 
+/** What a worker does at start about a Redis that may evict its keys (src/eviction.ts). */
+export type EvictionCheck = 'warn' | 'refuse' | 'off';
+
 export interface FailureOptions {
   /**
    * What happens when a holder reports failure. `takeover`: the task may be claimed again
@@ -154,6 +157,14 @@ export interface PairedWorkerOptions {
   readonly connectTimeoutMs?: number;
   /** A waiting run() gives up with RedisUnavailableError after Redis failed for this long. @default 30000 */
   readonly unavailableTimeoutMs?: number;
+  /**
+   * At start, read each coordination node's `maxmemory-policy` (`INFO memory`). Any policy
+   * but `noeviction` lets Redis evict a session (the peer takes over a live holder) or a
+   * task record (its fencing token starts again at 1). `warn`: log a warning; `refuse`:
+   * start() rejects with EvictionPolicyError (code ERR_EVICTION_POLICY); `off`: no check.
+   * @default 'warn'
+   */
+  readonly evictionCheck?: EvictionCheck;
   readonly logger?: Logger;
 }
 
@@ -179,6 +190,7 @@ export interface ResolvedOptions {
   readonly unavailableTimeoutMs: number;
   readonly replication: Required<ReplicationOptions> | undefined;
   readonly clusterPubSub: 'auto' | 'sharded' | 'classic';
+  readonly evictionCheck: EvictionCheck;
 }
 
 export const defaults = {
@@ -201,6 +213,7 @@ export const defaults = {
   unavailableTimeoutMs: 30_000,
   replication: { waitTimeoutMs: 500, onTimeout: 'reject' },
   clusterPubSub: 'auto',
+  evictionCheck: 'warn',
 } as const;
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -358,6 +371,12 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
     );
   }
   const topology = resolveTopology(opts);
+  const evictionCheck = opts.evictionCheck ?? defaults.evictionCheck;
+  if (evictionCheck !== 'warn' && evictionCheck !== 'refuse' && evictionCheck !== 'off') {
+    throw new InvalidOptionError(
+      `Expected \`evictionCheck\` to be 'warn', 'refuse' or 'off', got ${describe(evictionCheck)}`,
+    );
+  }
   return {
     ...topology,
     namespace,
@@ -374,6 +393,7 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
     firstAttemptIntervalMs,
     otherAttemptIntervalMs,
     retentionMs,
+    evictionCheck,
     maxResultBytes: number('maxResultBytes', opts.maxResultBytes ?? defaults.maxResultBytes, {
       min: 0,
     }),

@@ -10,6 +10,7 @@ import {
   silentLogger,
   TypedEmitter,
 } from './events.js';
+import { checkEviction } from './eviction.js';
 import { Executor } from './execution.js';
 import { Keys } from './keys.js';
 import {
@@ -174,6 +175,18 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
 
   private async doStart(): Promise<void> {
     await this.store.connect();
+    // an evicting Redis may delete sessions and records (src/eviction.ts): 'refuse' waits
+    // for every node's answer; 'warn' does not hold the start up (a slow quorum node)
+    const eviction = checkEviction({
+      store: this.store,
+      keys: this.keys,
+      mode: this.options.evictionCheck,
+      connectionBound: this.options.connectionBound,
+      timeoutMs: this.options.connectTimeoutMs,
+      logger: this.logger,
+    });
+    if (this.options.evictionCheck === 'refuse') await eviction;
+    else eviction.catch((err: unknown) => this.logger.debug({ err }, 'pairlock: eviction check'));
     await this.lease.open();
     await this.store.subscribe(
       (msg) => this.onMessage(msg),

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { EVICTING_FLAG, evicts, formatPolicy, readPolicy } from '../eviction.js';
 import type { TaskInfo } from '../worker.js';
 import {
   type CliConnection,
@@ -54,6 +55,16 @@ export interface QuorumStats {
   disagree: { taskId: string; agree: number; majority: string }[];
 }
 
+/** The eviction settings of a node (INFO memory); `error` when they could not be read. */
+export interface NodeEviction {
+  node: string;
+  /** `maxmemory-policy`; anything but `noeviction` may evict sessions and records. */
+  policy?: string;
+  maxmemory?: number;
+  evicting?: boolean;
+  error?: string;
+}
+
 export interface Stats {
   namespace: string;
   tasks: {
@@ -69,6 +80,8 @@ export interface Stats {
   orphaned: { taskId: string; worker: string; session: string }[];
   /** Quorum mode: each node, and the tasks the nodes disagree on. */
   quorum?: QuorumStats;
+  /** Each node's maxmemory-policy (on a Cluster: the master of the namespace's slot). */
+  eviction: NodeEviction[];
 }
 
 interface SessionCopy {
@@ -195,6 +208,7 @@ export async function collectStats(
     tasks: { total: 0, running: 0, done: 0, failed: 0, released: 0, orphaned: 0 },
     workers,
     orphaned: [],
+    eviction: await evictionOf(conn),
   };
   if (conn.topology.kind === 'quorum') {
     const disagree: QuorumStats['disagree'] = [];
@@ -214,6 +228,32 @@ export async function collectStats(
   }
   for (const w of workers) w.holds.sort();
   return stats;
+}
+
+/** The maxmemory-policy of every node that answered (docs/operations.md#eviction). */
+async function evictionOf(conn: CliConnection): Promise<NodeEviction[]> {
+  return Promise.all(
+    conn.upNodes.map(async (n): Promise<NodeEviction> => {
+      let node = n.label;
+      try {
+        const target = await conn.scanTarget(n);
+        node = target.label;
+        const p = await readPolicy(target.client, conn.opts.timeout);
+        return { node, ...p, evicting: evicts(p.policy) };
+      } catch (err) {
+        return { node, error: (err as Error).message };
+      }
+    }),
+  );
+}
+
+function evictionLines(list: NodeEviction[], quorum: boolean): string[] {
+  return list.map((e) => {
+    const on = quorum ? ` on ${e.node}` : '';
+    if (e.policy === undefined) return `maxmemory-policy${on}: unknown (${e.error ?? ''})`;
+    const p = formatPolicy({ policy: e.policy, maxmemory: e.maxmemory ?? 0 });
+    return `maxmemory-policy${on}: ${p}${e.evicting ? ` — ${EVICTING_FLAG}` : ''}`;
+  });
 }
 
 const MAX_HELD_SHOWN = 10;
@@ -265,6 +305,7 @@ export async function statsCommand(opts: StatsOptions, g: GlobalOptions, io: Io)
       io.out(
         `tasks: ${t.total} total, ${t.running} running (${t.orphaned} orphaned), ${t.done} done, ${t.failed} failed, ${t.released} released`,
       );
+      for (const line of evictionLines(s.eviction, s.quorum !== undefined)) io.out(line);
       io.out(`workers: ${s.workers.length} live`);
       if (s.workers.length > 0) {
         const rows = s.workers.map((w) => [

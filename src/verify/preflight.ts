@@ -6,6 +6,7 @@
  */
 
 import { Redis } from 'ioredis';
+import { EVICTING_FLAG, evicts, formatPolicy, readPolicy } from '../eviction.js';
 import { loadScripts } from '../scripts.js';
 import { connectClient } from '../store.js';
 import type { CoordNode } from './run.js';
@@ -176,6 +177,19 @@ export async function checkAcl(client: Redis, base: string): Promise<void> {
     } catch (err) {
       throw denied(err, name, base) ?? err;
     }
+  }
+}
+
+/**
+ * The node's `maxmemory-policy` (INFO memory), for the preflight's output: flagged when it
+ * is not `noeviction` (Redis may then evict sessions and records; src/eviction.ts).
+ */
+export async function evictionLine(client: Redis, node: CoordNode): Promise<string> {
+  try {
+    const p = await readPolicy(client, 5_000);
+    return `${node.label}: maxmemory-policy ${formatPolicy(p)}${evicts(p.policy) ? ` — ${EVICTING_FLAG}` : ''}`;
+  } catch (err) {
+    return `${node.label}: maxmemory-policy unknown (${(err as Error).message})`;
   }
 }
 

@@ -22,7 +22,15 @@ import {
   runCallBoundMs,
   serverFaults,
 } from './common.js';
-import { checkAcl, checkEmpty, deleteAll, open, roundTrip, VerifyError } from './preflight.js';
+import {
+  checkAcl,
+  checkEmpty,
+  deleteAll,
+  evictionLine,
+  open,
+  roundTrip,
+  VerifyError,
+} from './preflight.js';
 import { type CoordNode, type Progress, runChaos } from './run.js';
 
 export { VerifyError } from './preflight.js';
@@ -85,7 +93,7 @@ export function parseFaults(list: string, nodes: number): FaultKind[] {
     }
     if ((serverFaults as readonly string[]).includes(k)) {
       throw new VerifyError(
-        `pairlock verify: --faults: ${k} restarts a Redis server; verify never touches your servers (client-side kinds: ${allowed.join(', ')})`,
+        `pairlock verify: --faults: ${k} ${k === 'redis-restart' || k === 'node-loss' ? 'restarts' : 'acts on'} a Redis server; verify never touches your servers (client-side kinds: ${allowed.join(', ')})`,
         'input',
       );
     }
@@ -144,6 +152,7 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
       await checkEmpty(client, node, base, namespace);
       ours.push(client);
       await checkAcl(client, base);
+      say(await evictionLine(client, node));
     }
   } catch (err) {
     // the probe keys of a refused run go too
