@@ -10,12 +10,28 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PairedWorker, RedisUnavailableError } from '../src/index.js';
 import { RedisServer, TcpProxy } from '../src/testing/index.js';
-import { check } from './chaos/check.js';
+import { clientPause, debugSleep, dropConnections } from '../src/verify/admin.js';
+import {
+  defaultFaults,
+  type FromWorker,
+  faultKinds,
+  type ParentEntry,
+  planFaults,
+  serverFaults,
+  stallCanLapseMs,
+  type ToWorker,
+  type WorkerConfig,
+  type WorkerLine,
+} from '../src/verify/common.js';
+import { readLines } from '../src/verify/evidence.js';
+import { FaultInjector, type Slot } from '../src/verify/faults.js';
+import { workerCommand } from '../src/verify/run.js';
+import { check, formatReport } from './chaos/check.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 describe('chaos run (small)', () => {
-  it('two pairs (one with the default session TTL) under kills, pauses, cuts, delays, partitions, Redis restarts, connection resets, caller aborts, client-side timeouts and handovers: every invariant holds', async () => {
+  it('two pairs (one with the default session TTL) under kills, pauses, cuts, delays, partitions, Redis restarts, connection resets, caller aborts, client-side timeouts, handovers, and stalls of workers and of Redis: every invariant holds', async () => {
     const args = [
       '--import',
       'tsx',
@@ -52,6 +68,10 @@ describe('chaos run (small)', () => {
       /\| overlapping executions not caused by pause, cut or partition +\| 0 +\| ok/,
     );
     expect(out).toMatch(/\| run\(\) calls unanswered within .*\| 0 +\| ok/);
+    expect(out).toMatch(
+      /\| re-executions without a cause \(a stall nobody acted on\) +\| 0 +\| ok/,
+    );
+    expect(out).toMatch(/\| connection losses with no such fault +\| 0 +\| ok/);
     expect(code).toBe(0);
   }, 240_000);
 });
@@ -402,7 +422,378 @@ describe('the checker', () => {
       /\| overlapping executions not caused by pause, cut or partition +\| 0 +\| ok/,
     );
     expect(cli.stdout).toMatch(/\| run\(\) calls unanswered within [\d.]+ s .*\| 0 +\| ok/);
+    expect(cli.stdout).toMatch(
+      /\| re-executions without a cause \(a stall nobody acted on\) +\| 0 +\| ok/,
+    );
+    expect(cli.stdout).toMatch(/\| connection losses with no such fault +\| 0 +\| ok/);
   });
+
+  /**
+   * w0 (token 1) loses its lease for `reason` at t + 150, its handler stops, and token 2 runs
+   * the task again (granted as `kind`, by w0 or by w1) and settles it: a consistent run but
+   * for the cause of the second execution, which `cause` adds (faults, stalls).
+   */
+  const rerun =
+    (reason: string | undefined, kind = 'reclaimed', by: 0 | 1 = 0, cause?: (f: Fixture) => void) =>
+    (f: Fixture) => {
+      const worker = by === 0 ? 'w0:a' : 'w1:b';
+      const session = by === 0 ? 'w0:a#1' : 'w1:b#1';
+      const res2 = { task, token: 2, by: worker };
+      const w0 = f.w0.slice(0, 3);
+      if (reason !== undefined) {
+        w0.push({ t: t + 150, ev: 'lease-lost', task, token: 1, reason });
+        w0.push({ t: t + 150, ev: 'exec-signal', task, token: 1, reason });
+        w0.push({ t: t + 151, ev: 'exec-end', task, token: 1, status: 'aborted' });
+      } else {
+        w0.push({ t: t + 151, ev: 'exec-end', task, token: 1, status: 'threw', message: 'x' });
+      }
+      const second = [
+        { t: t + 200, ev: by === 0 ? 'claimed' : 'took-over', task, token: 2, attempt: 1, kind },
+        { t: t + 200, ev: 'exec-start', task, token: 2, attempt: 1, session },
+        { t: t + 400, ev: 'sink', task, token: 2, ok: true, current: 0 },
+        { t: t + 400, ev: 'exec-end', task, token: 2, status: 'ok' },
+        { t: t + 401, ev: 'settled', task, token: 2, state: 'done', attempt: 1 },
+      ];
+      const outcome = (role: string) => ({
+        t: t + 402,
+        ev: 'outcome',
+        task,
+        state: 'done',
+        role,
+        token: 2,
+        attempts: 1,
+        worker,
+        result: res2,
+      });
+      f.w0 = [...w0, ...(by === 0 ? second : []), outcome(by === 0 ? 'ran' : 'watched')];
+      f.w1 = [
+        f.w1[0] ?? {},
+        ...(by === 1 ? second : []),
+        outcome(by === 1 ? 'took-over' : 'watched'),
+      ];
+      f.sink.journal = [{ task, pair: 0, token: 2, w: by, p: `w${by}.1`, session }];
+      f.sink.values[task] = { token: 2, value: JSON.stringify({ token: 2, by: worker }) };
+      f.records[task] = { state: 'done', token: 2, worker, result: res2 };
+      cause?.(f);
+    };
+  /** A fault on w0 (or on the Redis: `w` undefined) and the end's detail, if any. */
+  const fault =
+    (kind: string, w: number | undefined, from: number, to: number, detail?: string) =>
+    (f: Fixture) => {
+      const at = w === undefined ? { kind, node: 0 } : { kind, w, p: `w${w}.1` };
+      f.parent.push({ t: t + from, ev: 'fault', ...at, phase: 'start' });
+      f.parent.push({
+        t: t + to,
+        ev: 'fault',
+        ...at,
+        phase: 'end',
+        ...(detail === undefined ? {} : { detail }),
+      });
+    };
+  /** w0's event loop stalled over [from, to] (as its lag sampler logs it). */
+  const lag = (from: number, to: number) => (f: Fixture) => {
+    f.w0.push({ t: t + to, ev: 'lag', ms: to - from });
+  };
+  const both =
+    (...changes: ((f: Fixture) => void)[]) =>
+    (f: Fixture) => {
+      for (const c of changes) c(f);
+    };
+
+  it('a clean re-execution fixture passes once its cause is there', () => {
+    const r = check(
+      fixture(rerun('connection', 'reclaimed', 0, fault('sub-reset', 0, 100, 101, '1 closed'))),
+    );
+    expect(r.reexecutions.map((x) => [x.cause, x.allowed])).toEqual([['sub-reset', true]]);
+    expect(r.connectionLosses).toEqual({ attributed: { 'sub-reset': 1 }, unattributed: [] });
+    expect(r.ok, formatReport(r)).toBe(true);
+  });
+
+  it.each<[string, (f: Fixture) => void]>([
+    ['nothing at all', rerun('connection')],
+    [
+      'a stall of the holder shorter than the session TTL margin',
+      rerun('connection', 'reclaimed', 0, both(fault('stall', 0, 20, 420), lag(20, 420))),
+    ],
+    [
+      'a Redis stall (DEBUG SLEEP)',
+      rerun('connection', 'reclaimed', 0, fault('redis-stall', undefined, 20, 520)),
+    ],
+    [
+      'a Redis pause (CLIENT PAUSE ALL)',
+      rerun('connection', 'reclaimed', 0, fault('client-pause', undefined, 20, 520)),
+    ],
+    [
+      'a pause shorter than the session TTL margin',
+      rerun('session', 'reclaimed', 0, both(fault('pause', 0, 20, 320), lag(20, 320))),
+    ],
+    ['a delay', rerun('connection', 'connection-lost', 1, fault('delay', 0, 20, 520))],
+    [
+      'a stall-close that closed nothing',
+      rerun(
+        'connection',
+        'connection-lost',
+        1,
+        both(fault('stall-close', 0, 20, 520, '0 closed'), lag(20, 520)),
+      ),
+    ],
+    [
+      'a stall of the peer, not of the holder',
+      rerun('connection', 'session-expired', 1, fault('stall', 1, 20, 900)),
+    ],
+  ])('fails on a re-execution with %s as its only cause, and its CLI exits 1', (_what, change) => {
+    const dir = fixture(change);
+    const report = check(dir);
+    expect(report.reexecutions.filter((x) => !x.allowed)).toHaveLength(1);
+    expect(report.ok).toBe(false);
+    const cli = spawnSync(process.execPath, ['--import', 'tsx', 'test/chaos/check.ts', dir], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    expect(cli.stdout).toMatch(
+      /\| re-executions without a cause \(a stall nobody acted on\) +\| 1 +\| FAIL/,
+    );
+    expect(cli.stdout).toMatch(
+      /re-executions without a cause \(1\):\n {2}- "task-0": token 2 \(w\d\.1\) ran again after token 1 \(w0\.1, aborted\); no cause/,
+    );
+    expect(cli.status).toBe(1);
+  });
+
+  it.each<[string, (f: Fixture) => void, string]>([
+    ['a kill', rerun('connection', 'connection-lost', 1, fault('kill', 0, 100, 300)), 'kill'],
+    ['a cut', rerun('connection', 'reclaimed', 0, fault('cut', 0, 50, 700)), 'cut'],
+    [
+      'a partition',
+      rerun('connection', 'reclaimed', 0, fault('partition', 0, 50, 700)),
+      'partition',
+    ],
+    [
+      'a stall-close',
+      rerun(
+        'connection',
+        'connection-lost',
+        1,
+        both(fault('stall-close', 0, 20, 620, '1 closed'), lag(20, 620)),
+      ),
+      'stall-close',
+    ],
+    [
+      'a Redis restart',
+      rerun('connection', 'reclaimed', 0, fault('redis-restart', undefined, 50, 120)),
+      'redis-restart (Redis away)',
+    ],
+    ['a caller abort', rerun('connection', 'reclaimed', 0, fault('abort', 0, 50, 120)), 'abort'],
+    ['a handover', rerun('handover', 'handover', 1), 'handover'],
+    ['a failed attempt', rerun(undefined, 'retry', 1), 'failure (retry)'],
+    ['a deadline', rerun('deadline', 'deadline-passed', 1), 'deadline'],
+    [
+      'a stall past the session TTL margin',
+      rerun('session', 'reclaimed', 0, both(fault('stall', 0, -700, 100), lag(-700, 100))),
+      'stall past the session TTL margin',
+    ],
+    [
+      'a pause past the session TTL margin',
+      rerun('session', 'session-expired', 1, both(fault('pause', 0, -800, 100), lag(-800, 100))),
+      'pause past the session TTL margin',
+    ],
+  ])('explains a re-execution after %s', (_what, change, cause) => {
+    const r = check(fixture(change));
+    expect(r.reexecutions.map((x) => [x.cause, x.allowed])).toEqual([[cause, true]]);
+  });
+
+  it('looks for the cause from when Redis applied the grant, which a pause may have hidden from the holder', () => {
+    // w0's claim was applied, then w0 was frozen before it saw the reply: it logs the grant
+    // and starts the handler only after w1 took the task over (its session lapsed)
+    const r = check(
+      fixture(
+        rerun(
+          'session',
+          'session-expired',
+          1,
+          both(fault('pause', 0, -2_000, 1_000), lag(-2_000, 1_000), (f) => {
+            for (const line of f.w0)
+              if (line.token === 1 && typeof line.t === 'number') line.t += 1_000;
+          }),
+        ),
+      ),
+    );
+    expect(r.reexecutions.map((x) => [x.cause, x.allowed])).toEqual([
+      ['pause past the session TTL margin', true],
+    ]);
+  });
+
+  it('attributes connection losses to the fault that closed or cut the connection, and fails on the others', () => {
+    const loss = (tk: number, at: number) => ({
+      t: t + at,
+      ev: 'lease-lost',
+      task,
+      token: tk,
+      reason: 'connection',
+    });
+    const r = check(
+      fixture((f) => {
+        fault('cut', 0, 10, 60)(f);
+        f.w0.push(loss(1, 100));
+        // long after the cut healed and nothing else: unattributed
+        f.w0.push({ ...loss(1, 9_000), task: 'other' });
+      }),
+    );
+    expect(r.connectionLosses.attributed).toEqual({ cut: 1 });
+    expect(r.connectionLosses.unattributed).toHaveLength(1);
+    expect(r.ok).toBe(false);
+    const table = formatReport(r);
+    expect(table).toMatch(
+      /\| connection losses, by the fault that closed or cut the connection +\| 1 \(cut 1\) +\| allowed/,
+    );
+    expect(table).toMatch(/\| connection losses with no such fault +\| 1 +\| FAIL/);
+    expect(table).toMatch(/unattributed-connection-losses=1/);
+  });
+});
+
+describe('the stall faults', () => {
+  it('the schedule draws every new kind, server kinds only where the run owns its servers', () => {
+    for (const k of ['stall', 'redis-stall', 'client-pause', 'stall-close'] as const)
+      expect(faultKinds).toContain(k);
+    expect(defaultFaults(1, false)).toContain('stall');
+    for (const k of ['redis-stall', 'client-pause', 'stall-close'] as const) {
+      expect(serverFaults).toContain(k);
+      expect(defaultFaults(1, false)).not.toContain(k);
+      expect(defaultFaults(1, true)).toContain(k);
+    }
+    const plan = planFaults(5, 2_000_000, 700, defaultFaults(1));
+    const count = (k: string) => plan.filter((f) => f.kind === k).length;
+    // the older kinds keep most of the schedule: about 1 in 15 each, the new ones less
+    expect(count('kill') / plan.length).toBeGreaterThan(0.05);
+    expect(count('stall') / plan.length).toBeGreaterThan(0.05);
+    expect(count('redis-stall') / plan.length).toBeGreaterThan(0.025);
+    expect(count('redis-stall')).toBeLessThan(count('kill'));
+    for (const f of plan) {
+      if (f.kind === 'stall')
+        expect(f.durationMs).toSatisfy((ms: number) => ms >= 50 && ms <= 1_000);
+      if (f.kind === 'redis-stall' || f.kind === 'client-pause')
+        expect(f.durationMs).toSatisfy((ms: number) => ms >= 100 && ms <= 500);
+    }
+    // a schedule of one kind alone is drawn as it was before the weights
+    const kills = planFaults(5, 60_000, 700, ['kill']);
+    expect(kills.every((f) => f.kind === 'kill')).toBe(true);
+    // the stalls a holder of each pair survives without losing its session
+    expect(stallCanLapseMs(0)).toBe(650);
+    expect(stallCanLapseMs(1)).toBeGreaterThan(1_000);
+  });
+
+  it('stall blocks a worker process; stall-close has Redis close its subscriber while it is stalled', async () => {
+    const server = await RedisServer.start();
+    const proxy = await TcpProxy.start({ targetPort: server.port });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'pairlock-stall-'));
+    const node = { host: server.host, port: server.port };
+    const logged: ParentEntry[] = [];
+    const slot: Slot = {
+      index: 0,
+      pair: 0,
+      proxies: [proxy],
+      replyDelays: [new Map()],
+      child: undefined,
+      instance: 'w0.1',
+      instances: 1,
+      ready: false,
+      pending: new Map(),
+      running: new Set(),
+      state: 'up',
+      linkFault: false,
+      keepUntil: 0,
+    };
+    const faults = new FaultInjector(
+      {
+        slots: [slot],
+        nodes: 1,
+        servers: undefined,
+        log: (line) => logged.push(line),
+        respawn: () => {},
+        dropConnections: (_i, ports, pubsub) => dropConnections(node, ports, pubsub),
+      },
+      1,
+    );
+    const command = workerCommand();
+    const child = spawn(process.execPath, [...command.execArgv, command.file], {
+      cwd: command.cwd,
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
+    slot.child = child;
+    const config: WorkerConfig = {
+      slot: 0,
+      pair: 0,
+      instance: 'w0.1',
+      namespace: 'stall-faults',
+      keyPrefix: 'pairlock',
+      coord: [{ host: '127.0.0.1', port: proxy.port }],
+      sink: node,
+      sinkBase: 'sink:',
+      sinkTtlMs: 60_000,
+      logFile: path.join(dir, 'w0.1.log'),
+    };
+    try {
+      const ready = new Promise<void>((resolve) => {
+        child.on('message', (msg: FromWorker) => {
+          if (msg.type === 'ready') {
+            slot.ready = true;
+            resolve();
+          } else if (msg.type === 'stall') faults.stallReported(slot, msg.phase);
+        });
+      });
+      child.send({ type: 'config', config } satisfies ToWorker);
+      await ready;
+      faults.inject({ atMs: 0, kind: 'stall', slot: 0, durationMs: 300 });
+      await faults.settle();
+      faults.inject({ atMs: 0, kind: 'stall-close', slot: 0, durationMs: 600 });
+      await faults.settle();
+      expect(faults.done).toEqual({ stall: 1, 'stall-close': 1 });
+      const ends = logged.filter((l) => l.ev === 'fault' && l.phase === 'end');
+      expect(ends.map((l) => [l.ev === 'fault' && l.kind, l.ev === 'fault' && l.detail])).toEqual([
+        ['stall', undefined],
+        ['stall-close', '1 closed'],
+      ]);
+      // the worker logs a stall's lag at its first turn after it
+      await new Promise((r) => setTimeout(r, 200));
+      const lines = readLines<WorkerLine>(config.logFile);
+      expect(lines.filter((l) => l.ev === 'stall').map((l) => l.ev === 'stall' && l.ms)).toEqual([
+        300, 600,
+      ]);
+      // the lag sampler saw both stalls whole
+      const lags = lines.flatMap((l) => (l.ev === 'lag' ? [l.ms] : []));
+      expect(lags.filter((ms) => ms >= 280).length).toBeGreaterThanOrEqual(2);
+      expect(Math.max(...lags)).toBeGreaterThanOrEqual(580);
+    } finally {
+      child.kill('SIGKILL');
+      await proxy.close();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('redis-stall and client-pause hold every client of the server for their time', async () => {
+    const server = await RedisServer.start();
+    const client = new (await import('ioredis')).Redis(server.url);
+    const node = { host: server.host, port: server.port };
+    try {
+      await client.ping();
+      for (const [stall, ms] of [
+        [() => debugSleep(node, 300), 300],
+        [() => clientPause(node, 300), 300],
+      ] as const) {
+        const started = performance.now();
+        const stalled = stall();
+        await new Promise((r) => setTimeout(r, 30));
+        await client.ping();
+        const waited = performance.now() - started;
+        await stalled;
+        expect(waited).toBeGreaterThanOrEqual(ms - 20);
+        expect(waited).toBeLessThan(ms + 1_000);
+      }
+    } finally {
+      client.disconnect();
+      await server.stop();
+    }
+  }, 30_000);
 });
 
 /** Every request of this worker is lost while `down` (not executed: as on a cut link). */

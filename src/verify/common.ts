@@ -115,7 +115,11 @@ export interface TaskSpec {
   fail: FailMode;
   /** A careful handler stops when its signal fires; a careless one carries on to the sink. */
   careful: boolean;
-  /** The first attempt runs this long past `taskTimeoutMs` (a handler that overruns its deadline). */
+  /**
+   * The first grant (token 1) runs this long past `taskTimeoutMs` (a handler that overruns
+   * its deadline; by grant, not attempt: a grant that ends on its deadline goes back unused,
+   * and the next one keeps the attempt).
+   */
   overrunMs?: number;
 }
 
@@ -146,7 +150,7 @@ export function planTasks(seed: number, count: number): TaskSpec[] {
       careful: r() < 0.5,
     };
     if (i % 3 === 0) spec.hash = `batch-${Math.floor(i / 60)}`;
-    // 3%: the first attempt overruns the task's deadline (the standby takes over)
+    // 3%: the first grant overruns the task's deadline (the task is granted again)
     if (r() < 0.03) spec.overrunMs = 100 + Math.floor(r() * 900);
     out.push(spec);
   }
@@ -167,7 +171,11 @@ export type FaultKind =
   | 'node-loss'
   | 'slow-minority'
   | 'sub-reset'
-  | 'cmd-reset';
+  | 'cmd-reset'
+  | 'stall'
+  | 'redis-stall'
+  | 'client-pause'
+  | 'stall-close';
 export const faultKinds: readonly FaultKind[] = [
   'kill',
   'pause',
@@ -183,20 +191,40 @@ export const faultKinds: readonly FaultKind[] = [
   'slow-minority',
   'sub-reset',
   'cmd-reset',
+  'stall',
+  'redis-stall',
+  'client-pause',
+  'stall-close',
 ];
+/**
+ * How often the schedule draws each kind, relative to the others (1 unless named here): the
+ * stall kinds came last, and together take about a fifth of the schedule, so that the
+ * older kinds keep most of it (and a schedule of older kinds alone is drawn as before).
+ */
+export const faultWeights: Partial<Record<FaultKind, number>> = {
+  stall: 1,
+  'redis-stall': 0.6,
+  'client-pause': 0.6,
+  'stall-close': 0.8,
+};
 /** Fault kinds that only mean something with several coordination nodes (quorum mode). */
 export const quorumOnlyFaults: readonly FaultKind[] = ['cut-node', 'slow-minority'];
 /**
- * Fault kinds that act on a Redis server itself: stop or restart it, or make it close one
+ * Fault kinds that act on a Redis server itself: stop or restart it, make it close one
  * worker's connections (CLIENT KILL: sub-reset its subscriber connections, the command
- * connections staying; cmd-reset the reverse). Only where the run owns its servers
- * (`npm run chaos`). Every other kind acts on the workers or on their proxies.
+ * connections staying; cmd-reset the reverse; stall-close the subscriber connections of a
+ * worker whose event loop is stalled), or stall it (redis-stall: DEBUG SLEEP; client-pause:
+ * CLIENT PAUSE ALL). Only where the run owns its servers (`npm run chaos`). Every other
+ * kind acts on the workers or on their proxies.
  */
 export const serverFaults: readonly FaultKind[] = [
   'redis-restart',
   'node-loss',
   'sub-reset',
   'cmd-reset',
+  'redis-stall',
+  'client-pause',
+  'stall-close',
 ];
 /** The fault kinds a run injects unless told otherwise. */
 export function defaultFaults(nodes: number, ownsServers = true): FaultKind[] {
@@ -208,11 +236,12 @@ export function defaultFaults(nodes: number, ownsServers = true): FaultKind[] {
 
 /**
  * Faults under which two executions of one task may overlap in time: the older holder could
- * not know it had lost its lease (it was frozen, or cut off from a majority of the nodes).
+ * not know it had lost its lease (it was frozen, or cut off from a majority of the nodes, or
+ * Redis closed its subscriber while it was frozen: stall-close, the documented double fault).
  * Overlaps under any other fault (a handover, a client-side timeout, a caller's abort, a
  * delay, a minority of nodes away) are defects.
  */
-export const overlapFaults: readonly FaultKind[] = ['pause', 'cut', 'partition'];
+export const overlapFaults: readonly FaultKind[] = ['pause', 'cut', 'partition', 'stall-close'];
 /**
  * Faults that make a node unreachable for a worker. When they add up to a majority of the
  * nodes at once (one Redis: any of them), the worker is cut off, as by `cut`.
@@ -224,6 +253,50 @@ export const nodeFaults: readonly FaultKind[] = [
   'slow-minority',
 ];
 
+/**
+ * Faults that close or cut a worker's connections (or take its Redis away): a lease lost for
+ * reason `connection` must follow one of them on the holder's slot, and so may a
+ * re-execution.
+ */
+export const connectionFaults: readonly FaultKind[] = [
+  'kill',
+  'cut',
+  'partition',
+  'sub-reset',
+  'cmd-reset',
+  'stall-close',
+  'redis-restart',
+  'node-loss',
+  'cut-node',
+];
+/**
+ * Faults that may make a handler run again whatever their length: the connection faults
+ * (those that take a node away count only where they took a majority of the nodes away, as
+ * for overlaps), a handover, and the client-side faults the harness treats as causes (a
+ * caller's abort, a reply lost to a client-side timeout). Not a stall of the holder or of Redis (stall,
+ * redis-stall, client-pause), a pause or a delay: those are causes only when the holder was
+ * frozen long enough for its session to lapse (stallCanLapseMs).
+ */
+export const reexecutionFaults: readonly FaultKind[] = [
+  ...connectionFaults,
+  'handover',
+  'abort',
+  'timeout',
+];
+/** Faults that freeze the holder (its event loop, its process) or Redis, without closing anything. */
+export const freezeFaults: readonly FaultKind[] = ['pause', 'stall', 'redis-stall', 'client-pause'];
+/**
+ * The shortest freeze (of the holder, of its links or of Redis) after which a holder of
+ * `pair` may have lost its session on the server: its last renewal may have been sent a
+ * heartbeat interval before the freeze began, and the session lapses a TTL after it (less
+ * 100 ms of slack for the renewal's round trip and the holder's margin). 650 ms for the
+ * pair with the 1-s test TTL, 6.6 s for the pair with the default TTL.
+ */
+export function stallCanLapseMs(pair: number): number {
+  const t = timingOf(pair);
+  return t.sessionTtlMs - t.heartbeatIntervalMs - 100;
+}
+
 /** A planned fault: when (ms after the start), what, on which worker slot, for how long. */
 export interface FaultPlan {
   atMs: number;
@@ -233,14 +306,18 @@ export interface FaultPlan {
   /**
    * pause/cut/delay/partition/cut-node: how long; kill/handover: how long until the restart;
    * node-loss: how long the node stays down; abort: how long until run() is called again;
-   * timeout/slow-minority: how long replies are held back.
+   * timeout/slow-minority: how long replies are held back; stall/stall-close: how long the
+   * worker's event loop is blocked; redis-stall/client-pause: how long Redis answers nobody.
    */
   durationMs: number;
   /** delay: one-way ms added per chunk. */
   delayMs?: number;
   /** timeout/slow-minority/handover: ms each reply is held back (handover: 0 for none). */
   replyDelayMs?: number;
-  /** cut-node/node-loss/slow-minority/redis-restart: which node (quorum; one Redis: 0). */
+  /**
+   * cut-node/node-loss/slow-minority/redis-restart/redis-stall/client-pause: which node
+   * (quorum; one Redis: 0).
+   */
   node?: number;
   /** redis-restart: a crash (SIGKILL) or a clean stop (SIGTERM). */
   crash?: boolean;
@@ -257,9 +334,20 @@ export function planFaults(
   const out: FaultPlan[] = [];
   const ttl = workerTiming.sessionTtlMs;
   const timeout = workerTiming.connectTimeoutMs;
+  const weights = kinds.map((k) => faultWeights[k] ?? 1);
+  const total = weights.reduce((a, b) => a + b, 0);
+  /** A kind drawn by weight (all weights 1: the same draw as a uniform pick). */
+  const pick = (x: number): FaultKind => {
+    let sum = 0;
+    for (const [i, k] of kinds.entries()) {
+      sum += weights[i] ?? 1;
+      if (x < sum) return k;
+    }
+    return kinds[kinds.length - 1] ?? 'kill';
+  };
   let t = 1_500 + r() * meanGapMs;
   while (t < horizonMs) {
-    const kind = kinds[Math.floor(r() * kinds.length)] ?? 'kill';
+    const kind = pick(r() * total);
     const slot = Math.floor(r() * PAIRS * SIDES);
     const f: FaultPlan = { atMs: Math.round(t), kind, slot, durationMs: 0 };
     switch (kind) {
@@ -312,6 +400,20 @@ export function planFaults(
         f.replyDelayMs = timeout + 100 + Math.round(r() * 1_400);
         f.node = Math.floor(r() * nodes);
         break;
+      case 'stall':
+        // a holder's event loop blocked (GC, synchronous handler code): doubt, not loss
+        f.durationMs = 50 + Math.round(r() * 950);
+        break;
+      case 'redis-stall':
+      case 'client-pause':
+        // a Redis that answers nobody for a while (a fork, a slow script, an fsync)
+        f.durationMs = 100 + Math.round(r() * 400);
+        f.node = Math.floor(r() * nodes);
+        break;
+      case 'stall-close':
+        // long enough for the standby to see the closed subscriber a grace long
+        f.durationMs = 500 + Math.round(r() * 200);
+        break;
     }
     out.push(f);
     t += meanGapMs * (0.3 + r() * 1.4);
@@ -358,6 +460,10 @@ export type WorkerLine =
     }
   | { t: number; ev: 'settled'; task: string; token: number; state: string; attempt: number }
   | { t: number; ev: 'lease-lost'; task: string; token: number; reason: string; rejected?: string }
+  /** The holder's proofs are late on a connection that stands (`inDoubt`), or on time again. */
+  | { t: number; ev: 'lease-doubt'; inDoubt: boolean }
+  /** The orchestrator asked for a stall: the event loop is blocked for `ms` from now. */
+  | { t: number; ev: 'stall'; ms: number }
   | {
       t: number;
       ev: 'outcome';
@@ -467,6 +573,8 @@ export type ToWorker =
    * go, and call run() again at most `afterMs` later (while the handler still runs).
    */
   | { type: 'abort'; afterMs: number }
+  /** Block the event loop for `ms` (a synchronous busy loop: the `stall` fault). */
+  | { type: 'stall'; ms: number }
   | { type: 'stop' };
 /** IPC: worker → parent. */
 export type FromWorker =
@@ -475,6 +583,8 @@ export type FromWorker =
   | { type: 'outcome'; task: string }
   /** This worker's settle of `task` was accepted. */
   | { type: 'settled'; task: string }
+  /** A stall asked for begins now (sent just before the busy loop), or has ended. */
+  | { type: 'stall'; phase: 'start' | 'end' }
   | { type: 'closed' };
 
 /**

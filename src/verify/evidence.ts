@@ -33,6 +33,22 @@ export interface FaultInterval {
   node: number | undefined;
   start: number;
   end: number;
+  /**
+   * sub-reset, cmd-reset, stall-close: how many connections Redis closed (from the end's
+   * detail); 0 closes nothing, and a stall-close that closed nothing was a stall only.
+   */
+  closed?: number;
+}
+
+/** A lease loss a holder reported. */
+export interface LeaseLoss {
+  instance: string;
+  slot: number;
+  task: string;
+  token: number;
+  reason: string;
+  rejected?: string;
+  t: number;
 }
 
 export function readLines<T>(file: string): T[] {
@@ -128,7 +144,11 @@ export function loadEvidence(dir: string) {
       open.set(key, f);
     } else {
       const f = open.get(key);
-      if (f) f.end = l.t;
+      if (f) {
+        f.end = l.t;
+        const closed = /^(\d+) closed/.exec(l.detail ?? '')?.[1];
+        if (closed !== undefined) f.closed = Number(closed);
+      }
       open.delete(key);
     }
   }
@@ -151,6 +171,11 @@ export function loadEvidence(dir: string) {
   const finalErrors = new Map<string, { slot: number; code: string; message: string }[]>();
   const sinkReplies = new Map<string, { token: number; ok: boolean; instance: string }[]>();
   const leaseLost: Record<string, number> = {};
+  /** Every lease loss reported, and the first one of each (instance, task, token). */
+  const losses: LeaseLoss[] = [];
+  const lossOf = new Map<string, LeaseLoss>();
+  /** Times a holder's proofs fell late on a connection that stood (lease-doubt, inDoubt). */
+  let doubts = 0;
   /** First lease-lost of (instance, task, token), and each instance's event-loop stalls. */
   const lostAt = new Map<string, number>();
   const lags = new Map<string, { start: number; end: number }[]>();
@@ -242,11 +267,26 @@ export function loadEvidence(dir: string) {
         case 'settled':
           push(settles, l.task, { token: l.token, state: l.state, instance, t: l.t });
           break;
-        case 'lease-lost':
+        case 'lease-lost': {
           leaseLost[l.reason] = (leaseLost[l.reason] ?? 0) + 1;
-          if (!lostAt.has(`${instance}#${l.task}#${l.token}`))
-            lostAt.set(`${instance}#${l.task}#${l.token}`, l.t);
+          const key = `${instance}#${l.task}#${l.token}`;
+          if (!lostAt.has(key)) lostAt.set(key, l.t);
           if (l.reason === 'rejected') staleSettlesRejected++;
+          const loss: LeaseLoss = {
+            instance,
+            slot,
+            task: l.task,
+            token: l.token,
+            reason: l.reason,
+            t: l.t,
+            ...(l.rejected === undefined ? {} : { rejected: l.rejected }),
+          };
+          losses.push(loss);
+          if (!lossOf.has(key)) lossOf.set(key, loss);
+          break;
+        }
+        case 'lease-doubt':
+          if (l.inDoubt) doubts++;
           break;
         case 'outcome':
           push(outcomes, l.task, { line: l, instance, slot });
@@ -291,6 +331,9 @@ export function loadEvidence(dir: string) {
     finalErrors,
     sinkReplies,
     leaseLost,
+    losses,
+    lossOf,
+    doubts,
     lostAt,
     lags,
     signalAt,

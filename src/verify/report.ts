@@ -15,6 +15,20 @@ export interface Duplicate {
   allowed: boolean;
 }
 
+/** An execution of a task after its first, and what made it necessary (see check.ts). */
+export interface Reexecution {
+  task: string;
+  token: number;
+  instance: string;
+  /** The execution before it (the next lower token). */
+  previousToken: number;
+  previousInstance: string;
+  previousStatus: string;
+  cause: string;
+  /** Explained by a failure, a handover, a deadline, or a fault that could make it necessary. */
+  allowed: boolean;
+}
+
 export interface Report {
   ok: boolean;
   seed: number;
@@ -32,6 +46,13 @@ export interface Report {
   sinkWrites: { accepted: number; rejected: number };
   staleSettlesRejected: number;
   leaseLost: Record<string, number>;
+  /**
+   * Leases lost for reason `connection`, by the fault that closed or cut the holder's
+   * connection; those no such fault explains (an invariant: none).
+   */
+  connectionLosses: { attributed: Record<string, number>; unattributed: string[] };
+  /** Times a holder's proofs fell late on a connection that stood (lease-doubt). */
+  doubts: number;
   runErrors: { retried: number; final: number };
   lost: string[];
   fencedDoubleCommits: string[];
@@ -41,6 +62,7 @@ export interface Report {
   disagreements: string[];
   duplicates: Duplicate[];
   sameTokenReexecutions: string[];
+  reexecutions: Reexecution[];
   /** run() calls made (and aborted by their caller), the longest one (ms), and the bounds. */
   runCalls: {
     count: number;
@@ -88,6 +110,14 @@ export function formatReport(r: Report): string {
   ]);
   rows.push(['stale settles rejected by Redis', String(r.staleSettlesRejected), '']);
   rows.push(['lease losses seen by holders', fmtMap(r.leaseLost), '']);
+  const connAttributed = Object.values(r.connectionLosses.attributed).reduce((a, b) => a + b, 0);
+  rows.push([
+    'connection losses, by the fault that closed or cut the connection',
+    `${connAttributed}${connAttributed > 0 ? ` (${fmtMap(r.connectionLosses.attributed)})` : ''}`,
+    'allowed',
+  ]);
+  inv('connection losses with no such fault', r.connectionLosses.unattributed.length);
+  rows.push(['lease doubts (proofs late, connection standing)', String(r.doubts), '']);
   rows.push(['run() redelivered after unavailability', String(r.runErrors.retried), '']);
   inv('lost tasks', r.lost.length);
   inv('fenced double commits', r.fencedDoubleCommits.length);
@@ -114,6 +144,16 @@ export function formatReport(r: Report): string {
     unexplained > 0 ? ` (${fmtMap(unexplainedBy)})` : '',
   );
   inv('grants executed twice (same token)', r.sameTokenReexecutions.length);
+  const causedBy: Record<string, number> = {};
+  for (const x of r.reexecutions) if (x.allowed) causedBy[x.cause] = (causedBy[x.cause] ?? 0) + 1;
+  const reexecCaused = r.reexecutions.filter((x) => x.allowed).length;
+  const reexecUnexplained = r.reexecutions.length - reexecCaused;
+  rows.push([
+    're-executions, by cause',
+    `${reexecCaused}${reexecCaused > 0 ? ` (${fmtMap(causedBy)})` : ''}`,
+    'allowed',
+  ]);
+  inv('re-executions without a cause (a stall nobody acted on)', reexecUnexplained);
   rows.push([
     'run() calls (aborted by the caller)',
     `${r.runCalls.count} (${r.runCalls.aborted}), longest ${(r.runCalls.longestMs / 1_000).toFixed(1)} s`,
@@ -156,6 +196,8 @@ export function formatReport(r: Report): string {
     ['disagreements', r.disagreements.length],
     ['unexplained-overlaps', unexplained],
     ['same-token-reexecutions', r.sameTokenReexecutions.length],
+    ['unexplained-reexecutions', reexecUnexplained],
+    ['unattributed-connection-losses', r.connectionLosses.unattributed.length],
     ['hung-run-calls', r.hungRunCalls.length],
     ['unexpected-exits', r.unexpectedExits],
   ] as const;
@@ -176,6 +218,19 @@ export function formatReport(r: Report): string {
   detail('stale settles accepted', r.staleSettlesAccepted);
   detail('disagreements', r.disagreements);
   detail('grants executed twice', r.sameTokenReexecutions);
+  detail(
+    're-executions without a cause',
+    r.reexecutions
+      .filter((x) => !x.allowed)
+      .map(
+        (x) =>
+          `${short(x.task)}: token ${x.token} (${x.instance}) ran again after token ${x.previousToken} (${x.previousInstance}, ${x.previousStatus}); ${x.cause}`,
+      ),
+  );
+  detail(
+    'connection losses with no fault that closed or cut the connection',
+    r.connectionLosses.unattributed,
+  );
   detail('hung run() calls', r.hungRunCalls);
   detail(
     'overlapping executions not caused by pause, cut or partition',

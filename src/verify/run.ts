@@ -17,7 +17,7 @@ import { packageRoot } from '../cli/root.js';
 import { fencedRead } from '../fencing.js';
 import { TcpProxy } from '../testing/proxy.js';
 import { PairedWorker } from '../worker.js';
-import { dropConnections } from './admin.js';
+import { clientPause, debugSleep, dropConnections } from './admin.js';
 import { check, type Report } from './check.js';
 import {
   type FaultKind,
@@ -211,6 +211,9 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
         case 'settled':
           faults.settled();
           break;
+        case 'stall':
+          faults.stallReported(slot, msg.phase);
+          break;
         case 'closed':
           break;
       }
@@ -256,6 +259,13 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
               return n
                 ? dropConnections({ ...n.options, host: n.host, port: n.port }, ports, pubsub)
                 : Promise.resolve(0);
+            },
+            stallServer: async (i: number, kind: 'redis-stall' | 'client-pause', ms: number) => {
+              const n = setup.nodes[i];
+              if (!n) return;
+              const node = { ...n.options, host: n.host, port: n.port };
+              if (kind === 'redis-stall') await debugSleep(node, ms);
+              else await clientPause(node, ms);
             },
           }
         : {}),

@@ -88,6 +88,7 @@ worker.on('lease-lost', (e) => {
   if (e.rejected !== undefined) line.rejected = e.rejected;
   log(line);
 });
+worker.on('lease-doubt', (e) => log({ ev: 'lease-doubt', inDoubt: e.inDoubt }));
 worker.on('renew-failed', (e) =>
   log({ ev: 'renew-failed', session: e.sessionId, sessionLost: e.sessionLost }),
 );
@@ -179,7 +180,10 @@ function handler(spec: TaskSpec) {
         reason: String((signal.reason as { reason?: string } | undefined)?.reason ?? 'unknown'),
       });
     signal.addEventListener('abort', onSignal, { once: true });
-    const overrun = attempt === 1 && spec.overrunMs !== undefined;
+    // the first grant (token 1) overruns, not every grant of attempt 1: a grant whose
+    // handler ended on its deadline goes back unused and is granted again on the same
+    // attempt, so by attempt the task would overrun for ever
+    const overrun = token === 1 && spec.overrunMs !== undefined;
     const ms = overrun ? workerTiming.taskTimeoutMs + (spec.overrunMs ?? 0) : spec.durationMs;
     handling.set(spec.id, { endsAt: stamp() + ms, overrun });
     send({ type: 'exec', task: spec.id, running: true });
@@ -313,6 +317,16 @@ process.on('message', (msg: ToWorker) => {
     log({ ev: 'caller-abort', task, call: current.call, running: true });
     const afterMs = Math.min(msg.afterMs, Math.max(5, (endsAt - stamp()) / 2));
     current.controller.abort(new CallerAbort(Math.round(afterMs)));
+  } else if (msg.type === 'stall') {
+    // the `stall` fault: this process's event loop blocked, as by a long GC or synchronous
+    // handler code (the lag sampler logs it when the loop runs again)
+    log({ ev: 'stall', ms: msg.ms });
+    send({ type: 'stall', phase: 'start' });
+    const until = stamp() + msg.ms;
+    while (stamp() < until) {
+      // busy: nothing else of this process runs
+    }
+    send({ type: 'stall', phase: 'end' });
   } else if (msg.type === 'stop') {
     void stop();
   }

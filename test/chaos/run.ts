@@ -19,8 +19,8 @@
  *   --fault-gap-ms <n>     mean time between two faults (default 700)
  *   --faults <list>        fault kinds, comma-separated (default all that apply:
  *                          kill,pause,redis-restart,cut,delay,partition,abort,timeout,handover,
- *                          node-loss,sub-reset,cmd-reset, and with --topology quorum also
- *                          cut-node,slow-minority)
+ *                          node-loss,sub-reset,cmd-reset,stall,redis-stall,client-pause,
+ *                          stall-close, and with --topology quorum also cut-node,slow-minority)
  *   --topology single|quorum   quorum: three independent masters (PairedWorker `nodes`); a
  *                          Redis restart then restarts one node of the three (a minority)
  *   --persistence aof|none AOF with fsync always (default), or none: a restart loses the data
