@@ -468,10 +468,21 @@ export function check(dir: string): Report {
       )
         cause = 'deadline';
       if (cause === undefined) {
-        const { direct, away } = causesIn(p.slot, from, to, reexecutionFaults);
+        const { direct, away, hits } = causesIn(p.slot, from, to, reexecutionFaults);
+        // quorum: a session lives on a majority of the nodes; node faults that reached a
+        // majority of them one after another (a node lost with its copy, then another cut
+        // off) end it as surely as at once
+        const inTurn = hits.filter((f) => nodeFaults.includes(f.kind));
+        const nodesHit = new Set(inTurn.map((f) => f.node ?? -1));
         if (direct.length > 0) cause = kindsOf(direct);
         else if (away.length > 0)
           cause = `${kindsOf(away)} (${nodes > 1 ? 'a majority of the nodes' : 'Redis'} away)`;
+        else if (
+          nodes > 1 &&
+          loss?.reason === 'session' &&
+          (nodesHit.has(-1) || nodesHit.size >= majority)
+        )
+          cause = `${kindsOf(inTurn)} (a majority of the nodes, in turn)`;
       }
       if (cause === undefined) {
         const freeze = freezeOf(p.instance, p.slot, from, to);
