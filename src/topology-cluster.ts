@@ -49,10 +49,12 @@ export class ClusterSubscriber implements LiveLink {
   private nodeKey = '';
   private closed = false;
   private resubscribing = false;
+  /** The first subscribe is under way (a refresh meanwhile must not start a second one). */
+  private starting = false;
   private readonly slot: number;
   private readonly channels: readonly string[];
   private readonly onRefresh = () => {
-    if (!this.closed && !this.resubscribing && this.ownerKey() !== this.nodeKey)
+    if (!this.closed && !this.starting && !this.resubscribing && this.ownerKey() !== this.nodeKey)
       void this.resubscribe();
   };
 
@@ -74,7 +76,14 @@ export class ClusterSubscriber implements LiveLink {
   /** Subscribe once; throws when the owner of the slot cannot be reached in time. */
   async start(): Promise<void> {
     this.cluster.on('refresh', this.onRefresh);
-    await this.subscribeOnce();
+    this.starting = true;
+    try {
+      await this.subscribeOnce();
+    } finally {
+      this.starting = false;
+    }
+    // the slot moved while it subscribed: follow it now
+    this.onRefresh();
   }
 
   private get name(): string {

@@ -187,32 +187,40 @@ describe('a handler that overran its deadline and was taken over', () => {
 });
 
 describe('a handler that stops because its lease was lost', () => {
-  it('gives the task back instead of reporting a failure (a lease lost to an event-loop stall uses up no attempt)', async () => {
+  it('gives the task back instead of reporting a failure (a lease lost to its cut links uses up no attempt)', async () => {
     const ns = pair.namespace('lapse');
-    // give-up: one reported failure would be the outcome. doubtMs 0: late proofs end the
-    // lease at once (by default a stall is doubt and aborts nothing, see below)
-    const w = pair.worker(ns, 'a', { failure: { policy: 'give-up' }, doubtMs: 0 });
-    await w.start();
-    await sleep(300); // bound
-    let runs = 0;
-    const outcome = await within(
-      w.run('t', async (ctx) => {
+    const proxy = await TcpProxy.start({ targetPort: pair.server.port });
+    try {
+      // give-up: one reported failure would be the outcome
+      const w = pair.worker(ns, 'a', { redis: proxy.url, failure: { policy: 'give-up' } });
+      const lost: string[] = [];
+      w.on('lease-lost', (e) => lost.push(e.reason));
+      await w.start();
+      await sleep(300); // bound
+      let runs = 0;
+      const running = w.run('t', async (ctx) => {
         runs += 1;
         if (runs === 1) {
-          // a stall far longer than the connection proof allows, then the handler looks
-          // at its signal at its next step
-          const until = performance.now() + 400;
-          while (performance.now() < until) {}
-          await sleep(50);
-          ctx.signal.throwIfAborted();
+          // stops at its signal, with the signal's reason
+          await new Promise((_, reject) =>
+            ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)),
+          );
         }
         return 'ok';
-      }),
-      10_000,
-      'run()',
-    );
-    expect(outcome).toMatchObject({ state: 'done', result: 'ok', attempts: 1 });
-    expect(runs).toBe(2);
+      });
+      while (runs === 0) await sleep(5);
+      // the connections close (the subscriber's too) and cannot be unbound: a loss
+      proxy.cut();
+      while (lost.length === 0) await sleep(5);
+      proxy.heal();
+      const outcome = await within(running, 10_000, 'run()');
+      expect(lost).toEqual(['connection']);
+      expect(outcome).toMatchObject({ state: 'done', result: 'ok', attempts: 1 });
+      expect(runs).toBe(2);
+    } finally {
+      await pair.closeWorkers();
+      await proxy.close();
+    }
   });
 
   it('by default the same stall is doubt, not loss: the handler goes on, it runs once', async () => {
