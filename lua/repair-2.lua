@@ -33,7 +33,8 @@
     { 0, state, token }    left alone: the node's record is newer, or this very grant while
                            the outcome has not counted; trying again changes nothing
     { 2, state, token }    left alone for now: a running grant of another session with a
-                           lower token (a minority grant its claimer is about to undo, say);
+                           lower token, or the same token (the other side of a split: a
+                           minority grant its claimer undoes once its round is decided);
                            a later try may write
     { -1, excerpt } corrupt   { -2, version } newer format   { -4, type } wrong type
 
@@ -55,7 +56,7 @@ if r then
   local ownEarlier = r.session == session and r.token < token
   local older = r.token < token and r.state ~= 'R'
   if not ((thisGrant and counted) or ownEarlier or older) then
-    if r.state == 'R' and r.session ~= session and r.token < token then
+    if r.state == 'R' and r.session ~= session and r.token <= token then
       return {2, r.state, r.token}
     end
     return {0, r.state, r.token}

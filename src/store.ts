@@ -297,6 +297,11 @@ export class RedisStore implements Store {
    * or the grant itself); 'later': another session's older grant runs there, which may be
    * gone soon.
    */
+  /** The bound on one command of this store (connectTimeoutMs). */
+  get commandTimeoutMs(): number {
+    return this.timeoutMs;
+  }
+
   async repair(
     loc: TaskLocation,
     a: SettleArgs & { attempt: number; counted: boolean },

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { TaskLocation } from '../keys.js';
 import type { OwnerReply, RedisStore, SettleArgs } from '../store.js';
 import { count, type NodeResult, type QuorumNodes } from './nodes.js';
@@ -12,8 +13,15 @@ import { count, type NodeResult, type QuorumNodes } from './nodes.js';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** Retry delay of a repair that met a minority grant about to be undone: short and jittered. */
 const jitter = () => 20 + Math.floor(Math.random() * 80);
-/** Rounds of repair of a settle short of a majority. */
+/** Rounds of repair of a settle short of a majority, at least. */
 const REPAIR_ROUNDS = 3;
+/**
+ * A minority grant of another claimer is undone once that claimer's round is decided, which
+ * may wait for a silent node until its command timeout: a settle short of a majority keeps
+ * trying such a node that long, and a little more.
+ */
+const repairBoundMs = (nodes: QuorumNodes): number =>
+  Math.max(...nodes.list.map((n) => n.commandTimeoutMs), 0) + 500;
 
 /** Release or progress: counts on a majority. A retried write of its own is answered ok. */
 export function ownerWrite(
@@ -97,8 +105,13 @@ export async function settle(
   // Short of a majority: the nodes that never saw the grant. One held by a claimer that is
   // about to undo its minority grant is tried again shortly.
   let retry = behind;
-  for (let round = 0; ok > 0 && ok < q && retry.length > 0 && round < REPAIR_ROUNDS; round++) {
-    if (round > 0) await sleep(jitter());
+  const until = performance.now() + repairBoundMs(nodes);
+  for (
+    let round = 0;
+    ok > 0 && ok < q && retry.length > 0 && (round < REPAIR_ROUNDS || performance.now() < until);
+    round++
+  ) {
+    if (round > 0) await sleep(jitter() * Math.min(round, 3));
     const answers = await Promise.all(retry.map((i) => repair(i, false)));
     ok += answers.filter((x) => x === 'written').length;
     missing = missing.filter((i) => answers[retry.indexOf(i)] !== 'written');

@@ -741,6 +741,42 @@ describe('quorum store: undo, repair and late answers', () => {
     }
   });
 
+  it("a settle short of a majority waits for another claimer's minority grant to be undone, as long as that claimer's own round may take (one node silent meanwhile)", async () => {
+    // the stage of "one node killed mid-run": s1 won on A and B, s3's claim got C and waits
+    // for A, which is gone, before it can undo its minority grant there
+    const topo = await topology();
+    const proxy = await delayedProxy(topo.nodes[0]!.port);
+    const urls = [proxy.url, topo.nodes[1]!.url, topo.nodes[2]!.url];
+    const keys = new Keys('pairlock', `settle-waits-${++nsCounter}`);
+    const node = await nodeStores(
+      topo.nodes.map((n) => n.url),
+      keys,
+    );
+    const q1 = await quorumStore(urls, keys, 1_000);
+    const s1 = `s1:${nsCounter}#1`;
+    const s3 = `s3:${nsCounter}#1`;
+    const loc = keys.task('t');
+    expect((await q1.session('open', s1, 30_000)).ok).toBe(true);
+    expect(await q1.claim(loc, args(s1))).toMatchObject({ type: 'granted', token: 1 });
+    const c = new Redis(topo.nodes[2]!.port);
+    try {
+      await c.del(loc.container);
+      expect((await node[2]!.session('open', s3, 30_000)).ok).toBe(true);
+      expect(await node[2]!.claim(loc, args(s3))).toMatchObject({ type: 'granted' });
+      proxy.cut(); // A gone
+      // s3's round ends within its command timeout (1 s here), and it undoes its grant on C
+      const undone = sleep(600).then(() => c.del(loc.container));
+      const settled = await q1.settle(loc, done(s1, 1));
+      await undone;
+      expect(settled).toMatchObject({ ok: true, token: 1 });
+      expect(await node[1]!.inspect(loc)).toMatchObject({ state: 'done', token: 1 });
+      expect(await node[2]!.inspect(loc)).toMatchObject({ state: 'done', token: 1 });
+    } finally {
+      c.disconnect();
+      proxy.heal();
+    }
+  });
+
   it("an earlier claim's answer that comes too late does not take back the grant of a later claim of the same task on that node", async () => {
     const topo = await topology();
     const proxy = await delayedProxy(topo.nodes[2]!.port);
