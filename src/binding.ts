@@ -91,7 +91,7 @@ export interface BindingContext {
   /** The connection can no longer be proven: abort what runs under `sessionId`. */
   onLapse(sessionId: string): void;
   /** The state changed (see BindingState). */
-  onState?(state: BindingState, sessionId: string): void;
+  onState?(state: BindingState, sessionId: string, was: BindingState): void;
 }
 
 export class Binding {
@@ -247,10 +247,11 @@ export class Binding {
   /** Tell the worker when the state changed. */
   private report(): void {
     const state = this.state;
-    if (state === this.reported) return;
+    const was = this.reported;
+    if (state === was) return;
     this.reported = state;
     const session = this.ctx.sessionId();
-    if (session) this.ctx.onState?.(state, session);
+    if (session) this.ctx.onState?.(state, session, was);
   }
 
   /**
@@ -465,7 +466,7 @@ export function bindSession(
   options: ResolvedOptions,
   logger: Logger,
   executor: { lapse(sessionId: string, reason: 'connection'): void },
-  onState?: (state: BindingState, sessionId: string) => void,
+  onState?: (state: BindingState, sessionId: string, was: BindingState) => void,
 ): Binding | undefined {
   const link = options.connectionBound ? store.liveLink?.() : undefined;
   if (!link || !store.bind) return undefined;

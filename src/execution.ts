@@ -512,11 +512,29 @@ export class Executor {
   /** Give the grant back; `unused`: its handler stopped on a lost lease (no attempt used). */
   private async release(exec: Execution, unused = false): Promise<void> {
     exec.released = true;
-    await this.ctx.store.release(exec.run.loc, {
-      session: exec.session,
-      token: exec.token,
+    await this.releaseGrant(exec.run.loc, exec.session, exec.token, unused);
+  }
+
+  private releaseGrant(loc: TaskLocation, session: string, token: number, unused: boolean) {
+    return this.ctx.store.release(loc, {
+      session,
+      token,
       retentionMs: this.ctx.options.retentionMs,
       unused,
+    });
+  }
+
+  /**
+   * A grant that reached a run() which ended meanwhile (its caller's signal, close): nobody
+   * will run it, so it goes back at once, unused, instead of holding the peer off until
+   * the deadline.
+   */
+  giveBackUnrun(loc: TaskLocation, token: number): void {
+    this.releaseGrant(loc, this.ctx.session.id, token, true).catch((err: unknown) => {
+      this.ctx.logger.warn(
+        { err, taskId: loc.taskId },
+        'pairlock: could not give back an unused grant; the peer takes over when the session expires',
+      );
     });
   }
 }

@@ -90,7 +90,6 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private closeRequested = false;
   private closePromise: Promise<void> | undefined;
   private paused = false;
-  private inDoubt = false;
 
   private readonly runs = new Map<string, AnyRun>();
   /**
@@ -204,15 +203,14 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       this.options,
       this.logger,
       this.executor,
-      (state, sessionId) => this.bindingState(state, sessionId),
+      (state, sessionId, was) => this.bindingState(state, sessionId, was),
     );
   }
 
   /** The binding's state changed: say so, and let waiting runs claim once it is valid. */
-  private bindingState(state: BindingState, sessionId: string): void {
+  private bindingState(state: BindingState, sessionId: string, was: BindingState): void {
     if (state === 'doubt') this.emit('lease-doubt', { sessionId, inDoubt: true });
-    else if (this.inDoubt) this.emit('lease-doubt', { sessionId, inDoubt: false });
-    this.inDoubt = state === 'doubt';
+    else if (was === 'doubt') this.emit('lease-doubt', { sessionId, inDoubt: false });
     if (state === 'unproven') return;
     const waiting = [...this.awaitingBinding];
     this.awaitingBinding.clear();
@@ -350,10 +348,9 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         return;
       }
       if (run.finished || this.closing) {
-        // granted to a run() that ended meanwhile (its caller's signal, close): nobody will
-        // run it, so it goes back at once instead of holding the peer off until the
-        // deadline. A run() that joined meanwhile would be another run of the task.
-        if (reply.type === 'granted' || reply.type === 'resumed') this.giveBack(run, reply.token);
+        // a run() that joins the task later is another run of it: this grant goes back
+        if (reply.type === 'granted' || reply.type === 'resumed')
+          this.executor.giveBackUnrun(run.loc, reply.token);
         return;
       }
       switch (reply.type) {
@@ -392,8 +389,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
             return;
           }
           run.known = { state: 'F', token: reply.token };
-          // The worker that failed lets its peer retry first: it waits a safety-net
-          // interval longer than the backoff before trying the task again itself.
+          // The worker that failed lets its peer retry first: it tries the task again itself
+          // a moment after the backoff (peerFirstMs); a peer's claim wakes it sooner.
           const mine = workerOf(reply.owner) === this.id;
           const delay = reply.retryInMs + (mine ? peerFirstMs(this.options) : 0);
           run.after(delay, () => this.wake(run));
@@ -422,23 +419,6 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     } finally {
       if (slotHeld) this.slots.release();
     }
-  }
-
-  /** Give back a grant nobody will run (it uses up no attempt). */
-  private giveBack(run: AnyRun, token: number): void {
-    this.store
-      .release(run.loc, {
-        session: this.lease.id,
-        token,
-        retentionMs: this.options.retentionMs,
-        unused: true,
-      })
-      .catch((err: unknown) => {
-        this.logger.warn(
-          { err, taskId: run.loc.taskId },
-          'pairlock: could not give back an unused grant; the peer takes over when the session expires',
-        );
-      });
   }
 
   private retryLater(run: AnyRun, err: unknown): void {
