@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type HandlerContext, PairedWorker, type PairedWorkerOptions } from '../src/index.js';
+import { Keys } from '../src/keys.js';
 import { RedisServer, TcpProxy } from '../src/testing/index.js';
 
 const now = () => performance.now();
@@ -30,6 +31,15 @@ afterAll(async () => {
 afterEach(async () => {
   await Promise.allSettled(workers.splice(0).map((w) => w.close()));
 });
+
+/** Waits until `ok` holds, polling; fails the test past `ms` (a bound, not a timing). */
+async function until(ok: () => boolean | Promise<boolean>, ms: number): Promise<void> {
+  const deadline = now() + ms;
+  while (!(await ok())) {
+    if (now() > deadline) throw new Error(`not within ${ms} ms`);
+    await sleep(10);
+  }
+}
 
 function worker(url: string, ns: string, name: string, extra: Partial<PairedWorkerOptions> = {}) {
   const w = new PairedWorker({ redis: url, namespace: ns, name, ...extra });
@@ -80,7 +90,7 @@ describe('a pause nobody acted on re-runs nothing (library defaults)', () => {
       return taskId;
     };
     const runs = ids.flatMap((id) => [a.run(id, handler), b.run(id, handler)]);
-    await sleep(400);
+    await until(() => rec.total() === 20, 10_000);
     const stallAt = now();
     await admin.call('DEBUG', 'SLEEP', '0.3');
     console.log(`DEBUG SLEEP 0.3 answered after ${(now() - stallAt).toFixed(0)} ms`);
@@ -194,10 +204,13 @@ describe('a lost lease, a dropped grant, a worker alone', () => {
           { signal: ac.signal },
         )
         .catch((e: Error) => e);
-      await sleep(50); // the claim is on its way; its reply is not
+      // the claim applied on Redis; its reply is on its way
+      const record = new Keys('pairlock', ns).task('t').container;
+      await until(async () => (await admin.exists(record)) === 1, 10_000);
       ac.abort();
       expect(await runA).toBeInstanceOf(Error);
-      await sleep(300); // the grant reached a, which gives it back
+      // the grant reached a, which gave it back
+      await until(async () => /^\d+\|X\|/.test((await admin.get(record)) ?? ''), 10_000);
       proxy.setReplyDelay(0);
       const startedAt = now();
       let from = '';
