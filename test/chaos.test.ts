@@ -737,7 +737,7 @@ describe('the stall faults', () => {
           if (msg.type === 'ready') {
             slot.ready = true;
             resolve();
-          } else if (msg.type === 'stall') faults.stallReported(slot, msg.phase);
+          } else if (msg.type === 'stall') faults.stallFaults.reported(slot, msg.phase);
         });
       });
       child.send({ type: 'config', config } satisfies ToWorker);

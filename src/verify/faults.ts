@@ -17,6 +17,7 @@ import {
   type ToWorker,
   workerTiming,
 } from './common.js';
+import { StallFaults } from './stall-faults.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -108,55 +109,29 @@ export class FaultInjector {
   private armedTimeout: { f: FaultPlan; slot: Slot; armedAt: number } | undefined;
   /** An armed node-loss: goes off on the next settle a worker reports. */
   private onSettle: (() => void) | undefined;
-  /** Stalls asked of a worker process (stall, stall-close): called when it reports each phase. */
-  private readonly stalls = new Map<
-    Slot,
-    { instance: string; started: () => void; ended: () => void }
-  >();
+  /** stall, stall-close, redis-stall, client-pause (stall-faults.ts); workers report to it. */
+  readonly stallFaults: StallFaults;
 
   constructor(
     private readonly ctx: FaultContext,
     seed: number,
   ) {
     this.rng = derive(seed, 3);
+    this.stallFaults = new StallFaults({
+      ctx,
+      logSlot: (kind, slot, phase, detail) => this.logSlot(kind, slot, phase, detail),
+      track: (p) => this.track(p),
+      pickHolder: (preferred) => this.pickHolder(preferred),
+      nodeBusy: () => this.nodeFaultBusy,
+      setNodeBusy: (busy) => {
+        this.nodeFaultBusy = busy;
+      },
+    });
   }
 
   /** A worker reported an accepted settle. */
   settled(): void {
     this.onSettle?.();
-  }
-
-  /** The process of `slot` reported that the stall asked of it began, or ended. */
-  stallReported(slot: Slot, phase: 'start' | 'end'): void {
-    const s = this.stalls.get(slot);
-    if (!s || s.instance !== slot.instance) return;
-    if (phase === 'start') s.started();
-    else s.ended();
-  }
-
-  /**
-   * Ask the process of `slot` to block its event loop for `ms` (a synchronous busy loop).
-   * `began` answers whether it reported the start within a second; `ended` resolves when it
-   * reports the end, or once it can no longer (gone, or far past the stall).
-   */
-  private stallWorker(slot: Slot, ms: number): { began: Promise<boolean>; ended: Promise<void> } {
-    let started!: () => void;
-    let ended!: () => void;
-    const began = new Promise<boolean>((resolve) => {
-      started = () => resolve(true);
-      setTimeout(() => resolve(false), 1_000);
-    });
-    const end = new Promise<void>((resolve) => {
-      ended = resolve;
-      setTimeout(resolve, ms + 5_000);
-    });
-    const instance = slot.instance;
-    this.stalls.set(slot, { instance, started, ended });
-    void end.then(() => {
-      if (this.stalls.get(slot)?.instance === instance) this.stalls.delete(slot);
-    });
-    slot.child?.send({ type: 'stall', ms } satisfies ToWorker, () => {});
-    return { began, ended: end };
   }
 
   /** No more releases: an armed `timeout` will not go off. */
@@ -388,115 +363,12 @@ export class FaultInjector {
         );
         return;
       }
-      case 'stall': {
-        // the holder's event loop blocked (GC, synchronous handler code): its proofs are late
-        // on a connection that stands, which is doubt: nothing may run again for it alone
-        const slot = this.pickHolder(target);
-        if (!slot?.child?.connected || this.stalls.has(slot)) {
-          skip('no live worker');
-          return;
-        }
-        this.logSlot('stall', slot, 'start', `${f.durationMs} ms, holding ${slot.running.size}`);
-        const { began, ended } = this.stallWorker(slot, f.durationMs);
-        done();
-        this.track(
-          (async () => {
-            const ok = await began;
-            await ended;
-            this.logSlot('stall', slot, 'end', ok ? undefined : 'the start was not reported');
-          })(),
-        );
-        return;
-      }
-      case 'stall-close': {
-        // a double fault: Redis closes the subscriber of a holder that cannot see it (frozen);
-        // a standby may then take over while the holder acts on nothing
-        const drop = this.ctx.dropConnections?.bind(this.ctx);
-        if (!drop) {
-          skip('this run does not own its Redis servers');
-          return;
-        }
-        if (this.nodeFaultBusy) {
-          // Redis away or stalled: it could close nothing while the worker is stalled
-          skip('another node fault is in progress');
-          return;
-        }
-        const slot = this.pickHolder(target);
-        if (!slot?.child?.connected || this.stalls.has(slot)) {
-          skip('no live worker');
-          return;
-        }
-        this.logSlot(
-          'stall-close',
-          slot,
-          'start',
-          `${f.durationMs} ms stall; Redis closes its subscriber connections during it (holding ${slot.running.size})`,
-        );
-        const { began, ended } = this.stallWorker(slot, f.durationMs);
-        done();
-        this.track(
-          (async () => {
-            const ok = await began;
-            // well inside the stall: the holder cannot read the close before it wakes
-            await sleep(Math.min(100, f.durationMs / 4));
-            let closed = 0;
-            for (const [n, proxy] of slot.proxies.entries()) {
-              closed += await drop(n, new Set(proxy.upstreamPorts()), true).catch(() => 0);
-            }
-            await ended;
-            this.logSlot(
-              'stall-close',
-              slot,
-              'end',
-              `${closed} closed${ok ? '' : ' (the stall was not reported to begin)'}`,
-            );
-          })(),
-        );
-        return;
-      }
+      case 'stall':
+      case 'stall-close':
       case 'redis-stall':
       case 'client-pause': {
-        const stallServer = this.ctx.stallServer?.bind(this.ctx);
-        if (!stallServer) {
-          skip('this run does not own its Redis servers');
-          return;
-        }
-        if (this.nodeFaultBusy) {
-          skip('another node fault is in progress');
-          return;
-        }
-        this.nodeFaultBusy = true;
-        const nodeIndex = f.node ?? 0;
-        const kind = f.kind;
-        this.ctx.log({
-          ev: 'fault',
-          kind,
-          node: nodeIndex,
-          phase: 'start',
-          detail: `${kind === 'redis-stall' ? 'DEBUG SLEEP' : 'CLIENT PAUSE ALL'} ${f.durationMs} ms${this.ctx.nodes > 1 ? ` on node ${nodeIndex}` : ''}`,
-        });
-        done();
-        this.track(
-          (async () => {
-            let detail: string | undefined;
-            try {
-              await stallServer(nodeIndex, kind, f.durationMs);
-              // CLIENT PAUSE answers at once; the pause lasts its time
-              if (kind === 'client-pause') await sleep(f.durationMs);
-            } catch (err) {
-              detail = `failed: ${(err as Error).message}`;
-            } finally {
-              this.nodeFaultBusy = false;
-              this.ctx.log({
-                ev: 'fault',
-                kind,
-                node: nodeIndex,
-                phase: 'end',
-                ...(detail === undefined ? {} : { detail }),
-              });
-            }
-          })(),
-        );
+        const why = this.stallFaults.start(f, target, done);
+        if (why !== undefined) skip(why);
         return;
       }
       case 'slow-minority': {

@@ -212,7 +212,7 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
           faults.settled();
           break;
         case 'stall':
-          faults.stallReported(slot, msg.phase);
+          faults.stallFaults.reported(slot, msg.phase);
           break;
         case 'closed':
           break;
