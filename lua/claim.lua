@@ -5,12 +5,18 @@
   then every task is decided by the same rules from its own record alone (a lone task is
   a batch of one).
 
-  Input (the caller passes numkeys = 1 + 2 × tasks):
+  Input (the caller passes numkeys = 2 + 3 × owners + 2 × tasks). Every key the script
+  touches is declared, so that on a Cluster whose slot is migrating Redis itself answers
+  ASK or TRYAGAIN before the script runs, never a read of a key that is on the other node:
     KEYS[1]        the claimer's session key
-    KEYS[2i]       container of task i: the record key (plain mode) or the hash (hash mode)
-    KEYS[2i+1]     index zset of that hash (hash-field mode; the container again in plain mode)
+    KEYS[2]        the "someone watches" flag (<channel>:watching; any key when ARGV[8] is '')
+    KEYS[3o .. 3o+2]  for owner o = 1..n: its session key, its change sequence, its binding
+                   key (owner 1 is the claimer itself; the others, the sessions the claimer
+                   expects to find holding tasks: its peers)
+    KEYS[2 + 3n + 2i - 1]  container of task i: the record key (plain) or the hash (hash mode)
+    KEYS[2 + 3n + 2i]      index zset of that hash (hash-field mode; the container in plain mode)
     ARGV[1] claimer session id
-    ARGV[2] session key prefix (session key = prefix .. session id)
+    ARGV[2] unused ('')
     ARGV[3] session ttl ms (every claim refreshes the claimer's session: a worker that is
             claiming is alive, and a grant starts a full lease)
     ARGV[4] task timeout ms (time-to-run: the deadline of a grant)
@@ -19,14 +25,13 @@
     ARGV[7] dry run: '1' reports what a claim would do without granting (paused workers)
     ARGV[8] event channel ('' for none; '#<channel>' for sharded pub/sub, see publish())
     ARGV[9] quorum mode: '1' when every task names a minimum token (below), else ''
-    ARGV[10] change-sequence key prefix (an owner's sequence = prefix .. session id; see
-             settle.lua)
-    ARGV[11] binding key prefix (a session's binding = prefix .. session id; see
-             includes/binding) ('' to use no connection evidence)
+    ARGV[10] number of owners n (above)
+    ARGV[11] '1' to use connection evidence (includes/binding), else ''
     ARGV[12] liveness channel prefix (channel = prefix .. session id)
-    ARGV[13 + 3(i-1)]  field of task i ('' in plain mode)
-    ARGV[14 + 3(i-1)]  task ref of task i (identifies the task in events)
-    ARGV[15 + 3(i-1)]  minimum token of task i (quorum mode; '' otherwise). A grant's token
+    ARGV[12 + o]  session id of owner o
+    ARGV[13 + n + 3(i-1)]  field of task i ('' in plain mode)
+    ARGV[14 + n + 3(i-1)]  task ref of task i (identifies the task in events)
+    ARGV[15 + n + 3(i-1)]  minimum token of task i (quorum mode; '' otherwise). A grant's token
              is at least this (so a grant made on a majority of independent nodes can
              carry one token, the highest of them), and in quorum mode the grant's record
              keeps the record it replaced (its undo note, see includes/record.lua), so that
@@ -58,6 +63,8 @@
         lost, say to a client-side timeout). Nothing is granted anew: the reply carries
         that grant's token, attempt and real kind, and the server's remaining deadline, so
         the claimer's lease ends when the server's does. Answered to a dry run too.
+    { 7, ownerSession }  held by a session whose keys the caller did not declare: nothing is
+        decided or written for this task; the caller asks again with that owner's keys
     { -1, excerpt }  corrupt record            { -2, version } record of a newer format
     { -3 }           claimer session expired   { -4, type }    key of another type
     A record that cannot be read fails its own task only; any other error (a missing ACL
@@ -73,12 +80,20 @@
 --- @include "includes/record"
 --- @include "includes/binding"
 
-local claimer, sessionPrefix = ARGV[1], ARGV[2]
+local claimer = ARGV[1]
 local sessionTtl, taskTimeout, retention = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local maxAttempts, dryRun, channel = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
-local quorumMode, seqPrefix = ARGV[9] == '1', ARGV[10]
-local bindPrefix, livePrefix = ARGV[11], ARGV[12]
-local tasks = (#KEYS - 1) / 2
+local quorumMode, ownerCount = ARGV[9] == '1', tonumber(ARGV[10])
+local useBinding, livePrefix = ARGV[11] == '1', ARGV[12]
+local firstTask = 3 + 3 * ownerCount -- KEYS index of the first task's container
+local tasks = (#KEYS - firstTask + 1) / 2
+local firstArg = 13 + ownerCount -- ARGV index of the first task's field
+-- the declared owners: session id -> its keys
+local declared = {}
+for o = 1, ownerCount do
+  local k = 3 * o
+  declared[ARGV[12 + o]] = {session = KEYS[k], seq = KEYS[k + 1], bind = KEYS[k + 2]}
+end
 -- sessions are '<workerId>#<epoch>': a record of another session of the claimer's worker
 local claimerWorker = string.match(claimer, '^(.*)#%d+$')
 local function ownWorker(session)
@@ -88,23 +103,39 @@ end
 local out = {}
 -- A claimer whose session lapsed may learn nothing and be granted nothing. A live one is
 -- refreshed: under heavy load its heartbeat may queue behind its own claims.
-if rcall('PEXPIRE', KEYS[1], sessionTtl) == 0 then
+-- The refresh is this script's first write, and for a claim one that Redis refuses when
+-- its memory is full (SET is deny-oom, PEXPIRE is not): under `noeviction` and a full
+-- memory a claim is refused whole, before it grants anything, rather than grant a task whose
+-- outcome could not be settled (Redis checks memory only before a script's first write).
+local refreshed
+if dryRun then
+  refreshed = rcall('PEXPIRE', KEYS[1], sessionTtl) == 1
+else
+  local desc = rcall('GET', KEYS[1])
+  refreshed = desc and rcall('SET', KEYS[1], desc, 'XX', 'PX', sessionTtl)
+end
+if not refreshed then
   for i = 1, tasks do out[i] = {-3} end
   return out
 end
 
 local now = serverNowMs()
-local isWatched = watched(channel)
--- owners' liveness and change sequences, read once per owner per batch
+local isWatched = channel ~= '' and rcall('EXISTS', KEYS[2]) == 1
+-- owners' liveness and change sequences, read once per owner per batch; nil for an owner
+-- whose keys were not declared
 local owners = {}
 local function owner(session)
   local o = owners[session]
   if not o then
-    local seq = rcall('GET', seqPrefix .. session)
-    o = {pttl = sessionPttl(sessionPrefix, session), seq = tonumber(seq) or 0}
+    local k = declared[session]
+    if not k then return nil end
+    local seq = rcall('GET', k.seq)
+    local pttl = rcall('PTTL', k.session)
+    if pttl < 0 then pttl = 0 end
+    o = {pttl = pttl, seq = tonumber(seq) or 0, keys = k}
     owners[session] = o
     local b = nil
-    if bindPrefix ~= '' then b = decodeBinding(rcall('GET', bindPrefix .. session)) end
+    if useBinding then b = decodeBinding(rcall('GET', k.bind)) end
     if b and b.run == '-' then
       o.revoked = true
     elseif b and o.pttl > 0 and b.seenAt > 0 and b.run == serverRunId() then
@@ -127,10 +158,10 @@ end
 -- other task it held is orphaned too and its next call learns that all it held is gone.
 local function revoke(session, o)
   if dryRun or not o.lost then return end
-  rcall('DEL', sessionPrefix .. session)
+  rcall('DEL', o.keys.session)
   o.lost.run = '-'
   clearLost(o.lost)
-  rcall('SET', bindPrefix .. session, encodeBinding(o.lost), 'PX', o.pttl)
+  rcall('SET', o.keys.bind, encodeBinding(o.lost), 'PX', o.pttl)
   o.lost = nil
   o.revoked = true
   o.pttl = 0
@@ -169,6 +200,7 @@ local function claimOne(container, index, field, ref, minToken)
       return {6, r.token, r.attempt, r.kind, r.deadline - now, now}
     end
     local o = owner(r.session)
+    if not o then return {7, r.session} end
     if o.pttl > 0 and not o.lost and now < r.deadline then
       if not dryRun and isWatched then
         publish(channel .. ':claims', 'standby', ref, r, {by = claimer})
@@ -206,9 +238,10 @@ local function claimOne(container, index, field, ref, minToken)
 end
 
 for i = 1, tasks do
-  local a = 13 + 3 * (i - 1)
+  local a = firstArg + 3 * (i - 1)
+  local k = firstTask + 2 * (i - 1)
   local minToken = 0
   if quorumMode then minToken = tonumber(ARGV[a + 2]) or 0 end
-  out[i] = claimOne(KEYS[2 * i], KEYS[2 * i + 1], ARGV[a], ARGV[a + 1], minToken)
+  out[i] = claimOne(KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1], minToken)
 end
 return out

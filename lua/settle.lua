@@ -3,10 +3,12 @@
   failed). Server time and the settler's session are read once; each task is decided by
   the ownership proof (includes/owner) from its own record.
 
-  Input (the caller passes numkeys = 2 + 2 × tasks):
+  Input (the caller passes numkeys = 3 + 2 × tasks; every key the script touches is
+  declared, see claim.lua):
     KEYS[1] the settler's session key   KEYS[2] its change sequence (see includes/owner)
-    KEYS[2i+1]  container of task i (record key, or hash)
-    KEYS[2i+2]  index zset of task i (hash-field mode; the container again in plain mode)
+    KEYS[3] the "someone watches" flag (<channel>:watching; any key when ARGV[5] is '')
+    KEYS[2i+2]  container of task i (record key, or hash)
+    KEYS[2i+3]  index zset of task i (hash-field mode; the container again in plain mode)
     ARGV[1] session id   ARGV[2] retention ms   ARGV[3] retry backoff ms (failed only)
     ARGV[4] max attempts: a failure settled at attempt >= this is final (the rule claim
             applies to a failed record); 0: not asked (final is then 0)
@@ -23,8 +25,10 @@
     { 1, token, attempt, serverNow, final, repeated }   settled
         final: 1 when a failure is final (no retry will be granted), else 0; always 0 for done
         repeated: 1 when the record already held this very outcome (the same session,
-        token, state and payload: a retried settle whose first reply was lost); nothing is
-        written. Any other settle of a settled record is -13.
+        token, state and payload: a retried settle whose first reply was lost, or one
+        whose script failed after writing); the record is not written again, but the
+        event is published again and the sequence moves on, so that a standby that missed
+        the first learns it. Any other settle of a settled record is -13.
     { -10 } unknown task   { -11, token, session } not owner
     { -12, token, session } token superseded   { -13, state } already settled
     { -14 } session expired   { -15, msLate } deadline passed
@@ -42,7 +46,7 @@
 
 local session, retention, backoff = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxAttempts, channel = tonumber(ARGV[4]) or 0, ARGV[5]
-local tasks = (#KEYS - 2) / 2
+local tasks = (#KEYS - 3) / 2
 local now = serverNowMs()
 local alive = rcall('PTTL', KEYS[1]) > 0
 local isWatched = nil
@@ -55,7 +59,7 @@ end
 local out, settled, events = {}, {}, {}
 for i = 1, tasks do
   local a = 6 + 6 * (i - 1)
-  local container, index, field, ref = KEYS[2 * i + 1], KEYS[2 * i + 2], ARGV[a], ARGV[a + 1]
+  local container, index, field, ref = KEYS[2 * i + 2], KEYS[2 * i + 3], ARGV[a], ARGV[a + 1]
   local token, state, payload = tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
   local attempt = tonumber(ARGV[a + 5])
   local r, err = checkOwner(container, index, field, alive, session, token, now, true)
@@ -63,11 +67,12 @@ for i = 1, tasks do
     -- checkOwner answers -13 only to the grant's own session and token: the very outcome
     -- the record holds is this caller's earlier settle, applied, whose reply was lost
     out[i] = {1, r.token, r.attempt, now, final(r), 1}
+    settled[#settled + 1] = {r = r, ref = ref}
   elseif err then
     local code = err[1]
     if code == -12 or code == -14 or code == -15 then
       -- a holder that lost its lease tries to settle late: show it to a watcher
-      if isWatched == nil then isWatched = watched(channel) end
+      if isWatched == nil then isWatched = channel ~= '' and rcall('EXISTS', KEYS[3]) == 1 end
       if isWatched then
         local stale = {state = 'R', token = token, attempt = 0, session = session}
         publish(channel .. ':claims', 'rejected', ref, stale, {why = code})

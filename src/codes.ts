@@ -13,6 +13,8 @@ export const ReplyCode = {
   Failed: 4,
   Claimable: 5,
   Resumed: 6,
+  /** held by a session whose keys the claim did not declare: asked again with them */
+  OwnerUndeclared: 7,
   // faults
   Corrupt: -1,
   NewerFormat: -2,

@@ -1,6 +1,6 @@
 /** Connections to Redis: clients pairlock creates, bounded waits, and faults as unavailability. */
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { RedisUnavailableError } from './errors.js';
+import { RedisOutOfMemoryError, RedisUnavailableError } from './errors.js';
 import type { RedisConnection } from './options.js';
 export type Client = Redis | Cluster;
 
@@ -89,8 +89,31 @@ export function asUnavailable(err: unknown, client: Client): unknown {
       cause: e,
     });
   }
+  if (/^OOM /.test(e?.message ?? '')) {
+    return new RedisOutOfMemoryError(
+      `${describeClient(client)} is out of memory (maxmemory reached; nothing was written): ${e.message}`,
+      { cause: e },
+    );
+  }
+  if (MIGRATING.test(e?.message ?? '')) {
+    // A Cluster moving the namespace's slot (or failing over its shard) answers every
+    // script whose keys are not all on one node with ASK, TRYAGAIN or CLUSTERDOWN until
+    // the move ends; ioredis gives up after a few redirections. Nothing was run: the
+    // caller retries, as while Redis is unavailable (`unavailableTimeoutMs`). A script
+    // stopped part-way (which declared keys prevent) is retried the same way: its outcome
+    // is unknown, and the transitions are idempotent for their caller (a claim retried is
+    // answered 'resumed', a settle 'repeated' and published again).
+    return new RedisUnavailableError(
+      `${describeClient(client)}: the namespace's slot is moving between nodes (${e.message})`,
+      { cause: e },
+    );
+  }
   return err;
 }
+
+/** Errors of a slot in migration or a shard in failover: nothing ran, try again later. */
+const MIGRATING =
+  /^(TRYAGAIN|CLUSTERDOWN|MOVED|ASK|LOADING|MASTERDOWN)\b|Too many Cluster redirections|Script attempted to access (a non local key|keys that do not hash)/;
 
 /**
  * Replication safety (option `replication` with `onTimeout: 'reject'`): fewer replicas than

@@ -17,7 +17,8 @@ export type ErrorCode =
   | 'ERR_TASK_TIMEOUT'
   | 'ERR_TASK_FAILED'
   | 'ERR_HANDOVER'
-  | 'ERR_EVICTION_POLICY';
+  | 'ERR_EVICTION_POLICY'
+  | 'ERR_REDIS_OOM';
 
 /** Base class of every error pairlock throws or reports. */
 export class PairlockError extends Error {
@@ -49,6 +50,17 @@ export class ResultError extends PairlockError {}
 export class RedisUnavailableError extends PairlockError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_REDIS_UNAVAILABLE', message, options);
+  }
+}
+
+/**
+ * Redis refused a write for want of memory (`maxmemory` reached under `noeviction`). A
+ * claim is refused whole, before it grants anything: run() rejects with this at once. A
+ * settle refused so is retried while the session lasts (the record stays the holder's).
+ */
+export class RedisOutOfMemoryError extends PairlockError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_REDIS_OOM', message, options);
   }
 }
 

@@ -4,6 +4,7 @@ import { DeadlineQueue } from './deadlines.js';
 import {
   InvalidOptionError,
   LeaseLostError,
+  RedisOutOfMemoryError,
   RedisUnavailableError,
   RejectedError,
   ResultError,
@@ -294,6 +295,7 @@ export class Executor {
   ): Promise<OwnerReply | 'unavailable'> {
     const o = this.ctx.options;
     let delay = 50;
+    let unknown: unknown;
     for (;;) {
       try {
         return await this.ctx.store.settle(loc, {
@@ -307,7 +309,17 @@ export class Executor {
           maxAttempts: this.ctx.maxAttempts(),
         });
       } catch (err) {
-        if (!(err instanceof RedisUnavailableError)) throw err;
+        // refused for want of memory: the record stays ours; retried while the session
+        // lasts, as while Redis is away (memory may come back)
+        const transient =
+          err instanceof RedisUnavailableError || err instanceof RedisOutOfMemoryError;
+        if (!transient) {
+          // A script that raised may have written first: the outcome is unknown. Sent
+          // again, a settle that was written is answered 'repeated', and published again.
+          if (unknown !== undefined) throw unknown;
+          unknown = err;
+          continue;
+        }
         if (!this.ctx.session.valid || this.ctx.isClosing()) {
           this.ctx.logger.warn({ err, taskId: loc.taskId }, 'pairlock: settle failed');
           return 'unavailable';

@@ -10,6 +10,7 @@ export {
   LeaseLostError,
   NoQuorumError,
   PairlockError,
+  RedisOutOfMemoryError,
   RedisUnavailableError,
   RejectedError,
   ResultError,

@@ -9,7 +9,7 @@ import {
   ReplyCode,
   rejectReasons,
 } from './codes.js';
-import { CorruptRecordError } from './errors.js';
+import { CorruptRecordError, RedisUnavailableError } from './errors.js';
 import type { TaskLocation } from './keys.js';
 export type ClaimReply =
   | {
@@ -160,11 +160,18 @@ export type BindReply =
 export interface LiveLink {
   /** Subscribe the connection to the session's liveness channel (and leave `previous`'s). */
   follow(sessionId: string, previous: string): Promise<void>;
-  /** A command answered on this very connection (PING in subscriber mode). */
-  ping(): Promise<void>;
+  /**
+   * A subscription proof: a message published to `sessionId`'s liveness channel (on the
+   * command connection) that arrived back on this very connection; rejects when it does
+   * not (and reports `close` when it reached no subscriber).
+   */
+  ping(sessionId: string): Promise<void>;
   /** Whether the connection is up now. */
   readonly ready: boolean;
-  /** `ready`: after each (re)connect, once subscriptions are restored; `close`: dropped. */
+  /**
+   * `ready`: after each (re)connect, once subscriptions are restored; `close`: dropped, or
+   * its subscription was (the server unsubscribed it on its own).
+   */
   on(event: 'ready' | 'close', listener: () => void): void;
 }
 
@@ -323,6 +330,11 @@ export function decodeClaim(reply: Raw, loc: TaskLocation): ClaimReply {
       return { type: 'claimable', kind: grantKinds[num(reply[1])] ?? 'fresh' };
     case ReplyCode.ClaimerSessionExpired:
       return { type: 'session-expired' };
+    case ReplyCode.OwnerUndeclared:
+      // the task changed hands at every one of the claim's rounds (see declared.ts)
+      throw new RedisUnavailableError(
+        `task ${JSON.stringify(loc.taskId)} changed owner at every round of its claim; retrying`,
+      );
     default:
       throw new Error(`unexpected claim reply ${JSON.stringify(reply)}`);
   }
@@ -388,7 +400,8 @@ export function decodePeek(entry: string): PeekEntry {
   if (entry === '') return { state: 'absent' };
   const [s, k, o] = entry.split(':');
   if (s === 'E') return { state: 'error', code: Number(k) };
-  return { state: s as 'R' | 'D' | 'F' | 'X', token: Number(k), orphaned: o === '1' };
+  // '?': the owner's session was not declared; a claim decides
+  return { state: s as 'R' | 'D' | 'F' | 'X', token: Number(k), orphaned: o !== '0' };
 }
 
 export function decodeSession(reply: Raw): SessionReply {

@@ -46,7 +46,7 @@ const fileOf: Record<ScriptName, string> = {
   progress: 'progress.lua',
   session: 'session-2.lua',
   bind: 'bind-2.lua',
-  inspect: 'inspect-2.lua',
+  inspect: 'inspect.lua',
   peek: 'peek.lua',
   cover: 'cover.lua',
   fencedWrite: 'fencedWrite-1.lua',

@@ -11,6 +11,7 @@ import {
   type RedisStoreOptions,
   withTimeout,
 } from './connection.js';
+import { DECLARE_ROUNDS, KnownOwners } from './declared.js';
 import type { Keys, TaskLocation } from './keys.js';
 import { decodeBind, Subscriber } from './liveness.js';
 import type { RedisConnection } from './options.js';
@@ -85,6 +86,8 @@ export class RedisStore implements Store {
   private readonly owned: boolean;
   private subscriber: Subscriber | ClusterSubscriber | undefined;
   private readonly prefix: string;
+  /** Sessions met holding tasks: the claim and peek scripts declare their keys. */
+  private readonly owners = new KnownOwners();
   /** WAIT after writes (option `replication`); undefined without it. */
   private readonly replicas: Replication | undefined;
   readonly eventsAreOutcomes: boolean;
@@ -116,6 +119,11 @@ export class RedisStore implements Store {
     this.pubsubMode = this.client instanceof Cluster ? (opts.pubsub ?? 'auto') : 'classic';
     this.eventChannel = this.pubsubMode === 'sharded' ? `#${this.shardChannel}` : keys.channel;
     defineScripts(this.client);
+  }
+
+  /** The "someone watches" flag (`pairlock watch`), declared by the scripts that read it. */
+  private get watchFlag(): string {
+    return `${this.keys.channel}:watching`;
   }
 
   /**
@@ -182,28 +190,50 @@ export class RedisStore implements Store {
   }
 
   private readonly claims = new Batcher<ClaimGroup, ClaimItem, Answer>(async (g, items) => {
-    const keys: string[] = [this.keys.session(g.session)];
-    const argv: (string | number)[] = [
-      g.session,
-      this.prefix + this.keys.sessionPrefix,
-      g.sessionTtlMs,
-      g.taskTimeoutMs,
-      g.retentionMs,
-      g.maxAttempts,
-      g.dryRun ? '1' : '0',
-      this.eventChannel,
-      g.quorum ? '1' : '',
-      this.prefix + this.keys.seqPrefix,
-      this.prefix + this.keys.bindPrefix,
-      this.livePrefix,
-    ];
-    for (const { loc, minToken } of items) {
-      keys.push(loc.container, loc.index);
-      argv.push(loc.field, loc.ref, minToken ?? '');
+    const answers: Answer[] = new Array(items.length);
+    let pending = items.map((_, i) => i);
+    // a worker's earlier sessions may hold its tasks too (and a peek may ask about them)
+    this.owners.note(g.session);
+    for (let round = 1; pending.length > 0; round++) {
+      // the claimer and the peers it has met: the sessions a record may name as its owner
+      const owners = this.owners.list(g.session);
+      const keys: string[] = [this.keys.session(g.session), this.watchFlag];
+      for (const o of owners) keys.push(this.keys.session(o), this.keys.seq(o), this.keys.bind(o));
+      const argv: (string | number)[] = [
+        g.session,
+        '',
+        g.sessionTtlMs,
+        g.taskTimeoutMs,
+        g.retentionMs,
+        g.maxAttempts,
+        g.dryRun ? '1' : '0',
+        this.eventChannel,
+        g.quorum ? '1' : '',
+        owners.length,
+        '1',
+        this.livePrefix,
+        ...owners,
+      ];
+      for (const i of pending) {
+        const { loc, minToken } = items[i]!;
+        keys.push(loc.container, loc.index);
+        argv.push(loc.field, loc.ref, minToken ?? '');
+      }
+      // a dry run writes nothing: no WAIT for it (see claim())
+      const b = await this.batch('claim', [keys.length, ...keys, ...argv], !g.dryRun && !g.quorum);
+      const again: number[] = [];
+      for (const [j, raw] of b.replies.entries()) {
+        const i = pending[j]!;
+        const code = Number(raw[0]);
+        if (code === ReplyCode.Held || code === ReplyCode.OwnerUndeclared)
+          this.owners.note(String(raw[1]));
+        // undeclared: nothing was decided for this task; ask again with its owner's keys
+        if (code === ReplyCode.OwnerUndeclared && round < DECLARE_ROUNDS) again.push(i);
+        else answers[i] = { raw, acked: b.acked };
+      }
+      pending = again;
     }
-    // a dry run writes nothing: no WAIT for it (see claim())
-    const b = await this.batch('claim', [keys.length, ...keys, ...argv], !g.dryRun && !g.quorum);
-    return b.replies.map((raw) => ({ raw, acked: b.acked }));
+    return answers;
   });
 
   private claimRaw(loc: TaskLocation, a: ClaimArgs, minToken: number | undefined): Promise<Answer> {
@@ -326,7 +356,7 @@ export class RedisStore implements Store {
   }
 
   private readonly settles = new Batcher<SettleGroup, SettleItem, Answer>(async (g, items) => {
-    const keys: string[] = [this.keys.session(g.session), this.keys.seq(g.session)];
+    const keys: string[] = [this.keys.session(g.session), this.keys.seq(g.session), this.watchFlag];
     const argv: (string | number)[] = [
       g.session,
       g.retentionMs,
@@ -423,22 +453,36 @@ export class RedisStore implements Store {
   }
 
   async inspect(loc: TaskLocation): Promise<InspectReply> {
+    // the owner's session key is declared, so it is known only after a first read
+    const first = decodeInspect(
+      await this.call('inspect', [2, loc.container, loc.index, loc.field, '']),
+      loc,
+    );
+    if (!first.found || first.ownerPttl >= 0 || first.session === '') return first;
+    const k = this.keys.session(first.session);
     const raw = await this.call('inspect', [
+      3,
       loc.container,
       loc.index,
+      k,
       loc.field,
-      this.prefix + this.keys.sessionPrefix,
+      first.session,
     ]);
     return decodeInspect(raw, loc);
   }
 
   async peek(locs: readonly TaskLocation[]): Promise<PeekEntry[]> {
     if (locs.length === 0) return [];
+    // the owners' sessions are declared (see declared.ts): a task held by another is
+    // answered as possibly orphaned, and a claim decides
+    const owners = this.owners.list();
     const raw = await this.call('peek', [
-      locs.length,
+      locs.length + owners.length,
       ...locs.map((l) => l.container),
-      this.prefix + this.keys.sessionPrefix,
+      ...owners.map((o) => this.keys.session(o)),
+      locs.length,
       ...locs.map((l) => l.field),
+      ...owners,
     ]);
     return raw.map((e) => decodePeek(String(e)));
   }

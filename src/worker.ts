@@ -344,8 +344,15 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         reply = await this.store.claim(run.loc, this.claimArgs(dryRun));
         run.unavailableSince = undefined;
       } catch (err) {
-        this.retryLater(run, err);
-        return;
+        // A script that raised an error may have written before it (Redis does not roll a
+        // script back): the outcome is unknown, not failed. A look at the task (a dry run
+        // answers 'resumed' to a grant this session holds) tells; such a grant is run.
+        const held = dryRun ? undefined : await this.heldAfterError(run, err);
+        if (!held) {
+          this.retryLater(run, err);
+          return;
+        }
+        reply = held;
       }
       if (run.finished || this.closing) {
         // a run() that joins the task later is another run of it: this grant goes back
@@ -419,6 +426,15 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     } finally {
       if (slotHeld) this.slots.release();
     }
+  }
+
+  /** After a claim that raised: the grant this session holds of the task, if any. */
+  private async heldAfterError(run: AnyRun, err: unknown): Promise<ClaimReply | undefined> {
+    if (err instanceof RedisUnavailableError) return undefined; // retried: a claim resumes
+    const look = await this.store.claim(run.loc, this.claimArgs(true)).catch(() => undefined);
+    if (look?.type !== 'resumed') return undefined;
+    this.logger.warn({ err, taskId: run.loc.taskId }, 'pairlock: a claim failed after granting');
+    return look;
   }
 
   private retryLater(run: AnyRun, err: unknown): void {

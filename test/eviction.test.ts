@@ -2,7 +2,7 @@
  * Eviction (src/eviction.ts) on a real redis-server: a worker reads `maxmemory-policy` at
  * start and warns (or refuses, option `evictionCheck`) when Redis may evict its keys;
  * `pairlock stats` and the verify preflight show the policy; and with `noeviction` and a
- * full memory, a run() fails with Redis' OOM error at once and leaves its record whole.
+ * full memory, a run() fails at once (ERR_REDIS_OOM), before anything is granted.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import {
   type Logger,
   PairedWorker,
   type PairedWorkerOptions,
+  RedisOutOfMemoryError,
 } from '../src/index.js';
 import { RedisServer, startCluster, startIndependent } from '../src/testing/index.js';
 import { keySlot } from '../src/topology-cluster.js';
@@ -349,7 +350,7 @@ describe('pairlock stats and the verify preflight show the policy', () => {
 });
 
 describe('noeviction with a full memory', () => {
-  it('run() fails at once with the OOM error, retries nothing, and the record stays whole', async () => {
+  it('run() fails at once with ERR_REDIS_OOM before granting: the handler never runs, nothing is written, nothing retried', async () => {
     await admin.config('SET', 'maxmemory-policy', 'noeviction');
     const log = capture();
     const opts = { logger: log, taskTimeoutMs: 1_500, firstAttemptIntervalMs: 200 };
@@ -373,31 +374,30 @@ describe('noeviction with a full memory', () => {
         return 'lost';
       })
       .catch((e: unknown) => e);
-    // the claim got through (its first write is the session's PEXPIRE, which Redis lets
-    // pass), the handler ran, and the settle was refused at its first write
-    expect(err).toBeInstanceOf(Error);
-    expect((err as Error).message).toMatch(
-      /^OOM command not allowed when used memory > 'maxmemory'/,
-    );
+    // the claim is refused whole at its first write (the session's refresh, a SET, which
+    // Redis checks against maxmemory): nothing granted, the handler never ran
+    expect(err).toBeInstanceOf(RedisOutOfMemoryError);
+    expect(err).toMatchObject({ code: 'ERR_REDIS_OOM' });
+    expect((err as Error).message).toMatch(/out of memory .*OOM command not allowed/);
     expect(Date.now() - t0).toBeLessThan(1_000);
-    expect(ran).toBe(1);
+    expect(ran).toBe(0);
     // no retry loop: Redis refuses nothing more
     const oomAfter = await errors();
     expect(oomAfter).toBeGreaterThan(oomBefore);
     await sleep(500);
     expect(await errors()).toBe(oomAfter);
-    // nothing half-written: the settled record is intact, the new one is the grant as made
+    // nothing half-written: the settled record is intact, and no grant was left behind
     expect(await a.inspect('before')).toMatchObject({ state: 'done', token: 1, result: 'kept' });
-    expect(await a.inspect('after')).toMatchObject({ state: 'running', token: 1, attempt: 1 });
+    expect(await a.inspect('after')).toBeNull();
 
-    // memory back: the task is taken over past its deadline, and its token goes on (2)
+    // memory back: the task runs at once, from token 1
     await admin.config('SET', 'maxmemory', '0');
     const b = worker({ ...opts, name: 'b', namespace: a.options.namespace });
     expect(await b.run('after', () => 'done')).toMatchObject({
       state: 'done',
-      role: 'took-over',
+      role: 'ran',
       result: 'done',
-      token: 2,
+      token: 1,
     });
   });
 });

@@ -751,6 +751,32 @@ describe('batches: one script call per kind per turn, each task decided alone', 
     }
   });
 
+  it("a task held by a session the claimer did not declare: asked again with that owner's keys (every key a script touches is declared)", async () => {
+    const a = await session('a');
+    const b = await session('b');
+    const held = task();
+    await store.claim(held, claimArgs(b));
+    // a store that has never met b: its first claim declares only its own session
+    const fresh = new RedisStore(redis, keys, 5_000);
+    // called directly: the claimer declares itself only; b's task is left undecided
+    const recordBefore = await redis.get(held.container);
+    const undeclared = await callScript(redis, 'claim', [
+      ...[7, keys.session(a), `${keys.channel}:watching`, keys.session(a), keys.seq(a)],
+      ...[keys.bind(a), held.container, held.index, a, '', 10_000, 60_000, 60_000, 3, '0'],
+      ...['', '', 1, '1', keys.livePrefix, a, held.field, held.ref, ''],
+    ]);
+    expect(undeclared).toEqual([[ReplyCode.OwnerUndeclared, b]]);
+    expect(await redis.get(held.container)).toBe(recordBefore); // nothing written
+    const before = await evalCalls();
+    expect(await fresh.claim(held, claimArgs(a))).toMatchObject({ type: 'held', owner: b });
+    expect((await evalCalls()) - before).toBe(2); // the second round declares b
+    // b is met now: one call, and a peek reads b's lease
+    const again = await evalCalls();
+    expect(await fresh.claim(held, claimArgs(a))).toMatchObject({ type: 'held', owner: b });
+    expect((await evalCalls()) - again).toBe(1);
+    expect(await fresh.peek([held])).toEqual([{ state: 'R', token: 1, orphaned: false }]);
+  });
+
   it('settles of one turn: one call, one event array with the change sequence, a stale one refused alone', async () => {
     const a = await session('a');
     const locs = [task(), task(true), task()];

@@ -185,26 +185,9 @@ local function update(container, index, field, r)
   end
 end
 
--- Liveness of a session: its remaining ms, or 0 when it is gone.
-local function sessionPttl(sessionPrefix, session)
-  local pttl = rcall('PTTL', sessionPrefix .. session)
-  if pttl < 0 then return 0 end
-  return pttl
-end
-
 -- channel: '' for none; '#<name>' publishes on the shard channel <name> (SPUBLISH, Redis 7
 -- sharded pub/sub: on a Cluster the message stays in the shard that owns the namespace's
 -- slot); any other name is a classic channel (PUBLISH).
--- Is anyone watching the namespace (`pairlock watch` keeps <channel>:watching alive)?
--- Events nobody acts on but a watcher are published only then. The flag key shares the
--- namespace's hash tag: the same slot.
-local function watched(channel)
-  if channel == '' then return false end
-  local plain = channel
-  if string.byte(channel, 1) == 35 then plain = string.sub(channel, 2) end
-  return rcall('EXISTS', plain .. ':watching') == 1
-end
-
 -- A message as it is (one event object, or an array of them for a batch).
 local function publishRaw(channel, text)
   if channel == '' then return end

@@ -48,12 +48,16 @@ const undo = (
 /** claim.lua for one task, called directly (numkeys, then KEYS and ARGV as its header lists). */
 const claimScript = (loc: TaskLocation, a: string, channel: string, minToken?: number) =>
   callScript(redis, 'claim', [
-    3,
+    7,
     keys.session(a),
+    `${keys.channel}:watching`,
+    keys.session(a), // owner 1: the claimer itself
+    keys.seq(a),
+    keys.bind(a),
     loc.container,
     loc.index,
     a,
-    keys.sessionPrefix,
+    '',
     10_000,
     60_000,
     60_000,
@@ -61,9 +65,10 @@ const claimScript = (loc: TaskLocation, a: string, channel: string, minToken?: n
     '0',
     channel,
     minToken === undefined ? '' : '1',
-    keys.seqPrefix,
-    keys.bindPrefix,
+    1,
+    '1',
     keys.livePrefix,
+    a,
     loc.field,
     loc.ref,
     minToken ?? '',
@@ -81,7 +86,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-describe('claim: optional minimum token (ARGV[11])', () => {
+describe('claim: optional minimum token (quorum mode, ARGV[9])', () => {
   /** claim.lua called directly for one task: `minToken` undefined is the plain mode. */
   const rawClaim = async (loc: TaskLocation, a: string, minToken?: number) =>
     ((await claimScript(loc, a, '', minToken)) as unknown[][])[0] as unknown[];
