@@ -13,10 +13,14 @@ import { driftMs, type Session } from './session.js';
  * sighting is `crashGraceMs` old (lua/cover.lua, lua/claim.lua).
  *
  * Why the holder stops first: it believes its leases only until (send time of the last
- * proof answered on the bound connection) + crashGraceMs − drift. The proof (PING on the
- * subscriber) was answered while the connection existed, so before anyone could see it
- * gone; the takeover comes crashGraceMs after that sighting. Durations only, each on its
- * own side's monotonic clock.
+ * proof answered on the bound connection) + crashGraceMs − drift. The proof is a message
+ * the holder publishes to its own liveness channel and receives back on the bound
+ * connection (LiveLink.ping, liveness.ts): the server delivered it while that connection
+ * was subscribed to the channel, so before anyone could see the channel without a
+ * subscriber; the takeover comes crashGraceMs after that sighting. Durations only, each on
+ * its own side's monotonic clock. (A PING would prove the connection only: a Cluster node
+ * that loses the namespace's slot unsubscribes the connection and keeps it, and if the
+ * slot comes back to it the scripts see no subscriber while PINGs are answered.)
  *
  * The grace a holder records with its binding is its own: `crashGraceMs`, or more where
  * its link needs it. A proof is sent every 100 ms, so the next one must be answered
@@ -27,7 +31,10 @@ import { driftMs, type Session } from './session.js';
  *
  * Every connect of the subscriber is a new binding (epoch + 1), never a continuation: a
  * proof counts only if it was sent and answered on the connection the server has bound
- * (a reconnected link proves nothing until it is bound again). When the connection
+ * (a reconnected link proves nothing until it is bound again). The link reports as a drop
+ * (`close`) a connection that closed, and one that lost its subscription while it stands
+ * (an unsubscribe the server sent on its own, or a proof that reached no subscriber), so
+ * that a connection that "stands" below is one still subscribed. When the connection
  * drops, the holder unbinds through its command connection, retrying until that is
  * answered or a new bind supersedes it; once answered no takeover on connection
  * evidence can happen (the binding record is gone, or the session was revoked), and its
@@ -431,7 +438,7 @@ export class Binding {
     const sent = now();
     const grace = this.grace;
     this.lastProofAt = sent;
-    this.ctx.link.ping().then(
+    this.ctx.link.ping(this.bound).then(
       () => {
         if (generation !== this.generation || generation !== this.boundGeneration) return;
         if (this.stopped) return;

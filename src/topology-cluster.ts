@@ -1,5 +1,7 @@
 import { EventEmitter } from 'node:events';
-import { type Cluster, Redis } from 'ioredis';
+import { type Cluster, Command, Redis } from 'ioredis';
+import { withTimeout } from './connection.js';
+import { SubscriptionProofs, UnsubscribeWatch } from './liveness.js';
 import type { LiveLink } from './replies.js';
 
 /*
@@ -12,7 +14,15 @@ import type { LiveLink } from './replies.js';
  *
  * It is also the connection a worker's session is bound to (LiveLink, see binding.ts):
  * the sessions' liveness channels share the namespace's slot, and the scripts of that
- * slot's owner read their subscribers.
+ * slot's owner read their subscribers. A node that loses the slot unsubscribes its shard
+ * channels (a `sunsubscribe` push) and keeps the connection; were the slot to come back to
+ * it (same run_id) before the cluster client noticed, a PING would still be answered
+ * while the scripts see no subscriber. So (see liveness.ts) the holder proves its
+ * subscription: SPUBLISH of a token to its liveness channel through the cluster (routed to
+ * the slot's owner), counted when it arrives here; and an unsubscribe this class did not
+ * ask for, or a proof that reached no subscriber, ends the connection as a drop
+ * (`close`, then a new connection to the owner, then `ready`). It also keeps namespace
+ * events flowing after such a bounce.
  */
 
 // CRC16/XMODEM, the hash of Redis Cluster key slots
@@ -53,6 +63,7 @@ export class ClusterSubscriber implements LiveLink {
   private starting = false;
   private readonly slot: number;
   private readonly channels: readonly string[];
+  private readonly proofs: SubscriptionProofs;
   private readonly onRefresh = () => {
     if (!this.closed && !this.starting && !this.resubscribing && this.ownerKey() !== this.nodeKey)
       void this.resubscribe();
@@ -71,6 +82,12 @@ export class ClusterSubscriber implements LiveLink {
   ) {
     this.channels = typeof channel === 'string' ? [channel] : channel;
     this.slot = keySlot(this.channels[0] ?? '');
+    this.proofs = new SubscriptionProofs(timeoutMs);
+  }
+
+  /** A channel this class keeps subscribed (an unsubscribe of it it did not ask for). */
+  private wants(channel: string): boolean {
+    return this.channels.includes(channel) || this.live.has(channel);
   }
 
   /** Subscribe once; throws when the owner of the slot cannot be reached in time. */
@@ -113,9 +130,19 @@ export class ClusterSubscriber implements LiveLink {
       autoResubscribe: false,
     });
     conn.on('error', () => {});
-    conn.on(this.sharded ? 'smessage' : 'message', (_channel: string, msg: string) =>
-      this.onMessage(msg),
+    // the server dropped a subscription of ours on a connection it keeps (a slot moved)
+    let unsubscribed = false;
+    conn.on('connect', () =>
+      UnsubscribeWatch.attach(conn, (ch) => {
+        if (!this.wants(ch)) return;
+        unsubscribed = true;
+        this.lost(conn);
+      }),
     );
+    conn.on(this.sharded ? 'smessage' : 'message', (channel: string, msg: string) => {
+      if (this.livePrefix && channel.startsWith(this.livePrefix)) this.proofs.arrived(conn, msg);
+      else this.onMessage(msg);
+    });
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
@@ -130,6 +157,10 @@ export class ClusterSubscriber implements LiveLink {
             () => reject(new Error(`subscribing to ${this.name} timed out`)),
             this.timeoutMs,
           );
+          // a node that does not own the slot answers SSUBSCRIBE with MOVED, which ioredis
+          // reports as this event and never as the command's failure: try again at once
+          // (after a slot refresh) rather than after the timeout
+          conn.once('moved', () => reject(new Error(`${this.name}: MOVED (slot ${this.slot})`)));
         }),
       ]);
     } catch (err) {
@@ -142,13 +173,20 @@ export class ClusterSubscriber implements LiveLink {
       conn.disconnect();
       return;
     }
+    if (unsubscribed) {
+      conn.disconnect();
+      throw new Error(`${this.name}: unsubscribed by the server while subscribing`);
+    }
     this.conn = conn;
     this.nodeKey = key;
-    conn.once('end', () => {
-      if (this.conn !== conn || this.closed) return;
-      this.links.emit('close');
-      void this.resubscribe();
-    });
+    conn.once('end', () => this.lost(conn));
+  }
+
+  /** The connection, or a subscription on it, is gone: a drop; subscribe again. */
+  private lost(conn: Redis): void {
+    if (this.conn !== conn || this.closed) return;
+    this.links.emit('close');
+    void this.resubscribe();
   }
 
   get ready(): boolean {
@@ -164,8 +202,11 @@ export class ClusterSubscriber implements LiveLink {
     if (!conn || !this.livePrefix) throw new Error(`not subscribed to ${this.name}`);
     const ch = this.livePrefix + sessionId;
     this.live.add(ch);
-    if (this.sharded) await conn.ssubscribe(ch);
-    else await conn.subscribe(ch);
+    await withTimeout(
+      this.sharded ? conn.ssubscribe(ch) : conn.subscribe(ch),
+      this.timeoutMs,
+      () => `subscribing to ${ch} timed out`,
+    );
     if (previous && previous !== sessionId) {
       const old = this.livePrefix + previous;
       this.live.delete(old);
@@ -173,10 +214,43 @@ export class ClusterSubscriber implements LiveLink {
     }
   }
 
-  async ping(): Promise<void> {
+  /** A subscription proof (see above): published through the cluster, back here. */
+  async ping(sessionId: string): Promise<void> {
     const conn = this.conn;
-    if (!conn) throw new Error(`not subscribed to ${this.name}`);
-    await conn.ping();
+    if (!conn || !this.livePrefix) throw new Error(`not subscribed to ${this.name}`);
+    const channel = this.livePrefix + sessionId;
+    await this.proofs.prove(
+      conn,
+      (token) => this.publish(channel, token),
+      () => {
+        // (not a channel it left meanwhile: a session changed)
+        if (this.live.has(channel)) this.lost(conn);
+      },
+      async () => {
+        if (this.conn !== conn) throw new Error('the subscriber moved');
+        await conn.ping();
+      },
+    );
+  }
+
+  /**
+   * Publish a proof token; answers the subscribers it reached. Built as a Command so that
+   * no client key prefix is added (the channel is named like the keys already). SPUBLISH
+   * goes to the slot's owner (MOVED followed), and counts the subscribers there; a classic
+   * PUBLISH counts those of the node that runs it, so it goes to the subscriber's node.
+   */
+  private publish(channel: string, token: string): Promise<unknown> {
+    const cmd = new Command(this.sharded ? 'spublish' : 'publish', [channel, token]);
+    if (this.sharded) {
+      this.cluster.sendCommand(cmd);
+      return cmd.promise;
+    }
+    const node = this.cluster
+      .nodes('master')
+      .find((n) => `${n.options.host}:${n.options.port}` === this.nodeKey);
+    if (!node) return Promise.reject(new Error(`no node ${this.nodeKey} for ${channel}`));
+    node.sendCommand(cmd);
+    return cmd.promise;
   }
 
   /** After a connection loss, a failover or a slot move: subscribe again, then re-check. */
