@@ -3,137 +3,28 @@
  * independent masters (quorum mode). All run the redis-server binary on 127.0.0.1; containers
  * are not an option here because the nodes address each other by loopback ports.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import { Redis } from 'ioredis';
 import { requireRedisServerBinary } from './binary.js';
 import { RedisServerStartError } from './errors.js';
 import { freeClusterPort } from './ports.js';
 import { RedisServer } from './redis-server.js';
+import {
+  command,
+  guarded,
+  HOST,
+  type HostPort,
+  infoField,
+  makeTmpDir,
+  pairs,
+  range,
+  startAll,
+  stopAll,
+  waitUntil,
+} from './topology-support.js';
 
-export interface HostPort {
-  host: string;
-  port: number;
-}
-
-const HOST = '127.0.0.1';
-/** Poll period while waiting for replication, sentinels, cluster state or a failover. */
-const POLL_MS = 50;
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Runs `fn` with a short-lived client that never retries: a dead node fails fast. */
-async function withClient<T>(
-  addr: HostPort,
-  fn: (c: Redis) => Promise<T>,
-  timeoutMs = 2_000,
-): Promise<T> {
-  const client = new Redis({
-    host: addr.host,
-    port: addr.port,
-    lazyConnect: true,
-    connectTimeout: timeoutMs,
-    commandTimeout: timeoutMs,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    enableReadyCheck: false,
-    enableOfflineQueue: false,
-  });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    return await fn(client);
-  } finally {
-    client.disconnect();
-  }
-}
-
-async function command(addr: HostPort, ...args: string[]): Promise<unknown> {
-  const [name, ...rest] = args;
-  return withClient(addr, (c) => c.call(name!, ...rest));
-}
-
-/** Polls `check` until it returns true; errors count as "not yet". */
-async function waitUntil(
-  what: string,
-  timeoutMs: number,
-  check: () => Promise<boolean>,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      if (await check()) return;
-    } catch (err) {
-      lastError = err;
-    }
-    await sleep(POLL_MS);
-  }
-  const detail = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail}`);
-}
-
-function infoField(info: string, field: string): string | undefined {
-  const m = new RegExp(`^${field}:(.*)$`, 'm').exec(info);
-  return m?.[1]?.trim();
-}
-
-/** Flat [k1, v1, k2, v2, ...] reply (SENTINEL MASTER) to a map. */
-function pairs(reply: unknown): Map<string, string> {
-  const out = new Map<string, string>();
-  if (!Array.isArray(reply)) return out;
-  for (let i = 0; i + 1 < reply.length; i += 2) out.set(String(reply[i]), String(reply[i + 1]));
-  return out;
-}
-
-/**
- * Starts all servers concurrently. If any fails, the ones that did start are stopped before the
- * error is rethrown, so a failed setup leaks nothing (Promise.all would leave late starters).
- */
-async function startAll(
-  factories: Array<() => Promise<RedisServer>>,
-  into: RedisServer[],
-): Promise<RedisServer[]> {
-  const results = await Promise.allSettled(factories.map((f) => f()));
-  const ok: RedisServer[] = [];
-  let failure: unknown;
-  for (const r of results) {
-    if (r.status === 'fulfilled') ok.push(r.value);
-    else failure ??= r.reason;
-  }
-  into.push(...ok);
-  if (failure !== undefined) throw failure;
-  return ok;
-}
-
-async function stopAll(servers: RedisServer[]): Promise<void> {
-  await Promise.allSettled(servers.map((s) => s.stop()));
-}
-
-function makeTmpDir(prefix: string): string {
-  return mkdtempSync(path.join(os.tmpdir(), `pairlock-${prefix}-`));
-}
-
-/** Runs `setup`; on failure stops everything in `started`, removes `dir`, rethrows. */
-async function guarded<T>(
-  dir: string,
-  started: RedisServer[],
-  setup: () => Promise<T>,
-): Promise<T> {
-  try {
-    return await setup();
-  } catch (err) {
-    await stopAll(started);
-    await rm(dir, { recursive: true, force: true }).catch(() => {});
-    throw err;
-  }
-}
-
-function range(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => i);
-}
+export type { HostPort } from './topology-support.js';
 
 // ---------------------------------------------------------------------------------------------
 // master + replicas + sentinels
@@ -311,6 +202,11 @@ export async function startReplicated(opts: ReplicatedOptions = {}): Promise<Rep
 
 export interface ClusterOptions {
   masters?: number;
+  /**
+   * Replicas per master (default 0). Each replica is a cluster node of its own that
+   * replicates its master (CLUSTER REPLICATE), ready for CLUSTER FAILOVER.
+   */
+  replicas?: number;
   binary?: string;
   /** `cluster-node-timeout`. Default 2000 ms. */
   nodeTimeoutMs?: number;
@@ -319,7 +215,12 @@ export interface ClusterOptions {
 }
 
 export interface ClusterTopology {
+  /** Every node: the masters (in slot order), then the replicas (`replicas`). */
   nodes: RedisServer[];
+  /** The masters as started: master i owned the i-th even share of the slots. */
+  masters: RedisServer[];
+  /** The replicas as started: those of master i at [i * replicas, (i + 1) * replicas). */
+  replicas: RedisServer[];
   startupNodes: HostPort[];
   close(): Promise<void>;
 }
@@ -374,6 +275,10 @@ async function addSlots(addr: HostPort, first: number, last: number): Promise<vo
 export async function startCluster(opts: ClusterOptions = {}): Promise<ClusterTopology> {
   const n = opts.masters ?? 3;
   if (n < 1) throw new Error('startCluster needs at least one master');
+  const perMaster = opts.replicas ?? 0;
+  if (!Number.isInteger(perMaster) || perMaster < 0)
+    throw new Error('startCluster: replicas must be an integer >= 0');
+  const total = n * (1 + perMaster);
   const nodeTimeoutMs = opts.nodeTimeoutMs ?? 2_000;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
   const binary = requireRedisServerBinary(opts.binary);
@@ -381,13 +286,18 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<ClusterTo
   const started: RedisServer[] = [];
 
   return guarded(dir, started, async () => {
-    const nodes = await startAll(
+    const masters = await startAll(
       range(n).map(() => () => startClusterNode(dir, binary, nodeTimeoutMs)),
       started,
     );
-    // Node i owns [i*16384/n, (i+1)*16384/n - 1]: contiguous, even, covering every slot.
+    const replicas = await startAll(
+      range(n * perMaster).map(() => () => startClusterNode(dir, binary, nodeTimeoutMs)),
+      started,
+    );
+    const nodes = [...masters, ...replicas];
+    // Master i owns [i*16384/n, (i+1)*16384/n - 1]: contiguous, even, covering every slot.
     await Promise.all(
-      nodes.map((node, i) =>
+      masters.map((node, i) =>
         addSlots(
           node.address,
           Math.floor((i * CLUSTER_SLOTS) / n),
@@ -399,14 +309,44 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<ClusterTo
     for (const node of nodes.slice(1)) {
       await command(first!.address, 'CLUSTER', 'MEET', HOST, String(node.port));
     }
+    if (replicas.length > 0) {
+      // a replica may replicate a master only once it knows that node (by gossip)
+      const ids = await Promise.all(
+        masters.map(async (m) => String(await command(m.address, 'CLUSTER', 'MYID'))),
+      );
+      await Promise.all(
+        replicas.map((r, j) =>
+          waitUntil(`${r.url} to replicate its master`, readyTimeoutMs, async () => {
+            await command(r.address, 'CLUSTER', 'REPLICATE', ids[Math.floor(j / perMaster)]!);
+            return true;
+          }),
+        ),
+      );
+    }
     // cluster_state:ok alone can show up before every node knows every other; clients that
     // start then may be redirected around, so wait for the full view on each node.
-    await waitUntil(`cluster_state:ok on ${n} node(s)`, readyTimeoutMs, async () => {
+    await waitUntil(`cluster_state:ok on ${total} node(s)`, readyTimeoutMs, async () => {
       for (const node of nodes) {
         const info = String(await command(node.address, 'CLUSTER', 'INFO'));
         if (infoField(info, 'cluster_state') !== 'ok') return false;
-        if (Number(infoField(info, 'cluster_known_nodes')) !== n) return false;
+        if (Number(infoField(info, 'cluster_known_nodes')) !== total) return false;
         if (Number(infoField(info, 'cluster_slots_ok')) !== CLUSTER_SLOTS) return false;
+        if (replicas.length > 0) {
+          // every node's view (gossip) knows every replica as one
+          const view = String(await command(node.address, 'CLUSTER', 'NODES'));
+          const seen = view.split('\n').filter((l) => l.split(' ')[2]?.includes('slave'));
+          if (seen.length !== replicas.length) return false;
+        }
+      }
+      for (const r of replicas) {
+        const info = String(await command(r.address, 'INFO', 'replication'));
+        if (infoField(info, 'role') !== 'slave') return false;
+        if (infoField(info, 'master_link_status') !== 'up') return false;
+      }
+      // every master's replicas are known to it (and so to a CLUSTER FAILOVER's vote)
+      for (const m of masters) {
+        const info = String(await command(m.address, 'INFO', 'replication'));
+        if (Number(infoField(info, 'connected_slaves')) < perMaster) return false;
       }
       return true;
     });
@@ -414,6 +354,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<ClusterTo
     let closing: Promise<void> | undefined;
     return {
       nodes,
+      masters,
+      replicas,
       startupNodes: nodes.map((s) => s.address),
       close() {
         closing ??= (async () => {

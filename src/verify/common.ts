@@ -181,7 +181,9 @@ export interface FaultPlan {
    * pause/cut/delay/partition/cut-node: how long; kill/handover: how long until the restart;
    * node-loss: how long the node stays down; abort: how long until run() is called again;
    * timeout/slow-minority: how long replies are held back; stall/stall-close: how long the
-   * worker's event loop is blocked; redis-stall/client-pause: how long Redis answers nobody.
+   * worker's event loop is blocked; redis-stall/client-pause: how long Redis answers nobody;
+   * migrate: the pauses between keys add up to this much at most; failover: the longest wait
+   * for the replica to become master.
    */
   durationMs: number;
   /** delay: one-way ms added per chunk. */
@@ -287,6 +289,14 @@ export function planFaults(
       case 'stall-close':
         // long enough for the standby to see the closed subscriber a grace long
         f.durationMs = 500 + Math.round(r() * 200);
+        break;
+      case 'migrate':
+        // the pauses between the keys' moves add up to this much at most (the rest move at once)
+        f.durationMs = 300 + Math.round(r() * 1_200);
+        break;
+      case 'failover':
+        // the longest wait for the replica to report itself master
+        f.durationMs = 10_000;
         break;
     }
     out.push(f);
@@ -426,6 +436,11 @@ export interface WorkerConfig {
   keyPrefix: string;
   /** One: a single Redis; three or more: quorum mode. Each reaches its node through a proxy. */
   coord: RedisOptions[];
+  /**
+   * A Redis Cluster: `coord` are its nodes' proxies (the startup nodes of a Cluster client),
+   * and `natMap` maps each node's address, as the cluster announces it, to its proxy.
+   */
+  cluster?: { natMap: Record<string, { host: string; port: number }> };
   /** The fenced sink's Redis, reached directly. */
   sink: RedisOptions;
   /** Prefix of the sink's keys (see sinkKey). */

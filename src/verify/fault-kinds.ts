@@ -21,7 +21,9 @@ export type FaultKind =
   | 'stall'
   | 'redis-stall'
   | 'client-pause'
-  | 'stall-close';
+  | 'stall-close'
+  | 'migrate'
+  | 'failover';
 export const faultKinds: readonly FaultKind[] = [
   'kill',
   'pause',
@@ -41,6 +43,8 @@ export const faultKinds: readonly FaultKind[] = [
   'redis-stall',
   'client-pause',
   'stall-close',
+  'migrate',
+  'failover',
 ];
 /**
  * How often the schedule draws each kind, relative to the others (1 unless named here): the
@@ -52,16 +56,37 @@ export const faultWeights: Partial<Record<FaultKind, number>> = {
   'redis-stall': 0.6,
   'client-pause': 0.6,
   'stall-close': 0.8,
+  // a Cluster run: drawn often enough that a minute of faults (3,000 tasks at 50/s, a fault
+  // every ~700 ms) moves the slot at least 5 times and fails it over at least twice, for
+  // almost every seed (one node fault at a time: a draw while one is under way is skipped)
+  migrate: 2.5,
+  failover: 1.8,
 };
 /** Fault kinds that only mean something with several coordination nodes (quorum mode). */
 export const quorumOnlyFaults: readonly FaultKind[] = ['cut-node', 'slow-minority'];
+/**
+ * Fault kinds that only mean something on a Redis Cluster (`--topology cluster`): the
+ * namespaces' hash slot moves to another master (migrate: IMPORTING/MIGRATING, MIGRATE key
+ * by key, SETSLOT NODE), or the replica of its master takes over (failover: CLUSTER
+ * FAILOVER). See cluster-faults.ts.
+ */
+export const clusterOnlyFaults: readonly FaultKind[] = ['migrate', 'failover'];
+/**
+ * Fault kinds a Cluster run does not inject: those of quorum mode, and the restarts of a
+ * server (a master's loss is what a failover stands for; the nodes keep no data on disk).
+ */
+export const clusterExcludedFaults: readonly FaultKind[] = [
+  ...quorumOnlyFaults,
+  'redis-restart',
+  'node-loss',
+];
 /**
  * Fault kinds that act on a Redis server itself: stop or restart it, make it close one
  * worker's connections (CLIENT KILL: sub-reset its subscriber connections, the command
  * connections staying; cmd-reset the reverse; stall-close the subscriber connections of a
  * worker whose event loop is stalled), or stall it (redis-stall: DEBUG SLEEP; client-pause:
- * CLIENT PAUSE ALL). Only where the run owns its servers (`npm run chaos`). Every other
- * kind acts on the workers or on their proxies.
+ * CLIENT PAUSE ALL), or move a Cluster's slot (migrate, failover). Only where the run owns
+ * its servers (`npm run chaos`). Every other kind acts on the workers or on their proxies.
  */
 export const serverFaults: readonly FaultKind[] = [
   'redis-restart',
@@ -71,12 +96,20 @@ export const serverFaults: readonly FaultKind[] = [
   'redis-stall',
   'client-pause',
   'stall-close',
+  'migrate',
+  'failover',
 ];
-/** The fault kinds a run injects unless told otherwise. */
-export function defaultFaults(nodes: number, ownsServers = true): FaultKind[] {
+/**
+ * The fault kinds a run injects unless told otherwise: on `nodes` coordination nodes (3+:
+ * quorum mode), or on a Redis Cluster (`cluster`, `nodes` then 1: the namespaces' shard).
+ */
+export function defaultFaults(nodes: number, ownsServers = true, cluster = false): FaultKind[] {
   return faultKinds.filter(
     (k) =>
-      (nodes > 1 || !quorumOnlyFaults.includes(k)) && (ownsServers || !serverFaults.includes(k)),
+      (cluster
+        ? !clusterExcludedFaults.includes(k)
+        : (nodes > 1 || !quorumOnlyFaults.includes(k)) && !clusterOnlyFaults.includes(k)) &&
+      (ownsServers || !serverFaults.includes(k)),
   );
 }
 
@@ -102,7 +135,9 @@ export const nodeFaults: readonly FaultKind[] = [
 /**
  * Faults that close or cut a worker's connections (or take its Redis away): a lease lost for
  * reason `connection` must follow one of them on the holder's slot, and so may a
- * re-execution.
+ * re-execution. On a Cluster, a slot that moves (migrate, failover) moves every worker's
+ * commands and subscription to another node: the old node's answers (MOVED, ASK, TRYAGAIN,
+ * a subscription it drops) count as a lost connection of every slot.
  */
 export const connectionFaults: readonly FaultKind[] = [
   'kill',
@@ -114,6 +149,8 @@ export const connectionFaults: readonly FaultKind[] = [
   'redis-restart',
   'node-loss',
   'cut-node',
+  'migrate',
+  'failover',
 ];
 /**
  * Faults that may make a handler run again whatever their length: the connection faults

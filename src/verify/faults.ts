@@ -4,82 +4,23 @@
  * Redis servers. Every fault is logged to parent.log with its start and end, which is what
  * the checker attributes overlapping executions to.
  */
-import type { ChildProcess } from 'node:child_process';
-import type { TcpProxy } from '../testing/proxy.js';
+import { ClusterFaults } from './cluster-faults.js';
 import {
   derive,
   type FaultKind,
   type FaultPlan,
   noticeBoundMs,
-  type ParentEntry,
   stamp,
   type TaskSpec,
   type ToWorker,
   workerTiming,
 } from './common.js';
+import type { FaultContext, Slot } from './fault-context.js';
 import { StallFaults } from './stall-faults.js';
 
+export type { FaultContext, ServerControl, Slot } from './fault-context.js';
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** One worker of a pair, across its restarts. */
-export interface Slot {
-  readonly index: number;
-  readonly pair: number;
-  /** One proxy per coordination node: this worker's own links. */
-  readonly proxies: TcpProxy[];
-  /** Reply delays asked for each proxy, by the fault that asked (the largest applies). */
-  readonly replyDelays: Map<string, number>[];
-  child: ChildProcess | undefined;
-  instance: string;
-  instances: number;
-  ready: boolean;
-  /** Tasks released to this slot that its current process has not reported an outcome for. */
-  readonly pending: Map<string, TaskSpec>;
-  /** Tasks whose handler runs now in this slot's process (holder detection). */
-  readonly running: Set<string>;
-  /**
-   * The process is down on purpose (kill), frozen (pause), closing on SIGTERM (handover),
-   * or being stopped at the end of the run.
-   */
-  state: 'up' | 'killed' | 'paused' | 'handover' | 'stopping';
-  /** The proxy is faulted (cut, delay, partition, timeout, cut-node). */
-  linkFault: boolean;
-  /**
-   * After an `abort`, the process is not killed or handed over for a while: its second
-   * run() call must be seen to answer (or not) before the process goes away.
-   */
-  keepUntil: number;
-}
-
-/** Stops and starts the coordination servers: only a run that owns them has this. */
-export interface ServerControl {
-  /** SIGKILL of node `i`. */
-  kill(i: number): Promise<void>;
-  /** Start node `i` again on its port with its data (after a clean stop when it runs). */
-  restart(i: number): Promise<void>;
-}
-
-export interface FaultContext {
-  readonly slots: Slot[];
-  /** Coordination nodes: 1, or 3+ in quorum mode. */
-  readonly nodes: number;
-  readonly servers: ServerControl | undefined;
-  log(line: ParentEntry): void;
-  /** Start a new process in the slot (after a kill or a handover). */
-  respawn(slot: Slot): void;
-  /**
-   * Make node `node` close the connections that come from `ports` (its subscriber
-   * connections when `pubsub`, else the others); answers how many it closed. Only where
-   * the run owns its servers.
-   */
-  dropConnections?(node: number, ports: ReadonlySet<number>, pubsub: boolean): Promise<number>;
-  /**
-   * Stall node `node` for `ms`: DEBUG SLEEP (redis-stall, resolves when it answers again) or
-   * CLIENT PAUSE ALL (client-pause, resolves once the pause is in place), over an admin
-   * connection of the orchestrator. Only where the run owns its servers.
-   */
-  stallServer?(node: number, kind: 'redis-stall' | 'client-pause', ms: number): Promise<void>;
-}
 
 export function setReplyDelay(slot: Slot, node: number, source: string, ms: number): void {
   const asked = slot.replyDelays[node];
@@ -111,6 +52,8 @@ export class FaultInjector {
   private onSettle: (() => void) | undefined;
   /** stall, stall-close, redis-stall, client-pause (stall-faults.ts); workers report to it. */
   readonly stallFaults: StallFaults;
+  /** migrate, failover (cluster-faults.ts): a Cluster run's slot moves. */
+  private readonly clusterFaults: ClusterFaults;
 
   constructor(
     private readonly ctx: FaultContext,
@@ -122,6 +65,16 @@ export class FaultInjector {
       logSlot: (kind, slot, phase, detail) => this.logSlot(kind, slot, phase, detail),
       track: (p) => this.track(p),
       pickHolder: (preferred) => this.pickHolder(preferred),
+      nodeBusy: () => this.nodeFaultBusy,
+      setNodeBusy: (busy) => {
+        this.nodeFaultBusy = busy;
+      },
+    });
+    this.clusterFaults = new ClusterFaults({
+      cluster: ctx.cluster,
+      seed,
+      log: (line) => ctx.log(line),
+      track: (p) => this.track(p),
       nodeBusy: () => this.nodeFaultBusy,
       setNodeBusy: (busy) => {
         this.nodeFaultBusy = busy;
@@ -368,6 +321,12 @@ export class FaultInjector {
       case 'redis-stall':
       case 'client-pause': {
         const why = this.stallFaults.start(f, target, done);
+        if (why !== undefined) skip(why);
+        return;
+      }
+      case 'migrate':
+      case 'failover': {
+        const why = this.clusterFaults.start(f, done, skip);
         if (why !== undefined) skip(why);
         return;
       }

@@ -101,6 +101,9 @@ export function formatReport(r: Report): string {
   rows.push(['tasks released / planned', `${r.released} / ${r.planned}`, '']);
   rows.push(['outcomes', `done ${r.outcomes.done}, failed ${r.outcomes.failed}`, '']);
   rows.push(['faults injected', `${total}: ${fmtMap(r.faults, faultKinds)}`, '']);
+  // drawn but not injected (another node fault under way, no live worker, …)
+  if (Object.keys(r.faultsSkipped ?? {}).length > 0)
+    rows.push(['faults skipped', fmtMap(r.faultsSkipped, faultKinds), '']);
   rows.push(['grants by kind', fmtMap(r.grants, grantKinds), '']);
   rows.push(['handler executions', String(r.executions), '']);
   rows.push([

@@ -12,13 +12,12 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import { packageRoot } from '../cli/root.js';
-import { fencedRead } from '../fencing.js';
 import { TcpProxy } from '../testing/proxy.js';
-import { PairedWorker } from '../worker.js';
 import { clientPause, debugSleep, dropConnections } from './admin.js';
 import { check, type Report } from './check.js';
+import { ClusterAdmin } from './cluster-admin.js';
 import {
   type FaultKind,
   type FromWorker,
@@ -31,14 +30,13 @@ import {
   planTasks,
   runCallBoundMs,
   SIDES,
-  sinkJournal,
-  sinkKey,
   stamp,
   type TaskSpec,
   type ToWorker,
   timingOf,
   type WorkerConfig,
 } from './common.js';
+import { dump } from './dump.js';
 import { FaultInjector, type ServerControl, type Slot } from './faults.js';
 
 export type { ServerControl } from './faults.js';
@@ -75,6 +73,13 @@ export interface RunSetup {
   retentionMs?: number;
   /** Only a run that owns its servers restarts them (redis-restart, node-loss). */
   servers?: ServerControl;
+  /**
+   * The nodes are one Redis Cluster, every master and replica (`npm run chaos -- --topology
+   * cluster`): each worker reaches them through its proxies with a Cluster client, and the
+   * namespaces share hash slot `slot`, which the migrate and failover faults move (only where
+   * the run owns its servers). The checker sees one coordination node: the slot's master.
+   */
+  cluster?: { slot: number };
   /** Where the logs, the plan, the dumps and the summary go. */
   outDir: string;
   /** For the report: the topology, and the command that reproduces the run. */
@@ -149,6 +154,10 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
   const settledAnywhere = new Set<string>();
   let unexpectedExits = 0;
   const command = workerCommand();
+  /** Coordination nodes as the faults and the checker count them (a Cluster: its slot's master). */
+  const coordNodes = setup.cluster ? 1 : setup.nodes.length;
+  const cluster =
+    setup.cluster && setup.servers ? new ClusterAdmin(setup.nodes, setup.cluster.slot) : undefined;
 
   const deliver = (slot: Slot, tasks: TaskSpec[]) => {
     const child = slot.child;
@@ -173,6 +182,19 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
         host: '127.0.0.1',
         port: slot.proxies[i]?.port ?? n.port,
       })),
+      // a Cluster announces its nodes' own addresses: each is reached through its proxy
+      ...(setup.cluster
+        ? {
+            cluster: {
+              natMap: Object.fromEntries(
+                setup.nodes.map((n, i) => [
+                  `${n.host}:${n.port}`,
+                  { host: '127.0.0.1', port: slot.proxies[i]?.port ?? n.port },
+                ]),
+              ),
+            },
+          }
+        : {}),
       sink: setup.sink,
       sinkBase: setup.sinkBase,
       sinkTtlMs: setup.sinkTtlMs,
@@ -248,10 +270,11 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
   const faults = new FaultInjector(
     {
       slots,
-      nodes: setup.nodes.length,
+      nodes: coordNodes,
       servers: setup.servers,
       log,
       respawn: spawnWorker,
+      ...(cluster ? { cluster } : {}),
       ...(setup.servers
         ? {
             dropConnections: (i: number, ports: ReadonlySet<number>, pubsub: boolean) => {
@@ -261,7 +284,8 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
                 : Promise.resolve(0);
             },
             stallServer: async (i: number, kind: 'redis-stall' | 'client-pause', ms: number) => {
-              const n = setup.nodes[i];
+              // a Cluster: the master that serves the namespaces' slot now
+              const n = setup.nodes[cluster ? (await cluster.owner()).index : i];
               if (!n) return;
               const node = { ...n.options, host: n.host, port: n.port };
               if (kind === 'redis-stall') await debugSleep(node, ms);
@@ -323,13 +347,7 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
     }
     say('workers ready');
 
-    const plan = planFaults(
-      setup.seed,
-      setup.horizonMs,
-      setup.faultGapMs,
-      setup.kinds,
-      setup.nodes.length,
-    );
+    const plan = planFaults(setup.seed, setup.horizonMs, setup.faultGapMs, setup.kinds, coordNodes);
     writeFileSync(
       path.join(outDir, 'plan.json'),
       JSON.stringify({ seed: setup.seed, tasks: specs, faults: plan }),
@@ -437,7 +455,7 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
       JSON.stringify({
         seed: setup.seed,
         topology: setup.topology,
-        nodes: setup.nodes.length,
+        nodes: coordNodes,
         runBoundMs: runCallBoundMs(),
         noticeBoundMs: noticeBoundMs(),
         pairBounds: Array.from({ length: PAIRS }, (_, p) => ({
@@ -460,58 +478,9 @@ export async function runChaos(setup: RunSetup): Promise<Report> {
     killAll();
     faults.healAll();
     clearInterval(lagTimer);
+    cluster?.close();
     logOpen = false;
     closeSync(parentFd);
     await closeProxies();
   }
-}
-
-/** The sink's journal and values, and the final task records, as Redis holds them. */
-async function dump(setup: RunSetup, specs: TaskSpec[]): Promise<void> {
-  const sink = new Redis({ ...setup.sink, maxRetriesPerRequest: 3 });
-  sink.on('error', () => {});
-  try {
-    const journal = await sink.lrange(sinkJournal(setup.sinkBase), 0, -1);
-    const values: Record<string, { token: number; value: string } | null> = {};
-    for (let i = 0; i < specs.length; i += 100) {
-      await Promise.all(
-        specs.slice(i, i + 100).map(async (spec) => {
-          values[spec.id] = await fencedRead(sink, sinkKey(setup.sinkBase, spec.pair, spec));
-        }),
-      );
-    }
-    writeFileSync(
-      path.join(setup.outDir, 'sink.json'),
-      JSON.stringify({ journal: journal.map((j) => JSON.parse(j)), values }),
-    );
-  } finally {
-    sink.disconnect();
-  }
-
-  const records: Record<string, unknown> = {};
-  const conns = setup.nodes.map((n) => ({ ...n.options, host: n.host, port: n.port }));
-  for (let pair = 0; pair < PAIRS; pair++) {
-    const inspector = new PairedWorker({
-      ...(conns.length > 1 ? { nodes: conns } : { redis: conns[0] }),
-      namespace: setup.namespaces[pair] ?? setup.namespaces[0],
-      keyPrefix: setup.keyPrefix,
-      name: 'inspector',
-    });
-    const mine = specs.filter((s) => s.pair === pair);
-    const read = async (spec: TaskSpec) => {
-      try {
-        records[spec.id] = await inspector.inspect(
-          spec.id,
-          spec.hash === undefined ? {} : { hash: { key: spec.hash } },
-        );
-      } catch (err) {
-        records[spec.id] = { error: String(err) };
-      }
-    };
-    // the first alone (it connects), then 50 at a time
-    if (mine[0]) await read(mine[0]);
-    for (let i = 1; i < mine.length; i += 50) await Promise.all(mine.slice(i, i + 50).map(read));
-    await inspector.close();
-  }
-  writeFileSync(path.join(setup.outDir, 'records.json'), JSON.stringify(records));
 }

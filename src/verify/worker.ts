@@ -7,7 +7,7 @@
  * are written synchronously, so a SIGKILL loses none that were logged.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { PairlockError } from '../errors.js';
 import { fencedWrite } from '../fencing.js';
 import { handleSignals } from '../runtime.js';
@@ -51,8 +51,35 @@ function send(msg: FromWorker): void {
   if (process.connected) process.send?.(msg);
 }
 
+/**
+ * Where this worker coordinates: one Redis, quorum nodes, or a Redis Cluster, reached through
+ * its own proxies (a Cluster client learns the nodes' addresses from the cluster: natMap maps
+ * each to this worker's proxy of it).
+ */
+function coordination() {
+  if (config.cluster) {
+    const [first = {}] = config.coord;
+    const { host: _host, port: _port, ...options } = first;
+    const cluster = new Cluster(
+      config.coord.map((c) => ({ host: c.host ?? '127.0.0.1', port: c.port ?? 6379 })),
+      {
+        natMap: config.cluster.natMap,
+        enableOfflineQueue: false,
+        redisOptions: {
+          ...options,
+          connectTimeout: timingOf(config.pair).connectTimeoutMs,
+          maxRetriesPerRequest: 0,
+        },
+      },
+    );
+    cluster.on('error', () => {});
+    return { redis: cluster };
+  }
+  return config.coord.length > 1 ? { nodes: config.coord } : { redis: config.coord[0] };
+}
+
 const worker = new PairedWorker({
-  ...(config.coord.length > 1 ? { nodes: config.coord } : { redis: config.coord[0] }),
+  ...coordination(),
   namespace: config.namespace,
   keyPrefix: config.keyPrefix,
   name: `w${config.slot}`,

@@ -21,8 +21,20 @@
  *                          kill,pause,redis-restart,cut,delay,partition,abort,timeout,handover,
  *                          node-loss,sub-reset,cmd-reset,stall,redis-stall,client-pause,
  *                          stall-close, and with --topology quorum also cut-node,slow-minority)
- *   --topology single|quorum   quorum: three independent masters (PairedWorker `nodes`); a
- *                          Redis restart then restarts one node of the three (a minority)
+ *   --topology single|quorum|cluster
+ *                          quorum: three independent masters (PairedWorker `nodes`); a
+ *                          Redis restart then restarts one node of the three (a minority).
+ *                          cluster: a Redis Cluster of 3 masters with a replica each; workers
+ *                          use an ioredis Cluster client through their own proxy of every node
+ *                          (natMap), and both pairs' namespaces share one hash slot. Its faults:
+ *                          migrate (the slot moves to another master, key by key, by the
+ *                          resharding protocol) and failover (CLUSTER FAILOVER on the replica of
+ *                          the slot's master), and of the others kill, pause, cut, delay,
+ *                          partition, abort, timeout, handover, sub-reset, cmd-reset (on every
+ *                          node), stall, stall-close, redis-stall and client-pause (on the slot's
+ *                          master). Not redis-restart or node-loss (a master's loss is what
+ *                          failover stands for; the nodes keep nothing on disk), nor the
+ *                          quorum kinds cut-node and slow-minority. --persistence does not apply.
  *   --persistence aof|none AOF with fsync always (default), or none: a restart loses the data
  *   --out <dir>            where logs and dumps go (default: a new temp dir)
  *   --keep                 keep the run directory even when every invariant holds
@@ -31,9 +43,14 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { RedisServer } from '../../src/testing/index.js';
+import { Keys } from '../../src/keys.js';
+import { type ClusterTopology, RedisServer, startCluster } from '../../src/testing/index.js';
+import { keySlot } from '../../src/topology-cluster.js';
 import { formatReport } from '../../src/verify/check.js';
+import { namespaceInSlot } from '../../src/verify/cluster-admin.js';
 import {
+  clusterExcludedFaults,
+  clusterOnlyFaults,
   defaultFaults,
   type FaultKind,
   faultKinds,
@@ -77,13 +94,14 @@ const drainSeconds = int('drain-seconds', args['drain-seconds'], 1);
 const rate = int('rate', args.rate, 1);
 const faultGapMs = int('fault-gap-ms', args['fault-gap-ms'], 100);
 const topology = args.topology;
-if (topology !== 'single' && topology !== 'quorum') {
-  console.error(`chaos: --topology must be 'single' or 'quorum', got '${topology}'`);
+if (topology !== 'single' && topology !== 'quorum' && topology !== 'cluster') {
+  console.error(`chaos: --topology must be 'single', 'quorum' or 'cluster', got '${topology}'`);
   process.exit(2);
 }
+const isCluster = topology === 'cluster';
 /** Coordination nodes: one Redis, or three independent masters (quorum mode). */
 const nodeCount = topology === 'quorum' ? 3 : 1;
-const kinds: FaultKind[] = (args.faults ?? defaultFaults(nodeCount).join(','))
+const kinds: FaultKind[] = (args.faults ?? defaultFaults(nodeCount, true, isCluster).join(','))
   .split(',')
   .filter((k) => k !== '')
   .map((k) => {
@@ -91,7 +109,15 @@ const kinds: FaultKind[] = (args.faults ?? defaultFaults(nodeCount).join(','))
       console.error(`chaos: unknown fault kind '${k}' (known: ${faultKinds.join(', ')})`);
       process.exit(2);
     }
-    if (nodeCount === 1 && (quorumOnlyFaults as readonly string[]).includes(k)) {
+    if (isCluster && (clusterExcludedFaults as readonly string[]).includes(k)) {
+      console.error(`chaos: fault kind '${k}' does not apply to --topology cluster`);
+      process.exit(2);
+    }
+    if (!isCluster && (clusterOnlyFaults as readonly string[]).includes(k)) {
+      console.error(`chaos: fault kind '${k}' needs --topology cluster`);
+      process.exit(2);
+    }
+    if (!isCluster && nodeCount === 1 && (quorumOnlyFaults as readonly string[]).includes(k)) {
       console.error(`chaos: fault kind '${k}' needs --topology quorum`);
       process.exit(2);
     }
@@ -117,7 +143,18 @@ const say = (msg: string) =>
   process.stderr.write(`[chaos +${((stamp() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
 
 const coordNodes: RedisServer[] = [];
+let clusterTopo: ClusterTopology | undefined;
 let sinkServer: RedisServer | undefined;
+const keyPrefix = 'pairlock';
+/**
+ * The pairs' namespaces. On a Cluster both live in one hash slot (the first's), so that a
+ * migration or a failover of that slot hits both pairs.
+ */
+const clusterSlot = keySlot(new Keys(keyPrefix, 'chaos-p0').channel);
+const namespaces: [string, string] = [
+  'chaos-p0',
+  isCluster ? namespaceInSlot('chaos-p1', clusterSlot) : 'chaos-p1',
+];
 const stop = new AbortController();
 
 async function main(): Promise<void> {
@@ -128,7 +165,15 @@ async function main(): Promise<void> {
   // --persistence none shows what a restart that loses the data does.
   // The nodes' files live in the run directory: a failed run keeps each node's AOF, with
   // timestamps, as the history of every record it held.
-  for (let i = 0; i < nodeCount; i++) {
+  if (isCluster) {
+    // 3 masters, a replica each: every node is a coordination node the workers may reach
+    clusterTopo = await startCluster({ masters: 3, replicas: 1 });
+    coordNodes.push(...clusterTopo.nodes);
+    say(
+      `cluster of ${clusterTopo.masters.length} masters (${clusterTopo.masters.map((n) => n.port).join(', ')}) with a replica each (${clusterTopo.replicas.map((n) => n.port).join(', ')}); namespaces ${namespaces.join(', ')} in slot ${clusterSlot}`,
+    );
+  }
+  for (let i = 0; !isCluster && i < nodeCount; i++) {
     const dir = path.join(outDir, `redis-node-${i}`);
     mkdirSync(dir, { recursive: true });
     const args =
@@ -155,8 +200,9 @@ async function main(): Promise<void> {
     sink: { host: sinkServer.host, port: sinkServer.port },
     sinkBase: '',
     sinkTtlMs: 0,
-    namespaces: ['chaos-p0', 'chaos-p1'],
-    keyPrefix: 'pairlock',
+    namespaces,
+    keyPrefix,
+    ...(isCluster ? { cluster: { slot: clusterSlot } } : {}),
     servers: {
       kill: async (i) => {
         await coordNodes[i]?.kill();
@@ -166,11 +212,12 @@ async function main(): Promise<void> {
       },
     },
     outDir,
-    topology:
-      topology === 'quorum'
+    topology: isCluster
+      ? `cluster of 3 masters with a replica each, namespaces in slot ${clusterSlot}`
+      : topology === 'quorum'
         ? `quorum of ${nodeCount} independent masters, persistence ${persistence}`
         : `single Redis, persistence ${persistence}`,
-    command: `npm run chaos -- --seed ${seed} --tasks ${taskCount} --max-seconds ${maxSeconds} --rate ${rate} --fault-gap-ms ${faultGapMs}${args.faults ? ` --faults ${args.faults}` : ''}${topology === 'quorum' ? ' --topology quorum' : ''}${persistence === 'none' ? ' --persistence none' : ''}`,
+    command: `npm run chaos -- --seed ${seed} --tasks ${taskCount} --max-seconds ${maxSeconds} --rate ${rate} --fault-gap-ms ${faultGapMs}${args.faults ? ` --faults ${args.faults}` : ''}${topology === 'single' ? '' : ` --topology ${topology}`}${persistence === 'none' && !isCluster ? ' --persistence none' : ''}`,
     say,
     progress: (p) =>
       say(
@@ -188,6 +235,7 @@ async function main(): Promise<void> {
 }
 
 async function cleanup(): Promise<void> {
+  if (clusterTopo) await clusterTopo.close();
   for (const node of coordNodes) await node.stop();
   await sinkServer?.stop();
 }
