@@ -20,6 +20,7 @@ import { describeMachine, type Machine } from './lib/machine.js';
 import { type BenchRedis, startRedis } from './lib/redis.js';
 import { newResult, renderScenario, type ScenarioResult } from './lib/report.js';
 import { renderSvg } from './lib/svg.js';
+import { cluster } from './scenarios/cluster.js';
 import {
   BULL_DEFAULTS,
   type BullCrash,
@@ -40,7 +41,7 @@ export interface BenchOptions {
   readonly quick?: boolean;
   /** Where the report goes, line by line. @default console.log */
   readonly out?: (s: string) => void;
-  /** Run only these scenarios: throughput, latency, standby, crash, handover, scale, quorum, stall. */
+  /** Run only these scenarios: throughput, latency, standby, crash, handover, scale, quorum, stall, cluster. */
   readonly only?: readonly string[];
   /** Progress lines. @default stderr */
   readonly log?: (s: string) => void;
@@ -66,6 +67,7 @@ export const scenarioNames = [
   'scale',
   'quorum',
   'stall',
+  'cluster',
 ] as const;
 
 const scenarios: Record<(typeof scenarioNames)[number], (ctx: Ctx) => Promise<ScenarioResult>> = {
@@ -77,6 +79,7 @@ const scenarios: Record<(typeof scenarioNames)[number], (ctx: Ctx) => Promise<Sc
   scale,
   quorum,
   stall,
+  cluster,
 };
 
 const titles: Record<(typeof scenarioNames)[number], string> = {
@@ -88,6 +91,7 @@ const titles: Record<(typeof scenarioNames)[number], string> = {
   scale: '6. Scale',
   quorum: '7. Quorum',
   stall: '8. Stalls nobody acted on',
+  cluster: '9. Pair on a Redis Cluster',
 };
 
 export async function runBench(opts: BenchOptions = {}): Promise<BenchResults> {
@@ -209,7 +213,7 @@ function parseArgs(argv: readonly string[]): BenchOptions {
     else if (a === '--only') only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench [-- --quick] [--only=throughput,latency,standby,crash,handover,scale,quorum,stall]',
+        'usage: npm run bench [-- --quick] [--only=throughput,latency,standby,crash,handover,scale,quorum,stall,cluster]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
