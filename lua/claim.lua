@@ -5,18 +5,19 @@
   then every task is decided by the same rules from its own record alone (a lone task is
   a batch of one).
 
-  Input (the caller passes numkeys = 2 + 3 × owners + 2 × tasks). Every key the script
+  Input (the caller passes numkeys = 3 + 3 × owners + 2 × tasks). Every key the script
   touches is declared, so that on a Cluster whose slot is migrating Redis itself answers
   ASK or TRYAGAIN before the script runs, never a read of a key that is on the other node:
     KEYS[1]        the claimer's session key
     KEYS[2]        the "someone watches" flag (<channel>:watching; any key when ARGV[8] is '')
-    KEYS[3o .. 3o+2]  for owner o = 1..n: its session key, its change sequence, its binding
+    KEYS[3]        the namespace's task history (includes/history)
+    KEYS[3o+1 .. 3o+3]  for owner o = 1..n: its session key, its change sequence, its binding
                    key (owner 1 is the claimer itself; the others, the sessions the claimer
                    expects to find holding tasks: its peers)
-    KEYS[2 + 3n + 2i - 1]  container of task i: the record key (plain) or the hash (hash mode)
-    KEYS[2 + 3n + 2i]      index zset of that hash (hash-field mode; the container in plain mode)
+    KEYS[3 + 3n + 2i - 1]  container of task i: the record key (plain) or the hash (hash mode)
+    KEYS[3 + 3n + 2i]      index zset of that hash (hash-field mode; the container in plain mode)
     ARGV[1] claimer session id
-    ARGV[2] unused ('')
+    ARGV[2] history length: entries the task history keeps (MAXLEN ~); 0 writes none
     ARGV[3] session ttl ms (every claim refreshes the claimer's session: a worker that is
             claiming is alive, and a grant starts a full lease)
     ARGV[4] task timeout ms (time-to-run: the deadline of a grant)
@@ -79,19 +80,21 @@
 ]]
 --- @include "includes/record"
 --- @include "includes/binding"
+--- @include "includes/history"
 
 local claimer = ARGV[1]
 local sessionTtl, taskTimeout, retention = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local maxAttempts, dryRun, channel = tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
 local quorumMode, ownerCount = ARGV[9] == '1', tonumber(ARGV[10])
 local useBinding, livePrefix = ARGV[11] == '1', ARGV[12]
-local firstTask = 3 + 3 * ownerCount -- KEYS index of the first task's container
+local historyMax = tonumber(ARGV[2]) or 0
+local firstTask = 4 + 3 * ownerCount -- KEYS index of the first task's container
 local tasks = (#KEYS - firstTask + 1) / 2
 local firstArg = 13 + ownerCount -- ARGV index of the first task's field
 -- the declared owners: session id -> its keys
 local declared = {}
 for o = 1, ownerCount do
-  local k = 3 * o
+  local k = 3 * o + 1
   declared[ARGV[12 + o]] = {session = KEYS[k], seq = KEYS[k + 1], bind = KEYS[k + 2]}
 end
 -- sessions are '<workerId>#<epoch>': a record of another session of the claimer's worker
@@ -181,6 +184,7 @@ local function claimOne(container, index, field, ref, minToken)
     }
     if quorumMode then rec.undo = undoNote(r) end
     store(container, index, field, rec, now, taskTimeout + retention)
+    historyNote('c' .. kind, token, attempt, ref, from)
     if kind ~= 0 then
       publish(channel, 'claimed', ref, rec, {kind = kind, from = from})
     elseif isWatched then
@@ -244,4 +248,5 @@ for i = 1, tasks do
   if quorumMode then minToken = tonumber(ARGV[a + 2]) or 0 end
   out[i] = claimOne(KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1], minToken)
 end
+historyFlush(KEYS[3], historyMax, claimer)
 return out

@@ -3,17 +3,19 @@
   failed). Server time and the settler's session are read once; each task is decided by
   the ownership proof (includes/owner) from its own record.
 
-  Input (the caller passes numkeys = 3 + 2 × tasks; every key the script touches is
+  Input (the caller passes numkeys = 4 + 2 × tasks; every key the script touches is
   declared, see claim.lua):
     KEYS[1] the settler's session key   KEYS[2] its change sequence (see includes/owner)
     KEYS[3] the "someone watches" flag (<channel>:watching; any key when ARGV[5] is '')
-    KEYS[2i+2]  container of task i (record key, or hash)
-    KEYS[2i+3]  index zset of task i (hash-field mode; the container again in plain mode)
+    KEYS[4] the namespace's task history (includes/history)
+    KEYS[2i+3]  container of task i (record key, or hash)
+    KEYS[2i+4]  index zset of task i (hash-field mode; the container again in plain mode)
     ARGV[1] session id   ARGV[2] retention ms   ARGV[3] retry backoff ms (failed only)
     ARGV[4] max attempts: a failure settled at attempt >= this is final (the rule claim
             applies to a failed record); 0: not asked (final is then 0)
     ARGV[5] event channel ('' for none; '#<channel>': sharded, SPUBLISH)
-    ARGV[6 + 6(i-1)] .. ARGV[11 + 6(i-1)], task i: field ('' in plain mode), task ref,
+    ARGV[6] history length (entries kept, MAXLEN ~; 0 writes none)
+    ARGV[7 + 6(i-1)] .. ARGV[12 + 6(i-1)], task i: field ('' in plain mode), task ref,
             fencing token of the grant, state ('D' done or 'F' failed), payload (result
             JSON when done, error JSON when failed), and the grant's attempt as its claim
             reported it ('' when unknown). Quorum mode: a node that missed some of the
@@ -43,10 +45,12 @@
 ]]
 --- @include "includes/record"
 --- @include "includes/owner"
+--- @include "includes/history"
 
 local session, retention, backoff = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local maxAttempts, channel = tonumber(ARGV[4]) or 0, ARGV[5]
-local tasks = (#KEYS - 3) / 2
+local historyMax = tonumber(ARGV[6]) or 0
+local tasks = (#KEYS - 4) / 2
 local now = serverNowMs()
 local alive = rcall('PTTL', KEYS[1]) > 0
 local isWatched = nil
@@ -58,8 +62,8 @@ end
 
 local out, settled, events = {}, {}, {}
 for i = 1, tasks do
-  local a = 6 + 6 * (i - 1)
-  local container, index, field, ref = KEYS[2 * i + 2], KEYS[2 * i + 3], ARGV[a], ARGV[a + 1]
+  local a = 7 + 6 * (i - 1)
+  local container, index, field, ref = KEYS[2 * i + 3], KEYS[2 * i + 4], ARGV[a], ARGV[a + 1]
   local token, state, payload = tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
   local attempt = tonumber(ARGV[a + 5])
   local r, err = checkOwner(container, index, field, alive, session, token, now, true)
@@ -93,6 +97,11 @@ for i = 1, tasks do
       keep = retention + backoff
     end
     store(container, index, field, r, now, keep)
+    if state == 'D' then
+      historyNote('d', r.token, r.attempt, ref, '')
+    else
+      historyNote('f', r.token, r.attempt, ref, historyError(payload))
+    end
     out[i] = {1, r.token, r.attempt, now, final(r), 0}
     settled[#settled + 1] = {r = r, ref = ref}
   end
@@ -108,4 +117,5 @@ if #settled > 0 then
   end
   publishRaw(channel, cjson.encode(events))
 end
+historyFlush(KEYS[4], historyMax, session)
 return out

@@ -10,6 +10,7 @@
  *   <prefix>:{<ns>}:q:<sessionId>     its change sequence: +1 per batch of its settles and releases
  *   <prefix>:{<ns>}:b:<sessionId>     its binding to its worker's connection (lua/includes/binding)
  *   <prefix>:{<ns>}:live:<sessionId>  its liveness channel, subscribed by that connection
+ *   <prefix>:{<ns>}:history           task history: a capped Stream of transitions (lua/includes/history)
  *   <prefix>:{<ns>}:events            pub/sub channel of the namespace (takeovers, settles, releases)
  *   <prefix>:{<ns>}:events:claims     fresh claims, published only while <channel>:watching exists
  *   <prefix>:{<ns>}:events:watching  flag kept alive by `pairlock watch`
@@ -35,6 +36,7 @@ export class Keys {
   readonly seqPrefix: string;
   readonly bindPrefix: string;
   readonly livePrefix: string;
+  readonly history: string;
 
   constructor(keyPrefix: string, namespace: string) {
     this.base = `${keyPrefix}:{${namespace}}:`;
@@ -43,6 +45,7 @@ export class Keys {
     this.seqPrefix = `${this.base}q:`;
     this.bindPrefix = `${this.base}b:`;
     this.livePrefix = `${this.base}live:`;
+    this.history = `${this.base}history`;
   }
 
   session(sessionId: string): string {
@@ -74,4 +77,14 @@ export class Keys {
       field: taskId,
     };
   }
+}
+
+/** A task ref (Keys.task: `t:<id>`, or `h:<hash length>:<hash><id>`) back to its task. */
+export function parseTaskRef(ref: string): { taskId: string; hashKey?: string } {
+  if (ref.startsWith('t:')) return { taskId: ref.slice(2) };
+  const m = /^h:(\d+):/.exec(ref);
+  if (!m) return { taskId: ref };
+  const len = Number(m[1]);
+  const rest = ref.slice(m[0].length);
+  return { hashKey: rest.slice(0, len), taskId: rest.slice(len) };
 }

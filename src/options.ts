@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
+import { checkConnection } from './connection.js';
 import { InvalidOptionError } from './errors.js';
 
 /** A pino-compatible logger: `logger.warn({ fields }, 'message')`. */
@@ -165,6 +166,13 @@ export interface PairedWorkerOptions {
    * @default 'warn'
    */
   readonly evictionCheck?: EvictionCheck;
+  /**
+   * Entries the namespace's task history keeps (a Redis Stream, `pairlock history`): one
+   * entry per script call that made transitions (a batch), trimmed approximately (MAXLEN
+   * ~). 0 writes no history.
+   * @default 10000
+   */
+  readonly historyLength?: number;
   readonly logger?: Logger;
 }
 
@@ -191,6 +199,7 @@ export interface ResolvedOptions {
   readonly replication: Required<ReplicationOptions> | undefined;
   readonly clusterPubSub: 'auto' | 'sharded' | 'classic';
   readonly evictionCheck: EvictionCheck;
+  readonly historyLength: number;
 }
 
 export const defaults = {
@@ -214,6 +223,7 @@ export const defaults = {
   replication: { waitTimeoutMs: 500, onTimeout: 'reject' },
   clusterPubSub: 'auto',
   evictionCheck: 'warn',
+  historyLength: 10_000,
 } as const;
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -394,6 +404,11 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
     otherAttemptIntervalMs,
     retentionMs,
     evictionCheck,
+    historyLength: number('historyLength', opts.historyLength ?? defaults.historyLength, {
+      min: 0,
+      max: 10_000_000,
+      integer: true,
+    }),
     maxResultBytes: number('maxResultBytes', opts.maxResultBytes ?? defaults.maxResultBytes, {
       min: 0,
     }),
@@ -426,6 +441,7 @@ function resolveTopology(
       'Expected either `redis` (one Redis, Sentinel or Cluster) or `nodes` (quorum mode), not both',
     );
   }
+  if (opts.redis !== undefined) checkConnection('redis', opts.redis);
   if (opts.nodes !== undefined) {
     const nodes: unknown = opts.nodes;
     if (!Array.isArray(nodes) || nodes.length < 3 || nodes.length % 2 === 0) {
@@ -440,6 +456,7 @@ function resolveTopology(
           `Expected \`nodes[${i}]\` to be an ioredis client, a URL or ioredis options, got ${describe(n)}`,
         );
       }
+      checkConnection(`nodes[${i}]`, n);
     });
     if (opts.replication !== undefined) {
       throw new InvalidOptionError(

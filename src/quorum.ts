@@ -73,9 +73,10 @@ export class QuorumStore implements Store {
     conns: readonly RedisConnection[],
     keys: Keys,
     private readonly timeoutMs: number,
+    historyLength?: number,
   ) {
     this.nodes = conns.map((c) => {
-      const node = new RedisStore(c, keys, timeoutMs, { pubsub: 'classic' });
+      const node = new RedisStore(c, keys, timeoutMs, { pubsub: 'classic', historyLength });
       // a node that is down is expected in quorum mode: its connection errors are answers
       // (counted per call), not events for the console
       if (!isClient(c)) node.client.on('error', () => {});
@@ -361,7 +362,7 @@ export class QuorumStore implements Store {
   // -----------------------------------------------------------------------------------
 
   async session(
-    op: 'open' | 'renew' | 'close' | 'ttl',
+    op: 'open' | 'renew' | 'close' | 'ttl' | 'describe',
     sessionId: string,
     ttlMs: number,
     desc = '',
@@ -437,7 +438,9 @@ export class QuorumStore implements Store {
         if (answered >= q) return { ok: false, reason: 'session-expired' };
         throw this.quorumNodes.noQuorum(what, all, answered);
       }
-      case 'close': {
+      case 'close':
+      case 'describe': {
+        // describe: best effort, on every node that has the session
         if (first) return first;
         if (answered >= q) return { ok: false, reason: 'session-expired' };
         throw this.quorumNodes.noQuorum(what, all, answered);

@@ -86,6 +86,8 @@ export class RedisStore implements Store {
   private readonly owned: boolean;
   private subscriber: Subscriber | ClusterSubscriber | undefined;
   private readonly prefix: string;
+  /** Entries the task history keeps (0: none). */
+  private readonly historyLength: number;
   /** Sessions met holding tasks: the claim and peek scripts declare their keys. */
   private readonly owners = new KnownOwners();
   /** WAIT after writes (option `replication`); undefined without it. */
@@ -116,6 +118,7 @@ export class RedisStore implements Store {
       ? new Replication(this.client, opts.replication, timeoutMs, `${keys.base}replication-fence`)
       : undefined;
     this.eventsAreOutcomes = !opts.replication;
+    this.historyLength = opts.historyLength ?? 10_000;
     this.pubsubMode = this.client instanceof Cluster ? (opts.pubsub ?? 'auto') : 'classic';
     this.eventChannel = this.pubsubMode === 'sharded' ? `#${this.shardChannel}` : keys.channel;
     defineScripts(this.client);
@@ -197,11 +200,12 @@ export class RedisStore implements Store {
     for (let round = 1; pending.length > 0; round++) {
       // the claimer and the peers it has met: the sessions a record may name as its owner
       const owners = this.owners.list(g.session);
-      const keys: string[] = [this.keys.session(g.session), this.watchFlag];
+      const keys: string[] = [this.keys.session(g.session), this.watchFlag, this.keys.history];
       for (const o of owners) keys.push(this.keys.session(o), this.keys.seq(o), this.keys.bind(o));
       const argv: (string | number)[] = [
         g.session,
-        '',
+        // a dry run writes nothing, history neither
+        this.historyLength,
         g.sessionTtlMs,
         g.taskTimeoutMs,
         g.retentionMs,
@@ -356,13 +360,19 @@ export class RedisStore implements Store {
   }
 
   private readonly settles = new Batcher<SettleGroup, SettleItem, Answer>(async (g, items) => {
-    const keys: string[] = [this.keys.session(g.session), this.keys.seq(g.session), this.watchFlag];
+    const keys: string[] = [
+      this.keys.session(g.session),
+      this.keys.seq(g.session),
+      this.watchFlag,
+      this.keys.history,
+    ];
     const argv: (string | number)[] = [
       g.session,
       g.retentionMs,
       g.backoffMs,
       g.maxAttempts,
       this.eventChannel,
+      this.historyLength,
     ];
     for (const it of items) {
       keys.push(it.loc.container, it.loc.index);
@@ -399,12 +409,17 @@ export class RedisStore implements Store {
   }
 
   private readonly releases = new Batcher<ReleaseGroup, OwnerItem, Raw>(async (g, items) => {
-    const keys: string[] = [this.keys.session(g.session), this.keys.seq(g.session)];
+    const keys: string[] = [
+      this.keys.session(g.session),
+      this.keys.seq(g.session),
+      this.keys.history,
+    ];
     const argv: (string | number)[] = [
       g.session,
       g.retentionMs,
       this.eventChannel,
       g.unused ? '1' : '',
+      this.historyLength,
     ];
     for (const it of items) {
       keys.push(it.loc.container, it.loc.index);
@@ -488,7 +503,7 @@ export class RedisStore implements Store {
   }
 
   async session(
-    op: 'open' | 'renew' | 'close' | 'ttl',
+    op: 'open' | 'renew' | 'close' | 'ttl' | 'describe',
     sessionId: string,
     ttlMs: number,
     desc = '',

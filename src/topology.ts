@@ -1,4 +1,4 @@
-import { InvalidOptionError } from './errors.js';
+import { missingConnectionError } from './connection.js';
 import type { Keys } from './keys.js';
 import type { PairedWorkerOptions, ResolvedOptions } from './options.js';
 import { QuorumStore } from './quorum.js';
@@ -13,14 +13,12 @@ export function createStore(
   options: ResolvedOptions,
   keys: Keys,
 ): Store {
-  if (opts.nodes !== undefined) return new QuorumStore(opts.nodes, keys, options.connectTimeoutMs);
-  if (opts.redis === undefined) {
-    throw new InvalidOptionError(
-      'Expected `redis` (an ioredis client, a URL or ioredis options) or `nodes` (quorum mode: independent Redis masters)',
-    );
-  }
+  if (opts.nodes !== undefined)
+    return new QuorumStore(opts.nodes, keys, options.connectTimeoutMs, options.historyLength);
+  if (opts.redis === undefined) throw missingConnectionError();
   return new RedisStore(opts.redis, keys, options.connectTimeoutMs, {
     ...(options.replication ? { replication: options.replication } : {}),
     pubsub: options.clusterPubSub,
+    historyLength: options.historyLength,
   });
 }

@@ -761,8 +761,9 @@ describe('batches: one script call per kind per turn, each task decided alone', 
     // called directly: the claimer declares itself only; b's task is left undecided
     const recordBefore = await redis.get(held.container);
     const undeclared = await callScript(redis, 'claim', [
-      ...[7, keys.session(a), `${keys.channel}:watching`, keys.session(a), keys.seq(a)],
-      ...[keys.bind(a), held.container, held.index, a, '', 10_000, 60_000, 60_000, 3, '0'],
+      ...[8, keys.session(a), `${keys.channel}:watching`, keys.history, keys.session(a)],
+      ...[keys.seq(a), keys.bind(a), held.container, held.index, a, 0, 10_000, 60_000, 60_000],
+      ...[3, '0'],
       ...['', '', 1, '1', keys.livePrefix, a, held.field, held.ref, ''],
     ]);
     expect(undeclared).toEqual([[ReplyCode.OwnerUndeclared, b]]);

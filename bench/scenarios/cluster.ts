@@ -8,6 +8,7 @@
  */
 import { Cluster, Redis } from 'ioredis';
 import { PairedWorker } from '../../src/index.js';
+import { Keys } from '../../src/keys.js';
 import { type ClusterTopology, startCluster } from '../../src/testing/index.js';
 import type { Ctx } from '../lib/context.js';
 import {
@@ -50,6 +51,11 @@ interface TopologyRun {
   mastersBusy: number;
   cpuRedisUs: number;
   cpuBenchUs: number;
+  /** Task history: XADD calls per task; transitions, stream payload and memory per transition. */
+  historyXaddsPerTask: number;
+  historyTransitions: number;
+  historyPayloadBytes: number;
+  historyMemoryBytes: number;
   capped: boolean;
   error?: string;
 }
@@ -62,6 +68,8 @@ interface Target {
   readonly admins: readonly Redis[];
   readonly pids: readonly (number | undefined)[];
   worker(name: string, namespace: string): PairedWorker;
+  /** A client that can read the namespace's keys (the task history). */
+  reader(): Redis | Cluster;
   /** Releases what worker() created beyond the worker itself. */
   release(): Promise<void>;
 }
@@ -147,6 +155,16 @@ async function pairRun(ctx: Ctx, target: Target, n: number, capMs: number): Prom
     );
     await sleep(50);
 
+    const historyKey = new Keys('pairlock', namespace).history;
+    const reader = target.reader();
+    const lastId = async () =>
+      (
+        (await reader.xrevrange(historyKey, '+', '-', 'COUNT', 1)) as [string, string[]][]
+      )[0]?.[0] ?? '0-0';
+    const memory = async () =>
+      Number((await reader.call('MEMORY', 'USAGE', historyKey, 'SAMPLES', '0')) ?? 0);
+    const historyFrom = await lastId();
+    const memory0 = await memory();
     const before = await serverSnapshot(target.admins);
     const redisCpu0 = target.pids.map(cpuMs);
     const benchCpu0 = process.cpuUsage();
@@ -179,6 +197,23 @@ async function pairRun(ctx: Ctx, target: Target, n: number, capMs: number): Prom
       0,
     );
     const server = serverDelta(before, await serverSnapshot(target.admins));
+    // the history the measured run wrote: its entries' payload, and the stream's growth
+    let transitions = 0;
+    let payload = 0;
+    for (let from = `(${historyFrom}`; ; ) {
+      const page = (await reader.xrange(historyKey, from, '+', 'COUNT', 1_000)) as [
+        string,
+        string[],
+      ][];
+      for (const [, fields] of page) {
+        for (let i = 0; i < fields.length; i++) payload += Buffer.byteLength(fields[i] ?? '');
+        const text = fields[fields.indexOf('t') + 1] ?? '';
+        transitions += text === '' ? 0 : text.split('\n').length;
+      }
+      if (page.length < 1_000) break;
+      from = `(${page[page.length - 1]?.[0]}`;
+    }
+    const memoryGrowth = (await memory()) - memory0;
 
     const [ca, cb] = completions as [Float64Array, Float64Array];
     let completed = 0;
@@ -223,6 +258,10 @@ async function pairRun(ctx: Ctx, target: Target, n: number, capMs: number): Prom
       mastersBusy: server.busy,
       cpuRedisUs: (cpuRedis * 1000) / per,
       cpuBenchUs: (cpuBench.user + cpuBench.system) / per,
+      historyXaddsPerTask: (server.counts.xadd ?? 0) / per,
+      historyTransitions: transitions,
+      historyPayloadBytes: transitions ? payload / transitions : Number.NaN,
+      historyMemoryBytes: transitions ? memoryGrowth / transitions : Number.NaN,
       capped,
       ...(errors > 0 ? { error: `${errors} run errors, first: ${firstError}` } : {}),
     };
@@ -239,6 +278,7 @@ function oneRedis(ctx: Ctx): Target {
     admins: [ctx.redis.admin],
     pids: [ctx.redis.server.pid],
     worker: (name, namespace) => new PairedWorker({ redis: ctx.redis.url, namespace, name }),
+    reader: () => ctx.redis.admin,
     release: async () => {},
   };
 }
@@ -260,6 +300,12 @@ function onCluster(topo: ClusterTopology, admins: Redis[]): Target {
       clients.push(c);
       return new PairedWorker({ redis: c, namespace, name });
     },
+    reader: () => {
+      const c = new Cluster([topo.startupNodes[0] as { host: string; port: number }]);
+      c.on('error', () => {});
+      clients.push(c);
+      return c;
+    },
     release: async () => {
       for (const c of clients.splice(0)) c.disconnect();
     },
@@ -278,6 +324,8 @@ const COLUMNS = [
   'Redis cmds/task',
   'masters busy',
   'CPU/task: Redis + bench',
+  'history: XADD/task',
+  'history: bytes/transition (payload, memory)',
 ];
 
 function rows(runs: readonly TopologyRun[]): string[][] {
@@ -298,6 +346,10 @@ function rows(runs: readonly TopologyRun[]): string[][] {
       : 'n/a',
     Number.isFinite(r.cpuRedisUs)
       ? `${r.cpuRedisUs.toFixed(0)} + ${r.cpuBenchUs.toFixed(0)} µs`
+      : 'n/a',
+    Number.isFinite(r.historyXaddsPerTask) ? r.historyXaddsPerTask.toFixed(3) : 'n/a',
+    Number.isFinite(r.historyPayloadBytes)
+      ? `${r.historyPayloadBytes.toFixed(0)}, ${r.historyMemoryBytes.toFixed(0)} (${num(r.historyTransitions)} transitions)`
       : 'n/a',
   ]);
 }
@@ -321,6 +373,10 @@ function failed(target: { topology: string; setup: string }, n: number, err: unk
     mastersBusy: 0,
     cpuRedisUs: Number.NaN,
     cpuBenchUs: Number.NaN,
+    historyXaddsPerTask: Number.NaN,
+    historyTransitions: 0,
+    historyPayloadBytes: Number.NaN,
+    historyMemoryBytes: Number.NaN,
     capped: false,
     error: String((err as Error)?.message ?? err),
   };
@@ -375,6 +431,7 @@ export async function cluster(ctx: Ctx): Promise<ScenarioResult> {
       'script calls/task: EVALSHA/EVAL the two sides sent (client-side count, a redirected call counts twice), per task some side finished; round trips/task: every command the two sides sent, on all their connections, scripts included. A script call carries every transition of its kind made in the same event-loop turn (src/batcher.ts), so with 64 tasks in flight per side one call serves many tasks: fewer than one per task.',
       'Redis cmds/task: commands the masters executed (INFO commandstats summed over every master, commands inside Lua scripts included), per task; the bench’s own INFO calls are left out. A namespace is one hash slot, so one master does the work: masters busy counts those that executed any command during the run.',
       'CPU/task: CPU time of the Redis processes (all masters) and of the bench process (both workers), per task (10 ms clock resolution).',
+      'history: the task history the measured run wrote (lua/includes/history.lua: one XADD per script call that made transitions): XADD calls per task, and per transition the entries’ field bytes (payload) and the growth of the stream’s MEMORY USAGE (memory), over the transitions counted.',
       `Each pair first runs ${num(warmupOf(ctx))} tasks of its own per side (at most ${WARMUP_CAP / 1000} s) before the measured run.`,
       ...runs.flatMap((r) =>
         r.scriptDetail

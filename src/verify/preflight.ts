@@ -98,6 +98,7 @@ export const WORKER_COMMANDS = [
   'PUBLISH',
   'PING',
   'PUBSUB|NUMSUB',
+  'XADD',
 ] as const;
 
 /** Commands the run sends on top of the workers' own (the sink, its dump, the cleanup). */
@@ -147,10 +148,11 @@ export async function checkAcl(client: Redis, base: string): Promise<void> {
       },
     ],
     ['PUBLISH', () => client.publish(`${base}events`, 'probe')],
+    ['XADD', () => client.xadd(`${base}probe-x`, 'MAXLEN', '1', '*', 'f', 'v')],
     ['PING', () => client.ping()],
     ['PUBSUB|NUMSUB', () => client.pubsub('NUMSUB', `${base}events`)],
     ['SCAN', () => client.scan('0', 'MATCH', `${base}*`, 'COUNT', 10)],
-    ['DEL', () => client.del(k, h, z, l, n)],
+    ['DEL', () => client.del(k, h, z, l, n, `${base}probe-x`)],
     [
       'SUBSCRIBE',
       async () => {

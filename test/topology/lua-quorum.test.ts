@@ -48,16 +48,17 @@ const undo = (
 /** claim.lua for one task, called directly (numkeys, then KEYS and ARGV as its header lists). */
 const claimScript = (loc: TaskLocation, a: string, channel: string, minToken?: number) =>
   callScript(redis, 'claim', [
-    7,
+    8,
     keys.session(a),
     `${keys.channel}:watching`,
+    keys.history,
     keys.session(a), // owner 1: the claimer itself
     keys.seq(a),
     keys.bind(a),
     loc.container,
     loc.index,
     a,
-    '',
+    1_000, // history length
     10_000,
     60_000,
     60_000,
