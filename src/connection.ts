@@ -1,11 +1,55 @@
 /** Connections to Redis: clients pairlock creates, bounded waits, and faults as unavailability. */
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { RedisOutOfMemoryError, RedisUnavailableError } from './errors.js';
+import {
+  InvalidOptionError,
+  RedisAuthError,
+  RedisOutOfMemoryError,
+  RedisUnavailableError,
+} from './errors.js';
 import type { RedisConnection } from './options.js';
 export type Client = Redis | Cluster;
 
 export function isClient(c: unknown): c is Client {
   return c instanceof Redis || c instanceof Cluster;
+}
+
+const PASS_REDIS =
+  "pass `redis: 'redis://127.0.0.1:6379'` (a URL, ioredis options or an ioredis client)";
+
+/**
+ * Neither `redis` nor `nodes`: pairlock has no default address (ioredis would connect to
+ * 127.0.0.1:6379 and write there). Raised where the store is made (src/topology.ts), so
+ * that resolveOptions() alone still resolves the other options.
+ */
+export function missingConnectionError(): InvalidOptionError {
+  return new InvalidOptionError(
+    `Expected \`redis\` (where Redis is) or \`nodes\` (quorum mode: independent Redis masters), got neither; there is no default address: ${PASS_REDIS}. \`redis: process.env.REDIS_URL\` with REDIS_URL unset is undefined`,
+  );
+}
+
+/**
+ * A connection that names no server is refused rather than taken for ioredis's default,
+ * 127.0.0.1:6379: an empty string, a URL without a host, options without `host`, `port`,
+ * `path` or `sentinels`, anything but a string or an object.
+ */
+export function checkConnection(name: string, conn: unknown): void {
+  const fail = (why: string) =>
+    new InvalidOptionError(
+      `Expected \`${name}\` to name a Redis server, but it ${why}; ${PASS_REDIS}`,
+    );
+  if (typeof conn === 'string') {
+    if (conn.trim() === '') throw fail('is empty');
+    if (/^rediss?:\/\/(?:[^@/?#]*@)?(?:[/?#]|$)/i.test(conn.trim()))
+      throw fail('is a URL that names no host');
+    return;
+  }
+  if (typeof conn !== 'object' || conn === null)
+    throw fail(`is \`${String(conn)}\` (${typeof conn})`);
+  if (isClient(conn)) return;
+  const o = conn as RedisOptions;
+  const given = (v: unknown) => v !== undefined && v !== null && v !== '';
+  if (!given(o.host) && !given(o.port) && !given(o.path) && !given(o.sentinels))
+    throw fail('names no server (no `host`, `port`, `path` or `sentinels`)');
 }
 
 /**
@@ -47,9 +91,37 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: () => string): P
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
-/** Wait until the client is ready, at most `ms`. */
+/**
+ * Redis's reply when it refuses credentials, or undefined for any other error: WRONGPASS
+ * (a wrong password, or user and password that do not pair), NOAUTH (none given where one
+ * is required; ioredis reports it as "Ready check failed: NOAUTH …"), and NOPERM in answer
+ * to AUTH itself. ioredis keeps reconnecting after these, as after a refused connection;
+ * only the message tells them apart. The reply never carries the password (the error's
+ * `command.args` do, so the error itself is not passed on).
+ */
+export function authRefusal(err: unknown): string | undefined {
+  const e = err as (Error & { command?: { name?: string } }) | undefined;
+  const message = typeof e?.message === 'string' ? e.message : '';
+  const reply = message.replace(/^Ready check failed: /, '');
+  if (/^(WRONGPASS|NOAUTH)\b|invalid username-password pair|invalid password/i.test(reply))
+    return reply;
+  if (/^NOPERM\b/.test(reply) && e?.command?.name?.toLowerCase() === 'auth') return reply;
+  return undefined;
+}
+
+function refused(where: string, reply: string): RedisAuthError {
+  return new RedisAuthError(
+    `${where} refused the credentials (${reply}); check the user and password given in \`redis\` (or \`nodes\`): the URL's user:password, or the \`username\` and \`password\` options`,
+  );
+}
+
+/**
+ * Wait until the client is ready, at most `ms`. Credentials Redis refuses end the wait at
+ * once with RedisAuthError: retrying cannot fix them.
+ */
 export async function connectClient(client: Client, ms: number): Promise<void> {
   if (client.status === 'ready') return;
+  let cleanup = () => {};
   const ready = new Promise<void>((resolve, reject) => {
     const onReady = () => {
       cleanup();
@@ -59,12 +131,31 @@ export async function connectClient(client: Client, ms: number): Promise<void> {
       cleanup();
       reject(new RedisUnavailableError(`the connection to ${describeClient(client)} was closed`));
     };
-    const cleanup = () => {
+    const onError = (err: unknown) => {
+      // a Cluster reports a failed start as 'Failed to refresh slots cache.', with the
+      // error of the last node it asked as `lastNodeError`
+      const reply =
+        authRefusal(err) ?? authRefusal((err as { lastNodeError?: unknown })?.lastNodeError);
+      if (reply === undefined) return;
+      cleanup();
+      reject(refused(describeClient(client), reply));
+    };
+    const onNodeError = (err: unknown, address: unknown) => {
+      const reply = authRefusal(err);
+      if (reply === undefined) return;
+      cleanup();
+      reject(refused(`${describeClient(client)} (node ${String(address)})`, reply));
+    };
+    cleanup = () => {
       client.off('ready', onReady);
       client.off('end', onEnd);
+      client.off('error', onError);
+      client.off('node error', onNodeError);
     };
     client.on('ready', onReady);
     client.on('end', onEnd);
+    client.on('error', onError);
+    if (client instanceof Cluster) client.on('node error', onNodeError);
   });
   // the promise of connect() may reject on its own; readiness is what we wait for
   if (client.status === 'wait') client.connect().catch(() => {});
@@ -73,7 +164,7 @@ export async function connectClient(client: Client, ms: number): Promise<void> {
     ms,
     () =>
       `could not reach ${describeClient(client)} within ${ms} ms (option \`connectTimeoutMs\`); is it running and reachable?`,
-  );
+  ).finally(() => cleanup());
 }
 
 /** A connection fault, not a script error, is reported as unavailability. */
@@ -144,4 +235,6 @@ export interface RedisStoreOptions {
    * A single Redis always uses classic pub/sub.
    */
   readonly pubsub?: 'auto' | 'sharded' | 'classic';
+  /** Entries the task history keeps (0: none). @default 10000 */
+  readonly historyLength?: number;
 }

@@ -7,6 +7,7 @@ export type ErrorCode =
   | 'ERR_RESULT_NOT_SERIALISABLE'
   | 'ERR_RESULT_TOO_LARGE'
   | 'ERR_REDIS_UNAVAILABLE'
+  | 'ERR_REDIS_AUTH'
   | 'ERR_CORRUPT_RECORD'
   | 'ERR_NEWER_FORMAT'
   | 'ERR_WRONG_TYPE'
@@ -50,6 +51,19 @@ export class ResultError extends PairlockError {}
 export class RedisUnavailableError extends PairlockError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_REDIS_UNAVAILABLE', message, options);
+  }
+}
+
+/**
+ * Redis refused the credentials while connecting (WRONGPASS, NOAUTH, an invalid
+ * username-password pair, NOPERM on AUTH): start() and run() reject with this at once,
+ * not after `connectTimeoutMs`. Not a kind of unavailability: retrying cannot help until
+ * the user or password given in `redis` (or `nodes`) is corrected. The message names the
+ * address and Redis's reply, never the password.
+ */
+export class RedisAuthError extends PairlockError {
+  constructor(message: string) {
+    super('ERR_REDIS_AUTH', message);
   }
 }
 

@@ -10,6 +10,7 @@ export {
   LeaseLostError,
   NoQuorumError,
   PairlockError,
+  RedisAuthError,
   RedisOutOfMemoryError,
   RedisUnavailableError,
   RejectedError,

@@ -3,12 +3,17 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CONNECTION_ENV } from '../cli/connection.js';
+import { defaults } from '../options.js';
 import { RedisServer } from '../testing/redis-server.js';
 
 /**
  * The demo: two worker processes ("site-a" and "site-b") receive the same tasks and race
  * for each. In the middle of a task, the winner is killed with SIGKILL; the standby takes
- * over once the winner's session has expired on the Redis server. Prints a timeline.
+ * over and finishes it. Prints a timeline, and tells how the takeover came about from the
+ * kind the standby reports: with connection-bound sessions (the default) the killed
+ * process's connection closes, and the standby takes over about `crashGraceMs` after it
+ * sees that (`connection-lost`); without them (or where the connection gives no evidence)
+ * the holder's session expires one TTL after its last heartbeat (`session-expired`).
  */
 export interface DemoOptions {
   /** Use this Redis instead of starting a redis-server. @default process.env.REDIS_URL */
@@ -21,8 +26,16 @@ export interface DemoOptions {
   connection?: { env: Readonly<Record<string, string>>; description: string };
   /** Tasks fed to the pair. @default 6 */
   tasks?: number;
-  /** Session TTL of both workers: the takeover waits for it. @default 1000 */
+  /**
+   * Session TTL of both workers: the takeover waits for it when the holder's connection
+   * gives no evidence (connection-bound sessions off, quorum mode). @default 1000
+   */
   sessionTtlMs?: number;
+  /**
+   * Connection-bound sessions for both workers (option `connectionBound`).
+   * @default true (or PAIRLOCK_CONNECTION_BOUND=0 in the environment: off)
+   */
+  connectionBound?: boolean;
   /** How long each task works. @default 300 */
   taskMs?: number;
   out?: (line: string) => void;
@@ -33,6 +46,8 @@ export interface DemoReport {
   sessionTtlMs: number;
   /** ms from the SIGKILL to the standby starting the task. */
   takeoverMs: number;
+  /** The grant kind the standby reported for that takeover (connection-lost, session-expired…). */
+  takeoverKind: string | undefined;
   /** Per task: who ran it, and whether both sides reported the same outcome. */
   outcomes: { taskId: string; worker: string; token: number; agreed: boolean; crashed?: string }[];
 }
@@ -67,6 +82,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
   if (!Number.isInteger(tasks) || tasks < 3)
     throw new Error('the demo needs `tasks` >= 3 (it crashes a worker mid-way)');
   const crashAt = Math.ceil(tasks / 2);
+  const connectionBound = opts.connectionBound ?? process.env.PAIRLOCK_CONNECTION_BOUND !== '0';
   const namespace = `demo-${process.pid}-${Date.now().toString(36)}`;
 
   let server: RedisServer | undefined;
@@ -91,6 +107,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
       PAIRLOCK_NAMESPACE: namespace,
       PAIRLOCK_NAME: name,
       PAIRLOCK_SESSION_TTL_MS: String(sessionTtlMs),
+      PAIRLOCK_CONNECTION_BOUND: connectionBound ? '1' : '0',
     };
     if (opts.connection) delete e.PAIRLOCK_REDIS_URL;
     else e.PAIRLOCK_REDIS_URL = redisUrl;
@@ -98,7 +115,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
     return e;
   };
   out(
-    `pair      site-a and site-b, namespace ${namespace}, session TTL ${sessionTtlMs} ms, ${tasks} tasks`,
+    `pair      site-a and site-b, namespace ${namespace}, session TTL ${sessionTtlMs} ms, connection-bound sessions ${connectionBound ? 'on' : 'off'}, ${tasks} tasks`,
   );
   out('');
 
@@ -144,7 +161,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
         log(site.name, `stands by for ${m.taskId} (held by ${nameOf(m.holder)})`);
         break;
       case 'peer-failed':
-        log(site.name, `sees that ${nameOf(m.worker)}'s session expired on the Redis server`);
+        // why (connection or session) shows in the kind of the takeover that follows
+        log(site.name, `finds ${nameOf(m.worker)} gone; takes over its ${m.tasks} task(s)`);
         break;
       case 'took-over':
         log(site.name, `took over ${m.taskId} (token ${m.token}, ${m.kind} of ${nameOf(m.from)})`);
@@ -166,7 +184,13 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
     }
   });
 
-  const report: DemoReport = { tasks, sessionTtlMs, takeoverMs: Number.NaN, outcomes: [] };
+  const report: DemoReport = {
+    tasks,
+    sessionTtlMs,
+    takeoverMs: Number.NaN,
+    takeoverKind: undefined,
+    outcomes: [],
+  };
   try {
     for (let i = 1; i <= tasks; i++) {
       const taskId = `push-${i}`;
@@ -187,10 +211,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
           }
           if (m.ev === 'took-over' && m.taskId === taskId && killedAt > 0) {
             report.takeoverMs = performance.now() - killedAt;
-            log(
-              site.name,
-              `started ${taskId} ${report.takeoverMs.toFixed(0)} ms after the crash (session TTL ${sessionTtlMs} ms)`,
-            );
+            report.takeoverKind = String(m.kind);
+            const after = `started ${taskId} ${report.takeoverMs.toFixed(0)} ms after the crash`;
+            log(site.name, `${after}: ${why(report.takeoverKind, nameOf(m.from), sessionTtlMs)}`);
           }
           if (m.ev === 'outcome' && (m.outcome as { taskId: string }).taskId === taskId) {
             outcomes.set(site.name, m);
@@ -237,10 +260,44 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoReport> {
     );
   }
   out(
-    `  takeover after SIGKILL: ${report.takeoverMs.toFixed(0)} ms, against a session TTL of ${sessionTtlMs} ms`,
+    `  takeover after SIGKILL: ${report.takeoverMs.toFixed(0)} ms (${report.takeoverKind ?? 'none seen'}), with a session TTL of ${sessionTtlMs} ms`,
   );
-  out(
-    '  (a session expires one TTL after its last heartbeat, so a takeover comes at most one TTL after a crash)',
-  );
+  for (const line of bound(report.takeoverKind, sessionTtlMs)) out(`  ${line}`);
   return report;
+}
+
+const GRACE = defaults.crashGraceMs;
+const CHECK = defaults.connectionCheckIntervalMs;
+
+/** What the takeover kind says happened to the killed holder. */
+function why(kind: string, holder: string, ttl: number): string {
+  switch (kind) {
+    case 'connection-lost':
+      return `${holder}'s connection closed with its process (its liveness channel lost its subscriber), seen for crashGraceMs (${GRACE} ms, checked every ${CHECK} ms); no wait for the session TTL (${ttl} ms)`;
+    case 'session-expired':
+      return `${holder}'s session expired on the Redis server, one session TTL (${ttl} ms) after its last heartbeat`;
+    default:
+      return `a ${kind} takeover from ${holder}`;
+  }
+}
+
+/** The summary's account of what bounds a takeover, after the one that happened. */
+function bound(kind: string | undefined, ttl: number): string[] {
+  if (kind === 'connection-lost') {
+    return [
+      "(connection-bound sessions, the default: the killed holder's connection closed, and the",
+      ` standby took over once it had seen that for crashGraceMs (${GRACE} ms), checking every ${CHECK} ms.`,
+      ` The session TTL (${ttl} ms) bounds a takeover only when the connection does not close:`,
+      ' a partition, a paused process, a host gone without closing its sockets)',
+    ];
+  }
+  if (kind === 'session-expired') {
+    return [
+      '(no connection evidence here, so the session TTL decided: a session expires one TTL',
+      ` (${ttl} ms) after the holder's last heartbeat, so a takeover comes about one TTL after a`,
+      ` crash; with connection-bound sessions, the default, a closed connection is taken over in`,
+      ` about crashGraceMs (${GRACE} ms) plus a check (${CHECK} ms))`,
+    ];
+  }
+  return [];
 }
