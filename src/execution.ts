@@ -380,7 +380,13 @@ export class Executor {
     if (exec.aborted || exec.handlerDone) return;
     const { taskId } = exec.run.loc;
     this.ctx.emit('lease-lost', { taskId, token: exec.token, reason });
-    this.ctx.logger.warn({ taskId, token: exec.token, reason }, `pairlock: lease lost: ${message}`);
+    // a handover is the worker's own close, asked for by its operator: news, not a fault
+    const log = reason === 'handover' ? this.ctx.logger.info : this.ctx.logger.warn;
+    log.call(
+      this.ctx.logger,
+      { taskId, token: exec.token, reason },
+      `pairlock: lease lost: ${message}`,
+    );
     exec.abort(new LeaseLostError(taskId, reason, message));
   }
 

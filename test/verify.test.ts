@@ -58,6 +58,14 @@ describe('pairlock verify', () => {
     expect(written).toBeGreaterThan(120);
     // a progress line while it ran
     expect(r.stderr).toMatch(/^verify: \d+ s, released \d+\/120 tasks, \d+ answered/m);
+    // said up front: how long, where, and whose handlers
+    expect(r.stderr).toMatch(
+      /^verify: takes about 17 s: 12 s of tasks and faults \(--seconds 10\)/m,
+    );
+    expect(r.stderr).toMatch(
+      /^verify: writes only keys of namespace pairlock-verify-[0-9a-f]{8} /m,
+    );
+    expect(r.stderr).toContain("run verify's own test handlers, not yours");
     expect(r.code).toBe(0);
     expect(await admin.dbsize()).toBe(before);
     expect(await admin.get('app:balance')).toBe('42');

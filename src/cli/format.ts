@@ -2,6 +2,41 @@ import type { TaskInfo } from '../worker.js';
 
 /* How records, durations and tables are shown by the commands. */
 
+/**
+ * Characters a terminal acts on instead of showing: C0 controls (ESC starts colour and
+ * cursor sequences, a newline breaks a table), DEL, C1 controls (U+009B is a one-character
+ * CSI), and the Unicode line separators and bidirectional overrides that reorder what is shown.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * Text from Redis (task ids, worker names, results, error messages) made safe to print on a
+ * terminal: every control character shown as an escape (`\x1b`, `\n`, `\u202e`). Every
+ * human-readable output of the CLI goes through this; JSON output keeps the exact text.
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROL, (c) => {
+    const named = NAMED[c];
+    if (named !== undefined) return named;
+    const code = c.charCodeAt(0);
+    return code <= 0xff
+      ? `\\x${code.toString(16).padStart(2, '0')}`
+      : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** A value in a message, quoted: `"…"` with its control characters escaped. */
+export function quoted(text: string): string {
+  return `"${printable(text)}"`;
+}
+
+/** Each line of a message escaped, its line breaks kept (for messages built of many lines). */
+export function printableLines(text: string): string {
+  return text.split('\n').map(printable).join('\n');
+}
+
 export function iso(ms: number): string {
   return Number.isFinite(ms) && ms > 0 ? new Date(ms).toISOString() : '-';
 }
@@ -51,7 +86,7 @@ export function detail(info: TaskInfo): string {
 /** The human-readable form of one record (`pairlock inspect`). */
 export function describeTask(info: TaskInfo, hash?: string): string[] {
   const lines: string[] = [];
-  const row = (k: string, v: string) => lines.push(`${`${k}:`.padEnd(12)} ${v}`);
+  const row = (k: string, v: string) => lines.push(`${`${k}:`.padEnd(12)} ${printable(v)}`);
   row('task', hash === undefined ? info.taskId : `${info.taskId} (field of hash ${hash})`);
   row('state', info.state);
   row('token', String(info.token));
@@ -90,8 +125,10 @@ export function describeTask(info: TaskInfo, hash?: string): string[] {
   return lines;
 }
 
-/** Left-aligned columns. */
-export function table(header: string[], rows: string[][]): string[] {
+/** Left-aligned columns, every cell passed through printable(). */
+export function table(header: string[], cells: string[][]): string[] {
+  // escaped before the widths are measured: a cell with control characters keeps its column
+  const rows = cells.map((r) => r.map(printable));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const fmt = (r: string[]) =>
     r

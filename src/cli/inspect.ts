@@ -7,6 +7,7 @@ import {
   type GlobalOptions,
   type Io,
   iso,
+  quoted,
   table,
   taskJson,
   withConnection,
@@ -19,9 +20,9 @@ export interface InspectOptions {
 }
 
 function unknownTask(taskId: string, opts: InspectOptions, g: GlobalOptions, extra = ''): CliError {
-  const where = opts.hash === undefined ? '' : ` in hash ${JSON.stringify(opts.hash)}`;
+  const where = opts.hash === undefined ? '' : ` in hash ${quoted(opts.hash)}`;
   return new CliError(
-    `pairlock: no record of task ${JSON.stringify(taskId)}${where} in namespace ${JSON.stringify(g.namespace)}${extra} ` +
+    `pairlock: no record of task ${quoted(taskId)}${where} in namespace ${quoted(g.namespace)}${extra} ` +
       '(never claimed, or its retention ran out)',
     ExitCode.UnknownTask,
   );

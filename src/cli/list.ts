@@ -5,6 +5,7 @@ import {
   type Io,
   iso,
   parsePositiveInt,
+  printable,
   table,
   taskJson,
   withConnection,
@@ -44,7 +45,9 @@ export async function listCommand(opts: ListOptions, g: GlobalOptions, io: Io): 
         return;
       }
       if (found.length === 0) {
-        io.out(`no ${opts.state ?? ''}${opts.state ? ' ' : ''}tasks in namespace ${g.namespace}`);
+        io.out(
+          `no ${opts.state ?? ''}${opts.state ? ' ' : ''}tasks in namespace ${printable(g.namespace)}`,
+        );
         return;
       }
       // quorum mode: how many nodes hold the record the majority holds

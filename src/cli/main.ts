@@ -1,10 +1,9 @@
 /** The `pairlock` CLI entry (built to dist/cli.js; bin/pairlock.js runs it). */
+import { exitWhenFlushed, tolerateClosedReaders } from './exit.js';
 import { main } from './program.js';
 
-main(process.argv).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`pairlock: ${String(err)}\n`);
-    process.exit(1);
-  },
-);
+tolerateClosedReaders();
+main(process.argv).then(exitWhenFlushed, (err: unknown) => {
+  process.stderr.write(`pairlock: ${String(err)}\n`);
+  return exitWhenFlushed(1);
+});

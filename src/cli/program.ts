@@ -9,11 +9,14 @@ import {
   type GlobalOptions,
   type Io,
   parsePositiveInt,
+  printableLines,
   stdio,
 } from './common.js';
 import { addConnectionOptions, connectionInput, parseConnection } from './connection.js';
 import { registerDashboard } from './dashboard/index.js';
 import { registerDemo } from './demo.js';
+import { addCommandHelp } from './help.js';
+import { registerHistory } from './history.js';
 import { registerInspect } from './inspect.js';
 import { registerList } from './list.js';
 import { packageRoot } from './root.js';
@@ -55,11 +58,9 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
       5_000,
     )
     .showHelpAfterError('(run with --help for usage)')
-    // `pairlock inspect --help` lists the connection options too
-    .configureHelp({ showGlobalOptions: true })
     .configureOutput({
       writeOut: (s) => io.out(s.replace(/\n$/, '')),
-      writeErr: (s) => io.err(s.replace(/\n$/, '')),
+      writeErr: (s) => io.err(printableLines(s.replace(/\n$/, ''))),
     })
     .exitOverride();
   // read when a command runs: a connection option that fails validation ends it with exit 1
@@ -76,6 +77,7 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
     code = c;
   };
   registerInspect(program, globals, io);
+  registerHistory(program, globals, io);
   registerList(program, globals, io);
   registerStats(program, globals, io);
   registerWatch(program, globals, io);
@@ -85,6 +87,8 @@ export function createProgram(io: Io = stdio): { program: Command; exitCode: () 
   registerRun(program, globals, io, setExit);
   registerRunWorker(program, globals, io);
   registerVerify(program, globals, io, setExit);
+  // each command's examples; the global options are listed once, in `pairlock --help`
+  addCommandHelp(program);
   return { program, exitCode: () => code };
 }
 
@@ -102,15 +106,16 @@ export async function main(
       // --help and --version end here with code 0; usage errors were already printed
       return err.exitCode === 0 ? ExitCode.Ok : ExitCode.Error;
     }
+    // a message may echo a task id or a server's reply: control characters escaped
     if (err instanceof CliError) {
-      io.err(err.message);
+      io.err(printableLines(err.message));
       return err.exitCode;
     }
     if (err instanceof PairlockError) {
-      io.err(`pairlock: ${err.message}`);
+      io.err(`pairlock: ${printableLines(err.message)}`);
       return err.code === 'ERR_REDIS_UNAVAILABLE' ? ExitCode.Unreachable : ExitCode.Error;
     }
-    io.err(`pairlock: ${(err as Error)?.stack ?? String(err)}`);
+    io.err(`pairlock: ${printableLines((err as Error)?.stack ?? String(err))}`);
     return ExitCode.Error;
   }
 }

@@ -4,6 +4,8 @@ import {
   type CliConnection,
   globEscape,
   type NodeView,
+  printable,
+  quoted,
   scanHashFields,
   scanKeys,
 } from './common.js';
@@ -71,7 +73,7 @@ function skipUnreadable(id: string, warn: (line: string) => void) {
       err instanceof CorruptRecordError ||
       (err as { code?: string }).code === 'ERR_INVALID_TASK_ID'
     ) {
-      warn(`pairlock: skipping ${JSON.stringify(id)}: ${(err as Error).message}`);
+      warn(`pairlock: skipping ${quoted(id)}: ${printable((err as Error).message)}`);
       return null;
     }
     throw err;

@@ -4,7 +4,14 @@ import { streamFeed } from '../feeds/stream.js';
 import type { Logger } from '../options.js';
 import { handleSignals } from '../runtime.js';
 import { type Outcome, PairedWorker } from '../worker.js';
-import { CliError, ExitCode, type GlobalOptions, type Io, parsePositiveInt } from './common.js';
+import {
+  CliError,
+  ExitCode,
+  type GlobalOptions,
+  type Io,
+  parsePositiveInt,
+  printable,
+} from './common.js';
 import { workerConnection } from './connection.js';
 import { loadRunModule, type RunTaskInput } from './run-module.js';
 
@@ -15,13 +22,13 @@ export interface RunWorkerOptions {
   maxPending: number;
 }
 
-/** A pino-compatible logger writing one line per record to stderr. */
+/** A pino-compatible logger writing one line per record to stderr (control characters escaped). */
 export function lineLogger(io: Io, verbose = false): Logger {
   const write = (level: string) => (obj: object, msg?: string) => {
     const fields: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(obj)) fields[k] = v instanceof Error ? v.message : v;
     const extra = Object.keys(fields).length > 0 ? ` ${JSON.stringify(fields)}` : '';
-    io.err(`${level}: ${msg ?? ''}${extra}`);
+    io.err(printable(`${level}: ${msg ?? ''}${extra}`));
   };
   return {
     debug: verbose ? write('debug') : () => {},
@@ -64,7 +71,7 @@ export async function runWorker(
     ...(opts.concurrency === undefined ? {} : { concurrency: opts.concurrency }),
     logger,
   });
-  const say = (line: string) => io.out(line);
+  const say = (line: string) => io.out(printable(line));
 
   // from here on a signal closes the worker with handover
   const stopSource = new AbortController();

@@ -10,6 +10,7 @@ import {
   iso,
   type NodeView,
   parsePositiveInt,
+  printable,
   scanKeys,
   table,
   withConnection,
@@ -299,14 +300,16 @@ export async function statsCommand(opts: StatsOptions, g: GlobalOptions, io: Io)
         io.out(JSON.stringify(s));
         return;
       }
+      // names, task ids and errors come from Redis: shown with their control characters escaped
+      const out = (line: string) => io.out(printable(line));
       const t = s.tasks;
       const scope = opts.hash === undefined ? '' : ` (hash ${opts.hash})`;
-      io.out(`namespace ${s.namespace}${scope} on ${await location(conn)}`);
-      io.out(
+      out(`namespace ${s.namespace}${scope} on ${await location(conn)}`);
+      out(
         `tasks: ${t.total} total, ${t.running} running (${t.orphaned} orphaned), ${t.done} done, ${t.failed} failed, ${t.released} released`,
       );
-      for (const line of evictionLines(s.eviction, s.quorum !== undefined)) io.out(line);
-      io.out(`workers: ${s.workers.length} live`);
+      for (const line of evictionLines(s.eviction, s.quorum !== undefined)) out(line);
+      out(`workers: ${s.workers.length} live`);
       if (s.workers.length > 0) {
         const rows = s.workers.map((w) => [
           w.worker,
@@ -324,13 +327,13 @@ export async function statsCommand(opts: StatsOptions, g: GlobalOptions, io: Io)
           ['WORKER', 'HOST', 'PID', 'STARTED', 'TTL', ...nodes, 'HOLDS', 'TASKS'],
           rows,
         )) {
-          io.out(`  ${line}`);
+          out(`  ${line}`);
         }
       }
       if (s.orphaned.length > 0) {
-        io.out(`orphaned: ${s.orphaned.map((o) => `${o.taskId} (was ${o.worker})`).join(', ')}`);
+        out(`orphaned: ${s.orphaned.map((o) => `${o.taskId} (was ${o.worker})`).join(', ')}`);
       }
-      if (s.quorum) showQuorum(s.quorum, io.out);
+      if (s.quorum) showQuorum(s.quorum, out);
     },
     io.err,
   );

@@ -1,7 +1,15 @@
+import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { RedisOptions } from 'ioredis';
 import type { CoordNode, Progress, VerifyResult } from '../verify/verify.js';
-import { CliError, ExitCode, type GlobalOptions, type Io, parsePositiveInt } from './common.js';
+import {
+  CliError,
+  ExitCode,
+  type GlobalOptions,
+  type Io,
+  parsePositiveInt,
+  printable,
+} from './common.js';
 import { connectionHint, describeTopology, type NodeAddress } from './connection.js';
 
 export interface VerifyCommandOptions {
@@ -71,6 +79,28 @@ function progressLine(p: Progress): string {
   return `verify: ${(p.elapsedMs / 1_000).toFixed(0)} s, ${p.phase === 'releasing' ? 'released' : 'draining,'} ${p.released}/${p.planned} tasks, ${p.settled} answered, faults: ${faults || 'none yet'}`;
 }
 
+/**
+ * What verify tells before it starts: how long it takes, where it writes, and that the
+ * handlers it runs are its own (some of them disobedient on purpose).
+ */
+export function verifyPreamble(p: {
+  seconds: number;
+  /** The longest the run waits for the last answers after the release window (ms). */
+  drainMs: number;
+  namespace: string;
+  keyPrefix: string;
+  where: string;
+}): string[] {
+  const least = p.seconds + 2;
+  const most = least + Math.ceil(p.drainMs / 1_000);
+  return [
+    `verify: takes about ${least + 5} s: ${least} s of tasks and faults (--seconds ${p.seconds}), then the last answers, ${most} s at most`,
+    `verify: writes only keys of namespace ${p.namespace} (prefix ${p.keyPrefix}) on ${p.where}, and deletes them at the end`,
+    "verify: its 4 worker processes (two pairs) run verify's own test handlers, not yours; about half of the tasks get a handler that ignores its abort signal on purpose,",
+    'verify: so that the fence is seen refusing late writes: the report\'s "handler ignored its abort signal" overlaps are those deliberately disobedient handlers',
+  ];
+}
+
 /** `pairlock verify`: see src/verify/verify.ts and docs/cli.md. */
 export async function verifyCommand(
   opts: VerifyCommandOptions,
@@ -80,6 +110,7 @@ export async function verifyCommand(
 ): Promise<number> {
   const { parseFaults, runVerify, VerifyError } = await import('../verify/verify.js');
   const { formatReport } = await import('../verify/report.js');
+  const { runCallBoundMs } = await import('../verify/common.js');
   const stop = new AbortController();
   const onSignal = () => stop.abort(new Error('interrupted'));
   process.on('SIGINT', onSignal);
@@ -87,9 +118,26 @@ export async function verifyCommand(
   let result: VerifyResult;
   try {
     const nodes = verifyNodes(g);
+    // chosen here, so that it is said up front (a namespace of its own unless one is given)
+    const namespace = namespaceGiven
+      ? g.namespace
+      : `pairlock-verify-${randomBytes(4).toString('hex')}`;
+    const preamble = verifyPreamble({
+      seconds: opts.seconds,
+      // as runVerify waits: the bound of a run() call, and 5 s more
+      drainMs: runCallBoundMs() + 5_000,
+      namespace,
+      keyPrefix: g.keyPrefix,
+      where: describeTopology(g.connection.topology),
+    });
+    // said with the first message of the run: after the input is checked and a node
+    // answered, so that a refused run does not announce a minute of work
+    const upFront = () => {
+      for (const line of preamble.splice(0)) io.err(printable(line));
+    };
     result = await runVerify({
       nodes,
-      ...(namespaceGiven ? { namespace: g.namespace } : {}),
+      namespace,
       keyPrefix: g.keyPrefix,
       tasks: opts.tasks,
       seconds: opts.seconds,
@@ -97,8 +145,14 @@ export async function verifyCommand(
       ...(opts.seed === undefined ? {} : { seed: opts.seed }),
       ...(opts.out === undefined ? {} : { out: opts.out }),
       timeoutMs: g.timeout,
-      say: (msg) => io.err(`verify: ${msg}`),
-      progress: (p) => io.err(progressLine(p)),
+      say: (msg) => {
+        upFront();
+        io.err(printable(`verify: ${msg}`));
+      },
+      progress: (p) => {
+        upFront();
+        io.err(printable(progressLine(p)));
+      },
       signal: stop.signal,
     });
   } catch (err) {

@@ -3,7 +3,7 @@ import { Cluster, type Redis } from 'ioredis';
 import { grantKinds } from '../codes.js';
 import { type NamespaceEvent, parseNamespaceMessage } from '../events.js';
 import { workerOf } from '../store.js';
-import { CliConnection, type GlobalOptions, type Io } from './common.js';
+import { CliConnection, type GlobalOptions, type Io, printable } from './common.js';
 import { type EventSubscription, subscribeEvents } from './events.js';
 
 export interface WatchOptions {
@@ -99,7 +99,7 @@ export function decodeEvent(ev: NamespaceEvent, receivedAt: number): WatchEvent 
   return out;
 }
 
-/** One readable line per event. */
+/** One readable line per event (task ids and names with their control characters escaped). */
 export function formatEvent(w: WatchEvent): string {
   const task = w.hash === undefined ? w.task : `${w.task} (hash ${w.hash})`;
   let tail = '';
@@ -107,7 +107,9 @@ export function formatEvent(w: WatchEvent): string {
   else if (w.event === 'took-over') tail = `  from ${w.from ?? '?'} (${w.kind})`;
   else if (w.event === 'standby') tail = `  covered by ${w.by ?? '?'}`;
   else if (w.event === 'rejected') tail = `  late settle refused: ${w.reason} (lease lost)`;
-  return `${w.time}  ${w.event.padEnd(9)}  ${task}  token ${w.token}  attempt ${w.attempt}  by ${w.worker}${tail}`;
+  return printable(
+    `${w.time}  ${w.event.padEnd(9)}  ${task}  token ${w.token}  attempt ${w.attempt}  by ${w.worker}${tail}`,
+  );
 }
 
 /** While a watch runs it keeps this flag alive; claim scripts publish fresh claims only then. */
@@ -218,9 +220,9 @@ export async function watchCommand(
         const w = decodeEvent(ev, receivedAt);
         io.out(opts.json ? JSON.stringify(w) : formatEvent(w));
       },
-      status: (line) => io.err(line),
+      status: (line) => io.err(printable(line)),
     });
-    io.err(`watching ${conn.keys.channel} on ${feed.where} (Ctrl-C to stop)`);
+    io.err(printable(`watching ${conn.keys.channel} on ${feed.where} (Ctrl-C to stop)`));
     await stopping.until;
   } finally {
     stopping.dispose();

@@ -1,6 +1,5 @@
 import { attributeCauses, faultView } from './causes.js';
 import {
-  DEFAULT_SESSION_PAIR,
   LAG_LOG_MS,
   LAG_SAMPLE_MS,
   overlapFaults,
@@ -375,7 +374,10 @@ export function check(dir: string): Report {
           f.end >= (prev?.t ?? 0) - 1,
       );
       const f = candidates.sort((x, y) => y.start - x.start)[0];
-      const kind = f?.kind ?? 'no fault';
+      // no injected fault on the holder: a handler of the plan that overran its deadline,
+      // or (rarely) a holder stalled on its own
+      const kind =
+        f?.kind ?? (g.kind === 'deadline-passed' ? 'deadline overrun' : 'no injected fault');
       const from = Math.max(f?.start ?? prev?.t ?? g.t, prev?.t ?? 0);
       const ms = g.t - from;
       // only a healthy peer's reaction time: skip takeovers by a peer that was faulted itself
@@ -383,10 +385,10 @@ export function check(dir: string): Report {
       if (faults.some((x) => x.slot === takerSlot && x.start <= g.t && x.end >= from)) continue;
       // connection-lost takeovers (a holder's connection seen gone) are also shown apart
       const keys = g.kind === 'connection-lost' ? [kind, 'all', 'connection-lost'] : [kind, 'all'];
-      // and those of the pair with the library's default session TTL
-      if (Math.floor(prevSlot / SIDES) === DEFAULT_SESSION_PAIR) {
-        keys.push(`${kind}, session TTL ${timingOf(DEFAULT_SESSION_PAIR).sessionTtlMs / 1_000} s`);
-      }
+      // and by pair: one keeps the library's default session TTL, the other a short one
+      keys.push(
+        `${kind}, session TTL ${timingOf(Math.floor(prevSlot / SIDES)).sessionTtlMs / 1_000} s`,
+      );
       for (const k of keys) {
         const list = lat[k] ?? [];
         list.push(ms);

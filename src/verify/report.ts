@@ -1,4 +1,5 @@
 /** The checker's report, and its table (as `npm run chaos` and `pairlock verify` print it). */
+import { printable } from '../cli/format.js';
 import { grantKinds } from '../codes.js';
 import { faultKinds } from './common.js';
 import { short } from './evidence.js';
@@ -78,6 +79,54 @@ export interface Report {
   unexpectedExits: number;
   takeover: Record<string, { n: number; p50?: number; p99?: number; max?: number }>;
   problems: string[];
+}
+
+/** The cause check.ts gives an overlap whose older holder was told in time and ran on. */
+const IGNORED_SIGNAL = 'handler ignored its abort signal';
+
+type Latency = Report['takeover'][string];
+
+const latency = (v: Latency) =>
+  `p50 ${v.p50?.toFixed(0)}, p99 ${v.p99?.toFixed(0)}, max ${v.max?.toFixed(0)} (n=${v.n})`;
+
+/** What a takeover-latency key of check.ts means, in a row's words. */
+function takeoverLabel(k: string): string {
+  if (k === 'all') return 'takeover by a healthy peer, any cause (ms)';
+  if (k === 'connection-lost')
+    return 'takeover by a healthy peer on evidence of a closed connection (ms)';
+  if (k === 'deadline overrun')
+    return 'takeover by a healthy peer after a planned deadline overrun, no injected fault (ms)';
+  if (k === 'no fault' || k === 'no injected fault')
+    return 'takeover by a healthy peer after no injected fault (a stall of the holder) (ms)';
+  return `takeover by a healthy peer after ${k} (ms)`;
+}
+
+/**
+ * One row per fault kind: the latency over both pairs, then each pair's own (the pairs keep
+ * different session TTLs, keys `<kind>, session TTL <n> s`), in the same row.
+ */
+function takeoverRows(takeover: Report['takeover']): [string, string, string][] {
+  const perPair = new Map<string, string[]>();
+  const base: [string, Latency][] = [];
+  for (const [k, v] of Object.entries(takeover).sort()) {
+    const m = /^(.*), (session TTL .*)$/.exec(k);
+    if (!m) {
+      base.push([k, v]);
+      continue;
+    }
+    const [, kind = '', ttl = ''] = m;
+    const list = perPair.get(kind) ?? [];
+    list.push(`${ttl}: ${latency(v)}`);
+    perPair.set(kind, list);
+  }
+  return base.map(([k, v]) => {
+    const pairs = perPair.get(k) ?? [];
+    return [
+      takeoverLabel(k),
+      `${latency(v)}${pairs.length > 0 ? `; ${pairs.join('; ')}` : ''}`,
+      '',
+    ];
+  });
 }
 
 const fmtMap = (m: Record<string, number>, order: readonly string[] = []) => {
@@ -172,14 +221,10 @@ export function formatReport(r: Report): string {
   );
   rows.push(['effects committed more than once (at-least-once)', String(r.recommits), '']);
   inv('unexpected worker exits', r.unexpectedExits);
-  for (const [k, v] of Object.entries(r.takeover).sort()) {
-    rows.push([
-      `takeover by a healthy peer after ${k} (ms, n=${v.n})`,
-      `p50 ${v.p50?.toFixed(0)}, p99 ${v.p99?.toFixed(0)}, max ${v.max?.toFixed(0)}`,
-      '',
-    ]);
-  }
+  rows.push(...takeoverRows(r.takeover));
   rows.push(['run time', `${r.durationSec} s (${r.endReason})`, '']);
+  // names and messages may hold a task id's control characters: escaped before measuring
+  for (const row of rows) for (let i = 0; i < 3; i++) row[i] = printable(row[i] ?? '');
 
   const w0 = Math.max(5, ...rows.map((x) => x[0].length));
   const w1 = Math.max(5, ...rows.map((x) => x[1].length));
@@ -212,7 +257,7 @@ export function formatReport(r: Report): string {
   const detail = (title: string, list: string[]) => {
     if (list.length === 0) return;
     out.push(`${title} (${list.length}):`);
-    for (const x of list.slice(0, 20)) out.push(`  - ${x}`);
+    for (const x of list.slice(0, 20)) out.push(`  - ${printable(x)}`);
     if (list.length > 20) out.push(`  … ${list.length - 20} more`);
   };
   detail('lost', r.lost);
@@ -254,5 +299,10 @@ export function formatReport(r: Report): string {
       ),
   );
   detail('notes', r.problems);
-  return out.join('\n');
+  if (r.duplicates.some((d) => d.cause === IGNORED_SIGNAL)) {
+    out.push(
+      `"${IGNORED_SIGNAL}": the run's own test handlers; about half of the tasks get one that ignores its abort signal on purpose, so that the fence is seen refusing its late writes (no handler of yours runs in a verify run)`,
+    );
+  }
+  return out.map(printable).join('\n');
 }
