@@ -4,14 +4,19 @@
  * Two worker processes share a task; the holder is killed with SIGKILL; the page must
  * show the takeover and the new holder within 2 s of it.
  *
+ * Then the drill-downs (a counter lists its tasks; a task id prefix searches them), an
+ * unknown task looked up (no console error), and the page 400 px wide: no table overflows
+ * its panel.
+ *
  * PAIRLOCK_DASHBOARD_SCREENSHOT=docs/dashboard.png also runs a stream of tasks through the
  * pair for half a minute first (so the charts have something to show) and saves a
- * screenshot of the page after the takeover: `npm run screenshot:dashboard`.
+ * screenshot of the page after the takeover, and one 400 px wide beside it
+ * (docs/dashboard-narrow.png): `npm run screenshot:dashboard`.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { type Browser, chromium } from 'playwright-core';
+import { dirname, join } from 'node:path';
+import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RedisServer } from '../src/testing/index.js';
 import { type Dashboard, startDashboard } from './support/dashboard.js';
@@ -85,6 +90,38 @@ async function spawnWorker(ns: string, name: string): Promise<WorkerProcess> {
   return w;
 }
 
+// run in the page (as text: this project's TypeScript has no DOM types)
+
+/** Panels (and the page) whose content is wider than they are: a table overflows. */
+function overflowing(page: Page): Promise<string[]> {
+  return page.evaluate(`(() => {
+    const out = [];
+    const doc = document.documentElement;
+    if (doc.scrollWidth > doc.clientWidth + 1)
+      out.push('the page: ' + doc.scrollWidth + ' > ' + doc.clientWidth);
+    for (const el of document.querySelectorAll('.panel, .card, .chart, header')) {
+      if (el.scrollWidth > el.clientWidth + 1)
+        out.push(el.tagName.toLowerCase() + '.' + el.className + ' ' +
+          (el.querySelector('h2')?.textContent ?? '') + ': ' + el.scrollWidth + ' > ' + el.clientWidth);
+    }
+    return out;
+  })()`);
+}
+
+/** Groups of running tasks whose count differs from their worker's holds, in one frame. */
+function holdsDisagree(page: Page): Promise<string[]> {
+  return page.evaluate(`(() => {
+    const out = [];
+    for (const g of document.querySelectorAll('#running .group')) {
+      const count = Number.parseInt(g.querySelector('.gcount')?.textContent ?? '', 10);
+      const row = document.querySelector('#workers tr[data-session="' + CSS.escape(g.dataset.session) + '"]');
+      const holds = Number.parseInt(row?.querySelectorAll('td')[4]?.textContent ?? '', 10);
+      if (row && holds !== count) out.push(g.dataset.session + ': ' + holds + ' vs ' + count);
+    }
+    return out;
+  })()`);
+}
+
 describe.skipIf(!chromiumPath)('pairlock dashboard in headless Chromium', () => {
   beforeAll(async () => {
     server = await RedisServer.start();
@@ -118,6 +155,15 @@ describe.skipIf(!chromiumPath)('pairlock dashboard in headless Chromium', () => 
         await page.waitForSelector('#status[data-state="live"]');
         await page.waitForSelector(`#workers tr[data-worker="${a.id}"]`);
         await page.waitForSelector(`#workers tr[data-worker="${b.id}"]`);
+
+        // a few settled tasks for the drill-downs
+        for (const id of ['mail-a1', 'mail-a2', 'report-1']) {
+          a.run(id, 20);
+          await a.waitFor(
+            (m) => m.ev === 'outcome' && (m.outcome as { taskId?: string })?.taskId === id,
+            `${id} done`,
+          );
+        }
 
         if (screenshot) {
           // half a minute of traffic, so that the charts and counters have a history
@@ -169,12 +215,60 @@ describe.skipIf(!chromiumPath)('pairlock dashboard in headless Chromium', () => 
         expect(await page.textContent(`#workers tr[data-worker="${a.id}"]`)).toContain(
           took.kind === 'connection-lost' ? 'revoked' : 'expired',
         );
+        // the timeline row of the session that ended names its worker
+        const gone = `#timeline li[data-event="session-gone"][data-worker="${a.id}"]`;
+        await page.waitForSelector(gone, { timeout: 3_000 });
+        expect(await page.textContent(gone)).toContain(a.id);
+
+        // a worker's holds and its group's count, read in one frame, agree
+        expect(await holdsDisagree(page)).toEqual([]);
+
+        // drill-downs: a counter lists its tasks; a prefix searches them
+        await page.click('#counters [data-counter="done"]');
+        await page.waitForSelector('#drill-rows tr[data-state="done"][data-task]');
+        expect(await page.textContent('#drill-tabs .tab.on')).toBe('done');
+        await page.fill('#drill-prefix', 'mail-a');
+        await page.click('#drill-form button');
+        await page.waitForFunction(
+          `[...document.querySelectorAll('#drill-rows tr[data-task]')].every((r) => r.dataset.task.startsWith('mail-a')) && !document.querySelector('#drill-rows tr[data-task="report-1"]')`,
+        );
+        expect(await page.locator('#drill-rows tr[data-task^="mail-a"]').count()).toBe(2);
+        await page.fill('#drill-prefix', '');
+        await page.click('#counters [data-counter="takeovers"]');
+        await page.waitForSelector('#drill-rows tr[data-task="job"]');
+        expect(await page.textContent('#drill-rows tr[data-task="job"]')).toContain(a.id);
+
+        // an unknown task: said on the page, and no error in the console
+        await page.fill('#lookup-id', 'no-such-task');
+        await page.click('#lookup button');
+        await page.waitForSelector('#lookup-out.missing');
+        expect(await page.textContent('#lookup-out')).toContain('no such task');
 
         if (screenshot) {
           mkdirSync(dirname(screenshot), { recursive: true });
+          // the picture shows a drill-down list and a record
+          await page.click('#counters [data-counter="done"]');
+          await page.waitForSelector('#drill-rows tr[data-state="done"]');
+          b.run('nightly-report', 60_000);
+          await page.waitForSelector(`#running tr[data-task="nightly-report"]`);
+          await page.fill('#lookup-id', 'nightly-report');
+          await page.click('#lookup button');
+          await page.waitForSelector('#lookup-out:not(.missing)');
           await page.waitForTimeout(1_000);
           await page.screenshot({ path: screenshot, fullPage: true });
           console.log(`screenshot saved to ${screenshot}`);
+        }
+
+        // 400 px wide: the panels stack, and no table overflows its panel
+        await page.setViewportSize({ width: 400, height: 900 });
+        await page.click('#counters [data-counter="done"]');
+        await page.waitForSelector('#drill-rows tr[data-state="done"]');
+        await page.waitForTimeout(300);
+        expect(await overflowing(page)).toEqual([]);
+        if (screenshot) {
+          const narrow = join(dirname(screenshot), 'dashboard-narrow.png');
+          await page.screenshot({ path: narrow, fullPage: true });
+          console.log(`screenshot saved to ${narrow}`);
         }
         expect(problems).toEqual([]);
       } finally {

@@ -3,15 +3,20 @@
  * a census merged with the events seen while it ran, counts beyond --max-tasks, sessions
  * that end, and the rates and latencies.
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { redisProblem } from '../src/cli/dashboard/health.js';
 import { Series } from '../src/cli/dashboard/series.js';
 import { GONE_KEEP_MS } from '../src/cli/dashboard/sessions.js';
 import {
   type CensusResult,
   DashboardState,
+  entryOf,
   type RunningEntry,
+  TIMELINE_SIZE,
 } from '../src/cli/dashboard/state.js';
 import type { NamespaceEvent } from '../src/events.js';
+import type { TaskInfo } from '../src/worker.js';
 
 const grant = (task: string, token: number, session: string, kind = 0, from?: string) =>
   ({
@@ -229,5 +234,135 @@ describe('dashboard state', () => {
     expect(snap.takeovers[last - 2]).toBe(1);
     expect(snap.takeoverKinds).toEqual({ 'session-expired': 1 });
     expect(snap.latency).toMatchObject({ p50: 110, p99: 1_000, samples: 2 });
+  });
+});
+
+describe('dashboard state: operators, round two', () => {
+  it('never dates a grant after the moment it was read (no negative "running for")', () => {
+    // the server clock offset is an estimate: a grant read a moment after it was made may
+    // convert to a local time past the reading
+    const info = {
+      taskId: 'x',
+      state: 'running',
+      token: 1,
+      attempt: 1,
+      worker: 'a',
+      session: 'a#1',
+      claimedAt: 10_005,
+      updatedAt: 10_005,
+      deadlineInMs: 1_000,
+      leaseRemainingMs: 1_000,
+      ownerAlive: true,
+      progress: undefined,
+      keepMs: -1,
+    } as TaskInfo;
+    const e = entryOf(info, 't:x', undefined, 10_000, 0);
+    expect(e.claimedAt).toBeLessThanOrEqual(10_000);
+  });
+
+  it('gives the holds of each worker and the task counts of its group from one snapshot', () => {
+    const s = new DashboardState(100, () => 0);
+    s.sessions.discover([{ session: 'a#1', worker: 'a', ttlMs: 10_000 }], 0);
+    s.beginCensus();
+    s.finishCensus(census([entry('x', 1, 'a#1'), entry('y', 1, 'a#1')]));
+    s.onEvent(grant('z', 1, 'a#1'), 10);
+    const r = s.running(10, new Map());
+    expect(r.version).toBe(s.version);
+    expect(r.holds).toEqual({ 'a#1': 3 });
+    expect(r.groups[0]?.count).toBe(r.holds['a#1']);
+    expect(s.workers()[0]?.holds).toBe(3);
+  });
+
+  it('keeps TIMELINE_SIZE events, and the docs and the page say the same number', () => {
+    const s = new DashboardState(100, () => 0);
+    for (let i = 0; i < TIMELINE_SIZE + 150; i++) s.onEvent(grant(`t${i}`, 1, 'a#1'), i);
+    expect(s.events(0)).toHaveLength(TIMELINE_SIZE);
+    const docs = readFileSync(new URL('../docs/cli.md', import.meta.url), 'utf8');
+    const section = docs.slice(docs.indexOf('## `dashboard'), docs.indexOf('## `verify'));
+    const n = TIMELINE_SIZE.toLocaleString('en');
+    expect(section).toContain(`the last ${n} events`);
+    // no other size of the timeline in the docs
+    for (const m of section.matchAll(/([\d,]+) timeline entries|keeps the last ([\d,]+)/g))
+      expect(m[1] ?? m[2]).toBe(n);
+    // the page takes the number from the server, and has none of its own
+    const app = readFileSync(new URL('../web/dashboard/app.js', import.meta.url), 'utf8');
+    const timeline = readFileSync(new URL('../web/dashboard/timeline.js', import.meta.url), 'utf8');
+    expect(app).toContain('timelineSize');
+    expect(app).not.toMatch(/TIMELINE_KEEP\s*=\s*\d/);
+    expect(timeline).not.toMatch(/items\.length < \d+/);
+  });
+
+  it('says Redis is unreachable in plain words, not with the client library internals', () => {
+    const internals = [
+      "Stream isn't writeable and enableOfflineQueue options is false",
+      'Connection is closed.',
+      'connect ECONNREFUSED 127.0.0.1:6390',
+      'Reached the max retries per request limit (which is 0). Refer to "maxRetriesPerRequest" option for details.',
+    ];
+    for (const m of internals) {
+      const said = redisProblem(new Error(m));
+      expect(said).not.toMatch(/Stream|enableOfflineQueue|maxRetriesPerRequest/);
+      expect(said).toMatch(/^no connection to Redis/);
+    }
+    expect(redisProblem(new Error('connect ECONNREFUSED 127.0.0.1:6390'))).toContain(
+      'connection refused',
+    );
+    // anything else is shown as it is
+    expect(redisProblem(new Error('NOPERM this user has no permissions'))).toBe(
+      'NOPERM this user has no permissions',
+    );
+    const s = new DashboardState(100, () => 0);
+    s.beginCensus();
+    s.failCensus(new Error("Stream isn't writeable and enableOfflineQueue options is false"));
+    expect(s.census.error).toMatch(/^no connection to Redis/);
+  });
+
+  it('shows a paused worker from its session description', () => {
+    const s = new DashboardState(100, () => 0);
+    s.sessions.discover(
+      [
+        { session: 'a#1', worker: 'a', ttlMs: 1_000, paused: true },
+        { session: 'b#1', worker: 'b', ttlMs: 1_000 },
+      ],
+      0,
+    );
+    expect(s.workers().map((w) => [w.worker, w.paused ?? false])).toEqual([
+      ['a', true],
+      ['b', false],
+    ]);
+    // the TTL readings carry the description: a resume shows at the next one
+    s.sessions.readings(
+      [
+        ['a#1', 900, { paused: false }],
+        ['b#1', 900, { paused: true }],
+      ],
+      100,
+    );
+    expect(s.workers().map((w) => [w.worker, w.paused ?? false])).toEqual([
+      ['a', false],
+      ['b', true],
+    ]);
+  });
+
+  it('lists the recent takeovers, by worker and by task id prefix, newest first', () => {
+    const s = new DashboardState(100, () => 0);
+    s.onEvent(grant('mail-1', 1, 'a#1'), 1);
+    s.onEvent(grant('mail-1', 2, 'b#1', 1, 'a#1'), 2);
+    s.onEvent(grant('job-1', 1, 'b#1'), 3);
+    s.onEvent(grant('job-1', 2, 'a#1', 5, 'b#1'), 4);
+    s.onEvent(grant('mail-2', 3, 'c#1', 2, 'b#1'), 5);
+    const all = s.takeovers({ limit: 10 });
+    expect(all.items.map((t) => t.task)).toEqual(['mail-2', 'job-1', 'mail-1']);
+    expect(all.items[0]).toMatchObject({ worker: 'c', from: 'b', kind: 'deadline-passed' });
+    expect(s.takeovers({ limit: 10, prefix: 'mail-' }).items.map((t) => t.task)).toEqual([
+      'mail-2',
+      'mail-1',
+    ]);
+    // by worker: the one that took over, or the one it was taken from
+    expect(s.takeovers({ limit: 10, worker: 'a' }).items.map((t) => t.task)).toEqual([
+      'job-1',
+      'mail-1',
+    ]);
+    expect(s.takeovers({ limit: 1 })).toMatchObject({ more: true });
   });
 });

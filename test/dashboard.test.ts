@@ -160,9 +160,14 @@ describe('pairlock dashboard: the server', () => {
       expect(rec.status).toBe(200);
       expect(rec.body.record).toMatchObject({ taskId: 'job-1', state: 'running', worker: a.id });
       expect(rec.body.lines).toContain('state:       running');
-      const missing = await getJson(`${d.url}api/task?id=no-such-task`);
-      expect(missing.status).toBe(404);
-      expect(missing.body.error).toContain('no record of task "no-such-task"');
+      // an unknown task is an answer, not an error (a 404 shows as an error in the console)
+      const missing = await getJson<{ found: boolean; message: string }>(
+        `${d.url}api/task?id=no-such-task`,
+      );
+      expect(missing.status).toBe(200);
+      expect(missing.body.found).toBe(false);
+      expect(missing.body.message).toContain('no record of task "no-such-task"');
+      expect(rec.body).toMatchObject({ found: true });
       expect((await getJson(`${d.url}api/task`)).status).toBe(400);
       const tooLong = await getJson(`${d.url}api/task?id=${'x'.repeat(2_000)}`);
       expect(tooLong.status).toBe(400);
@@ -263,10 +268,16 @@ describe('pairlock dashboard: the server', () => {
         expect(await probe.pttl(flag)).toBeGreaterThan(0);
         probe.disconnect();
         await own.kill();
-        await until(async () => {
+        const down = await until(async () => {
           const { body } = await getJson<Summary>(`${d.url}api/summary`);
-          return body.redis.ok || body.feed.ok ? undefined : body;
+          return body.redis.ok || body.feed.ok || !body.census.error ? undefined : body;
         }, 'the page to say Redis is unreachable');
+        // in plain words, not the client library's internals ("Stream isn't writeable…")
+        const internals =
+          /Stream isn't writeable|enableOfflineQueue|maxRetriesPerRequest|Connection is closed/;
+        expect(down.redis.error).toMatch(/^no connection to Redis/);
+        for (const said of [down.redis.error, down.feed.error, down.census.error])
+          expect(said ?? '').not.toMatch(internals);
         await own.restart();
         const back = Date.now();
         await probe.connect();
@@ -296,6 +307,103 @@ describe('pairlock dashboard: the server', () => {
       probe.disconnect();
       await own.stop();
     }
+  });
+
+  it('drills down: failed, done and released tasks with their errors and results, by worker and task id prefix; takeovers; a paused worker', async () => {
+    const ns = pair.namespace('dash');
+    const opts = { failure: { policy: 'give-up' as const } };
+    const a = pair.worker(ns, 'alpha', opts);
+    const b = pair.worker(ns, 'beta', opts);
+    await a.run('mail-1', () => ({ sent: 1 }));
+    await a.run('mail-2', () => {
+      throw new Error('mailbox full');
+    });
+    await b.run('job-1', () => 'ok');
+    // gamma leaves with a handover and no peer covers: released, claimable
+    const c = pair.worker(ns, 'gamma', opts);
+    const h = gate();
+    const dropped = c.run('rel-1', h.handler).catch(() => undefined);
+    await h.running;
+    await c.close({ handover: true });
+    await dropped;
+    // held by alpha, which leaves with a handover: beta covers and takes it over
+    const g = gate();
+    const held = a.run('move-1', g.handler).catch(() => undefined);
+    await g.running;
+    const covering = new Promise((r) => b.once('standby', r));
+    const moved = b.run('move-1', () => 'moved').catch((err: unknown) => err);
+    await covering;
+    await withDashboard(ns, {}, async (d) => {
+      type Tasks = {
+        state: string;
+        items: Record<string, unknown>[];
+        more: boolean;
+        scanned: number;
+      };
+      const list = async (q: string) => (await getJson<Tasks>(`${d.url}api/tasks?${q}`)).body;
+      const failed = await list('state=failed');
+      expect(failed.items.map((t) => t.taskId)).toEqual(['mail-2']);
+      expect(failed.items[0]).toMatchObject({
+        worker: a.id,
+        error: { message: 'mailbox full' },
+        detail: expect.stringContaining('mailbox full'),
+      });
+      const done = await list('state=done');
+      expect(done.items.map((t) => t.taskId)).toEqual(['job-1', 'mail-1']);
+      expect(done.items[1]).toMatchObject({ result: { sent: 1 } });
+      expect(
+        (await list(`state=done&worker=${encodeURIComponent(b.id)}`)).items.map((t) => t.taskId),
+      ).toEqual(['job-1']);
+      expect((await list('state=done&prefix=mail-')).items.map((t) => t.taskId)).toEqual([
+        'mail-1',
+      ]);
+      // every state, by prefix
+      expect((await list('prefix=mail')).items.map((t) => [t.taskId, t.state]).sort()).toEqual([
+        ['mail-1', 'done'],
+        ['mail-2', 'failed'],
+      ]);
+      expect((await list('state=done&limit=1')).more).toBe(true);
+      const released = await list('state=released');
+      expect(released.items.map((t) => [t.taskId, t.worker])).toEqual([['rel-1', c.id]]);
+      expect((await getJson(`${d.url}api/tasks?state=bogus`)).status).toBe(400);
+
+      // alpha leaves with a handover: beta takes move-1 over; the takeover is listed
+      await until(
+        async () =>
+          (await getJson<Summary>(`${d.url}api/summary`)).body.counts.running === 1
+            ? true
+            : undefined,
+        'move-1 running',
+      );
+      await a.close({ handover: true });
+      await held;
+      expect(await moved).toMatchObject({ state: 'done', role: 'took-over' });
+      const takeovers = await until(async () => {
+        const t = await list('state=takeovers');
+        return t.items.length ? t : undefined;
+      }, 'the takeover listed');
+      expect(takeovers.items[0]).toMatchObject({
+        task: 'move-1',
+        worker: b.id,
+        from: a.id,
+        kind: 'handover',
+      });
+      expect((await list('state=takeovers&worker=nobody')).items).toEqual([]);
+
+      // a worker that publishes `paused` in its session description shows paused
+      const raw = new Redis(pair.url);
+      try {
+        const key = `pairlock:{${ns}}:s:${b.session}`;
+        const desc = JSON.parse((await raw.get(key)) ?? '{}') as Record<string, unknown>;
+        await raw.set(key, JSON.stringify({ ...desc, paused: true }), 'KEEPTTL');
+        await until(async () => {
+          const { body } = await getJson<Summary>(`${d.url}api/summary`);
+          return body.workers.find((w) => w.session === b.session)?.paused ? true : undefined;
+        }, 'beta shown paused');
+      } finally {
+        raw.disconnect();
+      }
+    });
   });
 
   it('asks for basic authentication when --auth is given (401 without, or with wrong, credentials)', async () => {
@@ -501,6 +609,7 @@ describe('pairlock dashboard: the command line', () => {
         'web/dashboard/charts.js',
         'web/dashboard/timeline.js',
         'web/dashboard/util.js',
+        'web/dashboard/drill.js',
         'web/dashboard/style.css',
       ]),
     );

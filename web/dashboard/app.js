@@ -3,10 +3,10 @@
 // notes, worker names) is set with textContent, never parsed as HTML.
 
 import { drawLatency, drawOutcomes, drawTakeovers } from './charts.js';
-import { renderFilters, renderTimeline } from './timeline.js';
+import { drillable, drillWorkers, initDrill, openDrill } from './drill.js';
+import { renderFilters, renderTimeline, timelineWorkers } from './timeline.js';
 import { $, clock, duration, h, num, sessionTail, sum } from './util.js';
 
-const TIMELINE_KEEP = 500;
 const PAGE = 25;
 
 const state = {
@@ -24,6 +24,10 @@ const state = {
 };
 
 const now = () => Date.now() + state.skew;
+/** Time since `ms` (server clock): never negative, whatever the clocks' estimates. */
+const since = (ms) => duration(Math.max(0, now() - ms));
+/** Numbers on the page are not current: Redis or the event feed is away. */
+const stale = () => !!state.summary && (!state.summary.redis.ok || !state.summary.feed.ok);
 
 // ---------------------------------------------------------------------------------
 // Stream
@@ -47,8 +51,9 @@ function connect() {
   es.addEventListener('events', (e) => {
     const items = JSON.parse(e.data);
     for (const it of items) state.timeline.push(it);
-    if (state.timeline.length > TIMELINE_KEEP)
-      state.timeline.splice(0, state.timeline.length - TIMELINE_KEEP);
+    // as many as the server keeps (its summary says how many)
+    const keep = state.summary ? state.summary.timelineSize : Number.POSITIVE_INFINITY;
+    if (state.timeline.length > keep) state.timeline.splice(0, state.timeline.length - keep);
     renderTimeline(state, lookup);
     if (items.some((it) => it.token !== undefined && it.event !== 'standby')) scheduleRunning(150);
   });
@@ -64,13 +69,16 @@ function setStatus(s) {
     text = 'page disconnected: retrying…';
   } else if (!s.redis.ok) {
     st = 'down';
-    text = `Redis unreachable for ${duration(s.now - s.redis.since)}: ${s.redis.error || ''}`;
+    text = `Redis unreachable since ${clock(s.redis.since)} (${duration(s.now - s.redis.since)}): ${s.redis.error || 'no connection'} · numbers as of then`;
   } else if (!s.feed.ok) {
     st = 'warn';
-    text = 'event feed reconnecting (events meanwhile are missed)';
+    text = `event feed reconnecting since ${clock(s.feed.since)} (events meanwhile are missed)`;
   }
   el.dataset.state = st;
+  el.title = text;
   $('status-text').textContent = text;
+  // grey out what can no longer be current rather than show it as if it were
+  document.body.classList.toggle('stale', st === 'down' || (!!s && !s.feed.ok));
 }
 
 // ---------------------------------------------------------------------------------
@@ -84,6 +92,8 @@ function renderSummary(s) {
   document.title = `pairlock · ${s.namespace}`;
   renderCounters();
   renderWorkers(s);
+  drillWorkers(s.workers);
+  timelineWorkers(state, s.workers, lookup);
 
   const census = s.census.at
     ? `counted ${duration(s.now - s.census.at)} ago in ${duration(s.census.durationMs)}`
@@ -103,7 +113,15 @@ function renderCounters() {
   const card = (label, value, extra, cls) =>
     h(
       'div',
-      { class: `card ${cls || ''}`, dataset: { counter: label } },
+      drillable[label]
+        ? {
+            class: `card drillable ${cls || ''}`,
+            dataset: { counter: label },
+            role: 'button',
+            tabindex: 0,
+            title: `list the ${label} tasks`,
+          }
+        : { class: `card ${cls || ''}`, dataset: { counter: label } },
       h('div', { class: 'value' }, value),
       h('div', { class: 'label' }, label),
       extra ? h('div', { class: 'extra' }, extra) : null,
@@ -125,7 +143,14 @@ function renderCounters() {
       s.workers.length > live ? `${s.workers.length - live} gone` : null,
     ),
   ];
-  if (se) {
+  if (se && stale()) {
+    // events are missed while the feed is away: no rate rather than a false zero
+    cards.push(
+      card('outcomes/s', '–', 'no events: feed away'),
+      card('takeovers', '–', 'no events: feed away'),
+      card('latency p50 / p99', '–', 'no events: feed away', 'wide'),
+    );
+  } else if (se) {
     // the current second is still filling up: rates use the 10 s before it
     const n = se.done.length - 1;
     const outcomes10 =
@@ -178,31 +203,35 @@ function ttlBar(w) {
 }
 
 function renderWorkers(s) {
+  // holds from the same snapshot as the running lists beside them (they must agree)
+  const holdsOf = (w) => (state.running?.holds ? (state.running.holds[w.session] ?? 0) : w.holds);
   const rows = s.workers.map((w) =>
     h(
       'tr',
-      { class: w.gone ? 'gone' : '', dataset: { worker: w.worker, session: w.session } },
+      {
+        class: `${w.gone ? 'gone' : ''} ${w.paused ? 'paused' : ''}`,
+        dataset: { worker: w.worker, session: w.session },
+      },
       h(
         'td',
         {},
         h('span', { class: 'wname' }, w.worker),
         w.gone
+          ? h('span', { class: `tag ${w.gone.reason}` }, `${w.gone.reason} ${since(w.gone.at)} ago`)
+          : null,
+        w.paused && !w.gone
           ? h(
               'span',
-              { class: `tag ${w.gone.reason}` },
-              `${w.gone.reason} ${duration(now() - w.gone.at)} ago`,
+              { class: 'tag paused', title: 'claims nothing new; still covers its peers' },
+              'paused',
             )
           : null,
       ),
       h('td', { class: 'mono' }, sessionTail(w.session, w.worker)),
       h('td', {}, [w.host, w.pid].filter((x) => x !== undefined).join(' · ') || '–'),
       h('td', { class: 'ttl-col' }, ttlBar(w)),
-      h('td', { class: 'num' }, num(w.holds)),
-      h(
-        'td',
-        {},
-        w.gone ? '–' : w.renewedAt ? `≈ ${duration(now() - w.renewedAt)} ago` : 'watching…',
-      ),
+      h('td', { class: 'num' }, num(holdsOf(w))),
+      h('td', {}, w.gone ? '–' : w.renewedAt ? `≈ ${since(w.renewedAt)} ago` : 'watching…'),
       h('td', {}, w.startedAt ? clock(w.startedAt) : '–'),
     ),
   );
@@ -238,6 +267,8 @@ async function fetchRunning() {
       state.running = await res.json();
       state.runningVersion = version;
       renderRunning();
+      // the holds column and the groups' counts: one snapshot, shown in one frame
+      if (state.summary) renderWorkers(state.summary);
     }
   } catch {
     // the stream reports the connection; the next summary asks again
@@ -284,7 +315,7 @@ function renderRunning() {
           g.alive ? duration(leaseLeft(it, w)) : 'orphaned',
         ),
         h('td', { class: 'num' }, it.deadlineAt ? duration(it.deadlineAt - now()) : '…'),
-        h('td', { class: 'num' }, it.claimedAt ? duration(now() - it.claimedAt) : '–'),
+        h('td', { class: 'num' }, it.claimedAt ? since(it.claimedAt) : '–'),
         h('td', { class: 'num' }, it.progress === undefined ? '' : it.progress),
         h('td', { class: 'note', title: it.note || '' }, it.note || ''),
       ),
@@ -383,7 +414,7 @@ async function runLookup() {
   const hash = $('lookup-hash').value;
   const out = $('lookup-out');
   out.hidden = false;
-  out.classList.remove('error');
+  out.classList.remove('error', 'missing');
   if (!id) return;
   const q = new URLSearchParams({ id });
   if (hash) q.set('hash', hash);
@@ -395,6 +426,12 @@ async function runLookup() {
       out.textContent = body.error;
       return;
     }
+    if (!body.found) {
+      out.classList.add('missing');
+      out.textContent = `no such task: ${body.message}`;
+      return;
+    }
+    out.classList.remove('missing');
     out.textContent = body.lines.join('\n');
   } catch (err) {
     out.classList.add('error');
@@ -427,6 +464,17 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   renderFilters(state, lookup);
   renderTimeline(state, lookup);
+  initDrill(lookup);
+  const drillFrom = (e) => {
+    const c = e.target.closest('.card.drillable');
+    if (!c) return;
+    openDrill(drillable[c.dataset.counter]);
+    $('drill').scrollIntoView({ block: 'nearest' });
+  };
+  $('counters').addEventListener('click', drillFrom);
+  $('counters').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' || e.key === ' ') drillFrom(e);
+  });
   connect();
   setInterval(tick, 250);
 });

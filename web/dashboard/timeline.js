@@ -1,5 +1,5 @@
 // The timeline of the dashboard page: recent events, newest first, with filters by kind.
-import { $, clock, h } from './util.js';
+import { $, clock, h, num, sessionTail } from './util.js';
 
 const kinds = [
   ['claimed', 'claims'],
@@ -28,20 +28,25 @@ function describe(ev) {
     case 'rejected':
       return `late settle refused: ${ev.reason}`;
     case 'session-gone':
-      return `session ${ev.reason}`;
+      return `session ${sessionTail(ev.session || '', ev.worker || '')} ${ev.reason}`;
     case 'session-new':
-      return 'session opened';
+      return `session ${sessionTail(ev.session || '', ev.worker || '')} opened`;
     default:
       return '';
   }
 }
 
-/** The newest 200 entries of `state.timeline` not hidden by the filters; a task id calls `onTask`. */
+/** Whether `ev` concerns `worker` (its owner, the one it was taken from, or its standby). */
+function concerns(ev, worker) {
+  return !worker || ev.worker === worker || ev.from === worker || ev.by === worker;
+}
+
+/** The entries of `state.timeline` (as many as the server keeps) not hidden by the filters, newest first; a task id calls `onTask`. */
 export function renderTimeline(state, onTask) {
   const items = [];
-  for (let i = state.timeline.length - 1; i >= 0 && items.length < 200; i--) {
+  for (let i = state.timeline.length - 1; i >= 0; i--) {
     const ev = state.timeline[i];
-    if (state.hidden.has(kindOf(ev))) continue;
+    if (state.hidden.has(kindOf(ev)) || !concerns(ev, state.timelineWorker)) continue;
     items.push(
       h(
         'li',
@@ -58,9 +63,8 @@ export function renderTimeline(state, onTask) {
               ev.task,
             )
           : null,
-        ev.event === 'standby' || ev.event.startsWith('session-')
-          ? null
-          : h('span', { class: 'who' }, ev.worker),
+        // every row names its worker (a session's too); a standby names its owner below
+        ev.event === 'standby' ? null : h('span', { class: 'who' }, ev.worker || '?'),
         ev.token !== undefined ? h('span', { class: 'dim' }, `token ${ev.token}`) : null,
         h('span', { class: 'detail' }, describe(ev)),
       ),
@@ -77,7 +81,9 @@ export function renderTimeline(state, onTask) {
           ),
         ]),
   );
-  $('timeline-sub').textContent = `last ${state.timeline.length}`;
+  const size = state.summary ? state.summary.timelineSize : state.timeline.length;
+  $('timeline-sub').textContent =
+    `${num(items.length)} shown of the last ${num(state.timeline.length)} (keeps the last ${num(size)} events)`;
 }
 
 /** One checkbox per kind of event; `state.hidden` holds the kinds left out. */
@@ -100,4 +106,30 @@ export function renderFilters(state, onTask) {
       ),
     ),
   );
+}
+
+/** The worker filter of the timeline: every worker seen while the page lives. */
+export function timelineWorkers(state, workers, onTask) {
+  let select = $('timeline-worker');
+  if (!select) {
+    select = h(
+      'select',
+      {
+        id: 'timeline-worker',
+        'aria-label': 'worker',
+        onchange: (e) => {
+          state.timelineWorker = e.target.value;
+          renderTimeline(state, onTask);
+        },
+      },
+      h('option', { value: '' }, 'any worker'),
+    );
+    $('filters').append(select);
+  }
+  const have = new Set([...select.options].map((o) => o.value));
+  for (const w of workers)
+    if (!have.has(w.worker)) {
+      have.add(w.worker);
+      select.append(h('option', { value: w.worker }, w.worker));
+    }
 }

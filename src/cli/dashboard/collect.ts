@@ -2,7 +2,8 @@
  * The dashboard's reads of Redis, each bounded:
  *
  * - twice a second, one pipeline per node: `TIME` and the `PTTL` of each known session
- *   (O(workers)), so that a TTL bar follows even a short session TTL;
+ *   (O(workers)), so that a TTL bar follows even a short session TTL; on the first node
+ *   also its description (`GET`, a few bytes), for what it says of the worker (`paused`);
  * - every 5 s (or 10 × the last scan's duration, if longer), and when an event names a
  *   session it does not know, a `SCAN` of the session keys (`liveSessions`, as `pairlock stats`);
  * - a census of the records (`records`, as `pairlock list`: SCAN pages, each record
@@ -18,6 +19,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { CliConnection } from '../common.js';
 import { records } from '../read.js';
 import { liveSessions } from '../stats.js';
+import { redisProblem } from './health.js';
+import type { SessionDesc } from './sessions.js';
 import { type CensusResult, type DashboardState, entryOf } from './state.js';
 
 const ENRICH_BATCH = 100;
@@ -40,7 +43,19 @@ export interface Health {
   ok: boolean;
   /** Local ms of the last change of `ok`. */
   since: number;
+  /** What went wrong, in plain words (health.ts). */
   error?: string;
+}
+
+/** What a session's description says of its worker beyond its identity; undefined if unreadable. */
+export function descOf(value: unknown): SessionDesc | undefined {
+  if (typeof value !== 'string') return undefined;
+  try {
+    const d = JSON.parse(value) as { paused?: unknown };
+    return { paused: d.paused === true };
+  } catch {
+    return undefined;
+  }
 }
 
 export class Collector {
@@ -107,7 +122,7 @@ export class Collector {
 
   private failed(err: unknown): void {
     if (this.redis.ok) Object.assign(this.redis, { ok: false, since: Date.now() });
-    this.redis.error = (err as Error)?.message ?? String(err);
+    this.redis.error = redisProblem(err);
   }
 
   /** A session named by an event is unknown: scan for sessions soon (at most twice a second). */
@@ -158,6 +173,7 @@ export class Collector {
           const pipe = n.client.pipeline();
           if (i === 0) pipe.time();
           for (const s of sessions) pipe.pttl(this.conn.keys.session(s));
+          if (i === 0) for (const s of sessions) pipe.get(this.conn.keys.session(s));
           // a quorum node may be away: the others decide, as for the workers
           return pipe.exec().then(
             (r) => r ?? [],
@@ -176,7 +192,8 @@ export class Collector {
         const serverMs = Number(time[0]) * 1_000 + Math.floor(Number(time[1]) / 1_000);
         this.serverOffsetMs = serverMs - at;
       }
-      const values: [string, number][] = [];
+      const values: [string, number, SessionDesc?][] = [];
+      const descAt = 1 + sessions.length;
       sessions.forEach((s, k) => {
         const ttls: number[] = [];
         let answered = 0;
@@ -189,9 +206,11 @@ export class Collector {
         });
         if (answered < this.conn.majority) return; // too few answers to say
         ttls.sort((a, b) => b - a);
+        const desc = replies[0]?.[descAt + k];
         values.push([
           s,
           ttls.length >= this.conn.majority ? (ttls[this.conn.majority - 1] ?? -2) : -2,
+          desc && !desc[0] ? descOf(desc[1]) : undefined,
         ]);
       });
       this.state.sessions.readings(values, at);

@@ -9,6 +9,7 @@ import {
 } from '../common.js';
 import { type NamespaceFeed, subscribeNamespace, untilStopped } from '../watch.js';
 import { Collector, type Health } from './collect.js';
+import { plainLine } from './health.js';
 import { type Credentials, type DashboardServer, isLoopback, startServer } from './server.js';
 import { DashboardState } from './state.js';
 
@@ -89,7 +90,7 @@ export async function dashboardCommand(
       status: (line, up) => {
         if (up !== feed.ok) Object.assign(feed, { ok: up, since: Date.now() });
         if (up) delete feed.error;
-        else feed.error = line;
+        else feed.error = plainLine(line);
         io.err(line);
       },
     });
@@ -104,6 +105,7 @@ export async function dashboardCommand(
         collector,
         feed,
         hash: opts.hash,
+        count: opts.count,
       });
     } catch (err) {
       const syscall = (err as NodeJS.ErrnoException).syscall;

@@ -6,7 +6,10 @@
  *   GET /api/summary      workers, counts, census, rates and latencies
  *   GET /api/events       timeline entries after ?after=<seq>
  *   GET /api/running      running records by holder: ?limit=n&at=<session>:<offset>…
- *   GET /api/task         one record: ?id=<taskId>[&hash=<key>], as `pairlock inspect`
+ *   GET /api/task         one record: ?id=<taskId>[&hash=<key>], as `pairlock inspect`;
+ *                         an unknown task is an answer too: 200 with `found: false`
+ *   GET /api/tasks        drill-down: ?state=failed|done|released|running|takeovers
+ *                         [&worker=<id>][&prefix=<task id prefix>][&limit=n], newest first
  *   GET /api/stream       server-sent events: `events` as they come (every 200 ms), `summary`
  *                         (without the series) every 500 ms and as soon as records moved,
  *                         `series` every second
@@ -19,7 +22,9 @@ import { join } from 'node:path';
 import { type CliConnection, describeTask, taskJson } from '../common.js';
 import { packageRoot } from '../root.js';
 import type { Collector, Health } from './collect.js';
-import type { DashboardState } from './state.js';
+import { redisProblem } from './health.js';
+import { type DashboardState, TIMELINE_SIZE } from './state.js';
+import { type ListState, listStates, listTasks } from './tasks.js';
 
 /** Open event streams at once; more are answered 503 (each costs a summary per second). */
 const MAX_STREAMS = 32;
@@ -45,6 +50,8 @@ export interface ServerOptions {
   collector: Collector;
   feed: Health;
   hash?: string;
+  /** SCAN COUNT hint of the drill-down lists. @default 500 */
+  count?: number;
 }
 
 export interface DashboardServer {
@@ -59,6 +66,7 @@ const assetTypes: Record<string, string> = {
   'charts.js': 'text/javascript; charset=utf-8',
   'timeline.js': 'text/javascript; charset=utf-8',
   'util.js': 'text/javascript; charset=utf-8',
+  'drill.js': 'text/javascript; charset=utf-8',
   'style.css': 'text/css; charset=utf-8',
 };
 
@@ -146,6 +154,7 @@ export function summary(o: ServerOptions) {
     census: state.census,
     workers: state.workers(),
     lastSeq: state.lastSeq,
+    timelineSize: TIMELINE_SIZE,
     version: state.version,
     warnings: state.warnings,
   };
@@ -182,12 +191,43 @@ async function lookup(o: ServerOptions, url: URL, res: ServerResponse): Promise<
     return send(res, 503, { error: `cannot read the record: ${(err as Error).message}` });
   }
   if (!info) {
+    // an answer, not an error: a 404 would show as an error in the browser's console
     const where = hash === undefined ? '' : ` in hash ${JSON.stringify(hash)}`;
-    return send(res, 404, {
-      error: `no record of task ${JSON.stringify(id)}${where} in namespace ${JSON.stringify(o.conn.opts.namespace)} (never claimed, or its retention ran out)`,
+    return send(res, 200, {
+      found: false,
+      message: `no record of task ${JSON.stringify(id)}${where} in namespace ${JSON.stringify(o.conn.opts.namespace)} (never claimed, or its retention ran out)`,
     });
   }
-  send(res, 200, { record: taskJson(info, hash), lines: describeTask(info, hash) });
+  send(res, 200, { found: true, record: taskJson(info, hash), lines: describeTask(info, hash) });
+}
+
+/** The drill-down lists: records by state (read.ts, bounded by tasks.ts), or the kept takeovers. */
+async function tasks(o: ServerOptions, url: URL, res: ServerResponse): Promise<void> {
+  const limit = intParam(url, 'limit', 100, 1, 500);
+  if (typeof limit !== 'number') return send(res, 400, limit);
+  const state = url.searchParams.get('state') || undefined;
+  const worker = url.searchParams.get('worker') || undefined;
+  const prefix = url.searchParams.get('prefix') || undefined;
+  if (state === 'takeovers')
+    return send(res, 200, { state, ...o.state.takeovers({ limit, worker, prefix }) });
+  if (state !== undefined && !(listStates as readonly string[]).includes(state))
+    return send(res, 400, {
+      error: `state must be one of ${[...listStates, 'takeovers'].join(', ')}, got ${JSON.stringify(state)}`,
+    });
+  try {
+    const query = {
+      state: state as ListState | undefined,
+      worker,
+      prefix,
+      limit,
+      hash: o.hash,
+      count: o.count ?? 500,
+    };
+    const list = await listTasks(o.conn, query, (line) => o.state.warn(line));
+    send(res, 200, { state: state ?? null, ...list });
+  } catch (err) {
+    send(res, 503, { error: `cannot read the records: ${redisProblem(err)}` });
+  }
 }
 
 function running(o: ServerOptions, url: URL, res: ServerResponse): void {
@@ -275,6 +315,8 @@ export async function startServer(o: ServerOptions): Promise<DashboardServer> {
         return running(o, url, res);
       case '/api/task':
         return lookup(o, url, res);
+      case '/api/tasks':
+        return tasks(o, url, res);
       case '/api/stream': {
         if (streams.size >= MAX_STREAMS)
           return send(res, 503, { error: `at most ${MAX_STREAMS} open pages` });

@@ -26,6 +26,13 @@ export interface SessionRow {
   renewedAt?: number;
   renewSeen?: boolean;
   gone?: { at: number; reason: 'expired' | 'closed' | 'revoked' };
+  /** The worker says in its session description that it is paused (claims nothing new). */
+  paused?: boolean;
+}
+
+/** What a session's description record says besides its identity (read with its TTL). */
+export interface SessionDesc {
+  paused?: boolean;
 }
 
 /** A session as a scan finds it (`liveSessions` of `pairlock stats`). */
@@ -36,6 +43,7 @@ export interface FoundSession {
   pid?: number;
   startedAt?: number;
   ttlMs: number;
+  paused?: boolean;
 }
 
 export class Sessions {
@@ -104,13 +112,19 @@ export class Sessions {
     this.prune(at);
   }
 
-  /** TTL readings (`-2`: the key is gone). */
-  readings(values: [string, number][], at: number): void {
-    for (const [session, pttl] of values) {
+  /** TTL readings (`-2`: the key is gone), each with the description read beside it. */
+  readings(values: [string, number, SessionDesc?][], at: number): void {
+    for (const [session, pttl, desc] of values) {
       const row = this.rowsBySession.get(session);
       if (!row || row.gone) continue;
       if (pttl < 0) this.markGone(row, at);
-      else this.reading(row, pttl, at);
+      else {
+        this.reading(row, pttl, at);
+        if (desc) {
+          if (desc.paused) row.paused = true;
+          else delete row.paused;
+        }
+      }
     }
     this.prune(at);
   }

@@ -18,11 +18,15 @@ import type { NamespaceEvent } from '../../events.js';
 import { workerOf } from '../../store.js';
 import type { TaskInfo } from '../../worker.js';
 import { decodeEvent, type WatchEvent } from '../watch.js';
+import { redisProblem } from './health.js';
 import { Series, type SeriesSnapshot } from './series.js';
 import { Sessions } from './sessions.js';
 
-/** Events kept for the timeline. */
-export const TIMELINE_SIZE = 1_000;
+/**
+ * Events kept for the timeline: the server keeps this many, the page (which takes the
+ * number from the summary) keeps and shows as many, and docs/cli.md says so.
+ */
+export const TIMELINE_SIZE = 500;
 /** Events kept while a census runs, to apply again on its result; beyond it the next census corrects. */
 const CENSUS_LOG_MAX = 20_000;
 /** Longest note text kept per running record. */
@@ -96,7 +100,8 @@ export function entryOf(
     attempt: info.attempt,
   };
   if (hash !== undefined) e.hash = hash;
-  if (info.claimedAt > 0) e.claimedAt = info.claimedAt - serverOffsetMs;
+  // the offset is an estimate: a grant is never dated after the moment it was read
+  if (info.claimedAt > 0) e.claimedAt = Math.min(readAt, info.claimedAt - serverOffsetMs);
   if (info.deadlineInMs !== undefined) e.deadlineAt = readAt + info.deadlineInMs;
   if (info.progress !== undefined) e.progress = info.progress;
   if (info.note !== undefined) {
@@ -315,7 +320,7 @@ export class DashboardState {
 
   failCensus(err: Error): void {
     this.censusLog = undefined;
-    this.census = { ...this.census, inProgress: false, error: err.message };
+    this.census = { ...this.census, inProgress: false, error: redisProblem(err) };
   }
 
   warn(line: string): void {
@@ -375,10 +380,16 @@ export class DashboardState {
         items: all.slice(offset, offset + limit),
       };
     });
+    // the holds of every session, from the same moment as the groups: the page shows
+    // them beside each other (a worker's holds and its group's count must agree)
+    const holds: Record<string, number> = {};
+    for (const s of sessions) holds[s] = this.held(s);
     return {
+      version: this.version,
       capped: this.capped,
       maxTasks: this.maxTasks,
       groups,
+      holds,
       moreGroups: Math.max(0, sessions.length - maxGroups),
     };
   }
@@ -411,6 +422,27 @@ export class DashboardState {
       return a.worker < b.worker ? -1 : a.worker > b.worker ? 1 : a.session < b.session ? -1 : 1;
     });
     return rows;
+  }
+
+  /**
+   * The takeovers among the kept timeline entries, newest first: by worker (the one that
+   * took over, or the one it was taken from) and by task id prefix.
+   */
+  takeovers(q: { limit: number; worker?: string; prefix?: string }) {
+    const items: TimelineItem[] = [];
+    let more = false;
+    for (let i = this.timeline.length - 1; i >= 0; i--) {
+      const t = this.timeline[i] as TimelineItem;
+      if (t.event !== 'took-over') continue;
+      if (q.worker && t.worker !== q.worker && t.from !== q.worker) continue;
+      if (q.prefix && !t.task?.startsWith(q.prefix)) continue;
+      if (items.length >= q.limit) {
+        more = true;
+        break;
+      }
+      items.push(t);
+    }
+    return { items, more, kept: TIMELINE_SIZE };
   }
 
   seriesNow(): SeriesSnapshot {
