@@ -6,13 +6,14 @@
   Input:
     KEYS[1] the session key
     KEYS[2] its binding key (see bind-2.lua): lives and dies with the session
-    ARGV[1] op: 'open' | 'renew' | 'close' | 'ttl'
+    ARGV[1] op: 'open' | 'renew' | 'close' | 'ttl' | 'describe'
     ARGV[2] ttl ms (open, renew)
-    ARGV[3] description JSON stored as the value (open)
+    ARGV[3] description JSON stored as the value (open; describe: the new one, the
+            session's TTL kept, e.g. when its worker pauses)
 
   Output:
     { 1, serverNow, pttl }   ok (open: created; renew: extended; close: deleted;
-                             ttl: pttl is the remaining ms)
+                             ttl and describe: pttl is the remaining ms)
     { -14 }   session expired (renew, close, ttl: the key is gone; a renewed session
               is never re-created, its grants may already belong to someone else)
     { -16 }   session already exists (open)
@@ -36,6 +37,11 @@ elseif op == 'close' then
   rcall('DEL', KEYS[2])
   if rcall('DEL', key) == 0 then return {-14} end
   return {1, now, 0}
+elseif op == 'describe' then
+  local pttl = rcall('PTTL', key)
+  if pttl < 0 then return {-14} end
+  rcall('SET', key, ARGV[3], 'PX', pttl)
+  return {1, now, pttl}
 elseif op == 'ttl' then
   local pttl = rcall('PTTL', key)
   if pttl < 0 then return {-14} end

@@ -213,7 +213,7 @@ export interface Store {
    */
   cover(session: string): Promise<HolderState>;
   session(
-    op: 'open' | 'renew' | 'close' | 'ttl',
+    op: 'open' | 'renew' | 'close' | 'ttl' | 'describe',
     sessionId: string,
     ttlMs: number,
     desc?: string,

@@ -56,6 +56,8 @@ export class Session {
   private stopped = false;
   /** The connection the session is bound to, when it is (see binding.ts). */
   connection: { readonly valid: boolean; readonly inDoubt: boolean } | undefined;
+  private paused = false;
+  private startedAt: number | undefined;
 
   constructor(private readonly ctx: SessionContext) {}
 
@@ -67,14 +69,14 @@ export class Session {
   async open(): Promise<void> {
     this.epoch += 1;
     const sessionId = `${this.ctx.workerId}#${this.epoch}`;
-    const desc = JSON.stringify({
-      worker: this.ctx.workerId,
-      host: hostname(),
-      pid: process.pid,
-      startedAt: Date.now(),
-    });
+    this.startedAt ??= Date.now();
     const sent = now();
-    const reply = await this.ctx.store.session('open', sessionId, this.ctx.sessionTtlMs, desc);
+    const reply = await this.ctx.store.session(
+      'open',
+      sessionId,
+      this.ctx.sessionTtlMs,
+      this.description(),
+    );
     if (!reply.ok)
       throw new PairlockError(
         'ERR_LEASE_LOST',
@@ -82,6 +84,27 @@ export class Session {
       );
     this.id = sessionId;
     this.believeFrom(sent);
+  }
+
+  /** What the session's value says of its worker (`pairlock stats`, the dashboard). */
+  private description(): string {
+    return JSON.stringify({
+      worker: this.ctx.workerId,
+      host: hostname(),
+      pid: process.pid,
+      startedAt: this.startedAt,
+      ...(this.paused ? { paused: true } : {}),
+    });
+  }
+
+  /**
+   * The worker paused or resumed: say so in the session's value, its TTL kept (best effort:
+   * a session that is gone or a Redis that is away is told at the next open).
+   */
+  async setPaused(paused: boolean): Promise<void> {
+    this.paused = paused;
+    if (!this.id) return;
+    await this.ctx.store.session('describe', this.id, 0, this.description());
   }
 
   /** Renew now (a claim found the session expired on the server), unless renewing already. */

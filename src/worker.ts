@@ -511,13 +511,24 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
 
   /** Stop claiming: this worker keeps covering its peers as a standby (maintenance mode). */
   pause(): void {
+    if (this.paused) return;
     this.paused = true;
+    this.describePaused();
   }
 
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
+    this.describePaused();
     for (const run of this.runs.values()) if (run.known?.state === 'claimable') this.wake(run);
+  }
+
+  /** A paused worker shows as such (`pairlock stats`, the dashboard): its session says so. */
+  private describePaused(): void {
+    if (this.closing) return;
+    this.lease.setPaused(this.paused).catch((err: unknown) => {
+      this.logger.debug({ err }, 'pairlock: could not record the pause in the session');
+    });
   }
 
   /** Tasks this worker is running now. */
