@@ -6,7 +6,12 @@
  */
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { InvalidOptionError, PairedWorker, type PairedWorkerOptions } from '../src/index.js';
+import {
+  InvalidOptionError,
+  PairedWorker,
+  type PairedWorkerOptions,
+  streamFeed,
+} from '../src/index.js';
 
 const make = (opts: Record<string, unknown>) => () =>
   new PairedWorker({ namespace: 'nodefault', ...opts } as PairedWorkerOptions);
@@ -72,6 +77,19 @@ describe('no default Redis address', () => {
       { sentinels: [{ host: '127.0.0.1', port: 1 }], name: 'mymaster' },
     ]) {
       expect(make({ redis }), JSON.stringify(redis)).not.toThrow();
+    }
+    expect(connect).not.toHaveBeenCalled();
+  });
+});
+
+describe('streamFeed: no default address either', () => {
+  it("a `redis` of '' or {} is refused before any connection", () => {
+    const connect = vi.spyOn(Redis.prototype, 'connect');
+    const w = new PairedWorker({ redis: 'redis://127.0.0.1:1', namespace: 'nodefault-feed' });
+    for (const redis of ['', {}]) {
+      expect(() =>
+        streamFeed(w, { redis: redis as string, stream: 's', handler: () => undefined }),
+      ).toThrow(/Expected `redis` to name a Redis server/);
     }
     expect(connect).not.toHaveBeenCalled();
   });

@@ -1,4 +1,5 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { checkConnection } from '../connection.js';
 import { ClosedError, InvalidOptionError, InvalidTaskIdError } from '../errors.js';
 import type { Logger } from '../options.js';
 import type { HandlerContext, Outcome, PairedWorker } from '../worker.js';
@@ -127,6 +128,8 @@ export function streamFeed<T>(worker: PairedWorker, opts: StreamFeedOptions<T>):
     throw new InvalidOptionError('Expected `handler` to be a function');
   if (opts.redis === undefined)
     throw new InvalidOptionError('Expected `redis` (an ioredis client, a URL or options)');
+  // no silent default: '' or {} would connect to 127.0.0.1:6379
+  checkConnection('redis', opts.redis);
   const count = positive('count', opts.count, 100);
   const maxInFlight = positive('maxInFlight', opts.maxInFlight, 100);
   const blockMs = positive('blockMs', opts.blockMs, 2_000);
