@@ -1,7 +1,10 @@
 import { hostname } from 'node:os';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
-import { checkConnection } from './connection.js';
 import { InvalidOptionError } from './errors.js';
+import { describe, MAX_RETENTION_MS, MAX_TIMER_MS, number } from './option-values.js';
+import { resolveTopology } from './options-topology.js';
+
+export { MAX_TIMER_MS } from './option-values.js';
 
 /** A pino-compatible logger: `logger.warn({ fields }, 'message')`. */
 export interface Logger {
@@ -228,42 +231,6 @@ export const defaults = {
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
-function describe(value: unknown): string {
-  return `\`${String(value)}\` (${typeof value})`;
-}
-
-/** Node's timers fire at once past this many ms, so no duration that drives a timer may exceed it. */
-export const MAX_TIMER_MS = 2_147_483_647;
-/** Retention only lives in Redis (PX); ten years keeps every server time exact in Lua. */
-const MAX_RETENTION_MS = 315_360_000_000;
-
-function number(
-  name: string,
-  value: unknown,
-  {
-    min,
-    max = MAX_TIMER_MS,
-    integer = true,
-    allowInfinity = false,
-  }: { min: number; max?: number; integer?: boolean; allowInfinity?: boolean },
-): number {
-  const ok =
-    typeof value === 'number' &&
-    !Number.isNaN(value) &&
-    ((Number.isFinite(value) && value <= max) ||
-      (allowInfinity && value === Number.POSITIVE_INFINITY)) &&
-    value >= min &&
-    (!integer || !Number.isFinite(value) || Number.isInteger(value));
-  if (!ok) {
-    const kind = integer ? 'an integer' : 'a number';
-    const range = allowInfinity ? `>= ${min} (or Infinity)` : `from ${min} to ${max}`;
-    throw new InvalidOptionError(
-      `Expected \`${name}\` to be ${kind} ${range}, got ${describe(value)}`,
-    );
-  }
-  return value as number;
-}
-
 /** Defaults first, then validation; every message names the option to change. */
 export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
   if (typeof opts !== 'object' || opts === null) {
@@ -430,71 +397,6 @@ export function resolveOptions(opts: PairedWorkerOptions): ResolvedOptions {
       { min: 1 },
     ),
   };
-}
-
-/** Where Redis is and how it is written to: `redis` xor `nodes`, and their options. */
-function resolveTopology(
-  opts: PairedWorkerOptions,
-): Pick<ResolvedOptions, 'replication' | 'clusterPubSub'> {
-  if (opts.redis !== undefined && opts.nodes !== undefined) {
-    throw new InvalidOptionError(
-      'Expected either `redis` (one Redis, Sentinel or Cluster) or `nodes` (quorum mode), not both',
-    );
-  }
-  if (opts.redis !== undefined) checkConnection('redis', opts.redis);
-  if (opts.nodes !== undefined) {
-    const nodes: unknown = opts.nodes;
-    if (!Array.isArray(nodes) || nodes.length < 3 || nodes.length % 2 === 0) {
-      const got = Array.isArray(nodes) ? `${nodes.length} node(s)` : describe(nodes);
-      throw new InvalidOptionError(
-        `Expected \`nodes\` to be an array of an odd number (3 or more; 3 or 5 in practice) of independent Redis masters, got ${got}`,
-      );
-    }
-    nodes.forEach((n: unknown, i) => {
-      if (typeof n === 'string' ? n.length === 0 : typeof n !== 'object' || n === null) {
-        throw new InvalidOptionError(
-          `Expected \`nodes[${i}]\` to be an ioredis client, a URL or ioredis options, got ${describe(n)}`,
-        );
-      }
-      checkConnection(`nodes[${i}]`, n);
-    });
-    if (opts.replication !== undefined) {
-      throw new InvalidOptionError(
-        '`replication` applies to `redis` (a replicated Redis); quorum `nodes` are independent masters without replicas to wait for',
-      );
-    }
-  }
-  let replication: ResolvedOptions['replication'];
-  if (opts.replication !== undefined) {
-    const r: unknown = opts.replication;
-    if (typeof r !== 'object' || r === null)
-      throw new InvalidOptionError('Expected `replication` to be an object');
-    const ro = r as ReplicationOptions;
-    const onTimeout = ro.onTimeout ?? defaults.replication.onTimeout;
-    if (onTimeout !== 'reject' && onTimeout !== 'accept') {
-      throw new InvalidOptionError(
-        `Expected \`replication.onTimeout\` to be 'reject' or 'accept', got ${describe(onTimeout)}`,
-      );
-    }
-    replication = {
-      waitReplicas: number('replication.waitReplicas', ro.waitReplicas, { min: 1 }),
-      waitTimeoutMs: number(
-        'replication.waitTimeoutMs',
-        ro.waitTimeoutMs ?? defaults.replication.waitTimeoutMs,
-        {
-          min: 1,
-        },
-      ),
-      onTimeout,
-    };
-  }
-  const clusterPubSub = opts.clusterPubSub ?? defaults.clusterPubSub;
-  if (clusterPubSub !== 'auto' && clusterPubSub !== 'sharded' && clusterPubSub !== 'classic') {
-    throw new InvalidOptionError(
-      `Expected \`clusterPubSub\` to be 'auto', 'sharded' or 'classic', got ${describe(clusterPubSub)}`,
-    );
-  }
-  return { replication, clusterPubSub };
 }
 
 /**
