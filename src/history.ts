@@ -4,6 +4,7 @@
  * `pairlock history` and the dashboard; written by the workers' own batches, never here.
  */
 import type { Cluster, Redis } from 'ioredis';
+import { grantKinds as grantKindList } from './codes.js';
 import { type Keys, parseTaskRef } from './keys.js';
 import { workerOf } from './replies.js';
 
@@ -20,14 +21,9 @@ export type HistoryKind =
   | 'released'
   | 'given-back';
 
+/** Line codes (lua/includes/history.lua): c<grant kind>, then the outcomes and releases. */
 const kinds: Record<string, HistoryKind> = {
-  c0: 'fresh',
-  c1: 'session-expired',
-  c2: 'deadline-passed',
-  c3: 'retry',
-  c4: 'handover',
-  c5: 'connection-lost',
-  c6: 'reclaimed',
+  ...Object.fromEntries(grantKindList.map((k, i) => [`c${i}`, k])),
   d: 'done',
   f: 'failed',
   x: 'released',
@@ -35,11 +31,7 @@ const kinds: Record<string, HistoryKind> = {
 };
 
 /** Grants: a transition that starts an attempt. */
-export const grantKinds: ReadonlySet<HistoryKind> = new Set(
-  Object.entries(kinds)
-    .filter(([k]) => k.startsWith('c'))
-    .map(([, v]) => v),
-);
+export const grantKinds: ReadonlySet<HistoryKind> = new Set(grantKindList);
 
 export interface HistoryTransition {
   /** Server time of the script call (ms), and its stream entry id. */

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { Cluster, type Redis } from 'ioredis';
 import { grantKinds } from '../codes.js';
 import { type NamespaceEvent, parseNamespaceMessage } from '../events.js';
+import { parseTaskRef } from '../keys.js';
 import { workerOf } from '../store.js';
 import { CliConnection, type GlobalOptions, type Io, printable } from './common.js';
 import { type EventSubscription, subscribeEvents } from './events.js';
@@ -58,14 +59,8 @@ const stateNames: Record<string, string> = { R: 'running', D: 'done', F: 'failed
 
 /** A task ref (keys.ts) back to its task id and hash. */
 export function parseRef(ref: string): { task: string; hash?: string } {
-  if (ref.startsWith('t:')) return { task: ref.slice(2) };
-  const m = /^h:(\d+):/.exec(ref);
-  if (m) {
-    const len = Number(m[1]);
-    const rest = ref.slice(m[0].length);
-    return { hash: rest.slice(0, len), task: rest.slice(len) };
-  }
-  return { task: ref };
+  const { taskId, hashKey } = parseTaskRef(ref);
+  return hashKey === undefined ? { task: taskId } : { hash: hashKey, task: taskId };
 }
 
 export function decodeEvent(ev: NamespaceEvent, receivedAt: number): WatchEvent {
