@@ -282,7 +282,9 @@ export class Executor {
     // the peer); alone, it honours the backoff.
     const o = this.ctx.options;
     run.known = { state: 'F', token };
-    this.ctx.wakeLater(run, o.failure.backoffMs + peerFirstMs(o));
+    const wait = o.failure.backoffMs + peerFirstMs(o);
+    run.peerFirstUntil = now() + wait;
+    this.ctx.wakeLater(run, wait);
   }
 
   private async settleWithRetry(

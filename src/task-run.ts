@@ -62,6 +62,11 @@ export class TaskRun<T> implements CoveredRun {
   /** This worker's last settled grant of the task (it may be the final one). */
   lastOwn: { token: number; kind: GrantKind } | undefined;
   /**
+   * After this worker's own failed attempt: until then (monotonic ms) its peer retries
+   * first, and this worker only looks (a dry-run claim), whatever wakes it.
+   */
+  peerFirstUntil: number | undefined;
+  /**
    * A result this worker produced but could not settle (Redis was away until its lease
    * could no longer be proven). The effect has happened: the next grant, or the same
    * grant if the session survived, settles it instead of running the handler again.
@@ -125,10 +130,14 @@ export class TaskRun<T> implements CoveredRun {
     attempts: number,
     payload: string,
   ): Outcome<T> {
-    const base = { taskId: this.loc.taskId, role: this.roleFor(token), token, attempts };
+    const taskId = this.loc.taskId;
+    const role = this.roleFor(token);
     const worker = workerOf(owner);
-    if (state === 'D') return { ...base, state: 'done', result: parseResult(payload) as T, worker };
-    return { ...base, state: 'failed', error: parseError(payload), worker };
+    if (state === 'D') {
+      const result = parseResult(payload) as T;
+      return { taskId, role, token, attempts, state: 'done', result, worker };
+    }
+    return { taskId, role, token, attempts, state: 'failed', error: parseError(payload), worker };
   }
 }
 

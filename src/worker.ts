@@ -275,14 +275,15 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     if (this.runs.get(run.loc.ref) === run) this.runs.delete(run.loc.ref);
     if (outcome) {
       const { taskId, state, role, token, attempts } = outcome;
-      this.emit('outcome', {
-        taskId,
-        state,
-        role,
-        token,
-        attempts,
-        elapsedMs: now() - run.startedAt,
-      });
+      if (this.listenerCount('outcome') > 0)
+        this.emit('outcome', {
+          taskId,
+          state,
+          role,
+          token,
+          attempts,
+          elapsedMs: now() - run.startedAt,
+        });
       run.done.resolve(outcome);
     } else run.done.reject(error);
   }
@@ -333,7 +334,10 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     // holder, learns an outcome, and gives up when Redis stays away), and claims once the
     // binding is settled (bindingState).
     const unbound = !this.paused && this.binding?.valid === false;
-    const dryRun = this.paused || unbound;
+    // after its own failure the peer retries first, even when an event wakes this run
+    // sooner (say, a quorum claim of the peer that was undone): until then it only looks
+    const peerFirstIn = run.peerFirstUntil === undefined ? 0 : run.peerFirstUntil - now();
+    const dryRun = this.paused || unbound || peerFirstIn > 0;
     if (!dryRun) await this.slots.acquire();
     let slotHeld = !dryRun;
     try {
@@ -400,11 +404,16 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
           // a moment after the backoff (peerFirstMs); a peer's claim wakes it sooner.
           const mine = workerOf(reply.owner) === this.id;
           const delay = reply.retryInMs + (mine ? peerFirstMs(this.options) : 0);
+          if (mine) run.peerFirstUntil = now() + delay;
           run.after(delay, () => this.wake(run));
           return;
         }
         case 'claimable':
           run.known = { state: 'claimable', token: 0 };
+          if (peerFirstIn > 0 && !this.paused && !unbound) {
+            run.after(peerFirstIn, () => this.wake(run));
+            return;
+          }
           if (unbound) {
             // woken when the binding is valid again; meanwhile it looks again now and then
             this.awaitingBinding.add(run);
@@ -466,6 +475,14 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   }
 
   private onMessage(msg: string): void {
+    // A message is one script call's events, all made by its caller (o): this worker's own
+    // are handled where it made them, and need no parse unless someone listens to them.
+    if (
+      this.listenerCount('namespace-event') === 0 &&
+      this.lease.id !== '' &&
+      msg.includes(`"o":"${this.lease.id}"`)
+    )
+      return;
     for (const ev of parseNamespaceMessage(msg)) {
       this.emit('namespace-event', ev);
       this.covering.onEvent(ev);
