@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { InvalidOptionError } from './errors.js';
-import { describe, MAX_RETENTION_MS, MAX_TIMER_MS, number } from './option-values.js';
+import { describe, MAX_RETENTION_MS, number } from './option-values.js';
 import { resolveTopology } from './options-topology.js';
 
 export { MAX_TIMER_MS } from './option-values.js';
