@@ -5,8 +5,9 @@
  * show the takeover and the new holder within 2 s of it.
  *
  * Then the drill-downs (a counter lists its tasks; a task id prefix searches them), an
- * unknown task looked up (no console error), and the page 400 px wide: no table overflows
- * its panel.
+ * unknown task looked up (no console error), the dashboard restarted (its timeline shows
+ * what came before, from the task history; a task looked up lists its attempts), and the
+ * page 400 px wide: no table overflows its panel.
  *
  * PAIRLOCK_DASHBOARD_SCREENSHOT=docs/dashboard.png also runs a stream of tasks through the
  * pair for half a minute first (so the charts have something to show) and saves a
@@ -106,6 +107,18 @@ function overflowing(page: Page): Promise<string[]> {
     }
     return out;
   })()`);
+}
+
+/**
+ * Until `expr` is true in the page. Not page.waitForFunction: its polling evaluates the
+ * text inside the page, which the page's CSP (no 'unsafe-eval') refuses.
+ */
+async function until(page: Page, expr: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await page.evaluate(expr))) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${expr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Groups of running tasks whose count differs from their worker's holds, in one frame. */
@@ -229,7 +242,8 @@ describe.skipIf(!chromiumPath)('pairlock dashboard in headless Chromium', () => 
         expect(await page.textContent('#drill-tabs .tab.on')).toBe('done');
         await page.fill('#drill-prefix', 'mail-a');
         await page.click('#drill-form button');
-        await page.waitForFunction(
+        await until(
+          page,
           `[...document.querySelectorAll('#drill-rows tr[data-task]')].every((r) => r.dataset.task.startsWith('mail-a')) && !document.querySelector('#drill-rows tr[data-task="report-1"]')`,
         );
         expect(await page.locator('#drill-rows tr[data-task^="mail-a"]').count()).toBe(2);
@@ -244,6 +258,25 @@ describe.skipIf(!chromiumPath)('pairlock dashboard in headless Chromium', () => 
         await page.waitForSelector('#lookup-out.missing');
         expect(await page.textContent('#lookup-out')).toContain('no such task');
 
+        // a restarted dashboard shows what came before it (read from the task history),
+        // and a task looked up lists its attempts
+        await dash.stop();
+        dash = await startDashboard(server.url, ns);
+        await page.goto(dash.url);
+        await page.waitForSelector('#status[data-state="live"]');
+        const before = `#timeline li.past[data-event="took-over"][data-task="job"]`;
+        await page.waitForSelector(before, { timeout: 5_000 });
+        expect(await page.textContent(before)).toContain(`from ${a.id} (${took.kind})`);
+        await page.waitForSelector('#timeline li.past[data-event="done"][data-task="mail-a1"]');
+        await page.click(`${before} a.task`);
+        await page.waitForSelector('#lookup-history tr[data-token="2"]');
+        const first = await page.textContent('#lookup-history tr[data-token="1"]');
+        expect(first).toContain(a.id);
+        expect(first).toContain('superseded');
+        const second = await page.textContent('#lookup-history tr[data-token="2"]');
+        expect(second).toContain(b.id);
+        expect(second).toContain(`${took.kind} from ${a.id}`);
+
         if (screenshot) {
           mkdirSync(dirname(screenshot), { recursive: true });
           // the picture shows a drill-down list and a record
@@ -251,9 +284,14 @@ describe.skipIf(!chromiumPath)('pairlock dashboard in headless Chromium', () => 
           await page.waitForSelector('#drill-rows tr[data-state="done"]');
           b.run('nightly-report', 60_000);
           await page.waitForSelector(`#running tr[data-task="nightly-report"]`);
-          await page.fill('#lookup-id', 'nightly-report');
+          // the record of the task taken over, once done, and its attempts
+          await b.waitFor(
+            (m) => m.ev === 'outcome' && (m.outcome as { taskId?: string })?.taskId === 'job',
+            'b finished the job',
+          );
+          await page.fill('#lookup-id', 'job');
           await page.click('#lookup button');
-          await page.waitForSelector('#lookup-out:not(.missing)');
+          await page.waitForSelector('#lookup-history tr[data-outcome="done"]');
           await page.waitForTimeout(1_000);
           await page.screenshot({ path: screenshot, fullPage: true });
           console.log(`screenshot saved to ${screenshot}`);

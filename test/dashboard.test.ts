@@ -610,6 +610,7 @@ describe('pairlock dashboard: the command line', () => {
         'web/dashboard/timeline.js',
         'web/dashboard/util.js',
         'web/dashboard/drill.js',
+        'web/dashboard/attempts.js',
         'web/dashboard/style.css',
       ]),
     );

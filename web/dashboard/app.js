@@ -2,6 +2,7 @@
 // no build step, no network access but its own server. Every text from Redis (task ids,
 // notes, worker names) is set with textContent, never parsed as HTML.
 
+import { renderAttempts } from './attempts.js';
 import { drawLatency, drawOutcomes, drawTakeovers } from './charts.js';
 import { drillable, drillWorkers, initDrill, openDrill } from './drill.js';
 import { renderFilters, renderTimeline, timelineWorkers } from './timeline.js';
@@ -173,7 +174,9 @@ function renderCounters() {
 /** Seconds the charts span: the time this dashboard has watched, from 1 to 5 minutes. */
 function span() {
   const s = state.summary;
-  const watched = s ? Math.round((s.now - s.startedAt) / 1000) : 300;
+  // from the dashboard's start, or from the oldest transition the history gave it
+  const from = s ? Math.min(s.startedAt, s.historyFrom ?? s.startedAt) : 0;
+  const watched = s ? Math.round((s.now - from) / 1000) : 300;
   return Math.min(300, Math.max(60, watched));
 }
 
@@ -413,7 +416,9 @@ async function runLookup() {
   const id = $('lookup-id').value;
   const hash = $('lookup-hash').value;
   const out = $('lookup-out');
+  const past = $('lookup-history');
   out.hidden = false;
+  past.hidden = true;
   out.classList.remove('error', 'missing');
   if (!id) return;
   const q = new URLSearchParams({ id });
@@ -426,6 +431,9 @@ async function runLookup() {
       out.textContent = body.error;
       return;
     }
+    // its attempts, from the task history: also of a record whose retention ran out
+    past.replaceChildren(h('h3', {}, 'attempts'), renderAttempts(body));
+    past.hidden = false;
     if (!body.found) {
       out.classList.add('missing');
       out.textContent = `no such task: ${body.message}`;

@@ -23,6 +23,10 @@ function describe(ev) {
       return `from ${ev.from || '?'} (${ev.kind})`;
     case 'reclaimed':
       return 'its own task taken back after a lost lease';
+    case 'failed':
+      return ev.error || '';
+    case 'released':
+      return ev.kind === 'given-back' ? 'given back unused after a lost lease' : '';
     case 'standby':
       return `held by ${ev.worker}, covered by ${ev.by || '?'}`;
     case 'rejected':
@@ -51,8 +55,9 @@ export function renderTimeline(state, onTask) {
       h(
         'li',
         {
-          class: `ev ev-${ev.event}`,
+          class: `ev ev-${ev.event} ${ev.history ? 'past' : ''}`,
           dataset: { event: ev.event, task: ev.task || '', worker: ev.worker || '' },
+          title: ev.history ? 'from the task history (before this dashboard started)' : null,
         },
         h('time', {}, clock(ev.at)),
         h('span', { class: 'badge' }, ev.event === 'took-over' ? `took over` : ev.event),
@@ -77,7 +82,7 @@ export function renderTimeline(state, onTask) {
           h(
             'li',
             { class: 'empty' },
-            'no events yet (events are shown from the moment the page is served)',
+            'no events yet (the task history had none; events are shown as they come)',
           ),
         ]),
   );

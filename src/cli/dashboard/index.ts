@@ -9,7 +9,8 @@ import {
 } from '../common.js';
 import { type NamespaceFeed, subscribeNamespace, untilStopped } from '../watch.js';
 import { Collector, type Health } from './collect.js';
-import { plainLine } from './health.js';
+import { plainLine, redisProblem } from './health.js';
+import { readPast } from './history.js';
 import { type Credentials, type DashboardServer, isLoopback, startServer } from './server.js';
 import { DashboardState } from './state.js';
 
@@ -95,6 +96,14 @@ export async function dashboardCommand(
       },
     });
     await collector.start();
+    // what came before this dashboard: the history's latest transitions, on the clock the
+    // first TTL reading estimated (collector.start)
+    try {
+      const past = await readPast(conn, collector.serverOffsetMs);
+      state.seedHistory(past.items, past.from);
+    } catch (err) {
+      state.warn(`cannot read the task history: ${redisProblem(err)}`);
+    }
     try {
       server = await startServer({
         host: opts.host,

@@ -1,5 +1,6 @@
 /**
- * Rates and latencies over the last minutes, from the events the dashboard receives:
+ * Rates and latencies over the last minutes, from the events the dashboard receives (and,
+ * at start, the transitions of the task history: see history.ts):
  * one bucket per second, a fixed number of buckets, so memory does not grow with the
  * rate of events. Latency samples are kept per bucket up to a fixed count (a uniform
  * sample beyond it), so a storm of settles costs the same memory as a calm minute.
@@ -49,6 +50,17 @@ export interface SeriesSnapshot {
   };
 }
 
+const emptyBucket = (second: number): Bucket => ({
+  second,
+  done: 0,
+  failed: 0,
+  released: 0,
+  claims: 0,
+  takeovers: 0,
+  latencies: [],
+  offered: 0,
+});
+
 function quantile(sorted: number[], q: number): number | null {
   if (sorted.length === 0) return null;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
@@ -63,24 +75,27 @@ export class Series {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  private bucket(at: number): Bucket {
+  /**
+   * The bucket of `at`. A live event stamped before the newest bucket (clock step) counts
+   * in the newest; a transition from the history (`past`) in its own second, or nowhere
+   * when that second is no longer kept.
+   */
+  private bucket(at: number, past = false): Bucket | undefined {
     const second = Math.floor(at / 1000);
     const last = this.buckets[this.buckets.length - 1];
     if (last && last.second === second) return last;
     if (last && second < last.second) {
-      // an event stamped before the newest bucket (clock step): count it in the newest
-      return last;
+      if (!past) return last;
+      if (second <= last.second - SERIES_SECONDS) return undefined;
+      let i = this.buckets.length - 1;
+      while (i > 0 && (this.buckets[i - 1]?.second ?? 0) >= second) i -= 1;
+      // buckets[i] is the first one not before `second`
+      if (this.buckets[i]?.second === second) return this.buckets[i];
+      const b = emptyBucket(second);
+      this.buckets.splice(i, 0, b);
+      return b;
     }
-    const b: Bucket = {
-      second,
-      done: 0,
-      failed: 0,
-      released: 0,
-      claims: 0,
-      takeovers: 0,
-      latencies: [],
-      offered: 0,
-    };
+    const b = emptyBucket(second);
     this.buckets.push(b);
     const oldest = second - SERIES_SECONDS;
     while ((this.buckets[0]?.second ?? second) <= oldest) this.buckets.shift();
@@ -88,11 +103,15 @@ export class Series {
     return b;
   }
 
-  /** A grant (fresh claim or takeover) of `ref` with `token`, seen at `at`. */
-  grant(ref: string, token: number, at: number, takeoverKind?: string): void {
-    const b = this.bucket(at);
-    if (takeoverKind === undefined) b.claims += 1;
-    else {
+  /**
+   * A grant (fresh claim or takeover) of `ref` with `token`, seen at `at`; `past`: read
+   * from the history, counted in its own second.
+   */
+  grant(ref: string, token: number, at: number, takeoverKind?: string, past = false): void {
+    // undefined: older than the kept minutes, nothing to count
+    const b = this.bucket(at, past);
+    if (b && takeoverKind === undefined) b.claims += 1;
+    else if (b && takeoverKind !== undefined) {
       b.takeovers += 1;
       let byKind = this.kinds.get(b.second);
       if (!byKind) {
@@ -110,15 +129,16 @@ export class Series {
     }
   }
 
-  /** A settle or release of `ref`'s grant `token`, seen at `at`. */
-  outcome(ref: string, token: number, state: string, at: number): void {
-    const b = this.bucket(at);
-    if (state === 'done') b.done += 1;
-    else if (state === 'failed') b.failed += 1;
-    else if (state === 'released') b.released += 1;
+  /** A settle or release of `ref`'s grant `token`, seen at `at` (`past`: as for `grant`). */
+  outcome(ref: string, token: number, state: string, at: number, past = false): void {
+    const b = this.bucket(at, past);
     const key = `${ref}#${token}`;
     const since = this.open.get(key);
     this.open.delete(key);
+    if (!b) return;
+    if (state === 'done') b.done += 1;
+    else if (state === 'failed') b.failed += 1;
+    else if (state === 'released') b.released += 1;
     if (since === undefined || state === 'released') return;
     const ms = Math.max(0, at - since);
     b.offered += 1;

@@ -6,8 +6,10 @@
  *   GET /api/summary      workers, counts, census, rates and latencies
  *   GET /api/events       timeline entries after ?after=<seq>
  *   GET /api/running      running records by holder: ?limit=n&at=<session>:<offset>…
- *   GET /api/task         one record: ?id=<taskId>[&hash=<key>], as `pairlock inspect`;
- *                         an unknown task is an answer too: 200 with `found: false`
+ *   GET /api/task         one record: ?id=<taskId>[&hash=<key>], as `pairlock inspect`, and
+ *                         its attempts from the task history (`history`, as `pairlock
+ *                         history <taskId>`); an unknown task is an answer too: 200 with
+ *                         `found: false` (and the attempts the history still has)
  *   GET /api/tasks        drill-down: ?state=failed|done|released|running|takeovers
  *                         [&worker=<id>][&prefix=<task id prefix>][&limit=n], newest first
  *   GET /api/stream       server-sent events: `events` as they come (every 200 ms), `summary`
@@ -23,6 +25,7 @@ import { type CliConnection, describeTask, taskJson } from '../common.js';
 import { packageRoot } from '../root.js';
 import type { Collector, Health } from './collect.js';
 import { redisProblem } from './health.js';
+import { taskHistory } from './history.js';
 import { type DashboardState, TIMELINE_SIZE } from './state.js';
 import { type ListState, listStates, listTasks } from './tasks.js';
 
@@ -67,6 +70,7 @@ const assetTypes: Record<string, string> = {
   'timeline.js': 'text/javascript; charset=utf-8',
   'util.js': 'text/javascript; charset=utf-8',
   'drill.js': 'text/javascript; charset=utf-8',
+  'attempts.js': 'text/javascript; charset=utf-8',
   'style.css': 'text/css; charset=utf-8',
 };
 
@@ -143,6 +147,8 @@ export function summary(o: ServerOptions) {
   return {
     namespace: conn.opts.namespace,
     startedAt: state.startedAt,
+    // the charts hold what the history had from here on (null: nothing before startedAt)
+    historyFrom: state.historyFrom ?? null,
     hash: o.hash ?? null,
     where: conn.where,
     now: Date.now(),
@@ -190,15 +196,23 @@ async function lookup(o: ServerOptions, url: URL, res: ServerResponse): Promise<
       return send(res, 400, { error: (err as Error).message });
     return send(res, 503, { error: `cannot read the record: ${(err as Error).message}` });
   }
+  // every attempt still in the history, even of a record whose retention ran out
+  const past = await taskHistory(o.conn, id, hash, o.collector.serverOffsetMs);
   if (!info) {
     // an answer, not an error: a 404 would show as an error in the browser's console
     const where = hash === undefined ? '' : ` in hash ${JSON.stringify(hash)}`;
     return send(res, 200, {
       found: false,
       message: `no record of task ${JSON.stringify(id)}${where} in namespace ${JSON.stringify(o.conn.opts.namespace)} (never claimed, or its retention ran out)`,
+      ...past,
     });
   }
-  send(res, 200, { found: true, record: taskJson(info, hash), lines: describeTask(info, hash) });
+  send(res, 200, {
+    found: true,
+    record: taskJson(info, hash),
+    lines: describeTask(info, hash),
+    ...past,
+  });
 }
 
 /** The drill-down lists: records by state (read.ts, bounded by tasks.ts), or the kept takeovers. */

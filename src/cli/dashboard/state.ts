@@ -8,7 +8,10 @@
  *   release removes the record). Events apply by fencing token, so an event that the
  *   census already saw changes nothing when it is applied again;
  * - the timeline: the last TIMELINE_SIZE events, numbered;
- * - rates and latencies (series.ts).
+ * - rates and latencies (series.ts);
+ * - both seeded at start from the task history (history.ts), so that a restarted
+ *   dashboard shows what came before it: a transition the live feed brings too is
+ *   shown and counted once.
  *
  * Up to `maxTasks` running records, counts per holder are the records held (exact).
  * Beyond it the census counts all of them, the detail stops at `maxTasks`, and counts
@@ -19,6 +22,7 @@ import { workerOf } from '../../store.js';
 import type { TaskInfo } from '../../worker.js';
 import { decodeEvent, type WatchEvent } from '../watch.js';
 import { redisProblem } from './health.js';
+import { type PastEntry, transitionKey } from './history.js';
 import { Series, type SeriesSnapshot } from './series.js';
 import { Sessions } from './sessions.js';
 
@@ -48,8 +52,14 @@ export interface RunningEntry {
   note?: string;
 }
 
-/** A timeline entry: a decoded namespace event, or a session that started or ended. */
-export type TimelineItem = Partial<WatchEvent> & { seq: number; at: number; event: string };
+/** A timeline entry: a namespace event, a transition from the history, a session's start or end. */
+export type TimelineItem = Partial<WatchEvent> & {
+  seq: number;
+  at: number;
+  event: string;
+  error?: string;
+  history?: true;
+};
 
 export interface Counts {
   total: number;
@@ -135,6 +145,10 @@ export class DashboardState {
   readonly warnings: string[] = [];
   /** Local ms this dashboard started: its charts span at most the time since. */
   readonly startedAt: number;
+  /** Local ms from which the history read at start is complete (its oldest transition). */
+  historyFrom: number | undefined;
+  /** Transitions taken from the history: the same ones arriving live are not counted again. */
+  private readonly past = new Set<string>();
 
   constructor(
     readonly maxTasks: number,
@@ -152,15 +166,17 @@ export class DashboardState {
   /** One namespace event: on the timeline, in the rates, and applied to the running records. */
   onEvent(ev: NamespaceEvent, at: number): void {
     const w = decodeEvent(ev, at);
-    this.push({ ...w, at });
+    // a transition read from the history at start, published just after: shown and counted once
+    const seen = this.past.size > 0 && this.past.delete(transitionKey(w));
+    if (!seen) this.push({ ...w, at });
     const ref = String(ev.r);
     if (w.event === 'took-over' && w.kind === 'connection-lost' && ev.from) {
       this.sessions.noteRevoked(String(ev.from));
     }
     if (w.event === 'claimed' || w.event === 'took-over' || w.event === 'reclaimed') {
-      this.series.grant(ref, w.token, at, w.event === 'claimed' ? undefined : w.kind);
+      if (!seen) this.series.grant(ref, w.token, at, w.event === 'claimed' ? undefined : w.kind);
     } else if (w.event === 'done' || w.event === 'failed' || w.event === 'released') {
-      this.series.outcome(ref, w.token, w.event, at);
+      if (!seen) this.series.outcome(ref, w.token, w.event, at);
     } else {
       return; // standby, rejected: no record changed
     }
@@ -186,6 +202,34 @@ export class DashboardState {
     if (ev.from) change.fromSession = String(ev.from);
     this.apply(change, 'live');
     if (this.censusLog && this.censusLog.length < CENSUS_LOG_MAX) this.censusLog.push(change);
+  }
+
+  /**
+   * Transitions read from the history (oldest first): on the timeline before the live
+   * events (its last TIMELINE_SIZE), and in the rates, each in its own second; each once
+   * (with onEvent). No record count moves (the census's). Renumbers the timeline: call it
+   * before the page is served. `from`: local ms from which the read is complete.
+   */
+  seedHistory(items: readonly PastEntry[], from?: number): number {
+    if (from !== undefined) this.historyFrom = Math.min(from, this.startedAt);
+    const live = new Set(this.timeline.map(transitionKey));
+    const fresh = items.filter((t) => !live.has(transitionKey(t)));
+    for (const t of fresh) {
+      this.past.add(transitionKey(t));
+      if (t.state === 'running')
+        this.series.grant(t.ref, t.token, t.at, t.event === 'claimed' ? undefined : t.kind, true);
+      else this.series.outcome(t.ref, t.token, t.event, t.at, true);
+    }
+    const kept = fresh.slice(Math.max(0, fresh.length - TIMELINE_SIZE)).map((t) => {
+      const { ref: _ref, ...item } = t;
+      return item;
+    });
+    const all = [...kept, ...this.timeline];
+    this.timeline.length = 0;
+    this.seq = 0;
+    for (const item of all) this.push(item);
+    this.version += 1;
+    return fresh.length;
   }
 
   private push(item: Omit<TimelineItem, 'seq'>): void {
