@@ -29,6 +29,7 @@ import {
   startBullCrash,
 } from './scenarios/crash.js';
 import { handover } from './scenarios/handover.js';
+import { idle } from './scenarios/idle.js';
 import { latency } from './scenarios/latency.js';
 import { quorum } from './scenarios/quorum.js';
 import { scale } from './scenarios/scale.js';
@@ -41,7 +42,7 @@ export interface BenchOptions {
   readonly quick?: boolean;
   /** Where the report goes, line by line. @default console.log */
   readonly out?: (s: string) => void;
-  /** Run only these scenarios: throughput, latency, standby, crash, handover, scale, quorum, stall, cluster. */
+  /** Run only these scenarios: throughput, latency, standby, crash, handover, scale, quorum, stall, cluster, idle. */
   readonly only?: readonly string[];
   /** Progress lines. @default stderr */
   readonly log?: (s: string) => void;
@@ -68,6 +69,7 @@ export const scenarioNames = [
   'quorum',
   'stall',
   'cluster',
+  'idle',
 ] as const;
 
 const scenarios: Record<(typeof scenarioNames)[number], (ctx: Ctx) => Promise<ScenarioResult>> = {
@@ -80,6 +82,7 @@ const scenarios: Record<(typeof scenarioNames)[number], (ctx: Ctx) => Promise<Sc
   quorum,
   stall,
   cluster,
+  idle,
 };
 
 const titles: Record<(typeof scenarioNames)[number], string> = {
@@ -92,6 +95,7 @@ const titles: Record<(typeof scenarioNames)[number], string> = {
   quorum: '7. Quorum',
   stall: '8. Stalls nobody acted on',
   cluster: '9. Pair on a Redis Cluster',
+  idle: '10. Idle cost as the namespace grows',
 };
 
 export async function runBench(opts: BenchOptions = {}): Promise<BenchResults> {
@@ -213,7 +217,7 @@ function parseArgs(argv: readonly string[]): BenchOptions {
     else if (a === '--only') only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench [-- --quick] [--only=throughput,latency,standby,crash,handover,scale,quorum,stall,cluster]',
+        'usage: npm run bench [-- --quick] [--only=throughput,latency,standby,crash,handover,scale,quorum,stall,cluster,idle]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);

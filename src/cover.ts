@@ -24,6 +24,20 @@ import type { HolderState, PeekEntry, Store } from './replies.js';
  * the same `cover` call — whether their bound connections still exist. The script records
  * the first sighting of one gone and answers how long until a claim may act on it
  * (`lostInMs`); the group's timer is set to that moment, and its tasks are then claimed.
+ *
+ * Shared checks (lua/cover.lua's check record): with N workers each covering the N − 1
+ * others, a check per standby per interval would cost Redis O(N²). A check any standby
+ * made less than SHARE_OF_INTERVAL of an interval ago answers for every standby instead
+ * (`shared`), so each holder is checked about once per interval in all. And a standby
+ * answered from the record for a holder polls it less often, every 2nd, then every 4th
+ * tick (MAX_PERIOD), while one whose call checked keeps the interval: some standby always
+ * checks each holder about once per interval (whoever checked last calls again one
+ * interval later and finds the record expired), and the others' calls, which cost Redis
+ * O(1) each, stay few. A holder seen gone is never answered from the record: every
+ * standby covering it then checks it at every tick, as without sharing, and a standby
+ * that polled it less often learns of it within MAX_PERIOD ticks (4 × 40 ms by default,
+ * about the default crash grace: a task only such a standby covers is claimed at most
+ * about 20 ms after the takeover is allowed; the standby that checks claims on time).
  */
 
 /** The part of a waiting run() the cover needs. */
@@ -66,6 +80,8 @@ interface Group<R> {
    */
   bound: boolean;
   ticks: number;
+  /** Checks in a row answered from another standby's check: the group polls less often. */
+  shared: number;
 }
 
 // One peek call reads this many covered records (a few ms of Redis time at most).
@@ -74,6 +90,11 @@ const PEEK_BATCH = 1_000;
 // second by default): little cost where the evidence is off, a short wait where a holder
 // is about to bind (it has just started, or reconnected).
 const UNBOUND_EVERY = 25;
+// A check made by any standby this share of an interval ago answers (a little below one
+// interval, so that a standby that checked finds the record expired at its next tick).
+const SHARE_OF_INTERVAL = 0.75;
+// A holder answered from the record is polled at every 2nd, then every 4th tick at most.
+const MAX_PERIOD = 4;
 // setTimeout's ceiling
 const MAX_TIMER = 2_147_483_647;
 const now = () => performance.now();
@@ -82,9 +103,13 @@ export class Cover<R extends CoveredRun> {
   private readonly groups = new Map<string, Group<R>>();
   private readonly deadlines: DeadlineQueue<R>;
   private ticker: NodeJS.Timeout | undefined;
+  /** Connection ticks so far: groups polled less often are due on the same ticks. */
+  private tick = 0;
+  private readonly shareMs: number;
 
   constructor(private readonly ctx: CoverContext<R>) {
     this.deadlines = new DeadlineQueue<R>((run) => ctx.wake(run), now);
+    this.shareMs = Math.floor(ctx.connectionCheckIntervalMs * SHARE_OF_INTERVAL);
   }
 
   /** Holders covered now (for tests and metrics). */
@@ -112,6 +137,7 @@ export class Cover<R extends CoveredRun> {
         checking: false,
         bound: true,
         ticks: 0,
+        shared: 0,
       };
       this.groups.set(holder, group);
       this.arm(holder, group, ownerPttl);
@@ -172,9 +198,13 @@ export class Cover<R extends CoveredRun> {
     this.ticker = setTimeout(() => {
       this.ticker = undefined;
       if (this.groups.size === 0) return;
+      this.tick += 1;
       for (const [holder, group] of this.groups) {
         group.ticks += 1;
-        if (group.bound || group.ticks % UNBOUND_EVERY === 0) void this.check(holder, group);
+        const due = group.bound
+          ? this.tick % Math.min(2 ** group.shared, MAX_PERIOD) === 0
+          : group.ticks % UNBOUND_EVERY === 0;
+        if (due) void this.check(holder, group);
       }
       this.startTicker();
     }, every);
@@ -195,7 +225,7 @@ export class Cover<R extends CoveredRun> {
     let state: HolderState;
     group.checking = true;
     try {
-      state = await this.ctx.store.cover(holder);
+      state = await this.ctx.store.cover(holder, this.shareMs);
     } catch {
       // Redis away: each run claims again, and its own retry (bounded by
       // unavailableTimeoutMs) takes over; a claim answered 'held' covers it again
@@ -210,8 +240,9 @@ export class Cover<R extends CoveredRun> {
     if (this.groups.get(holder) !== group) return;
     group.checks += 1;
     group.bound = state.lostInMs !== -2;
+    group.shared = state.shared ? Math.min(group.shared + 1, 8) : 0;
     // gone: its session expired, or its connection was seen gone long enough ago
-    if (state.pttl <= 0 || state.lostInMs === 0) {
+    if (state.pttl === 0 || state.lostInMs === 0) {
       this.gone(holder, group);
       return;
     }
@@ -222,14 +253,16 @@ export class Cover<R extends CoveredRun> {
       await this.peek([...group.runs]);
     }
     if (this.groups.get(holder) !== group) return;
-    if (state.lostInMs > 0 && state.lostInMs < state.pttl) {
+    // -1: alive, its time left not read (a bound holder, checked at the ticks)
+    const pttl = state.pttl < 0 ? Number.POSITIVE_INFINITY : state.pttl;
+    if (state.lostInMs > 0 && state.lostInMs < pttl) {
       // its connection was seen gone: claim when a claim may act on that (the claim
       // decides again; answered 'held', the task is covered anew)
       clearTimeout(group.timer);
       group.timer = setTimeout(() => this.gone(holder, group), state.lostInMs + 1);
       return;
     }
-    this.arm(holder, group, state.pttl);
+    this.arm(holder, group, pttl);
   }
 
   private gone(holder: string, group: Group<R>): void {

@@ -10,6 +10,7 @@
  *   <prefix>:{<ns>}:q:<sessionId>     its change sequence: +1 per batch of its settles and releases
  *   <prefix>:{<ns>}:b:<sessionId>     its binding to its worker's connection (lua/includes/binding)
  *   <prefix>:{<ns>}:live:<sessionId>  its liveness channel, subscribed by that connection
+ *   <prefix>:{<ns>}:checks            the standbys' shared connection checks (lua/cover.lua)
  *   <prefix>:{<ns>}:history           task history: a capped Stream of transitions (lua/includes/history)
  *   <prefix>:{<ns>}:events            pub/sub channel of the namespace (takeovers, settles, releases)
  *   <prefix>:{<ns>}:events:claims     fresh claims, published only while <channel>:watching exists
@@ -37,6 +38,8 @@ export class Keys {
   readonly bindPrefix: string;
   readonly livePrefix: string;
   readonly history: string;
+  /** The namespace's shared record of its standbys' connection checks (lua/cover.lua). */
+  readonly checks: string;
 
   constructor(keyPrefix: string, namespace: string) {
     this.base = `${keyPrefix}:{${namespace}}:`;
@@ -46,6 +49,7 @@ export class Keys {
     this.bindPrefix = `${this.base}b:`;
     this.livePrefix = `${this.base}live:`;
     this.history = `${this.base}history`;
+    this.checks = `${this.base}checks`;
   }
 
   session(sessionId: string): string {

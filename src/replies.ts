@@ -136,7 +136,10 @@ export interface SettleArgs {
 
 /** A holder as a standby's safety net sees it: session lease left, and change sequence. */
 export interface HolderState {
-  /** ms left of the holder's session; 0 when it is gone. */
+  /**
+   * ms left of the holder's session; 0 when it is gone; -1 when it lives but the time left
+   * was not read (a bound holder checked with others, see lua/cover.lua).
+   */
   pttl: number;
   /** +1 per batch of the holder's settles and releases; events carry it as `q`. */
   seq: number;
@@ -146,6 +149,8 @@ export interface HolderState {
    * now). Always -1 where the store reads no connection evidence.
    */
   lostInMs: number;
+  /** Answered from another standby's recent check (cover.lua's check record), not read now. */
+  shared?: true;
 }
 
 export type BindReply =
@@ -209,9 +214,10 @@ export interface Store {
   peek(locs: readonly TaskLocation[]): Promise<PeekEntry[]>;
   /**
    * The safety net of a standby, per holder it covers (calls of one turn share one script
-   * call): is the holder's session alive, and how far is its change sequence?
+   * call): is the holder's session alive, and how far is its change sequence? `shareMs`:
+   * a check of the holder that any standby made this recently may answer (0: never).
    */
-  cover(session: string): Promise<HolderState>;
+  cover(session: string, shareMs?: number): Promise<HolderState>;
   session(
     op: 'open' | 'renew' | 'close' | 'ttl' | 'describe',
     sessionId: string,
