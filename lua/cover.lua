@@ -83,6 +83,8 @@ local shareMs = tonumber(ARGV[2]) or 0
 local holders = math.floor(#KEYS / 3)
 local recordKey = KEYS[3 * holders + 1]
 if not recordKey then shareMs = 0 end
+-- nothing to cover: nothing to read (MGET needs a key)
+if holders == 0 then return {} end
 
 -- one MGET: the check record (when sharing) and every holder's sequence and binding
 local names = {}

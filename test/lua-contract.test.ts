@@ -803,6 +803,11 @@ describe('batches: one script call per kind per turn, each task decided alone', 
     expect((await store.cover(a)).pttl).toBeGreaterThan(9_000);
   });
 
+  it('cover with no holder answers an empty list (verify probes EVAL with it, 0 keys)', async () => {
+    expect(await callScript(redis, 'cover', [0, keys.livePrefix, '', ''])).toEqual([]);
+    expect(await callScript(redis, 'cover', [0, keys.livePrefix, 30, ''])).toEqual([]);
+  });
+
   it('cover: one call for every holder, 0 for a session that is gone', async () => {
     const a = await session('a');
     const gone = 'gone:0#1';
