@@ -9,7 +9,7 @@ import Redlock from 'redlock';
 import { PairedWorker } from '../src/index.js';
 import { OriginalPairedWorker, runOriginal } from './baseline.js';
 import { type Counts, diffCounts, installCommandCounter } from './lib/counting.js';
-import { absNow, sleep } from './lib/stats.js';
+import { absNow, pool, sleep } from './lib/stats.js';
 
 type Msg = { type: string } & Record<string, unknown>;
 
@@ -47,23 +47,6 @@ async function shutdown(): Promise<void> {
       // best effort: the process ends anyway
     }
   }
-}
-
-/** `n` task indexes, at most `concurrency` in flight, until done or `stopAt` (abs ms). */
-async function pool(
-  n: number,
-  concurrency: number,
-  stopAt: number,
-  fn: (i: number) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < n && absNow() < stopAt) {
-      const i = next++;
-      await fn(i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane));
 }
 
 interface ThroughputInit {

@@ -106,3 +106,20 @@ export function cpuMs(pid: number | undefined): number {
 
 // USER_HZ: 100 on every Linux build Node supports
 const CLOCK_TICKS = 100;
+
+/** `n` task indexes, at most `concurrency` in flight, until done or `stopAt` (abs ms). */
+export async function pool(
+  n: number,
+  concurrency: number,
+  stopAt: number,
+  fn: (i: number) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < n && absNow() < stopAt) {
+      const i = next++;
+      await fn(i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane));
+}

@@ -20,7 +20,7 @@ import {
 } from '../lib/counting.js';
 import { type CommandStat, commandStats, statsDelta } from '../lib/redis.js';
 import { newResult, type ScenarioResult } from '../lib/report.js';
-import { absNow, cpuMs, num, sleep } from '../lib/stats.js';
+import { absNow, cpuMs, num, pool, sleep } from '../lib/stats.js';
 
 const CONCURRENCY = 64;
 const MASTERS = 3;
@@ -72,23 +72,6 @@ interface Target {
   reader(): Redis | Cluster;
   /** Releases what worker() created beyond the worker itself. */
   release(): Promise<void>;
-}
-
-/** `n` task indexes, at most `concurrency` in flight, until done or `stopAt` (abs ms). */
-async function pool(
-  n: number,
-  concurrency: number,
-  stopAt: number,
-  fn: (i: number) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < n && absNow() < stopAt) {
-      const i = next++;
-      await fn(i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane));
 }
 
 async function serverSnapshot(admins: readonly Redis[]): Promise<Map<string, CommandStat>[]> {
