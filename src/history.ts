@@ -4,22 +4,11 @@
  * `pairlock history` and the dashboard; written by the workers' own batches, never here.
  */
 import type { Cluster, Redis } from 'ioredis';
-import { grantKinds as grantKindList } from './codes.js';
+import { type GrantKind, grantKinds as grantKindList } from './codes.js';
 import { type Keys, parseTaskRef } from './keys.js';
 import { workerOf } from './replies.js';
 
-export type HistoryKind =
-  | 'fresh'
-  | 'session-expired'
-  | 'deadline-passed'
-  | 'retry'
-  | 'handover'
-  | 'connection-lost'
-  | 'reclaimed'
-  | 'done'
-  | 'failed'
-  | 'released'
-  | 'given-back';
+export type HistoryKind = GrantKind | 'done' | 'failed' | 'released' | 'given-back';
 
 /** Line codes (lua/includes/history.lua): c<grant kind>, then the outcomes and releases. */
 const kinds: Record<string, HistoryKind> = {
