@@ -11,12 +11,13 @@
  * back) and end the binding as for a dropped connection.
  */
 import { performance } from 'node:perf_hooks';
-import { Cluster, Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import { type HandlerContext, PairedWorker, type PairedWorkerOptions } from '../../src/index.js';
 import { Keys } from '../../src/keys.js';
 import { type ClusterTopology, startCluster } from '../../src/testing/index.js';
 import { keySlot } from '../../src/topology-cluster.js';
+import { clusterClient, ownerOf } from '../support/cluster.js';
 
 const now = () => performance.now();
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -38,29 +39,11 @@ function worker(
   name: string,
   extra: Partial<PairedWorkerOptions>,
 ) {
-  const c = new Cluster([topo.startupNodes[0]!], {
-    enableOfflineQueue: false,
-    redisOptions: { maxRetriesPerRequest: 0 },
-  });
-  c.on('error', () => {});
+  const c = clusterClient(topo, (fn) => cleanup.push(fn));
   const w = new PairedWorker({ redis: c, namespace: ns, name, ...extra });
   // close the worker before its client (cleanup runs in reverse)
-  cleanup.push(async () => c.disconnect());
   cleanup.push(() => w.close());
   return w;
-}
-
-/** The master port that owns `slot`. */
-async function ownerOf(topo: ClusterTopology, slot: number): Promise<number> {
-  const r = new Redis(topo.startupNodes[0]!);
-  try {
-    const slots = (await r.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
-    const range = slots.find(([lo, hi]) => slot >= lo && slot <= hi);
-    if (!range) throw new Error(`slot ${slot} is not served`);
-    return Number(range[2][1]);
-  } finally {
-    r.disconnect();
-  }
 }
 
 /** Move `slot` from one master to another (the resharding protocol of redis-cli --cluster). */

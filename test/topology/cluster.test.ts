@@ -5,12 +5,13 @@
  * that owns the slot. A slot that moves to another shard (MOVED/ASK) takes its workers and
  * their event subscription with it.
  */
-import { Cluster, Redis } from 'ioredis';
+import { type Cluster, Redis } from 'ioredis';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type Outcome, PairedWorker, type PairedWorkerOptions } from '../../src/index.js';
 import { Keys } from '../../src/keys.js';
 import { type ClusterTopology, startCluster } from '../../src/testing/index.js';
 import { keySlot } from '../../src/topology-cluster.js';
+import { clusterClient, ownerOf } from '../support/cluster.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -25,14 +26,7 @@ async function cluster(): Promise<ClusterTopology> {
 }
 
 function client(topo: ClusterTopology): Cluster {
-  // one startup node is enough: ioredis learns the slot map and follows redirections
-  const c = new Cluster([topo.startupNodes[0]!], {
-    enableOfflineQueue: false,
-    redisOptions: { maxRetriesPerRequest: 0 },
-  });
-  c.on('error', () => {});
-  cleanup.push(async () => c.disconnect());
-  return c;
+  return clusterClient(topo, (fn) => cleanup.push(fn));
 }
 
 function worker(
@@ -58,19 +52,6 @@ async function nodeId(port: number): Promise<string> {
   const r = new Redis({ port, host: '127.0.0.1' });
   try {
     return String(await r.call('CLUSTER', 'MYID'));
-  } finally {
-    r.disconnect();
-  }
-}
-
-/** The master port that owns `slot`. */
-async function ownerOf(topo: ClusterTopology, slot: number): Promise<number> {
-  const r = new Redis(topo.startupNodes[0]!);
-  try {
-    const slots = (await r.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
-    const range = slots.find(([lo, hi]) => slot >= lo && slot <= hi);
-    if (!range) throw new Error(`slot ${slot} is not served`);
-    return Number(range[2][1]);
   } finally {
     r.disconnect();
   }

@@ -6,12 +6,13 @@
  * holder's session as gone because the session has not moved yet, and a batch never stops
  * part-way after writing.
  */
-import { Cluster, Redis } from 'ioredis';
+import { type Cluster, Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Outcome, PairedWorker, type PairedWorkerOptions } from '../../src/index.js';
 import { Keys } from '../../src/keys.js';
 import { type ClusterTopology, startCluster } from '../../src/testing/index.js';
 import { keySlot } from '../../src/topology-cluster.js';
+import { clusterClient, ownerOf } from '../support/cluster.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -20,13 +21,7 @@ afterEach(async () => {
 });
 
 function client(topo: ClusterTopology): Cluster {
-  const c = new Cluster([topo.startupNodes[0]!], {
-    enableOfflineQueue: false,
-    redisOptions: { maxRetriesPerRequest: 0 },
-  });
-  c.on('error', () => {});
-  cleanup.push(async () => c.disconnect());
-  return c;
+  return clusterClient(topo, (fn) => cleanup.push(fn));
 }
 
 function worker(
@@ -52,18 +47,6 @@ function direct(port: number): Redis {
   const r = new Redis({ host: '127.0.0.1', port });
   cleanup.push(async () => r.disconnect());
   return r;
-}
-
-async function ownerOf(topo: ClusterTopology, slot: number): Promise<number> {
-  const r = new Redis(topo.startupNodes[0]!);
-  try {
-    const slots = (await r.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
-    const range = slots.find(([lo, hi]) => slot >= lo && slot <= hi);
-    if (!range) throw new Error(`slot ${slot} is not served`);
-    return Number(range[2][1]);
-  } finally {
-    r.disconnect();
-  }
 }
 
 /** A slot migration opened by hand, so that a test moves exactly the keys it chooses. */
