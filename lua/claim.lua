@@ -32,13 +32,7 @@
     ARGV[12 + o]  session id of owner o
     ARGV[13 + n + 3(i-1)]  field of task i ('' in plain mode)
     ARGV[14 + n + 3(i-1)]  task ref of task i (identifies the task in events)
-    ARGV[15 + n + 3(i-1)]  minimum token of task i (quorum mode; '' otherwise). A grant's token
-             is at least this (so a grant made on a majority of independent nodes can
-             carry one token, the highest of them), and in quorum mode the grant's record
-             keeps the record it replaced (its undo note, see includes/record.lua), so that
-             a grant that did not win its quorum can be undone exactly (undo-2.lua), even
-             on a node whose answer never reached the claimer. Replies are the same in
-             both modes.
+    ARGV[15 + n + 3(i-1)]  minimum token of task i (quorum mode; '' otherwise; see below)
 
   Output: one reply per task, in order:
     { 1, token, attempt, kind, deadlineInMs, serverNow, fromSession }   granted
@@ -70,6 +64,12 @@
     { -3 }           claimer session expired   { -4, type }    key of another type
     A record that cannot be read fails its own task only; any other error (a missing ACL
     grant, say) is raised for the batch.
+
+  Quorum mode: a grant's token is at least the task's minimum token (so a grant made on a
+  majority of independent nodes can carry one token, the highest of them), and the grant's
+  record keeps the record it replaced (its undo note, see includes/record.lua), so that a
+  grant that did not win its quorum can be undone exactly (undo-2.lua), even on a node whose
+  answer never reached the claimer. Replies are the same in both modes.
 
   Events: 'claimed' {e, r, s, k, a, o, kind, from}: a takeover, retry or handover on
   ARGV[8]; a fresh grant, the commonest transition, only while someone watches (the key

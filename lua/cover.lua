@@ -11,6 +11,26 @@
   subscribed again clears it. A claim may take the holder's tasks over once that age is
   the holder's crash grace (claim.lua).
 
+  Input (the caller passes numkeys = 3 × holders + 1):
+    KEYS[3i-2]  session key of holder i   KEYS[3i-1]  its change sequence (includes/owner)
+    KEYS[3i]    its binding key
+    KEYS[3k+1]  the namespace's check record (Sharing, below; k holders); may be absent (3k keys)
+                when ARGV[2] is '' or 0
+    ARGV[1]     liveness channel prefix (channel = prefix .. session id; '' to read no
+                connection evidence)
+    ARGV[2]     share window ms ('' or 0: neither read nor write the check record)
+    ARGV[3 + i] session id of holder i   (ARGV[3] unused, reserved)
+
+  Output: one { pttl, seq, lostInMs, shared } per holder, in order: pttl 0 when the session
+    is gone, -1 when it exists but its remaining time was not read (Sharing, below); seq 0
+    when the holder has settled or released nothing within the retention;
+    lostInMs -2 when the holder's session is not bound to a connection, -1 without a
+    sighting of its connection gone, else the ms until a claim may take its tasks over on
+    that evidence (0: now); shared 1 when answered from the check record, else 0.
+
+  Events: none.
+
+  Sharing (ARGV[2] > 0).
   One check per holder, shared by every standby (the namespace's check record): with N
   workers each covering the N − 1 others, a check per standby would cost Redis O(N²). A
   check of a healthy holder is written to the record KEYS[3k+1] (one per namespace):
@@ -55,25 +75,6 @@
     checked instead), or -1 (alive, not read: a bound holder, which its standbys poll
     every interval or few, and which a check reads again with EXISTS). Its change
     sequence is read now, in the MGET: a missed event is noticed as without sharing.
-
-  Input (the caller passes numkeys = 3 × holders + 1):
-    KEYS[3i-2]  session key of holder i   KEYS[3i-1]  its change sequence (includes/owner)
-    KEYS[3i]    its binding key
-    KEYS[3k+1]  the namespace's check record (above; k holders); may be absent (3k keys)
-                when ARGV[2] is '' or 0
-    ARGV[1]     liveness channel prefix (channel = prefix .. session id; '' to read no
-                connection evidence)
-    ARGV[2]     share window ms ('' or 0: neither read nor write the check record)
-    ARGV[3 + i] session id of holder i   (ARGV[3] unused, reserved)
-
-  Output: one { pttl, seq, lostInMs, shared } per holder, in order: pttl 0 when the session
-    is gone, -1 when it exists but its remaining time was not read (sharing, above); seq 0
-    when the holder has settled or released nothing within the retention;
-    lostInMs -2 when the holder's session is not bound to a connection, -1 without a
-    sighting of its connection gone, else the ms until a claim may take its tasks over on
-    that evidence (0: now); shared 1 when answered from the check record, else 0.
-
-  Events: none.
 ]]
 local rcall = redis.call
 --- @include "includes/binding"
