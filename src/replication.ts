@@ -1,6 +1,7 @@
 import type { Client } from './connection.js';
 import { asUnavailable, describeClient, ReplicationError, withTimeout } from './connection.js';
-import type { Raw } from './replies.js';
+import type { TaskLocation } from './keys.js';
+import type { ClaimReply, Raw } from './replies.js';
 import { loadScripts, type ScriptName } from './scripts.js';
 
 /**
@@ -99,5 +100,39 @@ export class Replication {
       `${what}: ${acked} of ${r.waitReplicas} replica(s) of ${describeClient(this.client)} acknowledged it within ${r.waitTimeoutMs} ms (option \`replication\`); it was not counted`,
       acked,
     );
+  }
+
+  /**
+   * A claim's reply under replication safety. An outcome read from the master may be one a
+   * failover is about to lose (a settle its replicas do not have yet): it counts once a
+   * replica has it. A grant (or a resumed one, whose first WAIT may have failed: WAIT
+   * counts what the connection wrote so far) runs only once replicas acknowledge it; if
+   * they do not, it is given back (`giveBack`, as an unused release, so that any worker may
+   * claim it at once) rather than run a task whose grant a failover could erase. Should the
+   * give-back fail, the record stays this session's, and the next claim is answered
+   * 'resumed': that grant, too, runs only once replicas acknowledge it.
+   */
+  async confirmClaim(
+    loc: TaskLocation,
+    reply: ClaimReply,
+    acked: number,
+    giveBack: (token: number) => Promise<unknown>,
+  ): Promise<ClaimReply> {
+    if (reply.type === 'done' || (reply.type === 'failed' && reply.terminal)) {
+      const unsure = this.shortfall(
+        `the outcome of task ${JSON.stringify(loc.taskId)}`,
+        await this.waitForWhatWasRead(),
+      );
+      if (unsure) throw unsure;
+      return reply;
+    }
+    if (reply.type !== 'granted' && reply.type !== 'resumed') return reply;
+    const shortfall = this.shortfall(
+      `the grant of task ${JSON.stringify(loc.taskId)}`,
+      acked >= 0 ? acked : await this.waitForWhatWasRead(),
+    );
+    if (!shortfall) return reply;
+    await giveBack(reply.token).catch(() => {});
+    throw shortfall;
   }
 }

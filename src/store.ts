@@ -36,6 +36,25 @@ import {
   type SettleArgs,
   type Store,
 } from './replies.js';
+import {
+  type Answer,
+  type ClaimGroup,
+  type ClaimItem,
+  claimArgs,
+  claimKey,
+  coverArgs,
+  type OwnerItem,
+  type ProgressItem,
+  progressArgs,
+  type ReleaseGroup,
+  releaseArgs,
+  releaseKey,
+  type ScriptContext,
+  type SettleGroup,
+  type SettleItem,
+  settleArgs,
+  settleKey,
+} from './script-args.js';
 import { callScript, defineScripts, type ScriptName } from './scripts.js';
 import { ClusterSubscriber } from './topology-cluster.js';
 
@@ -51,40 +70,6 @@ interface Batch {
   /** Replicas that acknowledged the batch (WAIT); -1 when not asked. */
   acked: number;
 }
-interface Answer {
-  raw: Raw;
-  acked: number;
-}
-type ClaimGroup = Omit<ClaimArgs, never> & { quorum: boolean };
-interface ClaimItem {
-  loc: TaskLocation;
-  minToken: number | undefined;
-}
-interface SettleGroup {
-  session: string;
-  retentionMs: number;
-  backoffMs: number;
-  maxAttempts: number;
-}
-interface OwnerItem {
-  loc: TaskLocation;
-  token: number;
-}
-type SettleItem = OwnerItem & { state: 'D' | 'F'; payload: string; attempt: number | undefined };
-type ProgressItem = OwnerItem & { progress: number; note: string };
-interface ReleaseGroup {
-  session: string;
-  retentionMs: number;
-  /** The grants were never run to an effect: they use up no attempt (release.lua). */
-  unused: boolean;
-}
-/** Calls whose caller arguments are equal share a batch. */
-// (built by hand: a JSON.stringify per call was 3% of a pair's CPU; session ids hold no '|')
-const claimKey = (g: ClaimGroup): string =>
-  `${g.session}|${g.sessionTtlMs}|${g.taskTimeoutMs}|${g.retentionMs}|${g.maxAttempts}|${g.dryRun ? 1 : 0}|${g.quorum ? 1 : 0}`;
-const settleKey = (g: SettleGroup): string =>
-  `${g.session}|${g.retentionMs}|${g.backoffMs}|${g.maxAttempts}`;
-const releaseKey = (g: ReleaseGroup): string => `${g.session}|${g.retentionMs}|${g.unused ? 1 : 0}`;
 
 export class RedisStore implements Store {
   readonly client: Client;
@@ -129,9 +114,14 @@ export class RedisStore implements Store {
     defineScripts(this.client);
   }
 
-  /** The "someone watches" flag (`pairlock watch`), declared by the scripts that read it. */
-  private get watchFlag(): string {
-    return `${this.keys.channel}:watching`;
+  /** What the batch scripts' arguments are built from (script-args.ts). */
+  private scriptContext(): ScriptContext {
+    return {
+      keys: this.keys,
+      eventChannel: this.eventChannel,
+      livePrefix: this.livePrefix,
+      historyLength: this.historyLength,
+    };
   }
 
   /**
@@ -205,31 +195,14 @@ export class RedisStore implements Store {
     for (let round = 1; pending.length > 0; round++) {
       // the claimer and the peers it has met: the sessions a record may name as its owner
       const owners = this.owners.list(g.session);
-      const keys: string[] = [this.keys.session(g.session), this.watchFlag, this.keys.history];
-      for (const o of owners) keys.push(this.keys.session(o), this.keys.seq(o), this.keys.bind(o));
-      const argv: (string | number)[] = [
-        g.session,
-        // a dry run writes nothing, history neither
-        this.historyLength,
-        g.sessionTtlMs,
-        g.taskTimeoutMs,
-        g.retentionMs,
-        g.maxAttempts,
-        g.dryRun ? '1' : '0',
-        this.eventChannel,
-        g.quorum ? '1' : '',
-        owners.length,
-        '1',
-        this.livePrefix,
-        ...owners,
-      ];
-      for (const i of pending) {
-        const { loc, minToken } = items[i]!;
-        keys.push(loc.container, loc.index);
-        argv.push(loc.field, loc.ref, minToken ?? '');
-      }
+      const args = claimArgs(
+        this.scriptContext(),
+        g,
+        pending.map((i) => items[i]!),
+        owners,
+      );
       // a dry run writes nothing: no WAIT for it (see claim())
-      const b = await this.batch('claim', [keys.length, ...keys, ...argv], !g.dryRun && !g.quorum);
+      const b = await this.batch('claim', args, !g.dryRun && !g.quorum);
       const again: number[] = [];
       for (const [j, raw] of b.replies.entries()) {
         const i = pending[j]!;
@@ -261,37 +234,12 @@ export class RedisStore implements Store {
   async claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply> {
     const { raw, acked } = await this.claimRaw(loc, a, undefined);
     const reply = decodeClaim(raw, loc);
-    const replicas = this.replicas;
-    if (!replicas) return reply;
-    if (reply.type === 'done' || (reply.type === 'failed' && reply.terminal)) {
-      // An outcome read from the master may be one a failover is about to lose (a settle
-      // its replicas do not have yet): it counts once a replica has it.
-      const unsure = replicas.shortfall(
-        `the outcome of task ${JSON.stringify(loc.taskId)}`,
-        await replicas.waitForWhatWasRead(),
-      );
-      if (unsure) throw unsure;
-      return reply;
-    }
-    if (reply.type !== 'granted' && reply.type !== 'resumed') return reply;
-    // A resumed grant is one whose first WAIT may have failed: it runs only once replicas
-    // have it, like a new grant (WAIT counts what the connection wrote so far).
-    const shortfall = replicas.shortfall(
-      `the grant of task ${JSON.stringify(loc.taskId)}`,
-      acked >= 0 ? acked : await replicas.waitForWhatWasRead(),
+    if (!this.replicas) return reply;
+    // replication safety: an outcome counts, and a grant runs, once replicas have it; a
+    // grant they did not acknowledge is given back unused (replication.ts)
+    return this.replicas.confirmClaim(loc, reply, acked, (token) =>
+      this.release(loc, { session: a.session, token, retentionMs: a.retentionMs, unused: true }),
     );
-    if (!shortfall) return reply;
-    // Not counted: give it back (as a release, so that any worker may claim it at once)
-    // rather than run a task whose grant a failover could erase. Should the give-back
-    // fail, the record stays this session's, and the next claim is answered 'resumed':
-    // that grant, too, runs only once replicas acknowledge it.
-    await this.release(loc, {
-      session: a.session,
-      token: reply.token,
-      retentionMs: a.retentionMs,
-      unused: true,
-    }).catch(() => {});
-    throw shortfall;
   }
 
   /**
@@ -365,25 +313,7 @@ export class RedisStore implements Store {
   }
 
   private readonly settles = new Batcher<SettleGroup, SettleItem, Answer>(async (g, items) => {
-    const keys: string[] = [
-      this.keys.session(g.session),
-      this.keys.seq(g.session),
-      this.watchFlag,
-      this.keys.history,
-    ];
-    const argv: (string | number)[] = [
-      g.session,
-      g.retentionMs,
-      g.backoffMs,
-      g.maxAttempts,
-      this.eventChannel,
-      this.historyLength,
-    ];
-    for (const it of items) {
-      keys.push(it.loc.container, it.loc.index);
-      argv.push(it.loc.field, it.loc.ref, it.token, it.state, it.payload, it.attempt ?? '');
-    }
-    const b = await this.batch('settle', [keys.length, ...keys, ...argv], true);
+    const b = await this.batch('settle', settleArgs(this.scriptContext(), g, items), true);
     return b.replies.map((raw) => ({ raw, acked: b.acked }));
   });
 
@@ -414,23 +344,8 @@ export class RedisStore implements Store {
   }
 
   private readonly releases = new Batcher<ReleaseGroup, OwnerItem, Raw>(async (g, items) => {
-    const keys: string[] = [
-      this.keys.session(g.session),
-      this.keys.seq(g.session),
-      this.keys.history,
-    ];
-    const argv: (string | number)[] = [
-      g.session,
-      g.retentionMs,
-      this.eventChannel,
-      g.unused ? '1' : '',
-      this.historyLength,
-    ];
-    for (const it of items) {
-      keys.push(it.loc.container, it.loc.index);
-      argv.push(it.loc.field, it.loc.ref, it.token);
-    }
-    return (await this.batch('release', [keys.length, ...keys, ...argv], false)).replies;
+    return (await this.batch('release', releaseArgs(this.scriptContext(), g, items), false))
+      .replies;
   });
 
   async release(loc: TaskLocation, a: ReleaseArgs): Promise<OwnerReply> {
@@ -443,13 +358,7 @@ export class RedisStore implements Store {
   }
 
   private readonly progresses = new Batcher<string, ProgressItem, Raw>(async (session, items) => {
-    const keys: string[] = [this.keys.session(session)];
-    const argv: (string | number)[] = [session];
-    for (const it of items) {
-      keys.push(it.loc.container, it.loc.index);
-      argv.push(it.loc.field, it.token, String(it.progress), it.note);
-    }
-    return (await this.batch('progress', [keys.length, ...keys, ...argv], false)).replies;
+    return (await this.batch('progress', progressArgs(this.keys, session, items), false)).replies;
   });
 
   async progress(
@@ -461,11 +370,8 @@ export class RedisStore implements Store {
   }
 
   private readonly covers = new Batcher<number, string, HolderState>(async (shareMs, sessions) => {
-    const k = this.keys;
-    const keys = sessions.flatMap((s) => [k.session(s), k.seq(s), k.bind(s)]);
-    keys.push(k.checks);
-    const argv = [keys.length, ...keys, this.livePrefix, shareMs, '', ...sessions];
-    const raw = (await this.call('cover', argv)) as unknown as Raw[];
+    const args = coverArgs(this.scriptContext(), sessions, shareMs);
+    const raw = (await this.call('cover', args)) as unknown as Raw[];
     return raw.map((r) => {
       const s: HolderState = { pttl: Number(r[0]), seq: Number(r[1]), lostInMs: Number(r[2]) };
       if (Number(r[3]) === 1) s.shared = true;
