@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { type Binding, type BindingState, bindSession } from './binding.js';
+import { ClaimStep } from './claim-step.js';
 import { callbackRun, checkTaskId, toTaskInfo } from './compat.js';
 import { Cover } from './cover.js';
-import { ClosedError, InvalidOptionError, RedisUnavailableError } from './errors.js';
+import { ClosedError, InvalidOptionError } from './errors.js';
 import {
   type PairedWorkerEvents,
   parseNamespaceMessage,
@@ -13,13 +14,8 @@ import {
 import { checkEviction } from './eviction.js';
 import { Executor } from './execution.js';
 import { Keys } from './keys.js';
-import {
-  type PairedWorkerOptions,
-  peerFirstMs,
-  type ResolvedOptions,
-  resolveOptions,
-} from './options.js';
-import { type ClaimReply, type Store, workerOf } from './replies.js';
+import { type PairedWorkerOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { type Store, workerOf } from './replies.js';
 import { Session } from './session.js';
 import { Slots } from './slots.js';
 import { type AnyRun, TaskRun } from './task-run.js';
@@ -100,6 +96,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private readonly awaitingBinding = new Set<AnyRun>();
 
   private readonly slots: Slots;
+  /** One claim and what its answer leads to (claim-step.ts). */
+  private readonly claims: ClaimStep;
 
   constructor(opts: PairedWorkerOptions) {
     const options = resolveOptions(opts);
@@ -150,6 +148,25 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       wake: (run) => this.wake(run),
       peerFailed: (holder, tasks) =>
         this.emit('peer-failed', { session: holder, worker: workerOf(holder), tasks }),
+    });
+    this.claims = new ClaimStep({
+      id: this.id,
+      options,
+      store: this.store,
+      lease: this.lease,
+      executor: this.executor,
+      covering: this.covering,
+      slots: this.slots,
+      awaitingBinding: this.awaitingBinding,
+      logger: this.logger,
+      closing: () => this.closing,
+      paused: () => this.paused,
+      bindingValid: () => this.binding?.valid,
+      maxAttempts: () => this.maxAttempts(),
+      executionOf: (run) => this.executionOf(run),
+      finish: (run, outcome, error) => this.finish(run, outcome, error),
+      wake: (run) => this.wake(run),
+      standby: (e) => this.emit('standby', e),
     });
   }
 
@@ -300,7 +317,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       try {
         do {
           run.wakePending = false;
-          await this.step(run);
+          await this.claims.step(run);
         } while (run.wakePending && !run.finished);
       } catch (err) {
         this.finish(run, undefined, err);
@@ -308,170 +325,6 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
         run.claiming = false;
       }
     })();
-  }
-
-  private claimArgs(dryRun: boolean) {
-    const o = this.options;
-    return {
-      session: this.lease.id,
-      sessionTtlMs: o.sessionTtlMs,
-      taskTimeoutMs: o.taskTimeoutMs,
-      retentionMs: o.retentionMs,
-      maxAttempts: this.maxAttempts(),
-      dryRun,
-    };
-  }
-
-  private async step(run: AnyRun): Promise<void> {
-    if (this.closing) return;
-    run.clearTimers();
-    this.covering.uncover(run);
-    this.awaitingBinding.delete(run);
-    if (this.executionOf(run)) return;
-    // The bound connection dropped and its unbind is not answered yet (or its proofs went
-    // unanswered past doubtMs): a grant now could be taken over on that evidence, and
-    // would be aborted at once. Such a run only looks (a dry run: it still covers a
-    // holder, learns an outcome, and gives up when Redis stays away), and claims once the
-    // binding is settled (bindingState).
-    const unbound = !this.paused && this.binding?.valid === false;
-    // after its own failure the peer retries first, even when an event wakes this run
-    // sooner (say, a quorum claim of the peer that was undone): until then it only looks
-    const peerFirstIn = run.peerFirstUntil === undefined ? 0 : run.peerFirstUntil - now();
-    const dryRun = this.paused || unbound || peerFirstIn > 0;
-    if (!dryRun) await this.slots.acquire();
-    let slotHeld = !dryRun;
-    try {
-      if (run.finished || this.closing) return;
-      const sent = now();
-      let reply: ClaimReply;
-      try {
-        reply = await this.store.claim(run.loc, this.claimArgs(dryRun));
-        run.unavailableSince = undefined;
-      } catch (err) {
-        // A script that raised an error may have written before it (Redis does not roll a
-        // script back): the outcome is unknown, not failed. A look at the task (a dry run
-        // answers 'resumed' to a grant this session holds) tells; such a grant is run.
-        const held = dryRun ? undefined : await this.heldAfterError(run, err);
-        if (!held) {
-          this.retryLater(run, err);
-          return;
-        }
-        reply = held;
-      }
-      if (run.finished || this.closing) {
-        // a run() that joins the task later is another run of it: this grant goes back
-        if (reply.type === 'granted' || reply.type === 'resumed')
-          this.executor.giveBackUnrun(run.loc, reply.token);
-        return;
-      }
-      switch (reply.type) {
-        case 'granted':
-        case 'resumed': {
-          // resumed: this session holds the task already (an earlier claim was granted
-          // and its reply lost); the script answers with that grant's token, kind and
-          // remaining deadline, and it never runs twice under one token
-          const grant = reply.type === 'granted' ? reply : { ...reply, from: '' };
-          const kept = run.keptFor(grant, reply.type === 'resumed');
-          if (kept) {
-            const owner = { ...grant, session: this.lease.id };
-            await this.executor.conclude(run, owner, kept.state, kept.payload);
-            return;
-          }
-          run.unsettled = undefined;
-          if (!slotHeld) {
-            // a paused (dry-run) claim holds no slot: the grant is ours, so it takes one
-            await this.slots.acquire();
-            slotHeld = true;
-            if (run.finished || this.closing || this.executionOf(run)) return;
-          }
-          slotHeld = false; // the execution owns the slot now
-          await this.executor.track(run, grant, sent);
-          return;
-        }
-        case 'held':
-          this.watch(run, reply);
-          return;
-        case 'done':
-        case 'failed': {
-          if (reply.type === 'done' || reply.terminal) {
-            const { owner, token, attempt, payload } = reply;
-            const state = reply.type === 'done' ? 'D' : 'F';
-            this.finish(run, run.outcomeOf(state, owner, token, attempt, payload));
-            return;
-          }
-          run.known = { state: 'F', token: reply.token };
-          // The worker that failed lets its peer retry first: it tries the task again itself
-          // a moment after the backoff (peerFirstMs); a peer's claim wakes it sooner.
-          const mine = workerOf(reply.owner) === this.id;
-          const delay = reply.retryInMs + (mine ? peerFirstMs(this.options) : 0);
-          if (mine) run.peerFirstUntil = now() + delay;
-          run.after(delay, () => this.wake(run));
-          return;
-        }
-        case 'claimable':
-          run.known = { state: 'claimable', token: 0 };
-          if (peerFirstIn > 0 && !this.paused && !unbound) {
-            run.after(peerFirstIn, () => this.wake(run));
-            return;
-          }
-          if (unbound) {
-            // woken when the binding is valid again; meanwhile it looks again now and then
-            this.awaitingBinding.add(run);
-            if (this.binding?.valid !== false) this.wake(run);
-            else
-              run.after(Math.min(this.options.otherAttemptIntervalMs, 1_000), () => this.wake(run));
-            return;
-          }
-          // paused: covering only; the safety net and events bring it back
-          run.after(this.options.otherAttemptIntervalMs, () => this.wake(run));
-          return;
-        case 'session-expired':
-          // our session lapsed server-side; the heartbeat opens a new one and wakes us
-          this.lease.check();
-          run.after(Math.min(this.options.heartbeatIntervalMs, 100), () => this.wake(run));
-          this.lease.renewSoon();
-          return;
-      }
-    } finally {
-      if (slotHeld) this.slots.release();
-    }
-  }
-
-  /** After a claim that raised: the grant this session holds of the task, if any. */
-  private async heldAfterError(run: AnyRun, err: unknown): Promise<ClaimReply | undefined> {
-    if (err instanceof RedisUnavailableError) return undefined; // retried: a claim resumes
-    const look = await this.store.claim(run.loc, this.claimArgs(true)).catch(() => undefined);
-    if (look?.type !== 'resumed') return undefined;
-    this.logger.warn({ err, taskId: run.loc.taskId }, 'pairlock: a claim failed after granting');
-    return look;
-  }
-
-  private retryLater(run: AnyRun, err: unknown): void {
-    if (!(err instanceof RedisUnavailableError)) {
-      this.finish(run, undefined, err);
-      return;
-    }
-    const t = now();
-    run.unavailableSince ??= t;
-    if (t - run.unavailableSince >= this.options.unavailableTimeoutMs) {
-      this.finish(run, undefined, err);
-      return;
-    }
-    const waited = t - run.unavailableSince;
-    run.after(Math.min(100 + waited / 4, 2_000), () => this.wake(run));
-  }
-
-  private watch(run: AnyRun, reply: Extract<ClaimReply, { type: 'held' }>): void {
-    run.known = { state: 'R', token: reply.token };
-    if (!run.announcedStandby) {
-      run.announcedStandby = true;
-      this.emit('standby', {
-        taskId: run.loc.taskId,
-        holder: workerOf(reply.owner),
-        token: reply.token,
-      });
-    }
-    this.covering.watch(run, reply.owner, reply.ownerPttl, reply.deadlineInMs, reply.ownerSeq);
   }
 
   private onMessage(msg: string): void {
