@@ -39,7 +39,8 @@ it('an event that wakes the worker whose attempt just failed does not let it ret
     const keys = new Keys('pairlock', ns);
     const ev = { e: 'released', r: keys.task('job').ref, s: 'X', k: 1, a: 1, o: 'other:x#1', q: 1 };
     await admin.publish(keys.channel, JSON.stringify([ev]));
-    await sleep(100);
+    // a little time for the event to arrive; the peer-first window (250 ms) is the margin
+    await sleep(30);
     let bToken = 0;
     const ob = await b.run('job', async ({ token }) => {
       bToken = token;
