@@ -20,7 +20,8 @@ export type BatchFn<G, I, R> = (group: G, items: readonly I[]) => Promise<readon
 interface Pending<G, I, R> {
   readonly group: G;
   readonly items: I[];
-  readonly waiters: { resolve: (r: R) => void; reject: (e: unknown) => void }[];
+  readonly resolves: ((r: R) => void)[];
+  readonly rejects: ((e: unknown) => void)[];
 }
 
 export class Batcher<G, I, R> {
@@ -36,36 +37,50 @@ export class Batcher<G, I, R> {
   load(key: string, group: G, item: I): Promise<R> {
     let pending = this.queue.get(key);
     if (!pending) {
-      pending = { group, items: [], waiters: [] };
+      pending = { group, items: [], resolves: [], rejects: [] };
       this.queue.set(key, pending);
     }
-    const p = new Promise<R>((resolve, reject) => {
-      (pending as Pending<G, I, R>).waiters.push({ resolve, reject });
-    });
-    pending.items.push(item);
+    const p = pending;
+    p.items.push(item);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.dispatch());
     }
-    return p;
+    return new Promise<R>((resolve, reject) => {
+      p.resolves.push(resolve);
+      p.rejects.push(reject);
+    });
   }
 
   private dispatch(): void {
     this.scheduled = false;
     const queue = this.queue;
     this.queue = new Map();
-    for (const pending of queue.values()) {
-      for (let i = 0; i < pending.items.length; i += this.maxBatchSize) {
+    for (const p of queue.values()) {
+      const n = p.items.length;
+      // the common case, one batch: its arrays as they are, no copies
+      if (n <= this.maxBatchSize) {
+        this.send(p.group, p.items, p.resolves, p.rejects);
+        continue;
+      }
+      for (let i = 0; i < n; i += this.maxBatchSize) {
+        const end = i + this.maxBatchSize;
         this.send(
-          pending.group,
-          pending.items.slice(i, i + this.maxBatchSize),
-          pending.waiters.slice(i, i + this.maxBatchSize),
+          p.group,
+          p.items.slice(i, end),
+          p.resolves.slice(i, end),
+          p.rejects.slice(i, end),
         );
       }
     }
   }
 
-  private send(group: G, items: I[], waiters: Pending<G, I, R>['waiters']): void {
+  private send(
+    group: G,
+    items: I[],
+    resolves: ((r: R) => void)[],
+    rejects: ((e: unknown) => void)[],
+  ): void {
     let call: Promise<readonly (R | Error)[]>;
     try {
       call = this.fn(group, items);
@@ -74,15 +89,18 @@ export class Batcher<G, I, R> {
     }
     call.then(
       (results) => {
-        waiters.forEach((w, i) => {
+        for (let i = 0; i < resolves.length; i++) {
           const r = results[i];
-          if (r instanceof Error) w.reject(r);
-          else if (r === undefined) w.reject(new Error('the batch returned no result for an item'));
-          else w.resolve(r);
-        });
+          if (r instanceof Error) (rejects[i] as (e: unknown) => void)(r);
+          else if (r === undefined)
+            (rejects[i] as (e: unknown) => void)(
+              new Error('the batch returned no result for an item'),
+            );
+          else (resolves[i] as (r: R) => void)(r);
+        }
       },
       (err: unknown) => {
-        for (const w of waiters) w.reject(err);
+        for (const reject of rejects) reject(err);
       },
     );
   }

@@ -51,6 +51,11 @@ export class DeadlineQueue<T> {
     this.timerAt = Number.POSITIVE_INFINITY;
   }
 
+  /**
+   * Keep the timer while it fires no later than the head: a timer that fires early finds
+   * nothing due and is set again for the new head. Re-arming on every change of the head
+   * (each task that ends first moves it) was a clearTimeout and a setTimeout per task.
+   */
   private arm(): void {
     const head = this.heap[0];
     if (head === undefined) {
@@ -59,7 +64,7 @@ export class DeadlineQueue<T> {
       this.timerAt = Number.POSITIVE_INFINITY;
       return;
     }
-    if (this.timer !== undefined && this.timerAt === head.at) return;
+    if (this.timer !== undefined && this.timerAt <= head.at) return;
     clearTimeout(this.timer);
     this.timerAt = head.at;
     const delay = Math.min(Math.max(0, head.at - this.clock()), MAX_TIMER);

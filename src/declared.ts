@@ -10,12 +10,15 @@
 export class KnownOwners {
   /** Session ids, least recently met first. */
   private readonly ids = new Set<string>();
+  /** The session noted last (a batch notes the same holder for each of its tasks). */
+  private last = '';
 
   constructor(private readonly limit = 16) {}
 
   /** A session seen holding a task (or asked about by a script). */
   note(session: string): void {
-    if (session === '') return;
+    if (session === '' || session === this.last) return;
+    this.last = session;
     if (this.ids.has(session)) {
       this.ids.delete(session);
     } else if (this.ids.size >= this.limit) {

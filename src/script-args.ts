@@ -46,6 +46,69 @@ export const settleKey = (g: SettleGroup): string =>
 export const releaseKey = (g: ReleaseGroup): string =>
   `${g.session}|${g.retentionMs}|${g.unused ? 1 : 0}`;
 
+/**
+ * The group of the last call of one kind, and its batch key: consecutive calls nearly
+ * always share them, so a call builds neither again when its arguments match.
+ * `groupOf(a, x, last)` answers `last` when it matches, else a new group.
+ */
+export class LastGroup<A, X, G> {
+  private group: G | undefined;
+  /** The batch key of the group `of` answered last. */
+  key = '';
+
+  constructor(
+    private readonly groupOf: (a: A, x: X, last: G | undefined) => G,
+    private readonly keyOf: (g: G) => string,
+  ) {}
+
+  of(a: A, x: X): G {
+    const g = this.groupOf(a, x, this.group);
+    if (g !== this.group) {
+      this.group = g;
+      this.key = this.keyOf(g);
+    }
+    return g;
+  }
+}
+
+/** A claim's group (x: quorum mode), or `last` when it is the same. */
+export function claimGroupOf(
+  a: ClaimArgs,
+  quorum: boolean,
+  last: ClaimGroup | undefined,
+): ClaimGroup {
+  if (
+    last !== undefined &&
+    last.session === a.session &&
+    last.sessionTtlMs === a.sessionTtlMs &&
+    last.taskTimeoutMs === a.taskTimeoutMs &&
+    last.retentionMs === a.retentionMs &&
+    last.maxAttempts === a.maxAttempts &&
+    last.dryRun === a.dryRun &&
+    last.quorum === quorum
+  )
+    return last;
+  const { session, sessionTtlMs, taskTimeoutMs, retentionMs, maxAttempts, dryRun } = a;
+  return { session, sessionTtlMs, taskTimeoutMs, retentionMs, maxAttempts, dryRun, quorum };
+}
+
+/** A settle's group (x: max attempts, 0 when not asked), or `last` when it is the same. */
+export function settleGroupOf(
+  a: { session: string; retentionMs: number; backoffMs: number },
+  maxAttempts: number,
+  last: SettleGroup | undefined,
+): SettleGroup {
+  if (
+    last !== undefined &&
+    last.session === a.session &&
+    last.retentionMs === a.retentionMs &&
+    last.backoffMs === a.backoffMs &&
+    last.maxAttempts === maxAttempts
+  )
+    return last;
+  return { session: a.session, retentionMs: a.retentionMs, backoffMs: a.backoffMs, maxAttempts };
+}
+
 /** What the arguments are built from: the namespace's keys and the store's settings. */
 export interface ScriptContext {
   readonly keys: Keys;
@@ -61,6 +124,8 @@ export interface ScriptContext {
 const watchFlag = (keys: Keys): string => `${keys.channel}:watching`;
 
 /** claim.lua: the claimer, its declared owners (itself first), then each task. */
+// (numkeys, keys and argv written into one array in place: the copies of a keys array and
+// an argv array spread into a third were a visible part of a batch's cost)
 export function claimArgs(
   c: ScriptContext,
   g: ClaimGroup,
@@ -68,9 +133,15 @@ export function claimArgs(
   owners: readonly string[],
 ): (string | number)[] {
   const k = c.keys;
-  const keys: string[] = [k.session(g.session), watchFlag(k), k.history];
-  for (const o of owners) keys.push(k.session(o), k.seq(o), k.bind(o));
-  const argv: (string | number)[] = [
+  const n = items.length;
+  const numKeys = 3 + 3 * owners.length + 2 * n;
+  const out: (string | number)[] = [numKeys, k.session(g.session), watchFlag(k), k.history];
+  for (const o of owners) out.push(k.session(o), k.seq(o), k.bind(o));
+  for (let i = 0; i < n; i++) {
+    const loc = (items[i] as ClaimItem).loc;
+    out.push(loc.container, loc.index);
+  }
+  out.push(
     g.session,
     c.historyLength, // a dry run writes nothing, history neither
     g.sessionTtlMs,
@@ -83,13 +154,13 @@ export function claimArgs(
     owners.length,
     '1',
     c.livePrefix,
-    ...owners,
-  ];
-  for (const { loc, minToken } of items) {
-    keys.push(loc.container, loc.index);
-    argv.push(loc.field, loc.ref, minToken ?? '');
+  );
+  for (const o of owners) out.push(o);
+  for (let i = 0; i < n; i++) {
+    const { loc, minToken } = items[i] as ClaimItem;
+    out.push(loc.field, loc.ref, minToken ?? '');
   }
-  return [keys.length, ...keys, ...argv];
+  return out;
 }
 
 /** settle.lua */
@@ -99,20 +170,24 @@ export function settleArgs(
   items: readonly SettleItem[],
 ): (string | number)[] {
   const k = c.keys;
-  const keys: string[] = [k.session(g.session), k.seq(g.session), watchFlag(k), k.history];
-  const argv: (string | number)[] = [
-    g.session,
-    g.retentionMs,
-    g.backoffMs,
-    g.maxAttempts,
-    c.eventChannel,
-    c.historyLength,
+  const n = items.length;
+  const out: (string | number)[] = [
+    4 + 2 * n,
+    k.session(g.session),
+    k.seq(g.session),
+    watchFlag(k),
+    k.history,
   ];
-  for (const it of items) {
-    keys.push(it.loc.container, it.loc.index);
-    argv.push(it.loc.field, it.loc.ref, it.token, it.state, it.payload, it.attempt ?? '');
+  for (let i = 0; i < n; i++) {
+    const loc = (items[i] as SettleItem).loc;
+    out.push(loc.container, loc.index);
   }
-  return [keys.length, ...keys, ...argv];
+  out.push(g.session, g.retentionMs, g.backoffMs, g.maxAttempts, c.eventChannel, c.historyLength);
+  for (let i = 0; i < n; i++) {
+    const it = items[i] as SettleItem;
+    out.push(it.loc.field, it.loc.ref, it.token, it.state, it.payload, it.attempt ?? '');
+  }
+  return out;
 }
 
 /** release.lua */

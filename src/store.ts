@@ -41,8 +41,10 @@ import {
   type ClaimGroup,
   type ClaimItem,
   claimArgs,
+  claimGroupOf,
   claimKey,
   coverArgs,
+  LastGroup,
   type OwnerItem,
   type ProgressItem,
   progressArgs,
@@ -53,6 +55,7 @@ import {
   type SettleGroup,
   type SettleItem,
   settleArgs,
+  settleGroupOf,
   settleKey,
 } from './script-args.js';
 import { callScript, defineScripts, type ScriptName } from './scripts.js';
@@ -189,23 +192,22 @@ export class RedisStore implements Store {
 
   private readonly claims = new Batcher<ClaimGroup, ClaimItem, Answer>(async (g, items) => {
     const answers: Answer[] = new Array(items.length);
-    let pending = items.map((_, i) => i);
+    // indexes into items of the tasks still to ask about (undefined: all of them)
+    let pending: number[] | undefined;
     // a worker's earlier sessions may hold its tasks too (and a peek may ask about them)
     this.owners.note(g.session);
-    for (let round = 1; pending.length > 0; round++) {
+    for (let round = 1; pending === undefined || pending.length > 0; round++) {
       // the claimer and the peers it has met: the sessions a record may name as its owner
       const owners = this.owners.list(g.session);
-      const args = claimArgs(
-        this.scriptContext(),
-        g,
-        pending.map((i) => items[i]!),
-        owners,
-      );
+      const asked = pending === undefined ? items : pending.map((i) => items[i]!);
+      const args = claimArgs(this.scriptContext(), g, asked, owners);
       // a dry run writes nothing: no WAIT for it (see claim())
       const b = await this.batch('claim', args, !g.dryRun && !g.quorum);
       const again: number[] = [];
-      for (const [j, raw] of b.replies.entries()) {
-        const i = pending[j]!;
+      const replies = b.replies;
+      for (let j = 0; j < replies.length; j++) {
+        const raw = replies[j]!;
+        const i = pending === undefined ? j : pending[j]!;
         const code = Number(raw[0]);
         if (code === ReplyCode.Held || code === ReplyCode.OwnerUndeclared)
           this.owners.note(String(raw[1]));
@@ -218,17 +220,11 @@ export class RedisStore implements Store {
     return answers;
   });
 
+  private readonly claimGroups = new LastGroup(claimGroupOf, claimKey);
+
   private claimRaw(loc: TaskLocation, a: ClaimArgs, minToken: number | undefined): Promise<Answer> {
-    const g: ClaimGroup = {
-      session: a.session,
-      sessionTtlMs: a.sessionTtlMs,
-      taskTimeoutMs: a.taskTimeoutMs,
-      retentionMs: a.retentionMs,
-      maxAttempts: a.maxAttempts,
-      dryRun: a.dryRun,
-      quorum: minToken !== undefined,
-    };
-    return this.claims.load(claimKey(g), g, { loc, minToken });
+    const g = this.claimGroups.of(a, minToken !== undefined);
+    return this.claims.load(this.claimGroups.key, g, { loc, minToken });
   }
 
   async claim(loc: TaskLocation, a: ClaimArgs): Promise<ClaimReply> {
@@ -317,14 +313,11 @@ export class RedisStore implements Store {
     return b.replies.map((raw) => ({ raw, acked: b.acked }));
   });
 
+  private readonly settleGroups = new LastGroup(settleGroupOf, settleKey);
+
   async settle(loc: TaskLocation, a: SettleArgs): Promise<OwnerReply> {
-    const g: SettleGroup = {
-      session: a.session,
-      retentionMs: a.retentionMs,
-      backoffMs: a.backoffMs,
-      maxAttempts: a.maxAttempts ?? 0,
-    };
-    const { raw, acked } = await this.settles.load(settleKey(g), g, {
+    const g = this.settleGroups.of(a, a.maxAttempts ?? 0);
+    const { raw, acked } = await this.settles.load(this.settleGroups.key, g, {
       loc,
       token: a.token,
       state: a.state,
