@@ -1,11 +1,10 @@
 import { performance } from 'node:perf_hooks';
 import type { Cover } from './cover.js';
 import { RedisUnavailableError } from './errors.js';
-import type { PairedWorkerEvents } from './events.js';
 import type { Executor } from './execution.js';
 import type { Logger, ResolvedOptions } from './options.js';
 import { peerFirstMs } from './options.js';
-import { type ClaimReply, type Store, workerOf } from './replies.js';
+import { type ClaimArgs, type ClaimReply, type Store, workerOf } from './replies.js';
 import type { Session } from './session.js';
 import type { Slots } from './slots.js';
 import type { AnyRun } from './task-run.js';
@@ -33,7 +32,8 @@ export interface ClaimStepHost {
   executionOf(run: AnyRun): unknown;
   finish(run: AnyRun, outcome: Outcome<unknown> | undefined, error?: unknown): void;
   wake(run: AnyRun): void;
-  standby(e: PairedWorkerEvents['standby']): void;
+  /** This worker covers `taskId`, held by the session `holder` (the 'standby' event). */
+  standby(taskId: string, holder: string, token: number): void;
 }
 
 /**
@@ -44,16 +44,34 @@ export interface ClaimStepHost {
 export class ClaimStep {
   constructor(private readonly h: ClaimStepHost) {}
 
-  private claimArgs(dryRun: boolean) {
+  /** The last claim arguments made, kept while they stay the same (one object per claim was churn). */
+  private lastArgs: ClaimArgs | undefined;
+
+  private claimArgs(dryRun: boolean): ClaimArgs {
     const o = this.h.options;
-    return {
-      session: this.h.lease.id,
+    const session = this.h.lease.id;
+    const maxAttempts = this.h.maxAttempts();
+    const last = this.lastArgs;
+    if (
+      last !== undefined &&
+      last.session === session &&
+      last.dryRun === dryRun &&
+      last.maxAttempts === maxAttempts &&
+      last.sessionTtlMs === o.sessionTtlMs &&
+      last.taskTimeoutMs === o.taskTimeoutMs &&
+      last.retentionMs === o.retentionMs
+    )
+      return last;
+    const args: ClaimArgs = {
+      session,
       sessionTtlMs: o.sessionTtlMs,
       taskTimeoutMs: o.taskTimeoutMs,
       retentionMs: o.retentionMs,
-      maxAttempts: this.h.maxAttempts(),
+      maxAttempts,
       dryRun,
     };
+    this.lastArgs = args;
+    return args;
   }
 
   async step(run: AnyRun): Promise<void> {
@@ -72,7 +90,7 @@ export class ClaimStep {
     // sooner (say, a quorum claim of the peer that was undone): until then it only looks
     const peerFirstIn = run.peerFirstUntil === undefined ? 0 : run.peerFirstUntil - now();
     const dryRun = this.h.paused() || unbound || peerFirstIn > 0;
-    if (!dryRun) await this.h.slots.acquire();
+    if (!dryRun && !this.h.slots.tryAcquire()) await this.h.slots.acquire();
     let slotHeld = !dryRun;
     try {
       if (run.finished || this.h.closing()) return;
@@ -119,8 +137,8 @@ export class ClaimStep {
             if (run.finished || this.h.closing() || this.h.executionOf(run)) return;
           }
           slotHeld = false; // the execution owns the slot now
-          await this.h.executor.track(run, grant, sent);
-          return;
+          // returned, not awaited: this step's frame need not live as long as the handler
+          return this.h.executor.track(run, grant, sent);
         }
         case 'held':
           this.watch(run, reply);
@@ -201,7 +219,7 @@ export class ClaimStep {
     run.known = { state: 'R', token: reply.token };
     if (!run.announcedStandby) {
       run.announcedStandby = true;
-      this.h.standby({ taskId: run.loc.taskId, holder: workerOf(reply.owner), token: reply.token });
+      this.h.standby(run.loc.taskId, reply.owner, reply.token);
     }
     this.h.covering.watch(run, reply.owner, reply.ownerPttl, reply.deadlineInMs, reply.ownerSeq);
   }

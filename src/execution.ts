@@ -10,14 +10,15 @@ import {
   ResultError,
 } from './errors.js';
 import type { PairedWorkerEvents } from './events.js';
-import { Execution, type Grant } from './grant.js';
+import { Execution, type Grant, GrantContext, type ProgressReporter } from './grant.js';
 import type { TaskLocation } from './keys.js';
+import { InFlight } from './latch.js';
 import { type Logger, peerFirstMs, type ResolvedOptions } from './options.js';
 import { type OwnerReply, type Store, workerOf } from './replies.js';
 import { parseError, parseResult, serializeError, serializeResult } from './serialize.js';
 import { driftMs, type Session } from './session.js';
 import type { AnyRun } from './task-run.js';
-import type { HandlerContext, Outcome } from './types.js';
+import type { Outcome } from './types.js';
 
 /*
  * Running a grant: the handler with its signal, its deadline and its progress reports,
@@ -40,6 +41,8 @@ export interface ExecutorContext {
   readonly logger: Logger;
   readonly session: Session;
   emit<K extends keyof PairedWorkerEvents>(name: K, payload: PairedWorkerEvents[K]): void;
+  /** Someone listens to `name` (an event nobody hears is not built). */
+  listens(name: keyof PairedWorkerEvents): boolean;
   isClosing(): boolean;
   releaseSlot(): void;
   /** Give the run its outcome. */
@@ -54,7 +57,7 @@ export interface ExecutorContext {
 export class Executor {
   private readonly executions = new Map<string, Execution>();
   /** execute() calls in flight, settle included (close waits for them). */
-  private readonly executing = new Set<Promise<void>>();
+  private readonly executing = new InFlight();
   /** Every running grant's deadline, behind one timer. */
   private readonly deadlines = new DeadlineQueue<Execution>(
     (exec) =>
@@ -65,6 +68,9 @@ export class Executor {
       ),
     now,
   );
+
+  private readonly report: ProgressReporter = (exec, value, note) =>
+    this.reportProgress(exec, value, note);
 
   constructor(private readonly ctx: ExecutorContext) {}
 
@@ -78,9 +84,10 @@ export class Executor {
 
   /** Resolves when every execution in flight has ended, or after `ms`. */
   async drain(ms: number): Promise<void> {
+    if (this.executing.size === 0) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      Promise.allSettled([...this.executing]),
+      this.executing.idle(),
       new Promise((r) => {
         timer = setTimeout(r, ms);
       }),
@@ -90,9 +97,7 @@ export class Executor {
 
   /** Run a grant (the slot taken for it is the execution's from now on). */
   track(run: AnyRun, grant: Grant, sentAt: number): Promise<void> {
-    const p = this.execute(run, grant, sentAt);
-    this.executing.add(p);
-    return p.finally(() => this.executing.delete(p));
+    return this.executing.track(this.execute(run, grant, sentAt));
   }
 
   /** The session's lease can no longer be proven: abort every handler running under it. */
@@ -116,8 +121,10 @@ export class Executor {
     this.deadlines.set(exec, sentAt + grant.deadlineInMs - driftMs(o.taskTimeoutMs));
     this.executions.set(run.loc.ref, exec);
     run.known = undefined;
-    if (ranItself(kind)) this.ctx.emit('claimed', { taskId, token, attempt, kind });
-    else
+    if (ranItself(kind)) {
+      // the commonest events are built only for a listener
+      if (this.ctx.listens('claimed')) this.ctx.emit('claimed', { taskId, token, attempt, kind });
+    } else
       this.ctx.emit('took-over', {
         taskId,
         token,
@@ -131,20 +138,7 @@ export class Executor {
     let lostLease: LeaseLostError['reason'] | undefined;
     const lease = this.ctx.session;
     try {
-      const ctx: HandlerContext = {
-        taskId,
-        get signal() {
-          return exec.signal;
-        },
-        get inDoubt() {
-          return lease.connection?.inDoubt === true;
-        },
-        token,
-        attempt,
-        kind,
-        progress: (value, note) => this.reportProgress(exec, value, note),
-      };
-      const pending = run.handler(ctx);
+      const pending = run.handler(new GrantContext(exec, taskId, lease, this.report));
       // granted while the bound connection is unproven: a standby may take it over soon.
       // Fired once the handler has started, so that a listener it added sees the abort.
       if (this.ctx.session.connection?.valid === false) this.lapse(exec.session, 'connection');
@@ -260,21 +254,43 @@ export class Executor {
       this.ctx.wake(run);
       return;
     }
-    this.ctx.emit('settled', { taskId, state: state === 'D' ? 'done' : 'failed', token, attempt });
+    if (this.ctx.listens('settled'))
+      this.ctx.emit('settled', {
+        taskId,
+        state: state === 'D' ? 'done' : 'failed',
+        token,
+        attempt,
+      });
     run.lastOwn = { token, kind };
     const role = ranItself(kind) ? 'ran' : 'took-over';
     if (state === 'D') {
       // the stored JSON, as every other participant gets it
       const result = parseResult(payload);
-      const outcome = { taskId, state: 'done', role, result, token, attempts: attempt } as const;
-      this.ctx.finish(run, { ...outcome, worker: this.ctx.workerId });
+      const worker = this.ctx.workerId;
+      this.ctx.finish(run, {
+        taskId,
+        state: 'done',
+        role,
+        result,
+        token,
+        attempts: attempt,
+        worker,
+      });
       return;
     }
     if (reply.final) {
       // the settle script says no retry will be granted
       const error = parseError(payload);
-      const outcome = { taskId, state: 'failed', role, error, token, attempts: attempt } as const;
-      this.ctx.finish(run, { ...outcome, worker: this.ctx.workerId });
+      const worker = this.ctx.workerId;
+      this.ctx.finish(run, {
+        taskId,
+        state: 'failed',
+        role,
+        error,
+        token,
+        attempts: attempt,
+        worker,
+      });
       return;
     }
     // The peer retries first: it was woken by this settle. This worker tries the task

@@ -1,6 +1,9 @@
 import type { GrantKind } from './codes.js';
 import type { LeaseLostError } from './errors.js';
+import { type Latch, latch } from './latch.js';
+import type { Session } from './session.js';
 import type { AnyRun } from './task-run.js';
+import type { HandlerContext } from './types.js';
 
 /*
  * One grant on this worker: what the claim answered, and its execution's state (the
@@ -26,12 +29,12 @@ export class Execution {
   handedOver = false;
   /** The grant was released already (the handler outlived the handover grace). */
   released = false;
-  /** Resolves when the handler has returned (or thrown). */
-  readonly returned: Promise<void>;
-  /** Resolves when the execution is over: settled, handed back or given up. */
-  readonly over: Promise<void>;
-  markReturned!: () => void;
-  markOver!: () => void;
+  // `returned` and `over` are asked for only by close() (a handover): their promises are
+  // made on first use, not for every grant
+  private returnedAt: Latch | undefined;
+  private overAt: Latch | undefined;
+  private hasReturned = false;
+  private isOver = false;
   // The AbortController is made only when the handler reads its signal: most handlers
   // of a busy pair never do, and an abort before that is kept as a reason.
   private controller: AbortController | undefined;
@@ -44,13 +47,30 @@ export class Execution {
     readonly attempt: number,
     readonly kind: GrantKind,
     readonly session: string,
-  ) {
-    this.returned = new Promise<void>((r) => {
-      this.markReturned = r;
-    });
-    this.over = new Promise<void>((r) => {
-      this.markOver = r;
-    });
+  ) {}
+
+  /** Resolves when the handler has returned (or thrown). */
+  get returned(): Promise<void> {
+    if (this.hasReturned) return Promise.resolve();
+    this.returnedAt ??= latch();
+    return this.returnedAt.promise;
+  }
+
+  /** Resolves when the execution is over: settled, handed back or given up. */
+  get over(): Promise<void> {
+    if (this.isOver) return Promise.resolve();
+    this.overAt ??= latch();
+    return this.overAt.promise;
+  }
+
+  markReturned(): void {
+    this.hasReturned = true;
+    this.returnedAt?.open();
+  }
+
+  markOver(): void {
+    this.isOver = true;
+    this.overAt?.open();
   }
 
   get signal(): AbortSignal {
@@ -71,5 +91,48 @@ export class Execution {
     this.abortReason = reason;
     this.controller?.abort(reason);
     return true;
+  }
+}
+
+/** Reports a grant's progress (Executor.reportProgress). */
+export type ProgressReporter = (exec: Execution, value: number, note?: unknown) => Promise<void>;
+
+/**
+ * What a handler is given. A class, not an object literal with getters and a closure per
+ * task; `progress` is still a function of its own once read, so that a handler may take
+ * it out of the context (`({ progress }) => ...`).
+ */
+export class GrantContext implements HandlerContext {
+  readonly #exec: Execution;
+  readonly #lease: Session;
+  readonly #report: ProgressReporter;
+  #progress: HandlerContext['progress'] | undefined;
+
+  constructor(exec: Execution, taskId: string, lease: Session, report: ProgressReporter) {
+    this.#exec = exec;
+    this.#lease = lease;
+    this.#report = report;
+    this.taskId = taskId;
+    this.token = exec.token;
+    this.attempt = exec.attempt;
+    this.kind = exec.kind;
+  }
+
+  readonly taskId: string;
+  readonly token: number;
+  readonly attempt: number;
+  readonly kind: GrantKind;
+
+  get signal(): AbortSignal {
+    return this.#exec.signal;
+  }
+
+  get inDoubt(): boolean {
+    return this.#lease.connection?.inDoubt === true;
+  }
+
+  get progress(): HandlerContext['progress'] {
+    this.#progress ??= (value, note) => this.#report(this.#exec, value, note);
+    return this.#progress;
   }
 }

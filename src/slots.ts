@@ -9,6 +9,13 @@ export class Slots {
 
   constructor(private readonly limit: number) {}
 
+  /** Take a slot now if one is free (no promise, no turn); false when all are taken. */
+  tryAcquire(): boolean {
+    if (this.active >= this.limit) return false;
+    this.active += 1;
+    return true;
+  }
+
   acquire(): Promise<void> {
     if (this.active < this.limit) {
       this.active += 1;

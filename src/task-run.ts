@@ -81,6 +81,7 @@ export class TaskRun<T> implements CoveredRun {
   ) {}
 
   clearTimers(): void {
+    if (this.timers.length === 0) return;
     for (const t of this.timers) clearTimeout(t);
     this.timers = [];
   }

@@ -81,6 +81,8 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private readonly covering: Cover<AnyRun>;
 
   private started: Promise<void> | undefined;
+  /** start() has resolved (and close() was not called since). */
+  private ready = false;
   private closing = false;
   /** close() was called: run() and start() refuse. */
   private closeRequested = false;
@@ -132,6 +134,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       logger: this.logger,
       session: this.lease,
       emit: (name, payload) => this.emit(name, payload),
+      listens: (name) => this.listenerCount(name) > 0,
       isClosing: () => this.closing,
       releaseSlot: () => this.slots.release(),
       finish: (run, outcome) => this.finish(run, outcome),
@@ -166,7 +169,10 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       executionOf: (run) => this.executionOf(run),
       finish: (run, outcome, error) => this.finish(run, outcome, error),
       wake: (run) => this.wake(run),
-      standby: (e) => this.emit('standby', e),
+      standby: (taskId, holder, token) => {
+        if (this.listenerCount('standby') > 0)
+          this.emit('standby', { taskId, holder: workerOf(holder), token });
+      },
     });
   }
 
@@ -182,10 +188,15 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   /** Connect, open the session and subscribe. run() calls this itself; call it to fail fast. */
   start(): Promise<void> {
     if (this.closeRequested) return Promise.reject(new ClosedError());
-    this.started ??= this.doStart().catch((err) => {
-      this.started = undefined;
-      throw err;
-    });
+    this.started ??= this.doStart().then(
+      () => {
+        this.ready = true;
+      },
+      (err: unknown) => {
+        this.started = undefined;
+        throw err;
+      },
+    );
     return this.started;
   }
 
@@ -249,17 +260,31 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
    * Race for `taskId`; run `handler` if this worker wins, otherwise cover the winner.
    * Resolves to the task's outcome on every participant.
    */
-  async run<T>(taskId: string, handler: Handler<T>, opts: RunOptions = {}): Promise<Outcome<T>> {
-    checkTaskId(taskId, this.options.maxTaskIdBytes);
-    if (typeof handler !== 'function')
-      throw new InvalidOptionError('Expected `handler` to be a function');
-    const hashKey = opts.hash?.key;
-    if (opts.hash !== undefined && (typeof hashKey !== 'string' || hashKey.length === 0)) {
-      throw new InvalidOptionError('Expected `hash.key` to be a non-empty string');
+  run<T>(taskId: string, handler: Handler<T>, opts: RunOptions = {}): Promise<Outcome<T>> {
+    try {
+      checkTaskId(taskId, this.options.maxTaskIdBytes);
+      if (typeof handler !== 'function')
+        throw new InvalidOptionError('Expected `handler` to be a function');
+      const hashKey = opts.hash?.key;
+      if (opts.hash !== undefined && (typeof hashKey !== 'string' || hashKey.length === 0)) {
+        throw new InvalidOptionError('Expected `hash.key` to be a non-empty string');
+      }
+      if (this.closeRequested) throw new ClosedError();
+      opts.signal?.throwIfAborted();
+      // once started, a run begins in this very call (no await: a task costs no extra turn)
+      if (this.ready) return this.begin(taskId, hashKey, handler, opts);
+      return this.start().then(() => this.begin(taskId, hashKey, handler, opts));
+    } catch (err) {
+      return Promise.reject(err);
     }
-    if (this.closeRequested) throw new ClosedError();
-    opts.signal?.throwIfAborted();
-    await this.start();
+  }
+
+  private begin<T>(
+    taskId: string,
+    hashKey: string | undefined,
+    handler: Handler<T>,
+    opts: RunOptions,
+  ): Promise<Outcome<T>> {
     const loc = this.keys.task(taskId, hashKey);
     const existing = this.runs.get(loc.ref) as TaskRun<T> | undefined;
     // the same task twice on one worker: one race, one outcome
@@ -313,18 +338,28 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
       return;
     }
     run.claiming = true;
-    void (async () => {
-      try {
-        do {
-          run.wakePending = false;
-          await this.claims.step(run);
-        } while (run.wakePending && !run.finished);
-      } catch (err) {
-        this.finish(run, undefined, err);
-      } finally {
+    this.stepOnce(run);
+  }
+
+  /** One claim step; then another while a wake came in meanwhile (`wakePending`). */
+  private stepOnce(run: AnyRun): void {
+    run.wakePending = false;
+    let step: Promise<void>;
+    try {
+      step = this.claims.step(run);
+    } catch (err) {
+      step = Promise.reject(err);
+    }
+    step.then(
+      () => {
+        if (run.wakePending && !run.finished) this.stepOnce(run);
+        else run.claiming = false;
+      },
+      (err: unknown) => {
         run.claiming = false;
-      }
-    })();
+        this.finish(run, undefined, err);
+      },
+    );
   }
 
   private onMessage(msg: string): void {
