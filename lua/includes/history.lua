@@ -23,8 +23,8 @@ local function historyEscape(s)
 end
 
 local function historyNote(kind, token, attempt, ref, detail)
-  historyLines[#historyLines + 1] = kind .. '|' .. string.format('%d', token) .. '|' ..
-    string.format('%d', attempt) .. '|' .. historyEscape(ref) .. '|' .. historyEscape(detail or '')
+  historyLines[#historyLines + 1] = kind .. '|' .. int(token) .. '|' .. int(attempt) .. '|' ..
+    historyEscape(ref) .. '|' .. historyEscape(detail or '')
 end
 
 -- The error's code and message, from a failure's error JSON, cut to 80 bytes.

@@ -40,6 +40,32 @@ local function serverNowMs()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- An integer as Redis takes it in a command, or as the record writes it. Numbers met in one
+-- call repeat (the server time, a deadline, a retention, tokens and attempts), and Lua's
+-- number-to-string conversion is a sprintf: each is formatted once per call. A number
+-- handed to redis.call is formatted by Redis itself, also with sprintf, so keys' TTLs go
+-- in as these strings too.
+local intStrings = {}
+local function int(n)
+  local s = intStrings[n]
+  if not s then
+    s = string.format('%d', n)
+    intStrings[n] = s
+  end
+  return s
+end
+
+-- The other way (a strtod): digits read in one call repeat as well.
+local numbers = {}
+local function num(s)
+  local n = numbers[s]
+  if not n then
+    n = tonumber(s)
+    numbers[s] = n
+  end
+  return n
+end
+
 -- Reply codes shared by every script (mirrored by ReplyCode in src/codes.ts).
 local E_CORRUPT = -1
 local E_VERSION = -2
@@ -61,7 +87,7 @@ local function decodeRecord(raw)
   if not s or #k > 15 or #a > 15 or #d > 15 or #c > 15 or #u > 15 then
     return nil, {E_CORRUPT, string.sub(raw, 1, 64)}
   end
-  local attempt = tonumber(a)
+  local attempt = num(a)
   local kind = tonumber(g)
   if not kind then
     kind = 1
@@ -73,8 +99,8 @@ local function decodeRecord(raw)
     payload = ''
   end
   return {
-    state = s, token = tonumber(k), attempt = attempt, session = o,
-    deadline = tonumber(d), claimedAt = tonumber(c), updatedAt = tonumber(u),
+    state = s, token = num(k), attempt = attempt, session = o,
+    deadline = num(d), claimedAt = num(c), updatedAt = num(u),
     progress = p, kind = kind, payload = payload, undo = undo
   }, nil
 end
@@ -82,11 +108,9 @@ end
 local function encodeRecord(r)
   local payload = r.payload
   if r.undo and r.state == 'R' and r.progress == '' and payload == '' then payload = r.undo end
-  return '2|' .. r.state .. '|' .. string.format('%d', r.token) .. '|' ..
-    string.format('%d', r.attempt) .. '|' .. r.session .. '|' ..
-    string.format('%d', r.deadline) .. '|' .. string.format('%d', r.claimedAt) .. '|' ..
-    string.format('%d', r.updatedAt) .. '|' .. r.progress .. '|' ..
-    string.format('%d', r.kind or 0) .. '|' .. payload
+  return '2|' .. r.state .. '|' .. int(r.token) .. '|' .. int(r.attempt) .. '|' .. r.session ..
+    '|' .. int(r.deadline) .. '|' .. int(r.claimedAt) .. '|' .. int(r.updatedAt) .. '|' ..
+    r.progress .. '|' .. int(r.kind or 0) .. '|' .. payload
 end
 
 -- The undo note a quorum grant keeps: the record it replaces (false: none), encoded, but
@@ -154,15 +178,14 @@ end
 local function store(container, index, field, r, now, keepMs)
   local raw = encodeRecord(r)
   if field == '' then
-    rcall('SET', container, raw, 'PX', keepMs)
+    rcall('SET', container, raw, 'PX', int(keepMs))
     return
   end
   rcall('HSET', container, field, raw)
-  rcall('ZADD', index, now + keepMs, field)
+  rcall('ZADD', index, int(now + keepMs), field)
   -- the hash and its index live as long as their longest-lived field
-  for _, key in ipairs({container, index}) do
-    if rcall('PTTL', key) < keepMs then rcall('PEXPIRE', key, keepMs) end
-  end
+  if rcall('PTTL', container) < keepMs then rcall('PEXPIRE', container, int(keepMs)) end
+  if rcall('PTTL', index) < keepMs then rcall('PEXPIRE', index, int(keepMs)) end
 end
 
 -- No record at all, as if the task had never been claimed (undo of a first grant).
