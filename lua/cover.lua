@@ -59,7 +59,7 @@
     since the first sighting. Fewer checks can make the takeover later (a step longer than
     100 ms counts as 100 ms), never earlier.
   - The step cap still holds unchanged, and does not bite in the ordinary case: the
-    standby whose call checked a holder last keeps calling every interval (src/cover.ts:
+    standby whose call checked a holder last keeps calling every interval (src/worker/cover.ts:
     only a standby answered from the record polls less often), and the window is shorter
     than the interval, so its next call, one interval later, finds the entry expired and
     checks, unless another standby checked in between. Two checks of a holder are thus

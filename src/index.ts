@@ -1,22 +1,4 @@
 export type { RunModule, RunTask, RunTaskInput } from './cli/run-module.js';
-export { type GrantKind, type RejectReason, ReplyCode } from './codes.js';
-export {
-  ClosedError,
-  CorruptRecordError,
-  type ErrorCode,
-  EvictionPolicyError,
-  InvalidOptionError,
-  InvalidTaskIdError,
-  LeaseLostError,
-  NoQuorumError,
-  PairlockError,
-  RedisAuthError,
-  RedisOutOfMemoryError,
-  RedisUnavailableError,
-  RejectedError,
-  ResultError,
-} from './errors.js';
-export type { NamespaceEvent, PairedWorkerEvents } from './events.js';
 export {
   type CallArgs,
   nextTick,
@@ -35,9 +17,26 @@ export {
   type WrapOptions,
   wrap,
 } from './feeds/index.js';
-export { type FencedWriteResult, fencedRead, fencedWrite } from './fencing.js';
-export { Keys, type TaskLocation } from './keys.js';
-export { attachMetrics, type MetricsOptions } from './metrics.js';
+export { type FencedWriteResult, fencedRead, fencedWrite } from './redis/fencing.js';
+export { Keys, type TaskLocation } from './redis/keys.js';
+export { type GrantKind, type RejectReason, ReplyCode } from './shared/codes.js';
+export {
+  ClosedError,
+  CorruptRecordError,
+  type ErrorCode,
+  EvictionPolicyError,
+  InvalidOptionError,
+  InvalidTaskIdError,
+  LeaseLostError,
+  NoQuorumError,
+  PairlockError,
+  RedisAuthError,
+  RedisOutOfMemoryError,
+  RedisUnavailableError,
+  RejectedError,
+  ResultError,
+} from './shared/errors.js';
+export type { NamespaceEvent, PairedWorkerEvents } from './shared/events.js';
 export {
   defaults,
   type EvictionCheck,
@@ -46,7 +45,9 @@ export {
   type Logger,
   type PairedWorkerOptions,
   type RedisConnection,
-} from './options.js';
+} from './shared/options.js';
+export type { SerializedError } from './shared/serialize.js';
+export { attachMetrics, type MetricsOptions } from './worker/metrics.js';
 export {
   type EventLoopMonitor,
   type EventLoopMonitorOptions,
@@ -55,8 +56,7 @@ export {
   type LagEvent,
   monitorEventLoop,
   type SignalHandler,
-} from './runtime.js';
-export type { SerializedError } from './serialize.js';
+} from './worker/runtime.js';
 export {
   type CloseOptions,
   driftMs,
@@ -68,4 +68,4 @@ export {
   type Role,
   type RunOptions,
   type TaskInfo,
-} from './worker.js';
+} from './worker/worker.js';

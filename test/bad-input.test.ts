@@ -21,8 +21,8 @@ import {
   type PairedWorkerOptions,
   RedisUnavailableError,
 } from '../src/index.js';
-import { resolveOptions } from '../src/options.js';
-import { serializeResult } from '../src/serialize.js';
+import { resolveOptions } from '../src/shared/options.js';
+import { serializeResult } from '../src/shared/serialize.js';
 import { freePort, RedisServer } from '../src/testing/index.js';
 
 describe('options', () => {

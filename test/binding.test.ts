@@ -1,12 +1,12 @@
 /**
- * The holder's side of connection-bound sessions (src/binding.ts), without Redis: a fake
+ * The holder's side of connection-bound sessions (src/worker/binding.ts), without Redis: a fake
  * link and a fake store, so each rule of the belief can be driven alone.
  */
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { Binding, PROOF_INTERVAL_MS } from '../src/binding.js';
-import { RedisUnavailableError } from '../src/errors.js';
-import type { BindReply, LiveLink } from '../src/replies.js';
+import type { BindReply, LiveLink } from '../src/redis/replies.js';
+import { RedisUnavailableError } from '../src/shared/errors.js';
+import { Binding, PROOF_INTERVAL_MS } from '../src/worker/binding.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const GRACE = 150;

@@ -6,7 +6,7 @@ import { benchCommand } from '../src/cli/bench.js';
 import { CliError } from '../src/cli/common.js';
 import { decodeEvent, formatEvent, parseRef } from '../src/cli/watch.js';
 import { freePort } from '../src/testing/index.js';
-import type { PairedWorker } from '../src/worker.js';
+import type { PairedWorker } from '../src/worker/worker.js';
 import { baseEnv, cli, Running, root } from './support/cli-process.js';
 import { useRedisPair } from './support/redis-pair.js';
 

@@ -13,8 +13,8 @@ import {
   PairedWorker,
   type PairedWorkerOptions,
 } from '../src/index.js';
-import { Keys } from '../src/keys.js';
-import { Subscriber } from '../src/liveness.js';
+import { Keys } from '../src/redis/keys.js';
+import { Subscriber } from '../src/redis/liveness.js';
 import {
   RedisServer,
   startCluster,

@@ -9,7 +9,7 @@ import type { AttemptRow, PastEntry } from '../src/cli/dashboard/history.js';
 import { Series } from '../src/cli/dashboard/series.js';
 import type { summary } from '../src/cli/dashboard/server.js';
 import { DashboardState, type TimelineItem } from '../src/cli/dashboard/state.js';
-import type { NamespaceEvent } from '../src/events.js';
+import type { NamespaceEvent } from '../src/shared/events.js';
 import { startDashboard, until } from './support/dashboard.js';
 import { useRedisPair } from './support/redis-pair.js';
 

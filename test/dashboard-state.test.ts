@@ -15,8 +15,8 @@ import {
   type RunningEntry,
   TIMELINE_SIZE,
 } from '../src/cli/dashboard/state.js';
-import type { NamespaceEvent } from '../src/events.js';
-import type { TaskInfo } from '../src/worker.js';
+import type { NamespaceEvent } from '../src/shared/events.js';
+import type { TaskInfo } from '../src/worker/worker.js';
 
 const grant = (task: string, token: number, session: string, kind = 0, from?: string) =>
   ({

@@ -17,7 +17,7 @@ import type { summary } from '../src/cli/dashboard/server.js';
 import type { DashboardState, TimelineItem } from '../src/cli/dashboard/state.js';
 import { main } from '../src/cli/program.js';
 import { RedisServer, redisServerAvailable, startIndependent } from '../src/testing/index.js';
-import { PairedWorker } from '../src/worker.js';
+import { PairedWorker } from '../src/worker/worker.js';
 import { type Dashboard, SseReader, startDashboard, until } from './support/dashboard.js';
 import { useRedisPair } from './support/redis-pair.js';
 

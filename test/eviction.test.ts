@@ -1,5 +1,5 @@
 /**
- * Eviction (src/eviction.ts) on a real redis-server: a worker reads `maxmemory-policy` at
+ * Eviction (src/redis/eviction.ts) on a real redis-server: a worker reads `maxmemory-policy` at
  * start and warns (or refuses, option `evictionCheck`) when Redis may evict its keys;
  * `pairlock stats` and the verify preflight show the policy; and with `noeviction` and a
  * full memory, a run() fails at once (ERR_REDIS_OOM), before anything is granted.
@@ -10,7 +10,6 @@ import { fileURLToPath } from 'node:url';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/program.js';
-import { parseMemoryInfo } from '../src/eviction.js';
 import {
   EvictionPolicyError,
   InvalidOptionError,
@@ -19,8 +18,9 @@ import {
   type PairedWorkerOptions,
   RedisOutOfMemoryError,
 } from '../src/index.js';
+import { parseMemoryInfo } from '../src/redis/eviction.js';
+import { keySlot } from '../src/redis/topology-cluster.js';
 import { RedisServer, startCluster, startIndependent } from '../src/testing/index.js';
-import { keySlot } from '../src/topology-cluster.js';
 import { evictionLine } from '../src/verify/preflight.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -1,13 +1,13 @@
 /**
- * The task history (lua/includes/history.lua, src/history.ts): written by a pair's own
+ * The task history (lua/includes/history.lua, src/redis/history.ts): written by a pair's own
  * batches, with a failure and a takeover among them, and read back by `pairlock history`.
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/program.js';
-import { readHistory } from '../src/history.js';
 import { PairedWorker, type PairedWorkerOptions } from '../src/index.js';
-import { Keys } from '../src/keys.js';
+import { readHistory } from '../src/redis/history.js';
+import { Keys } from '../src/redis/keys.js';
 import { RedisServer, TcpProxy } from '../src/testing/index.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -5,12 +5,12 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ReplyCode } from '../src/codes.js';
-import { CorruptRecordError } from '../src/errors.js';
-import { fencedRead, fencedWrite } from '../src/fencing.js';
-import { Keys, type TaskLocation } from '../src/keys.js';
-import { callScript, loadScripts } from '../src/scripts.js';
-import { type ClaimArgs, RedisStore } from '../src/store.js';
+import { fencedRead, fencedWrite } from '../src/redis/fencing.js';
+import { Keys, type TaskLocation } from '../src/redis/keys.js';
+import { callScript, loadScripts } from '../src/redis/scripts.js';
+import { type ClaimArgs, RedisStore } from '../src/redis/store.js';
+import { ReplyCode } from '../src/shared/codes.js';
+import { CorruptRecordError } from '../src/shared/errors.js';
 import { RedisServer } from '../src/testing/index.js';
 
 let server: RedisServer;

@@ -1,8 +1,8 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { attachMetrics } from '../src/metrics.js';
-import { EventLoopMonitor } from '../src/runtime.js';
 import { TcpProxy } from '../src/testing/index.js';
+import { attachMetrics } from '../src/worker/metrics.js';
+import { EventLoopMonitor } from '../src/worker/runtime.js';
 import { useRedisPair } from './support/redis-pair.js';
 
 const pair = useRedisPair();

@@ -5,7 +5,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { PairedWorker } from '../src/index.js';
-import { Keys } from '../src/keys.js';
+import { Keys } from '../src/redis/keys.js';
 import { RedisServer } from '../src/testing/index.js';
 
 let server: RedisServer;

@@ -15,8 +15,8 @@ import {
   type PairedWorkerOptions,
   PairlockError,
 } from '../src/index.js';
-import { resolveOptions } from '../src/options.js';
-import { RedisStore } from '../src/store.js';
+import { RedisStore } from '../src/redis/store.js';
+import { resolveOptions } from '../src/shared/options.js';
 import { RedisServer } from '../src/testing/index.js';
 
 let server: RedisServer;

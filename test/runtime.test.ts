@@ -5,13 +5,13 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClosedError, PairedWorker } from '../src/index.js';
+import { RedisServer } from '../src/testing/index.js';
 import {
   EventLoopMonitor,
   handleSignals,
   type LagEvent,
   monitorEventLoop,
-} from '../src/runtime.js';
-import { RedisServer } from '../src/testing/index.js';
+} from '../src/worker/runtime.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 let server: RedisServer;
@@ -43,7 +43,7 @@ describe('handleSignals', () => {
     writeFileSync(
       script,
       `import { PairedWorker } from ${JSON.stringify(join(src, 'index.js'))};
-      import { handleSignals } from ${JSON.stringify(join(src, 'runtime.js'))};
+      import { handleSignals } from ${JSON.stringify(join(src, 'worker', 'runtime.js'))};
       const worker = new PairedWorker({ redis: process.env.URL, namespace: '${ns}', name: 'holder', sessionTtlMs: 60000 });
       handleSignals(worker);
       void worker.run('long-task', ({ signal }) => {

@@ -8,7 +8,7 @@ import {
   PairedWorker,
   RedisUnavailableError,
 } from '../src/index.js';
-import type { Store } from '../src/store.js';
+import type { Store } from '../src/redis/store.js';
 import { RedisServer, TcpProxy } from '../src/testing/index.js';
 import { useRedisPair } from './support/redis-pair.js';
 

@@ -6,8 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { Redis, type RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Keys, PairedWorker, type PairedWorkerOptions, PairlockError } from '../src/index.js';
-import { loadScripts, scriptNames } from '../src/scripts.js';
-import { RedisStore } from '../src/store.js';
+import { loadScripts, scriptNames } from '../src/redis/scripts.js';
+import { RedisStore } from '../src/redis/store.js';
 import { freePort, RedisServer, RedisServerStartError } from '../src/testing/index.js';
 import { makeCertificates, type TestCertificates, tlsServerArgs } from './support/certs.js';
 
@@ -651,7 +651,7 @@ describe('no script text is built from input', () => {
     }
   });
 
-  it('in the source: defineCommand only in src/scripts.ts, fed from lua/ files; any other EVAL sends a shipped script', () => {
+  it('in the source: defineCommand only in src/redis/scripts.ts, fed from lua/ files; any other EVAL sends a shipped script', () => {
     const files: string[] = [];
     const walk = (dir: string) => {
       for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -665,7 +665,7 @@ describe('no script text is built from input', () => {
     const rel = (p: string) => path.relative(root, p).split(path.sep).join('/');
     for (const file of files) {
       const text = readFileSync(file, 'utf8');
-      if (rel(file) !== 'src/scripts.ts') {
+      if (rel(file) !== 'src/redis/scripts.ts') {
         expect(text, rel(file)).not.toMatch(/defineCommand\s*\(/);
         // a direct EVAL/EVALSHA (a script and its WAIT in one pipeline) may only send a
         // shipped script: `def` from loadScripts(), its text or its SHA-1
@@ -682,7 +682,7 @@ describe('no script text is built from input', () => {
         expect(text, rel(file)).not.toMatch(/['"`]script['"`]\s*,\s*['"`]load['"`]/i);
       }
     }
-    const scripts = readFileSync(path.join(root, 'src/scripts.ts'), 'utf8');
+    const scripts = readFileSync(path.join(root, 'src/redis/scripts.ts'), 'utf8');
     // both defineCommand calls pass the text read from lua/, and nothing else
     const calls = [...scripts.matchAll(/defineCommand\(([^)]*)\)/g)].map((m) => m[1]);
     expect(calls.length).toBeGreaterThan(0);

@@ -1,5 +1,5 @@
 /**
- * Shared connection checks (lua/cover.lua's check record, src/cover.ts): several standbys
+ * Shared connection checks (lua/cover.lua's check record, src/worker/cover.ts): several standbys
  * covering one holder check its connection about once per interval in all, not once each;
  * and a crashed holder is still taken over on connection evidence, long before its session
  * TTL.
@@ -7,12 +7,12 @@
 import { performance } from 'node:perf_hooks';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { Cover, type CoveredRun } from '../src/cover.js';
 import { PairedWorker } from '../src/index.js';
-import { Keys, type TaskLocation } from '../src/keys.js';
-import type { HolderState } from '../src/replies.js';
-import { RedisStore } from '../src/store.js';
+import { Keys, type TaskLocation } from '../src/redis/keys.js';
+import type { HolderState } from '../src/redis/replies.js';
+import { RedisStore } from '../src/redis/store.js';
 import { RedisServer, startCluster } from '../src/testing/index.js';
+import { Cover, type CoveredRun } from '../src/worker/cover.js';
 import { type Child, spawnWorker } from './support/child-worker.js';
 
 const now = () => performance.now();

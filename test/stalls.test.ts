@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type HandlerContext, PairedWorker, type PairedWorkerOptions } from '../src/index.js';
-import { Keys } from '../src/keys.js';
+import { Keys } from '../src/redis/keys.js';
 import { RedisServer, TcpProxy } from '../src/testing/index.js';
 
 const now = () => performance.now();

@@ -4,16 +4,16 @@
  * (against stores made of plain functions).
  */
 import { describe, expect, it } from 'vitest';
-import { Batcher } from '../src/batcher.js';
 import { decodeEvent, formatEvent } from '../src/cli/watch.js';
-import { Cover, type CoveredRun } from '../src/cover.js';
-import { DeadlineQueue } from '../src/deadlines.js';
-import { InvalidOptionError, RedisUnavailableError } from '../src/errors.js';
-import type { TaskLocation } from '../src/keys.js';
-import { resolveOptions } from '../src/options.js';
-import type { HolderState, PeekEntry } from '../src/replies.js';
-import { Session } from '../src/session.js';
-import { Slots } from '../src/slots.js';
+import { Batcher } from '../src/redis/batcher.js';
+import type { TaskLocation } from '../src/redis/keys.js';
+import type { HolderState, PeekEntry } from '../src/redis/replies.js';
+import { InvalidOptionError, RedisUnavailableError } from '../src/shared/errors.js';
+import { resolveOptions } from '../src/shared/options.js';
+import { Cover, type CoveredRun } from '../src/worker/cover.js';
+import { DeadlineQueue } from '../src/worker/deadlines.js';
+import { Session } from '../src/worker/session.js';
+import { Slots } from '../src/worker/slots.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

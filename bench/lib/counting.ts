@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { loadScripts } from '../../src/scripts.js';
+import { loadScripts } from '../../src/redis/scripts.js';
 
 export type Counts = Record<string, number>;
 

@@ -8,7 +8,7 @@
  */
 import { Cluster, Redis } from 'ioredis';
 import { PairedWorker } from '../../src/index.js';
-import { Keys } from '../../src/keys.js';
+import { Keys } from '../../src/redis/keys.js';
 import { type ClusterTopology, startCluster } from '../../src/testing/index.js';
 import type { Ctx } from '../lib/context.js';
 import {
@@ -411,7 +411,7 @@ export async function cluster(ctx: Ctx): Promise<ScenarioResult> {
     rows: rows(runs),
     notes: [
       'The counts are the figures to compare; tasks/s is secondary: both workers share the bench process (and the machine its cores with the Redis servers), so it moves from run to run and is not the figure of scenario 1 (one process per side).',
-      'script calls/task: EVALSHA/EVAL the two sides sent (client-side count, a redirected call counts twice), per task some side finished; round trips/task: every command the two sides sent, on all their connections, scripts included. A script call carries every transition of its kind made in the same event-loop turn (src/batcher.ts), so with 64 tasks in flight per side one call serves many tasks: fewer than one per task.',
+      'script calls/task: EVALSHA/EVAL the two sides sent (client-side count, a redirected call counts twice), per task some side finished; round trips/task: every command the two sides sent, on all their connections, scripts included. A script call carries every transition of its kind made in the same event-loop turn (src/redis/batcher.ts), so with 64 tasks in flight per side one call serves many tasks: fewer than one per task.',
       'Redis cmds/task: commands the masters executed (INFO commandstats summed over every master, commands inside Lua scripts included), per task; the bench’s own INFO calls are left out. A namespace is one hash slot, so one master does the work: masters busy counts those that executed any command during the run.',
       'CPU/task: CPU time of the Redis processes (all masters) and of the bench process (both workers), per task (10 ms clock resolution).',
       'history: the task history the measured run wrote (lua/includes/history.lua: one XADD per script call that made transitions): XADD calls per task, and per transition the entries’ field bytes (payload) and the growth of the stream’s MEMORY USAGE (memory), over the transitions counted.',

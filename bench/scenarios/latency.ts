@@ -4,8 +4,8 @@
  * connection, interleaved so that drift on the machine touches all four alike.
  */
 import { Redis } from 'ioredis';
-import { Keys } from '../../src/keys.js';
-import { RedisStore } from '../../src/store.js';
+import { Keys } from '../../src/redis/keys.js';
+import { RedisStore } from '../../src/redis/store.js';
 import type { Ctx } from '../lib/context.js';
 import { commandStats, statsDelta } from '../lib/redis.js';
 import { newResult, type ScenarioResult } from '../lib/report.js';

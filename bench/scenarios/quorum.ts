@@ -2,7 +2,7 @@
  * Scenario 7: quorum mode (N independent masters, majority wins) against one Redis:
  * the time from run() to the grant ('claimed' event) and from the handler's return to
  * run() resolving (settle), one task at a time. Runs only when this build has quorum
- * mode (src/quorum.ts, and PairedWorker accepting `nodes`).
+ * mode (src/redis/quorum.ts, and PairedWorker accepting `nodes`).
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -47,7 +47,7 @@ async function measure(
 
 export async function quorum(ctx: Ctx): Promise<ScenarioResult> {
   const res = newResult('quorum', '7. Quorum');
-  const source = fileURLToPath(new URL('../../src/quorum.ts', import.meta.url));
+  const source = fileURLToPath(new URL('../../src/redis/quorum.ts', import.meta.url));
   if (!existsSync(source)) {
     res.notes.push(NOT_AVAILABLE);
     res.data = { available: false };

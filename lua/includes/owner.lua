@@ -2,7 +2,7 @@
   The ownership proof shared by settle, release and progress: the caller names its
   session and the fencing token of its grant; both must match a running record, and the
   caller's session must still be alive on the server (read once per batch: `alive`).
-  Returns the record, or an error reply (codes mirrored by ReplyCode in src/codes.ts);
+  Returns the record, or an error reply (codes mirrored by ReplyCode in src/shared/codes.ts);
   with -13 the record comes back too.
     -10 unknown task   -11 not owner   -12 token superseded (newer token)
     -13 already settled (state)   -14 session expired   -15 deadline passed

@@ -66,7 +66,7 @@ local function num(s)
   return n
 end
 
--- Reply codes shared by every script (mirrored by ReplyCode in src/codes.ts).
+-- Reply codes shared by every script (mirrored by ReplyCode in src/shared/codes.ts).
 local E_CORRUPT = -1
 local E_VERSION = -2
 local E_WRONGTYPE = -4

@@ -1,9 +1,9 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { RedisUnavailableError } from '../errors.js';
-import { Keys } from '../keys.js';
-import { connectClient } from '../store.js';
-import { keySlot } from '../topology-cluster.js';
-import { PairedWorker } from '../worker.js';
+import { Keys } from '../redis/keys.js';
+import { connectClient } from '../redis/store.js';
+import { keySlot } from '../redis/topology-cluster.js';
+import { RedisUnavailableError } from '../shared/errors.js';
+import { PairedWorker } from '../worker/worker.js';
 import {
   type ConnectionSpec,
   clusterClient,

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 import { Cluster, type RedisOptions } from 'ioredis';
-import type { RedisConnection } from '../options.js';
+import type { RedisConnection } from '../shared/options.js';
 import { CliError, ExitCode } from './exit.js';
 
 /*

@@ -1,5 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
-import { ClusterSubscriber } from '../topology-cluster.js';
+import { ClusterSubscriber } from '../redis/topology-cluster.js';
 import type { CliConnection, NodeView } from './common.js';
 
 /*

@@ -1,4 +1,4 @@
-import type { TaskInfo } from '../worker.js';
+import type { TaskInfo } from '../worker/worker.js';
 
 /* How records, durations and tables are shown by the commands. */
 

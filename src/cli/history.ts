@@ -4,7 +4,7 @@ import {
   type HistoryTransition,
   mergeHistories,
   readHistory,
-} from '../history.js';
+} from '../redis/history.js';
 import {
   CliError,
   ExitCode,

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { PairlockError } from '../errors.js';
+import { PairlockError } from '../shared/errors.js';
 import { registerBench } from './bench.js';
 import {
   CliError,

@@ -1,5 +1,5 @@
-import { CorruptRecordError } from '../errors.js';
-import type { TaskInfo } from '../worker.js';
+import { CorruptRecordError } from '../shared/errors.js';
+import type { TaskInfo } from '../worker/worker.js';
 import {
   type CliConnection,
   globEscape,

@@ -1,8 +1,8 @@
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { InvalidOptionError } from '../errors.js';
-import type { PairedWorkerOptions } from '../options.js';
-import type { HandlerContext, PairedWorker } from '../worker.js';
+import { InvalidOptionError } from '../shared/errors.js';
+import type { PairedWorkerOptions } from '../shared/options.js';
+import type { HandlerContext, PairedWorker } from '../worker/worker.js';
 
 /** One task as a `pairlock run` handler receives it. */
 export interface RunTask {

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { schedule } from '../feeds/schedule.js';
 import { streamFeed } from '../feeds/stream.js';
-import type { Logger } from '../options.js';
-import { handleSignals } from '../runtime.js';
-import { type Outcome, PairedWorker } from '../worker.js';
+import type { Logger } from '../shared/options.js';
+import { handleSignals } from '../worker/runtime.js';
+import { type Outcome, PairedWorker } from '../worker/worker.js';
 import {
   CliError,
   ExitCode,

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { EVICTING_FLAG, evicts, formatPolicy, readPolicy } from '../eviction.js';
-import type { TaskInfo } from '../worker.js';
+import { EVICTING_FLAG, evicts, formatPolicy, readPolicy } from '../redis/eviction.js';
+import type { TaskInfo } from '../worker/worker.js';
 import {
   type CliConnection,
   duration,

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { Cluster, type Redis } from 'ioredis';
-import { grantKinds } from '../codes.js';
-import { type NamespaceEvent, parseNamespaceMessage } from '../events.js';
-import { parseTaskRef } from '../keys.js';
-import { workerOf } from '../store.js';
+import { parseTaskRef } from '../redis/keys.js';
+import { workerOf } from '../redis/store.js';
+import { grantKinds } from '../shared/codes.js';
+import { type NamespaceEvent, parseNamespaceMessage } from '../shared/events.js';
 import { CliConnection, type GlobalOptions, type Io, printable } from './common.js';
 import { type EventSubscription, subscribeEvents } from './events.js';
 

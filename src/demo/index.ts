@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CONNECTION_ENV } from '../cli/connection.js';
-import { defaults } from '../options.js';
+import { defaults } from '../shared/options.js';
 import { RedisServer } from '../testing/redis-server.js';
 
 /**

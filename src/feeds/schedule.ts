@@ -1,6 +1,6 @@
-import { ClosedError, InvalidOptionError } from '../errors.js';
-import type { Logger } from '../options.js';
-import type { HandlerContext, Outcome, PairedWorker } from '../worker.js';
+import { ClosedError, InvalidOptionError } from '../shared/errors.js';
+import type { Logger } from '../shared/options.js';
+import type { HandlerContext, Outcome, PairedWorker } from '../worker/worker.js';
 
 /** One tick of a schedule, as its handler receives it. */
 export interface Tick {

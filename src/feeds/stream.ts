@@ -1,8 +1,8 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { checkConnection } from '../connection.js';
-import { ClosedError, InvalidOptionError, InvalidTaskIdError } from '../errors.js';
-import type { Logger } from '../options.js';
-import type { HandlerContext, Outcome, PairedWorker } from '../worker.js';
+import { checkConnection } from '../redis/connection.js';
+import { ClosedError, InvalidOptionError, InvalidTaskIdError } from '../shared/errors.js';
+import type { Logger } from '../shared/options.js';
+import type { HandlerContext, Outcome, PairedWorker } from '../worker/worker.js';
 import { sleep } from './shared.js';
 
 /** One entry of a Redis stream, as a stream feed hands it to the handler. */

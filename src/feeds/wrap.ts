@@ -1,6 +1,6 @@
-import { InvalidOptionError, PairlockError } from '../errors.js';
-import type { SerializedError } from '../serialize.js';
-import type { HandlerContext, Outcome, PairedWorker } from '../worker.js';
+import { InvalidOptionError, PairlockError } from '../shared/errors.js';
+import type { SerializedError } from '../shared/serialize.js';
+import type { HandlerContext, Outcome, PairedWorker } from '../worker/worker.js';
 
 /** A wrapped call whose task ended in state failed: the error the running side reported. */
 export class TaskFailedError extends PairlockError {

@@ -5,7 +5,7 @@
  * nobody acted on (of the holder, of its links, of Redis) is doubt, not loss, and explains
  * neither. docs/reliability.md states both rules.
  */
-import { defaults } from '../options.js';
+import { defaults } from '../shared/options.js';
 import {
   connectionFaults,
   freezeFaults,

@@ -5,7 +5,7 @@
  * migration key by key (the resharding protocol), and a manual failover.
  */
 import { Redis, type RedisOptions } from 'ioredis';
-import { keySlot } from '../topology-cluster.js';
+import { keySlot } from '../redis/topology-cluster.js';
 
 /** A node of the cluster, where the admin reaches it. */
 export interface ClusterNodeRef {

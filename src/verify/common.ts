@@ -6,7 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { RedisOptions } from 'ioredis';
-import { defaults } from '../options.js';
+import { defaults } from '../shared/options.js';
 import { type FaultKind, faultKinds, faultWeights } from './fault-kinds.js';
 
 /** Monotonic ms on a clock shared (to ~1 ms) by every process of the run. */

@@ -5,8 +5,8 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Cluster, Redis } from 'ioredis';
-import { fencedRead } from '../fencing.js';
-import { PairedWorker } from '../worker.js';
+import { fencedRead } from '../redis/fencing.js';
+import { PairedWorker } from '../worker/worker.js';
 import { PAIRS, sinkJournal, sinkKey, type TaskSpec } from './common.js';
 import type { RunSetup } from './run.js';
 

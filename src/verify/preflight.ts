@@ -6,9 +6,9 @@
  */
 
 import { Redis } from 'ioredis';
-import { EVICTING_FLAG, evicts, formatPolicy, readPolicy } from '../eviction.js';
-import { loadScripts } from '../scripts.js';
-import { connectClient } from '../store.js';
+import { EVICTING_FLAG, evicts, formatPolicy, readPolicy } from '../redis/eviction.js';
+import { loadScripts } from '../redis/scripts.js';
+import { connectClient } from '../redis/store.js';
 import type { CoordNode } from './run.js';
 
 /** Why verify cannot run; `kind` decides the exit code (unreachable: 2, otherwise 1). */
@@ -184,7 +184,7 @@ export async function checkAcl(client: Redis, base: string): Promise<void> {
 
 /**
  * The node's `maxmemory-policy` (INFO memory), for the preflight's output: flagged when it
- * is not `noeviction` (Redis may then evict sessions and records; src/eviction.ts).
+ * is not `noeviction` (Redis may then evict sessions and records; src/redis/eviction.ts).
  */
 export async function evictionLine(client: Redis, node: CoordNode): Promise<string> {
   try {

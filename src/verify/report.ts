@@ -1,6 +1,6 @@
 /** The checker's report, and its table (as `npm run chaos` and `pairlock verify` print it). */
 import { printable } from '../cli/format.js';
-import { grantKinds } from '../codes.js';
+import { grantKinds } from '../shared/codes.js';
 import { faultKinds } from './common.js';
 import { short } from './evidence.js';
 

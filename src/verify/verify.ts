@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
-import { Keys } from '../keys.js';
+import { Keys } from '../redis/keys.js';
 import type { Report } from './check.js';
 import {
   defaultFaults,

@@ -8,11 +8,11 @@
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { Cluster, Redis } from 'ioredis';
-import { PairlockError } from '../errors.js';
-import { fencedWrite } from '../fencing.js';
-import { handleSignals } from '../runtime.js';
-import { loadScripts } from '../scripts.js';
-import { type Outcome, PairedWorker } from '../worker.js';
+import { fencedWrite } from '../redis/fencing.js';
+import { loadScripts } from '../redis/scripts.js';
+import { PairlockError } from '../shared/errors.js';
+import { handleSignals } from '../worker/runtime.js';
+import { type Outcome, PairedWorker } from '../worker/worker.js';
 import {
   type FromWorker,
   LAG_LOG_MS,

@@ -43,9 +43,9 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Keys } from '../../src/keys.js';
+import { Keys } from '../../src/redis/keys.js';
+import { keySlot } from '../../src/redis/topology-cluster.js';
 import { type ClusterTopology, RedisServer, startCluster } from '../../src/testing/index.js';
-import { keySlot } from '../../src/topology-cluster.js';
 import { formatReport } from '../../src/verify/check.js';
 import { namespaceInSlot } from '../../src/verify/cluster-admin.js';
 import {

@@ -5,9 +5,9 @@
  */
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Keys } from '../../src/keys.js';
+import { Keys } from '../../src/redis/keys.js';
+import { keySlot } from '../../src/redis/topology-cluster.js';
 import { type ClusterTopology, startCluster } from '../../src/testing/index.js';
-import { keySlot } from '../../src/topology-cluster.js';
 import { ClusterAdmin, namespaceInSlot } from '../../src/verify/cluster-admin.js';
 import { ClusterFaults } from '../../src/verify/cluster-faults.js';
 import {

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PairedWorker, type PairedWorkerOptions } from '../../src/index.js';
+import { keySlot } from '../../src/redis/topology-cluster.js';
 import {
   type ClusterTopology,
   type IndependentTopology,
@@ -18,7 +19,6 @@ import {
   startIndependent,
   startReplicated,
 } from '../../src/testing/index.js';
-import { keySlot } from '../../src/topology-cluster.js';
 import { baseEnv, cli, Running, root } from '../support/cli-process.js';
 
 const quick = {

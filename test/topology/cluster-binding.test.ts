@@ -14,9 +14,9 @@ import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import { type HandlerContext, PairedWorker, type PairedWorkerOptions } from '../../src/index.js';
-import { Keys } from '../../src/keys.js';
+import { Keys } from '../../src/redis/keys.js';
+import { keySlot } from '../../src/redis/topology-cluster.js';
 import { type ClusterTopology, startCluster } from '../../src/testing/index.js';
-import { keySlot } from '../../src/topology-cluster.js';
 import { clusterClient, ownerOf } from '../support/cluster.js';
 
 const now = () => performance.now();

@@ -5,10 +5,10 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CorruptRecordError } from '../../src/errors.js';
-import { Keys, type TaskLocation } from '../../src/keys.js';
-import { callScript } from '../../src/scripts.js';
-import { type ClaimArgs, RedisStore } from '../../src/store.js';
+import { Keys, type TaskLocation } from '../../src/redis/keys.js';
+import { callScript } from '../../src/redis/scripts.js';
+import { type ClaimArgs, RedisStore } from '../../src/redis/store.js';
+import { CorruptRecordError } from '../../src/shared/errors.js';
 import { RedisServer } from '../../src/testing/index.js';
 
 let server: RedisServer;

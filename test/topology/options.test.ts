@@ -1,7 +1,7 @@
 /** Validation of the topology options: every message names the option to change. */
 import { describe, expect, it } from 'vitest';
 import { InvalidOptionError, PairedWorker, type PairedWorkerOptions } from '../../src/index.js';
-import { resolveOptions } from '../../src/options.js';
+import { resolveOptions } from '../../src/shared/options.js';
 
 const make = (opts: Partial<PairedWorkerOptions> | Record<string, unknown>) => () =>
   new PairedWorker(opts as PairedWorkerOptions);

@@ -15,9 +15,9 @@ import {
   type PairedWorkerOptions,
   RedisUnavailableError,
 } from '../../src/index.js';
-import { Keys } from '../../src/keys.js';
-import { QuorumStore } from '../../src/quorum.js';
-import { type ClaimArgs, RedisStore, type Store } from '../../src/store.js';
+import { Keys } from '../../src/redis/keys.js';
+import { QuorumStore } from '../../src/redis/quorum.js';
+import { type ClaimArgs, RedisStore, type Store } from '../../src/redis/store.js';
 import { type IndependentTopology, startIndependent, TcpProxy } from '../../src/testing/index.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

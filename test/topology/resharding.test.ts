@@ -9,9 +9,9 @@
 import { type Cluster, Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Outcome, PairedWorker, type PairedWorkerOptions } from '../../src/index.js';
-import { Keys } from '../../src/keys.js';
+import { Keys } from '../../src/redis/keys.js';
+import { keySlot } from '../../src/redis/topology-cluster.js';
 import { type ClusterTopology, startCluster } from '../../src/testing/index.js';
-import { keySlot } from '../../src/topology-cluster.js';
 import { clusterClient, ownerOf } from '../support/cluster.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -7,10 +7,10 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RedisUnavailableError } from '../../src/errors.js';
 import { type Outcome, PairedWorker, type PairedWorkerOptions } from '../../src/index.js';
-import { Keys } from '../../src/keys.js';
-import { type ClaimArgs, RedisStore, ReplicationError } from '../../src/store.js';
+import { Keys } from '../../src/redis/keys.js';
+import { type ClaimArgs, RedisStore, ReplicationError } from '../../src/redis/store.js';
+import { RedisUnavailableError } from '../../src/shared/errors.js';
 import { startReplicated } from '../../src/testing/index.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

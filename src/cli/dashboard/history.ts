@@ -1,5 +1,5 @@
 /**
- * The dashboard's reads of the task history (src/history.ts: a capped Stream per namespace
+ * The dashboard's reads of the task history (src/redis/history.ts: a capped Stream per namespace
  * that the workers' own batches append to; in quorum mode one per node, merged):
  *
  * - at start, the latest SEED_LIMIT transitions, for the timeline (its last TIMELINE_SIZE)
@@ -16,8 +16,8 @@ import {
   type HistoryTransition,
   mergeHistories,
   readHistory,
-} from '../../history.js';
-import { workerOf } from '../../replies.js';
+} from '../../redis/history.js';
+import { workerOf } from '../../redis/replies.js';
 import type { CliConnection } from '../common.js';
 import { redisProblem } from './health.js';
 import type { TimelineItem } from './state.js';

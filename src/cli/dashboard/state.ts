@@ -17,9 +17,10 @@
  * Beyond it the census counts all of them, the detail stops at `maxTasks`, and counts
  * move with the events until the next census.
  */
-import type { NamespaceEvent } from '../../events.js';
-import { workerOf } from '../../store.js';
-import type { TaskInfo } from '../../worker.js';
+
+import { workerOf } from '../../redis/store.js';
+import type { NamespaceEvent } from '../../shared/events.js';
+import type { TaskInfo } from '../../worker/worker.js';
 import { decodeEvent, type WatchEvent } from '../watch.js';
 import { redisProblem } from './health.js';
 import { type PastEntry, transitionKey } from './history.js';

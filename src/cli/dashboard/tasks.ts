@@ -8,8 +8,8 @@
  * records are read and for at most TIME_BUDGET_MS; beyond either the answer is `partial`.
  * The newest `limit` matches (by last transition) are kept.
  */
-import { CorruptRecordError } from '../../errors.js';
-import type { TaskInfo } from '../../worker.js';
+import { CorruptRecordError } from '../../shared/errors.js';
+import type { TaskInfo } from '../../worker/worker.js';
 import { type CliConnection, detail, globEscape, scanKeys, taskJson } from '../common.js';
 import { records } from '../read.js';
 

@@ -1,4 +1,4 @@
-import { NoQuorumError } from '../errors.js';
+import { NoQuorumError } from '../../shared/errors.js';
 import { describeClient, type RedisStore } from '../store.js';
 
 /*

@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { LeaseLostError, PairlockError, RedisUnavailableError } from './errors.js';
-import type { Logger } from './options.js';
-import type { Store } from './replies.js';
+import type { Store } from '../redis/replies.js';
+import { LeaseLostError, PairlockError, RedisUnavailableError } from '../shared/errors.js';
+import type { Logger } from '../shared/options.js';
 
 /*
  * A worker's session: its one liveness lease on the server, renewed by one heartbeat

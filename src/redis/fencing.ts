@@ -1,5 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
-import { InvalidOptionError } from './errors.js';
+import { InvalidOptionError } from '../shared/errors.js';
 import { callScript } from './scripts.js';
 
 export type FencedWriteResult =

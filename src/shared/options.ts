@@ -16,7 +16,7 @@ export interface Logger {
 
 export type FailurePolicy = 'takeover' | 'give-up';
 
-/** What a worker does at start about a Redis that may evict its keys (src/eviction.ts). */
+/** What a worker does at start about a Redis that may evict its keys (src/redis/eviction.ts). */
 export type EvictionCheck = 'warn' | 'refuse' | 'off';
 
 export interface FailureOptions {

@@ -1,4 +1,4 @@
-import { CorruptRecordError } from '../errors.js';
+import { CorruptRecordError } from '../../shared/errors.js';
 import type { ClaimReply } from '../store.js';
 import type { NodeResult } from './nodes.js';
 

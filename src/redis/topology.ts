@@ -1,6 +1,6 @@
+import type { PairedWorkerOptions, ResolvedOptions } from '../shared/options.js';
 import { missingConnectionError } from './connection.js';
 import type { Keys } from './keys.js';
-import type { PairedWorkerOptions, ResolvedOptions } from './options.js';
 import { QuorumStore } from './quorum.js';
 import { RedisStore, type Store } from './store.js';
 

@@ -1,4 +1,4 @@
-import { checkConnection } from './connection.js';
+import { checkConnection } from '../redis/connection.js';
 import { InvalidOptionError } from './errors.js';
 import { describe, number } from './option-values.js';
 import {

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
-import { RedisUnavailableError } from './errors.js';
-import type { Logger, ResolvedOptions } from './options.js';
-import type { BindReply, LiveLink, Store } from './replies.js';
+import type { BindReply, LiveLink, Store } from '../redis/replies.js';
+import { RedisUnavailableError } from '../shared/errors.js';
+import type { Logger, ResolvedOptions } from '../shared/options.js';
 import { driftMs, type Session } from './session.js';
 
 /*

@@ -2,10 +2,11 @@
  * Checks and translations at the edge of the worker: task ids, the callback API of redis-paired-worker
  * (`lock` / `hlock`), for migration, and a stored record as `inspect()` reports it.
  */
-import { InvalidOptionError, InvalidTaskIdError, PairlockError } from './errors.js';
-import type { InspectReply } from './replies.js';
-import { parseError, parseResult } from './serialize.js';
-import type { Handler, LockCallback, Outcome, RunOptions, TaskInfo } from './types.js';
+
+import type { InspectReply } from '../redis/replies.js';
+import { InvalidOptionError, InvalidTaskIdError, PairlockError } from '../shared/errors.js';
+import { parseError, parseResult } from '../shared/serialize.js';
+import type { Handler, LockCallback, Outcome, RunOptions, TaskInfo } from '../shared/types.js';
 
 type Run = (taskId: string, handler: Handler<undefined>, opts: RunOptions) => Promise<Outcome>;
 

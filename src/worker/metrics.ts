@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { PairedWorkerEvents } from './events.js';
+import type { PairedWorkerEvents } from '../shared/events.js';
 import type { EventLoopMonitor, LagEvent } from './runtime.js';
 import type { PairedWorker } from './worker.js';
 

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
-import { CorruptRecordError } from './errors.js';
+import { CorruptRecordError } from '../shared/errors.js';
+import type { RedisConnection } from '../shared/options.js';
 import type { Keys, TaskLocation } from './keys.js';
-import type { RedisConnection } from './options.js';
 import { QuorumClaims } from './quorum/claim.js';
 import { atLeastOnQuorum, count, type NodeResult, QuorumNodes } from './quorum/nodes.js';
 import { ownerWrite, settle } from './quorum/outcome.js';

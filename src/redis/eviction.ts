@@ -14,15 +14,15 @@
  * `pairlock stats` and `pairlock verify` show the policy too.
  */
 import { Cluster, type Redis } from 'ioredis';
+import { EvictionPolicyError } from '../shared/errors.js';
+import type { EvictionCheck, Logger } from '../shared/options.js';
 import { describeClient, withTimeout } from './connection.js';
-import { EvictionPolicyError } from './errors.js';
 import type { Keys } from './keys.js';
-import type { EvictionCheck, Logger } from './options.js';
 import { QuorumStore } from './quorum.js';
 import { RedisStore, type Store } from './store.js';
 import { keySlot } from './topology-cluster.js';
 
-export type { EvictionCheck } from './options.js';
+export type { EvictionCheck } from '../shared/options.js';
 
 /** The eviction settings of one Redis server, from `INFO memory`. */
 export interface MemoryPolicy {

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
-import { type GrantKind, ranItself } from './codes.js';
-import { DeadlineQueue } from './deadlines.js';
+import type { TaskLocation } from '../redis/keys.js';
+import { type OwnerReply, type Store, workerOf } from '../redis/replies.js';
+import { type GrantKind, ranItself } from '../shared/codes.js';
 import {
   InvalidOptionError,
   LeaseLostError,
@@ -8,17 +9,16 @@ import {
   RedisUnavailableError,
   RejectedError,
   ResultError,
-} from './errors.js';
-import type { PairedWorkerEvents } from './events.js';
+} from '../shared/errors.js';
+import type { PairedWorkerEvents } from '../shared/events.js';
+import { type Logger, peerFirstMs, type ResolvedOptions } from '../shared/options.js';
+import { parseError, parseResult, serializeError, serializeResult } from '../shared/serialize.js';
+import type { Outcome } from '../shared/types.js';
+import { DeadlineQueue } from './deadlines.js';
 import { Execution, type Grant, GrantContext, type ProgressReporter } from './grant.js';
-import type { TaskLocation } from './keys.js';
 import { InFlight } from './latch.js';
-import { type Logger, peerFirstMs, type ResolvedOptions } from './options.js';
-import { type OwnerReply, type Store, workerOf } from './replies.js';
-import { parseError, parseResult, serializeError, serializeResult } from './serialize.js';
 import { driftMs, type Session } from './session.js';
 import type { AnyRun } from './task-run.js';
-import type { Outcome } from './types.js';
 
 /*
  * Running a grant: the handler with its signal, its deadline and its progress reports,

@@ -1,6 +1,7 @@
 import { Cluster } from 'ioredis';
+import { ReplyCode } from '../shared/codes.js';
+import type { RedisConnection } from '../shared/options.js';
 import { Batcher } from './batcher.js';
-import { ReplyCode } from './codes.js';
 import {
   asUnavailable,
   type Client,
@@ -14,7 +15,6 @@ import {
 import { DECLARE_ROUNDS, KnownOwners } from './declared.js';
 import type { Keys, TaskLocation } from './keys.js';
 import { decodeBind, Subscriber } from './liveness.js';
-import type { RedisConnection } from './options.js';
 import { Replication } from './replication.js';
 import {
   type ClaimArgs,

@@ -4,7 +4,7 @@
  * `pairlock history` and the dashboard; written by the workers' own batches, never here.
  */
 import type { Cluster, Redis } from 'ioredis';
-import { type GrantKind, grantKinds as grantKindList } from './codes.js';
+import { type GrantKind, grantKinds as grantKindList } from '../shared/codes.js';
 import { type Keys, parseTaskRef } from './keys.js';
 import { workerOf } from './replies.js';
 

@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { InvalidOptionError } from './errors.js';
-import { silentLogger } from './events.js';
-import type { Logger } from './options.js';
+import { InvalidOptionError } from '../shared/errors.js';
+import { silentLogger } from '../shared/events.js';
+import type { Logger } from '../shared/options.js';
 import type { PairedWorker } from './worker.js';
 
 // ---------------------------------------------------------------------------------

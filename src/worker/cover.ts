@@ -1,8 +1,8 @@
 import { performance } from 'node:perf_hooks';
+import type { TaskLocation } from '../redis/keys.js';
+import type { HolderState, PeekEntry, Store } from '../redis/replies.js';
+import type { NamespaceEvent } from '../shared/events.js';
 import { DeadlineQueue } from './deadlines.js';
-import type { NamespaceEvent } from './events.js';
-import type { TaskLocation } from './keys.js';
-import type { HolderState, PeekEntry, Store } from './replies.js';
 
 /*
  * Covering peers: what a standby does while a peer holds tasks it also waits for.

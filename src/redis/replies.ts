@@ -8,8 +8,8 @@ import {
   type RejectReason,
   ReplyCode,
   rejectReasons,
-} from './codes.js';
-import { CorruptRecordError, RedisUnavailableError } from './errors.js';
+} from '../shared/codes.js';
+import { CorruptRecordError, RedisUnavailableError } from '../shared/errors.js';
 import type { TaskLocation } from './keys.js';
 export type ClaimReply =
   | {

@@ -1,14 +1,14 @@
 import { performance } from 'node:perf_hooks';
+import { type ClaimArgs, type ClaimReply, type Store, workerOf } from '../redis/replies.js';
+import { RedisUnavailableError } from '../shared/errors.js';
+import type { Logger, ResolvedOptions } from '../shared/options.js';
+import { peerFirstMs } from '../shared/options.js';
+import type { Outcome } from '../shared/types.js';
 import type { Cover } from './cover.js';
-import { RedisUnavailableError } from './errors.js';
 import type { Executor } from './execution.js';
-import type { Logger, ResolvedOptions } from './options.js';
-import { peerFirstMs } from './options.js';
-import { type ClaimArgs, type ClaimReply, type Store, workerOf } from './replies.js';
 import type { Session } from './session.js';
 import type { Slots } from './slots.js';
 import type { AnyRun } from './task-run.js';
-import type { Outcome } from './types.js';
 
 const now = () => performance.now();
 

@@ -1,25 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { type Binding, type BindingState, bindSession } from './binding.js';
-import { ClaimStep } from './claim-step.js';
-import { callbackRun, checkTaskId, toTaskInfo } from './compat.js';
-import { Cover } from './cover.js';
-import { ClosedError, InvalidOptionError } from './errors.js';
+import { checkEviction } from '../redis/eviction.js';
+import { Keys } from '../redis/keys.js';
+import { type Store, workerOf } from '../redis/replies.js';
+import { createStore } from '../redis/topology.js';
+import { ClosedError, InvalidOptionError } from '../shared/errors.js';
 import {
   type PairedWorkerEvents,
   parseNamespaceMessage,
   silentLogger,
   TypedEmitter,
-} from './events.js';
-import { checkEviction } from './eviction.js';
-import { Executor } from './execution.js';
-import { Keys } from './keys.js';
-import { type PairedWorkerOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import { type Store, workerOf } from './replies.js';
-import { Session } from './session.js';
-import { Slots } from './slots.js';
-import { type AnyRun, TaskRun } from './task-run.js';
-import { createStore } from './topology.js';
+} from '../shared/events.js';
+import {
+  type PairedWorkerOptions,
+  type ResolvedOptions,
+  resolveOptions,
+} from '../shared/options.js';
 import type {
   CloseOptions,
   Handler,
@@ -27,9 +23,16 @@ import type {
   Outcome,
   RunOptions,
   TaskInfo,
-} from './types.js';
+} from '../shared/types.js';
+import { type Binding, type BindingState, bindSession } from './binding.js';
+import { ClaimStep } from './claim-step.js';
+import { callbackRun, checkTaskId, toTaskInfo } from './compat.js';
+import { Cover } from './cover.js';
+import { Executor } from './execution.js';
+import { Session } from './session.js';
+import { Slots } from './slots.js';
+import { type AnyRun, TaskRun } from './task-run.js';
 
-export { driftMs } from './session.js';
 export type {
   CloseOptions,
   Handler,
@@ -39,18 +42,21 @@ export type {
   Role,
   RunOptions,
   TaskInfo,
-} from './types.js';
+} from '../shared/types.js';
+export { driftMs } from './session.js';
 
 /*
- * A PairedWorker is made of parts, each in its own file and each testable alone:
- *   session.ts    its liveness lease and heartbeat; binding.ts: bound to its connection
- *   store.ts      the transport to Redis, coalescing the transitions of one turn
- *                 (batcher.ts) into one script call per kind
- *   execution.ts  running a grant: handler, signal, deadline, progress, settle
- *   cover.ts      covering peers as a standby, O(peers)
- *   task-run.ts   one run() call's life: the state machine, written in its header
- * This file ties them together: run() and its claim step, events, concurrency slots,
- * and the public API.
+ * A PairedWorker is made of parts, each in its own file and each testable alone. src/ is
+ * grouped by side: worker/ (this process's view), redis/ (what goes to Redis and back),
+ * shared/ (options, errors, events, codes and types both use).
+ *   worker/session.ts     its liveness lease and heartbeat; binding.ts: bound to its connection
+ *   worker/claim-step.ts  one claim, and what each answer leads to
+ *   worker/execution.ts   running a grant (grant.ts): handler, signal, deadline, progress, settle
+ *   worker/cover.ts       covering peers as a standby, O(peers); deadlines.ts: their timers
+ *   worker/task-run.ts    one run() call's life: the state machine, written in its header
+ *   redis/store.ts        the transport to Redis, coalescing the transitions of one turn
+ *                         (batcher.ts) into one script call per kind (script-args.ts)
+ * This file ties them together: run(), events, concurrency slots, and the public API.
  */
 
 const now = () => performance.now();
@@ -107,7 +113,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
     this.options = options;
     this.keys = new Keys(options.keyPrefix, options.namespace);
     this.id = `${options.name}:${randomBytes(4).toString('hex')}`;
-    // one Redis (standalone, Sentinel, Cluster) or quorum `nodes`; see src/topology.ts
+    // one Redis (standalone, Sentinel, Cluster) or quorum `nodes`; see src/redis/topology.ts
     this.store = createStore(opts, options, this.keys);
     this.eventsAreRecords = this.store.eventsAreOutcomes === true;
     this.slots = new Slots(options.concurrency);
@@ -202,7 +208,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
 
   private async doStart(): Promise<void> {
     await this.store.connect();
-    // an evicting Redis may delete sessions and records (src/eviction.ts): 'refuse' waits
+    // an evicting Redis may delete sessions and records (src/redis/eviction.ts): 'refuse' waits
     // for every node's answer; 'warn' does not hold the start up (a slow quorum node)
     const eviction = checkEviction({
       store: this.store,

@@ -1,10 +1,10 @@
 import { performance } from 'node:perf_hooks';
-import { type GrantKind, ranItself } from './codes.js';
+import type { TaskLocation } from '../redis/keys.js';
+import { workerOf } from '../redis/replies.js';
+import { type GrantKind, ranItself } from '../shared/codes.js';
+import { parseError, parseResult } from '../shared/serialize.js';
+import type { Handler, Outcome, Role } from '../shared/types.js';
 import type { CoveredRun } from './cover.js';
-import type { TaskLocation } from './keys.js';
-import { workerOf } from './replies.js';
-import { parseError, parseResult } from './serialize.js';
-import type { Handler, Outcome, Role } from './types.js';
 
 // setTimeout's ceiling; longer waits are re-armed
 const MAX_TIMER = 2_147_483_647;

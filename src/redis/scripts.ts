@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Cluster, Redis } from 'ioredis';
 
@@ -37,7 +38,17 @@ export interface ScriptDef {
   readonly sha1: string;
 }
 
-const luaDir = fileURLToPath(new URL('../lua/', import.meta.url));
+// lua/ sits at the package root: beside dist/ once built, two levels above this file in
+// the sources; the nearest lua/ up from here is it
+const luaDir = findLuaDir(path.dirname(fileURLToPath(import.meta.url)));
+
+function findLuaDir(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'lua');
+    if (existsSync(path.join(candidate, 'claim.lua'))) return candidate + path.sep;
+    if (path.dirname(dir) === dir) throw new Error(`pairlock: no lua/ folder above ${from}`);
+  }
+}
 
 const fileOf: Record<ScriptName, string> = {
   claim: 'claim.lua',

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { ReplyCode } from './codes.js';
+import { ReplyCode } from '../shared/codes.js';
 import { type Client, connectClient, withTimeout } from './connection.js';
 import type { BindReply, LiveLink, Raw } from './replies.js';
 

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { NoQuorumError } from '../errors.js';
+import { NoQuorumError } from '../../shared/errors.js';
 import type { TaskLocation } from '../keys.js';
 import type { ClaimArgs, ClaimReply } from '../store.js';
 import { atLeastOnQuorum, count, type NodeResult, type QuorumNodes } from './nodes.js';

@@ -5,8 +5,8 @@ import {
   RedisAuthError,
   RedisOutOfMemoryError,
   RedisUnavailableError,
-} from './errors.js';
-import type { RedisConnection } from './options.js';
+} from '../shared/errors.js';
+import type { RedisConnection } from '../shared/options.js';
 export type Client = Redis | Cluster;
 
 export function isClient(c: unknown): c is Client {
@@ -18,7 +18,7 @@ const PASS_REDIS =
 
 /**
  * Neither `redis` nor `nodes`: pairlock has no default address (ioredis would connect to
- * 127.0.0.1:6379 and write there). Raised where the store is made (src/topology.ts), so
+ * 127.0.0.1:6379 and write there). Raised where the store is made (src/redis/topology.ts), so
  * that resolveOptions() alone still resolves the other options.
  */
 export function missingConnectionError(): InvalidOptionError {

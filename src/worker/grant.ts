@@ -1,9 +1,9 @@
-import type { GrantKind } from './codes.js';
-import type { LeaseLostError } from './errors.js';
+import type { GrantKind } from '../shared/codes.js';
+import type { LeaseLostError } from '../shared/errors.js';
+import type { HandlerContext } from '../shared/types.js';
 import { type Latch, latch } from './latch.js';
 import type { Session } from './session.js';
 import type { AnyRun } from './task-run.js';
-import type { HandlerContext } from './types.js';
 
 /*
  * One grant on this worker: what the claim answered, and its execution's state (the
