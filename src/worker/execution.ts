@@ -1,11 +1,10 @@
 import { performance } from 'node:perf_hooks';
 import type { TaskLocation } from '../redis/keys.js';
-import { type OwnerReply, type Store, workerOf } from '../redis/replies.js';
+import { type Store, workerOf } from '../redis/replies.js';
 import { type GrantKind, ranItself } from '../shared/codes.js';
 import {
   InvalidOptionError,
   LeaseLostError,
-  RedisOutOfMemoryError,
   RedisUnavailableError,
   RejectedError,
   ResultError,
@@ -18,6 +17,7 @@ import { DeadlineQueue } from './deadlines.js';
 import { Execution, type Grant, GrantContext, type ProgressReporter } from './grant.js';
 import { InFlight } from './latch.js';
 import { driftMs, type Session } from './session.js';
+import { settleWithRetry } from './settle.js';
 import type { AnyRun } from './task-run.js';
 
 /*
@@ -212,7 +212,8 @@ export class Executor {
   ): Promise<void> {
     const { taskId } = run.loc;
     const { token, attempt, kind, exec } = grant;
-    const reply = await this.settleWithRetry(
+    const reply = await settleWithRetry(
+      this.ctx,
       run.loc,
       grant.session,
       token,
@@ -301,51 +302,6 @@ export class Executor {
     const wait = o.failure.backoffMs + peerFirstMs(o);
     run.peerFirstUntil = now() + wait;
     this.ctx.wakeLater(run, wait);
-  }
-
-  private async settleWithRetry(
-    loc: TaskLocation,
-    session: string,
-    token: number,
-    attempt: number,
-    state: 'D' | 'F',
-    payload: string,
-  ): Promise<OwnerReply | 'unavailable'> {
-    const o = this.ctx.options;
-    let delay = 50;
-    let unknown: unknown;
-    for (;;) {
-      try {
-        return await this.ctx.store.settle(loc, {
-          session,
-          token,
-          attempt,
-          state,
-          payload,
-          retentionMs: o.retentionMs,
-          backoffMs: o.failure.backoffMs,
-          maxAttempts: this.ctx.maxAttempts(),
-        });
-      } catch (err) {
-        // refused for want of memory: the record stays ours; retried while the session
-        // lasts, as while Redis is away (memory may come back)
-        const transient =
-          err instanceof RedisUnavailableError || err instanceof RedisOutOfMemoryError;
-        if (!transient) {
-          // A script that raised may have written first: the outcome is unknown. Sent
-          // again, a settle that was written is answered 'repeated', and published again.
-          if (unknown !== undefined) throw unknown;
-          unknown = err;
-          continue;
-        }
-        if (!this.ctx.session.valid || this.ctx.isClosing()) {
-          this.ctx.logger.warn({ err, taskId: loc.taskId }, 'pairlock: settle failed');
-          return 'unavailable';
-        }
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 1_000);
-      }
-    }
   }
 
   /**
