@@ -3,7 +3,7 @@
  * deadline queue, the covering of peers, the session lease and the concurrency slots
  * (against stores made of plain functions).
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { decodeEvent, formatEvent } from '../src/cli/watch.js';
 import { Batcher } from '../src/redis/batcher.js';
 import type { TaskLocation } from '../src/redis/keys.js';
@@ -12,6 +12,7 @@ import { InvalidOptionError, RedisUnavailableError } from '../src/shared/errors.
 import { resolveOptions } from '../src/shared/options.js';
 import { Cover, type CoveredRun } from '../src/worker/cover.js';
 import { DeadlineQueue } from '../src/worker/deadlines.js';
+import { InFlight } from '../src/worker/latch.js';
 import { Session } from '../src/worker/session.js';
 import { Slots } from '../src/worker/slots.js';
 
@@ -76,6 +77,58 @@ describe('DeadlineQueue', () => {
     await sleep(120);
     expect(fired).toEqual(['a', 'c', 'd']);
     expect(q.size).toBe(0);
+  });
+});
+
+describe('DeadlineQueue timer', () => {
+  it('keeps one timer while the items ending first are the earliest (no re-arm per item), and still fires a later head on time', async () => {
+    const fired: string[] = [];
+    const t0 = performance.now();
+    const q = new DeadlineQueue<string>(
+      (x) => fired.push(x),
+      () => performance.now(),
+    );
+    const spy = vi.spyOn(globalThis, 'setTimeout');
+    try {
+      for (let i = 0; i < 50; i++) q.set(`t${i}`, t0 + 1_000 + i);
+      // tasks end in the order they started: the head moves later each time
+      for (let i = 0; i < 49; i++) q.delete(`t${i}`);
+      expect(spy).toHaveBeenCalledTimes(1);
+      q.set('soon', t0 + 30); // earlier than the timer: armed again, earlier
+      expect(spy).toHaveBeenCalledTimes(2);
+      q.delete('soon');
+      // the timer set for 'soon' fires early for t49, finds nothing due, and arms for it
+      q.set('t49', performance.now() + 60);
+      await sleep(120);
+      expect(fired).toEqual(['t49']);
+    } finally {
+      spy.mockRestore();
+      q.clear();
+    }
+  });
+});
+
+describe('InFlight', () => {
+  it('idle() resolves when the count is back to 0, whatever order the work ends in', async () => {
+    const f = new InFlight();
+    await f.idle(); // nothing in flight: at once
+    let endA!: () => void;
+    let failB!: (e: Error) => void;
+    const a = f.track(new Promise<string>((r) => (endA = () => r('a'))));
+    const b = f.track(new Promise<string>((_, j) => (failB = j)));
+    expect(f.size).toBe(2);
+    let idle = false;
+    void f.idle().then(() => {
+      idle = true;
+    });
+    failB(new Error('b'));
+    await expect(b).rejects.toThrow('b');
+    expect(idle).toBe(false);
+    endA();
+    expect(await a).toBe('a');
+    await sleep(0);
+    expect(idle).toBe(true);
+    expect(f.size).toBe(0);
   });
 });
 
