@@ -44,34 +44,16 @@ export interface ClaimStepHost {
 export class ClaimStep {
   constructor(private readonly h: ClaimStepHost) {}
 
-  /** The last claim arguments made, kept while they stay the same (one object per claim was churn). */
-  private lastArgs: ClaimArgs | undefined;
-
   private claimArgs(dryRun: boolean): ClaimArgs {
     const o = this.h.options;
-    const session = this.h.lease.id;
-    const maxAttempts = this.h.maxAttempts();
-    const last = this.lastArgs;
-    if (
-      last !== undefined &&
-      last.session === session &&
-      last.dryRun === dryRun &&
-      last.maxAttempts === maxAttempts &&
-      last.sessionTtlMs === o.sessionTtlMs &&
-      last.taskTimeoutMs === o.taskTimeoutMs &&
-      last.retentionMs === o.retentionMs
-    )
-      return last;
-    const args: ClaimArgs = {
-      session,
+    return {
+      session: this.h.lease.id,
       sessionTtlMs: o.sessionTtlMs,
       taskTimeoutMs: o.taskTimeoutMs,
       retentionMs: o.retentionMs,
-      maxAttempts,
+      maxAttempts: this.h.maxAttempts(),
       dryRun,
     };
-    this.lastArgs = args;
-    return args;
   }
 
   async step(run: AnyRun): Promise<void> {

@@ -87,7 +87,7 @@ export class PairedWorker extends TypedEmitter<PairedWorkerEvents> {
   private readonly covering: Cover<AnyRun>;
 
   private started: Promise<void> | undefined;
-  /** start() has resolved (and close() was not called since). */
+  /** start() has resolved (run() checks close() before it looks at this). */
   private ready = false;
   private closing = false;
   /** close() was called: run() and start() refuse. */
