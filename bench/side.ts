@@ -10,6 +10,7 @@ import { PairedWorker } from '../src/index.js';
 import { OriginalPairedWorker, runOriginal } from './baseline.js';
 import { type Counts, diffCounts, installCommandCounter } from './lib/counting.js';
 import { absNow, pool, sleep } from './lib/stats.js';
+import { BareProbe } from './probe.js';
 
 type Msg = { type: string } & Record<string, unknown>;
 
@@ -142,6 +143,21 @@ async function main(): Promise<void> {
         return async (k, exec) => {
           await runOriginal(w, `${i.prefix}${k}`, exec);
         };
+      });
+      break;
+    }
+    case 'tp-probe': {
+      const i = init as unknown as ThroughputInit;
+      await throughputSide(i, async () => {
+        const client = new Redis(i.url);
+        const subscriber = new Redis(i.url);
+        cleanups.push(
+          () => client.quit(),
+          () => subscriber.quit(),
+        );
+        const probe = new BareProbe(client, subscriber, `${i.prefix}probe-events`);
+        await probe.start();
+        return (k, exec) => probe.run(`${i.prefix}${k}`, exec);
       });
       break;
     }

@@ -14,6 +14,12 @@ import { newResult, type ScenarioResult } from '../lib/report.js';
 import { absNow, cpuMs, num, ratio, sleep } from '../lib/stats.js';
 
 const CONCURRENCY = 64;
+/** The bare batched probe (bench/probe.ts): the bound of this protocol shape on this machine. */
+const PROBE = 'bare batched probe';
+const PROBE_SETUP =
+  '2 processes; one claim and one settle script per turn, one event per settle batch';
+const PROBE_NOTE =
+  'bare batched probe: not a lock service and not a peer to choose; the bound of pairlock’s protocol shape on this machine (bench/probe.ts). It has none of pairlock’s safety: no sessions, fencing tokens, attempts, deadlines, retries, takeovers, options, history or events, and it passes no results on.';
 /** Tasks each side runs before the measurement (JIT, connections), at most WARMUP_CAP ms. */
 const warmupOf = (ctx: Ctx) => (ctx.quick ? 300 : 1_000);
 const WARMUP_CAP = 2_000;
@@ -333,6 +339,7 @@ export async function throughput(ctx: Ctx): Promise<ScenarioResult> {
     }),
   );
   await attempt(runs, 'BullMQ', () => bullRun(ctx, n, cap));
+  await attempt(runs, PROBE, () => pairRun(ctx, PROBE, PROBE_SETUP, 'tp-probe', n, cap, {}));
 
   res.tables.push({
     title: `Pair throughput: ${num(n)} tasks, both sides run() every task (trivial handler), ${CONCURRENCY} in flight per side`,
@@ -343,6 +350,7 @@ export async function throughput(ctx: Ctx): Promise<ScenarioResult> {
       `original, defaults: a side that finds the task still running waits firstAttemptInterval (10 s) before it looks again, and that lane of its 64 stays blocked meanwhile. With a trivial handler this happens only when its GET falls between the winner's SETNX and its SET, so the figure depends on timing luck and on how long one looks: it is measured as a sustained rate, tasks finished by both sides within a ${baselineWindow / 1000} s window of a continuous feed. Intervals ÷1000 shows the same algorithm when that wait is not the limit.`,
       'redlock: the loser of a race gets no outcome (it only learns the lock is taken); when it comes after the winner released, it runs the task again: these are the duplicates.',
       'BullMQ is a queue: each job runs on one of the two workers, and the producer is part of the measurement (jobs added from the bench process).',
+      PROBE_NOTE,
       'round trips/task: commands the two sides sent (client-side count, all connections), per task; Redis cmds/task: commands Redis executed, commands inside Lua scripts included (INFO commandstats).',
       'CPU/task: CPU time used during the run by the Redis process and by the two side processes (BullMQ: plus the producer), per task (10 ms clock resolution).',
       `Every peer first runs ${num(warmupOf(ctx))} tasks of its own (at most ${WARMUP_CAP / 1000} s) before the measured run.`,
@@ -394,6 +402,9 @@ export async function throughput(ctx: Ctx): Promise<ScenarioResult> {
         { ...scaled, handlerMs },
       ),
     );
+    await attempt(slow, `${PROBE}, 5 ms handler`, () =>
+      pairRun(ctx, `${PROBE}, 5 ms handler`, PROBE_SETUP, 'tp-probe', slowN, cap, { handlerMs }),
+    );
     // the lane bound: each task holds a lane on each side for at least the handler's time
     const bound = (CONCURRENCY * 1000) / handlerMs;
     res.tables.push({
@@ -407,6 +418,7 @@ export async function throughput(ctx: Ctx): Promise<ScenarioResult> {
       notes: [
         `of lane bound: tasks/s divided by ${CONCURRENCY} lanes ÷ ${handlerMs} ms = ${num(bound)} tasks/s, the most ${CONCURRENCY} tasks in flight per side can finish when every task holds a lane for exactly the handler's time. The handler's timer itself fires a little late (Node timers), so 100% is out of reach for any peer.`,
         'Once the handler takes longer than the gap between the two sides, the original’s loser finds the task running and waits out its retry interval; pairlock’s loser is woken by the settle event.',
+        PROBE_NOTE,
         ...slow.filter((r) => r.error).map((r) => `${r.peer}: ${r.error}`),
       ],
     });

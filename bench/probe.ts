@@ -1,0 +1,129 @@
+/**
+ * The bare batched probe: the least a pair of the same protocol shape as pairlock's can do
+ * on this machine, run as a peer in scenario 1 to show the bound pairlock is measured
+ * against (not a lock service: none of pairlock's safety is in it).
+ *
+ * Each side coalesces the calls of one event-loop turn (setImmediate, as pairlock's
+ * batcher) into one claim script and one settle script; a settle batch publishes one
+ * event naming its tasks; a loser waits for that event. There are no sessions, fencing
+ * tokens, attempts, deadlines, retries, takeovers, options, history or worker events, and
+ * results are not passed on. A loser whose event passed it by (pub/sub and command replies
+ * come on two connections, in no fixed order) looks again after MISSED_EVENT_MS; those
+ * looks are counted.
+ */
+import type { Redis } from 'ioredis';
+
+const CLAIM = `
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('SET', KEYS[i], 'R', 'NX', 'PX', ARGV[1]) then
+    out[i] = 1
+  elseif redis.call('GET', KEYS[i]) == 'D' then
+    out[i] = 2
+  else
+    out[i] = 0
+  end
+end
+return out`;
+
+const SETTLE = `
+for i = 1, #KEYS do redis.call('SET', KEYS[i], 'D', 'PX', ARGV[1]) end
+redis.call('PUBLISH', ARGV[2], table.concat(KEYS, ','))
+return #KEYS`;
+
+const MISSED_EVENT_MS = 50;
+const KEEP_MS = 60_000;
+
+type ProbeClient = Redis & {
+  probeClaim(n: number, ...args: string[]): Promise<number[]>;
+  probeSettle(n: number, ...args: string[]): Promise<number>;
+};
+
+/** Calls of one turn as one batch (dispatched at setImmediate), one answer per item. */
+function batched<A>(fn: (items: string[]) => Promise<A[]>): (item: string) => Promise<A> {
+  let queue: { items: string[]; resolves: ((a: A) => void)[]; rejects: ((e: unknown) => void)[] };
+  let open = false;
+  return (item) =>
+    new Promise<A>((resolve, reject) => {
+      if (!open) {
+        open = true;
+        queue = { items: [], resolves: [], rejects: [] };
+        const q = queue;
+        setImmediate(() => {
+          open = false;
+          fn(q.items).then(
+            (answers) => {
+              for (let i = 0; i < q.resolves.length; i++) q.resolves[i]?.(answers[i] as A);
+            },
+            (err) => {
+              for (const r of q.rejects) r(err);
+            },
+          );
+        });
+      }
+      queue.items.push(item);
+      queue.resolves.push(resolve);
+      queue.rejects.push(reject);
+    });
+}
+
+export class BareProbe {
+  /** Looks again after an event that passed a loser by. */
+  missedEvents = 0;
+  private readonly waiting = new Map<string, () => void>();
+  private readonly claim: (key: string) => Promise<number>;
+  private readonly settle: (key: string) => Promise<number>;
+
+  constructor(
+    private readonly client: Redis,
+    private readonly subscriber: Redis,
+    private readonly channel: string,
+  ) {
+    client.defineCommand('probeClaim', { lua: CLAIM });
+    client.defineCommand('probeSettle', { lua: SETTLE });
+    const c = client as ProbeClient;
+    this.claim = batched((keys) => c.probeClaim(keys.length, ...keys, String(KEEP_MS)));
+    this.settle = batched(async (keys) => {
+      await c.probeSettle(keys.length, ...keys, String(KEEP_MS), channel);
+      return keys.map(() => 1);
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.subscriber.subscribe(this.channel);
+    this.subscriber.on('message', (_channel: string, message: string) => {
+      for (const key of message.split(',')) {
+        const wake = this.waiting.get(key);
+        if (wake) {
+          this.waiting.delete(key);
+          wake();
+        }
+      }
+    });
+  }
+
+  /** Race for `key`: the winner runs `handler` and settles; a loser waits for the event. */
+  async run(key: string, handler: () => Promise<void> | undefined): Promise<void> {
+    for (;;) {
+      const answer = await this.claim(key);
+      if (answer === 1) {
+        await handler();
+        await this.settle(key);
+        return;
+      }
+      if (answer === 2) return;
+      const woken = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          this.waiting.delete(key);
+          resolve(false);
+        }, MISSED_EVENT_MS);
+        this.waiting.set(key, () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      if (woken) return;
+      this.missedEvents += 1;
+    }
+  }
+}
