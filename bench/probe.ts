@@ -75,7 +75,7 @@ export class BareProbe {
   private readonly settle: (key: string) => Promise<number>;
 
   constructor(
-    private readonly client: Redis,
+    client: Redis,
     private readonly subscriber: Redis,
     private readonly channel: string,
   ) {
