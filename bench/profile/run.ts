@@ -8,6 +8,13 @@
  *
  *   npm run bench:profile                                      # 3 rounds of 20,000 tasks
  *   npm run bench:profile -- --tasks 60000 --rounds 1 --keep   # keep the .cpuprofile files
+ *   npm run bench:profile -- --handler-ms 5 --no-cpu-prof      # where a lane's cycle goes
+ *
+ * With --handler-ms N every handler waits N ms on a timer (scenario 1's 5 ms table).
+ * A second table shows where a lane's time went: from run() to the handler starting, in
+ * the handler, from its return to run() resolving (the tasks a side ran), and the wait
+ * of the tasks its peer ran. --no-cpu-prof runs the sides without the profiler, which
+ * otherwise adds its own cost to every figure (the time breakdown is then left out).
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -21,19 +28,37 @@ const sideScript = fileURLToPath(new URL('./side.mjs', import.meta.url));
 if (!existsSync(path.join(root, 'dist', 'index.js')))
   throw new Error('the profile runs the built package: run `npm run build` first');
 
-function arg(name: string, fallback: number): number {
+function arg(name: string, fallback: number, least = 1): number {
   const i = process.argv.indexOf(`--${name}`);
   const v = i >= 0 ? Number(process.argv[i + 1]) : fallback;
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} expects a positive integer`);
+  if (!Number.isInteger(v) || v < least)
+    throw new Error(`--${name} expects an integer of at least ${least}`);
   return v;
 }
 const tasks = arg('tasks', 20_000);
 const rounds = arg('rounds', 3);
+const handlerMs = arg('handler-ms', 0, 0);
 const keep = process.argv.includes('--keep');
-if (tasks > 200_000 || rounds > 10) throw new Error('at most 200,000 tasks and 10 rounds');
+const profiled = !process.argv.includes('--no-cpu-prof');
+if (tasks > 200_000 || rounds > 10 || handlerMs > 1_000)
+  throw new Error('at most 200,000 tasks, 10 rounds and a 1,000 ms handler');
+
+/** Where a side's lanes spent their time (ms, means over the measured run). */
+interface Lane {
+  /** Tasks this side ran. */
+  won: number;
+  toStartMs: number;
+  handlerMs: number;
+  toDoneMs: number;
+  /** run() of a task the peer ran, from call to outcome. */
+  lostWaitMs: number;
+  /** Event-loop utilization over the measured run (0–1). */
+  elu: number;
+}
 
 interface SideResult {
   name: string;
+  lane: Lane;
   ms: number;
   userUs: number;
   systemUs: number;
@@ -44,7 +69,9 @@ interface SideResult {
 }
 
 function runSide(args: string[], profDir: string): Promise<SideResult> {
-  const execArgv = ['--cpu-prof', '--cpu-prof-interval', '250', '--cpu-prof-dir', profDir];
+  const execArgv = profiled
+    ? ['--cpu-prof', '--cpu-prof-interval', '250', '--cpu-prof-dir', profDir]
+    : [];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...execArgv, sideScript, ...args], {
       cwd: root,
@@ -130,7 +157,7 @@ const cpuSeconds = (info: Record<string, string>) =>
   Number(info.used_cpu_user) + Number(info.used_cpu_sys);
 try {
   console.log(
-    `Pair profile: ${tasks.toLocaleString('en-US')} tasks per round, both sides run() every task (trivial handler), 64 in flight per side, ${rounds} round(s)\n`,
+    `Pair profile: ${tasks.toLocaleString('en-US')} tasks per round, both sides run() every task (${handlerMs > 0 ? `a handler that waits ${handlerMs} ms on a timer` : 'trivial handler'}), 64 in flight per side, ${rounds} round(s)${profiled ? '' : ', without the profiler'}\n`,
   );
   console.log('| round | tasks/s | worker CPU/task, both sides (user + system) | Redis CPU/task |');
   console.log('|---|---|---|---|');
@@ -143,7 +170,10 @@ try {
     const prefix = `r${r}x${Date.now()}`;
     const sides = await Promise.all(
       ['A', 'B'].map((name) =>
-        runSide([redis.url, name, String(tasks), '64', String(startAt), prefix], dir),
+        runSide(
+          [redis.url, name, String(tasks), '64', String(startAt), prefix, String(handlerMs)],
+          dir,
+        ),
       ),
     );
     const redisS = cpuSeconds(parseInfo(await redis.admin.info('cpu'))) - cpu0;
@@ -155,6 +185,31 @@ try {
       `| ${r} | ${Math.round((tasks * 1000) / ms).toLocaleString('en-US')} | ${(user + system).toFixed(0)} µs (${user.toFixed(0)} + ${system.toFixed(0)}) | ${((redisS * 1e6) / (tasks + 2_000)).toFixed(0)} µs (warm-up included) |`,
     );
   }
+  laneTable(profiles.flatMap((p) => p.sides));
+  if (!profiled) {
+    for (const { dir } of profiles) rmSync(dir, { recursive: true, force: true });
+  } else summary(profiles);
+} finally {
+  await redis.stop();
+}
+
+/** Where a lane's time went, per side of each round. */
+function laneTable(sides: SideResult[]): void {
+  const f = (v: number) => v.toFixed(2);
+  console.log(
+    `\n| side | tasks it ran | run() → handler | in the handler | handler → run() resolved | a peer's task: run() → resolved | lane cycle (64 ÷ tasks/s) | event loop busy |`,
+  );
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const s of sides) {
+    const l = s.lane;
+    const cycle = (64 * s.ms) / tasks;
+    console.log(
+      `| ${s.name} | ${l.won.toLocaleString('en-US')} | ${f(l.toStartMs)} ms | ${f(l.handlerMs)} ms | ${f(l.toDoneMs)} ms | ${f(l.lostWaitMs)} ms | ${f(cycle)} ms | ${(100 * l.elu).toFixed(0)}% |`,
+    );
+  }
+}
+
+function summary(profiles: { dir: string; sides: SideResult[] }[]): void {
   const cats = new Map<Category, number>();
   const fns = new Map<string, number>();
   let total = 0;
@@ -185,6 +240,4 @@ try {
   const dirs = profiles.map((p) => p.dir);
   if (keep) console.log(`\nProfiles kept in: ${dirs.join(', ')}`);
   else for (const d of dirs) rmSync(d, { recursive: true, force: true });
-} finally {
-  await redis.stop();
 }
