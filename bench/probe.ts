@@ -3,15 +3,16 @@
  * on this machine, run as a peer in scenario 1 to show the bound pairlock is measured
  * against (not a lock service: none of pairlock's safety is in it).
  *
- * Each side coalesces the calls of one event-loop turn (setImmediate, as pairlock's
- * batcher) into one claim script and one settle script; a settle batch publishes one
- * event naming its tasks; a loser waits for that event. There are no sessions, fencing
- * tokens, attempts, deadlines, retries, takeovers, options, history or worker events, and
- * results are not passed on. A loser whose event passed it by (pub/sub and command replies
- * come on two connections, in no fixed order) looks again after MISSED_EVENT_MS; those
- * looks are counted.
+ * Each side coalesces the calls of one event-loop turn into one claim script and one
+ * settle script, with pairlock's own batcher (src/redis/batcher.ts); a settle batch
+ * publishes one event naming its tasks; a loser waits for that event. There are no
+ * sessions, fencing tokens, attempts, deadlines, retries, takeovers, options, history or
+ * worker events, and results are not passed on. A loser whose event passed it by (pub/sub
+ * and command replies come on two connections, in no fixed order) looks again after
+ * MISSED_EVENT_MS.
  */
 import type { Redis } from 'ioredis';
+import { Batcher } from '../src/redis/batcher.js';
 
 const CLAIM = `
 local out = {}
@@ -39,37 +40,7 @@ type ProbeClient = Redis & {
   probeSettle(n: number, ...args: string[]): Promise<number>;
 };
 
-/** Calls of one turn as one batch (dispatched at setImmediate), one answer per item. */
-function batched<A>(fn: (items: string[]) => Promise<A[]>): (item: string) => Promise<A> {
-  let queue: { items: string[]; resolves: ((a: A) => void)[]; rejects: ((e: unknown) => void)[] };
-  let open = false;
-  return (item) =>
-    new Promise<A>((resolve, reject) => {
-      if (!open) {
-        open = true;
-        queue = { items: [], resolves: [], rejects: [] };
-        const q = queue;
-        setImmediate(() => {
-          open = false;
-          fn(q.items).then(
-            (answers) => {
-              for (let i = 0; i < q.resolves.length; i++) q.resolves[i]?.(answers[i] as A);
-            },
-            (err) => {
-              for (const r of q.rejects) r(err);
-            },
-          );
-        });
-      }
-      queue.items.push(item);
-      queue.resolves.push(resolve);
-      queue.rejects.push(reject);
-    });
-}
-
 export class BareProbe {
-  /** Looks again after an event that passed a loser by. */
-  missedEvents = 0;
   private readonly waiting = new Map<string, () => void>();
   private readonly claim: (key: string) => Promise<number>;
   private readonly settle: (key: string) => Promise<number>;
@@ -82,11 +53,15 @@ export class BareProbe {
     client.defineCommand('probeClaim', { lua: CLAIM });
     client.defineCommand('probeSettle', { lua: SETTLE });
     const c = client as ProbeClient;
-    this.claim = batched((keys) => c.probeClaim(keys.length, ...keys, String(KEEP_MS)));
-    this.settle = batched(async (keys) => {
+    const claims = new Batcher<string, string, number>((_, keys) =>
+      c.probeClaim(keys.length, ...keys, String(KEEP_MS)),
+    );
+    const settles = new Batcher<string, string, number>(async (_, keys) => {
       await c.probeSettle(keys.length, ...keys, String(KEEP_MS), channel);
       return keys.map(() => 1);
     });
+    this.claim = (key) => claims.load('', '', key);
+    this.settle = (key) => settles.load('', '', key);
   }
 
   async start(): Promise<void> {
@@ -123,7 +98,6 @@ export class BareProbe {
         });
       });
       if (woken) return;
-      this.missedEvents += 1;
     }
   }
 }
