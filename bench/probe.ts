@@ -1,7 +1,7 @@
 /**
- * The bare batched probe: the least a pair of the same protocol shape as pairlock's can do
- * on this machine, run as a peer in scenario 1 to show the bound pairlock is measured
- * against (not a lock service: none of pairlock's safety is in it).
+ * The bare batched probe: a pair of pairlock's protocol shape doing as little as it can,
+ * run in scenario 1 as a reference for what this machine allows that shape (not a lock
+ * service: none of pairlock's safety is in it).
  *
  * Each side coalesces the calls of one event-loop turn into one claim script and one
  * settle script, with pairlock's own batcher (src/redis/batcher.ts); a settle batch

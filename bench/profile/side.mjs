@@ -66,8 +66,11 @@ async function pool(count, base) {
 const sleepUntil = (t) => new Promise((r) => setTimeout(r, Math.max(0, t - Date.now())));
 
 await sleepUntil(startAt);
-await pool(2_000, `${prefix}w`); // warm-up: JIT, connections
-await sleepUntil(startAt + 1_500 + 5 * handlerMs);
+const WARM_UP = 2_000;
+await pool(WARM_UP, `${prefix}w`); // warm-up: JIT, connections
+// both sides start the measured run together: after the longest warm-up to expect (the
+// handler's time per wave of lanes, twice over)
+await sleepUntil(startAt + 1_500 + 2 * Math.ceil(WARM_UP / concurrency) * handlerMs);
 record = true;
 const t0 = Date.now();
 const from = monoUs();

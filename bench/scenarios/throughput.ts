@@ -14,12 +14,12 @@ import { newResult, type ScenarioResult } from '../lib/report.js';
 import { absNow, cpuMs, num, ratio, sleep } from '../lib/stats.js';
 
 const CONCURRENCY = 64;
-/** The bare batched probe (bench/probe.ts): the bound of this protocol shape on this machine. */
+/** The bare batched probe (bench/probe.ts): what this machine allows pairlock's protocol shape. */
 const PROBE = 'bare batched probe';
 const PROBE_SETUP =
   '2 processes; one claim and one settle script per turn, one event per settle batch';
 const PROBE_NOTE =
-  'bare batched probe: not a lock service and not a peer to choose; the bound of pairlock’s protocol shape on this machine (bench/probe.ts). It has none of pairlock’s safety: no sessions, fencing tokens, attempts, deadlines, retries, takeovers, options, history or events, and it passes no results on.';
+  'bare batched probe: not a lock service and not a peer to choose; a reference for what this machine allows pairlock’s protocol shape (bench/probe.ts). It has none of pairlock’s safety: no sessions, fencing tokens, attempts, deadlines, retries, takeovers, options, history or events, and it passes no results on.';
 /** Tasks each side runs before the measurement (JIT, connections), at most WARMUP_CAP ms. */
 const warmupOf = (ctx: Ctx) => (ctx.quick ? 300 : 1_000);
 const WARMUP_CAP = 2_000;
