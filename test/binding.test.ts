@@ -3,9 +3,9 @@
  * link and a fake store, so each rule of the belief can be driven alone.
  */
 import { EventEmitter } from 'node:events';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { BindReply, LiveLink } from '../src/redis/replies.js';
-import { RedisUnavailableError } from '../src/shared/errors.js';
+import { RedisOutOfMemoryError, RedisUnavailableError } from '../src/shared/errors.js';
 import { Binding, PROOF_INTERVAL_MS } from '../src/worker/binding.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -362,6 +362,28 @@ describe('Binding (the holder of a connection-bound session)', () => {
     expect(lapses).toEqual([]);
     expect(binding.valid).toBe(true);
     expect(link.pings).toBe(0);
+    await binding.stop();
+  });
+
+  it('a bind refused for memory (noeviction, maxmemory reached) is retried, not taken as unsupported', async () => {
+    let full = true;
+    const { binding, link, calls, logs } = setup((op) =>
+      op === 'bind' && full
+        ? new RedisOutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'")
+        : ok,
+    );
+    binding.start();
+    await vi.waitFor(() => expect(calls.filter((c) => c.op === 'bind').length).toBeGreaterThan(1));
+    expect(logs.filter((l) => l.includes('connection-bound sessions are off'))).toEqual([]);
+    expect(logs).toContain('pairlock: connection binding failed; retrying');
+    // memory back: bound, and its proofs keep it proven
+    full = false;
+    const tries = calls.length;
+    await vi.waitFor(() => expect(calls.length).toBeGreaterThan(tries));
+    const pings = link.pings;
+    await vi.waitFor(() => expect(link.pings).toBeGreaterThan(pings + 1));
+    expect(binding.valid).toBe(true);
+    expect(logs.filter((l) => l.includes('connection-bound sessions are off'))).toEqual([]);
     await binding.stop();
   });
 

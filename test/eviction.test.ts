@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Cluster, Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../src/cli/program.js';
 import {
   EvictionPolicyError,
@@ -19,6 +19,7 @@ import {
   RedisOutOfMemoryError,
 } from '../src/index.js';
 import { parseMemoryInfo } from '../src/redis/eviction.js';
+import { Keys } from '../src/redis/keys.js';
 import { keySlot } from '../src/redis/topology-cluster.js';
 import { RedisServer, startCluster, startIndependent } from '../src/testing/index.js';
 import { evictionLine } from '../src/verify/preflight.js';
@@ -350,19 +351,33 @@ describe('pairlock stats and the verify preflight show the policy', () => {
 });
 
 describe('noeviction with a full memory', () => {
-  it('run() fails at once with ERR_REDIS_OOM before granting: the handler never runs, nothing is written, nothing retried', async () => {
-    await admin.config('SET', 'maxmemory-policy', 'noeviction');
-    const log = capture();
-    const opts = { logger: log, taskTimeoutMs: 1_500, firstAttemptIntervalMs: 200 };
-    const a = worker({ ...opts, name: 'a' });
-    expect(await a.run('before', () => 'kept')).toMatchObject({ state: 'done', token: 1 });
-    // other data (a shared Redis), and a limit below what is used now: every write that
-    // may grow memory is refused
+  /**
+   * Other data (a shared Redis), and a limit below what is used now: every write that may
+   * grow memory is refused.
+   */
+  async function memoryFull(): Promise<void> {
     await admin.config('SET', 'maxmemory', '0');
     for (let i = 0; i < 100; i++) await admin.set(`app:fill:${i}`, 'x'.repeat(10_000));
     const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
     await admin.config('SET', 'maxmemory', String(Math.floor(used / 2)));
     await expect(admin.set('app:one-more', 'x')).rejects.toThrow(/^OOM/);
+  }
+
+  it('run() fails at once with ERR_REDIS_OOM before granting: the handler never runs, nothing is written, nothing retried', async () => {
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    const log = capture();
+    // not connection-bound: a rebind of the binding (its grace grown on a loaded machine)
+    // would be refused for memory too, retried on its own (the test below); this one
+    // counts the claim's refusals alone
+    const opts = {
+      logger: log,
+      taskTimeoutMs: 1_500,
+      firstAttemptIntervalMs: 200,
+      connectionBound: false,
+    };
+    const a = worker({ ...opts, name: 'a' });
+    expect(await a.run('before', () => 'kept')).toMatchObject({ state: 'done', token: 1 });
+    await memoryFull();
     const errors = async () =>
       Number(/errorstat_OOM:count=(\d+)/.exec(await admin.info('errorstats'))?.[1] ?? 0);
     const oomBefore = await errors();
@@ -399,5 +414,36 @@ describe('noeviction with a full memory', () => {
       result: 'done',
       token: 1,
     });
+  });
+
+  it('a rebind refused for memory keeps connection-bound sessions on: retried, and bound again once memory is back', async () => {
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '0');
+    const log = capture();
+    const a = worker({ logger: log, name: 'a' });
+    await a.start();
+    const keys = new Keys('pairlock', a.options.namespace);
+    const epochOf = async () =>
+      Number(/^\w+\|(\d+)\|/.exec((await admin.get(keys.bind(a.session))) ?? '')?.[1] ?? 0);
+    await vi.waitFor(async () => expect(await epochOf()).toBeGreaterThan(0));
+    const before = await epochOf();
+    await memoryFull();
+    // the subscriber's connection closes: unbound (a DEL, allowed), then bound again on the
+    // new connection, which Redis refuses for memory
+    await admin.client('KILL', 'TYPE', 'pubsub');
+    const said = (text: string) => log.lines.filter((l) => l.msg.includes(text));
+    await vi.waitFor(
+      () => expect(said('connection binding failed; retrying').length).toBeGreaterThan(0),
+      {
+        timeout: 3_000,
+      },
+    );
+    expect(await admin.exists(keys.bind(a.session))).toBe(0);
+    // memory back: bound again, on a newer epoch; never said to be off
+    await admin.config('SET', 'maxmemory', '0');
+    await vi.waitFor(async () => expect(await epochOf()).toBeGreaterThan(before), {
+      timeout: 3_000,
+    });
+    expect(said('connection-bound sessions are off')).toEqual([]);
   });
 });

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { BindReply, LiveLink, Store } from '../redis/replies.js';
-import { RedisUnavailableError } from '../shared/errors.js';
+import { RedisOutOfMemoryError, RedisUnavailableError } from '../shared/errors.js';
 import type { Logger, ResolvedOptions } from '../shared/options.js';
 import { driftMs, type Session } from './session.js';
 
@@ -330,7 +330,10 @@ export class Binding {
       try {
         reply = await this.ctx.store.bind?.('bind', session, this.epoch, grace);
       } catch (err) {
-        if (err instanceof RedisUnavailableError) throw err;
+        // Redis away, or its memory full (the binding's SET is refused under `noeviction`
+        // until memory is freed): retried. The server keeps the binding it held, whose
+        // proofs go on under the grace it was recorded with.
+        if (err instanceof RedisUnavailableError || err instanceof RedisOutOfMemoryError) throw err;
         // the server refused the script itself (a command renamed or denied by an ACL)
         reply = { ok: false, reason: 'unsupported', version: String((err as Error).message) };
       }
