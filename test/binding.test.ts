@@ -373,9 +373,12 @@ describe('Binding (the holder of a connection-bound session)', () => {
         : ok,
     );
     binding.start();
-    await vi.waitFor(() => expect(calls.filter((c) => c.op === 'bind').length).toBeGreaterThan(1));
+    await vi.waitFor(() => expect(calls.filter((c) => c.op === 'bind').length).toBeGreaterThan(2));
     expect(logs.filter((l) => l.includes('connection-bound sessions are off'))).toEqual([]);
-    expect(logs).toContain('pairlock: connection binding failed; retrying');
+    // warned of once while the refusals go on (then every 40th)
+    expect(logs.filter((l) => l === 'pairlock: connection binding failed; retrying')).toHaveLength(
+      1,
+    );
     // memory back: bound, and its proofs keep it proven
     full = false;
     const tries = calls.length;

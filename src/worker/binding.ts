@@ -137,6 +137,7 @@ export class Binding {
   private proofTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private failures = 0; // binding steps failed since the last bind
 
   constructor(private readonly ctx: BindingContext) {
     this.grace = ctx.crashGraceMs;
@@ -194,7 +195,10 @@ export class Binding {
 
   private serial(step: () => Promise<void>): void {
     this.chain = this.chain.then(step).catch((err) => {
-      this.ctx.logger.warn({ err }, 'pairlock: connection binding failed; retrying');
+      const log = this.ctx.logger; // warns of the 1st failure in a row, then each 40th (10 s)
+      const failures = ++this.failures;
+      const msg = 'pairlock: connection binding failed; retrying';
+      (failures % 40 === 1 ? log.warn : log.debug).call(log, { err, failures }, msg);
       this.retry();
     });
   }
@@ -316,10 +320,9 @@ export class Binding {
       const grace = Math.max(this.grace, this.graceFor(rtt));
       this.epoch += 1;
       const sent = now();
-      // With no binding of ours on the server before, none can be acted on before this
-      // one is recorded, and then only its grace after a later sighting.
-      // The server holds no binding of ours that this one could leave behind, so the
-      // binding it may record is on this connection from now on.
+      // With no binding of ours on the server before, none can be acted on before this one
+      // is recorded, then only its grace after a later sighting; none it could leave
+      // behind either: the binding it may record is on this connection from now on.
       if (!this.required) {
         this.required = true;
         this.validUntil = 0;
@@ -330,15 +333,15 @@ export class Binding {
       try {
         reply = await this.ctx.store.bind?.('bind', session, this.epoch, grace);
       } catch (err) {
-        // Redis away, or its memory full (the binding's SET is refused under `noeviction`
-        // until memory is freed): retried. The server keeps the binding it held, whose
-        // proofs go on under the grace it was recorded with.
+        // Redis away, or full (its SET refused under noeviction): retried; a binding held
+        // before stays, proven under the grace it was recorded with
         if (err instanceof RedisUnavailableError || err instanceof RedisOutOfMemoryError) throw err;
         // the server refused the script itself (a command renamed or denied by an ACL)
         reply = { ok: false, reason: 'unsupported', version: String((err as Error).message) };
       }
       if (!reply) return;
       if (reply.ok) {
+        this.failures = 0;
         this.bound = session;
         this.grace = grace;
         // a newer binding supersedes an unbind not yet answered
