@@ -373,7 +373,10 @@ describe('Binding (the holder of a connection-bound session)', () => {
         : ok,
     );
     binding.start();
-    await vi.waitFor(() => expect(calls.filter((c) => c.op === 'bind').length).toBeGreaterThan(2));
+    // retried every 250 ms: 3 tries take 0.5 s on a quiet machine
+    await vi.waitFor(() => expect(calls.filter((c) => c.op === 'bind').length).toBeGreaterThan(2), {
+      timeout: 5_000,
+    });
     expect(logs.filter((l) => l.includes('connection-bound sessions are off'))).toEqual([]);
     // warned of once while the refusals go on (then every 40th)
     expect(logs.filter((l) => l === 'pairlock: connection binding failed; retrying')).toHaveLength(
@@ -382,9 +385,9 @@ describe('Binding (the holder of a connection-bound session)', () => {
     // memory back: bound, and its proofs keep it proven
     full = false;
     const tries = calls.length;
-    await vi.waitFor(() => expect(calls.length).toBeGreaterThan(tries));
+    await vi.waitFor(() => expect(calls.length).toBeGreaterThan(tries), { timeout: 5_000 });
     const pings = link.pings;
-    await vi.waitFor(() => expect(link.pings).toBeGreaterThan(pings + 1));
+    await vi.waitFor(() => expect(link.pings).toBeGreaterThan(pings + 1), { timeout: 5_000 });
     expect(binding.valid).toBe(true);
     expect(logs.filter((l) => l.includes('connection-bound sessions are off'))).toEqual([]);
     await binding.stop();

@@ -425,7 +425,7 @@ describe('noeviction with a full memory', () => {
     const keys = new Keys('pairlock', a.options.namespace);
     const epochOf = async () =>
       Number(/^\w+\|(\d+)\|/.exec((await admin.get(keys.bind(a.session))) ?? '')?.[1] ?? 0);
-    await vi.waitFor(async () => expect(await epochOf()).toBeGreaterThan(0));
+    await vi.waitFor(async () => expect(await epochOf()).toBeGreaterThan(0), { timeout: 5_000 });
     const before = await epochOf();
     await memoryFull();
     // the subscriber's connection closes: unbound (a DEL, allowed), then bound again on the
@@ -434,15 +434,13 @@ describe('noeviction with a full memory', () => {
     const said = (text: string) => log.lines.filter((l) => l.msg.includes(text));
     await vi.waitFor(
       () => expect(said('connection binding failed; retrying').length).toBeGreaterThan(0),
-      {
-        timeout: 3_000,
-      },
+      { timeout: 5_000 },
     );
     expect(await admin.exists(keys.bind(a.session))).toBe(0);
     // memory back: bound again, on a newer epoch; never said to be off
     await admin.config('SET', 'maxmemory', '0');
     await vi.waitFor(async () => expect(await epochOf()).toBeGreaterThan(before), {
-      timeout: 3_000,
+      timeout: 5_000,
     });
     expect(said('connection-bound sessions are off')).toEqual([]);
   });

@@ -167,7 +167,7 @@ try {
   for (let r = 1; r <= rounds; r++) {
     await redis.flush();
     const cpu0 = cpuSeconds(parseInfo(await redis.admin.info('cpu')));
-    const dir = mkdtempSync(path.join(tmpdir(), 'pairlock-profile-'));
+    const dir = profiled ? mkdtempSync(path.join(tmpdir(), 'pairlock-profile-')) : '';
     const startAt = Date.now() + 1_500;
     const prefix = `r${r}x${Date.now()}`;
     const sides = await Promise.all(
@@ -188,9 +188,7 @@ try {
     );
   }
   laneTable(profiles.flatMap((p) => p.sides));
-  if (!profiled) {
-    for (const { dir } of profiles) rmSync(dir, { recursive: true, force: true });
-  } else summary(profiles);
+  if (profiled) summary(profiles);
 } finally {
   await redis.stop();
 }
